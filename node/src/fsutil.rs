@@ -1,0 +1,90 @@
+//! Crash-safe file writes: write a temporary file beside the target, fsync it, rename or link it
+//! into place, fsync the directory. A reader sees the old file or the new one, never half of one.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Write},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+};
+
+/// The directory a path lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory so that a rename or a new entry in it survives a power cut.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to a new file at `path` with permission `mode`, atomically, refusing to replace an
+/// existing file (`io::ErrorKind::AlreadyExists`). Nothing is left behind on failure.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wardswarm-")
+        .tempfile_in(dir)?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    fsync_dir(dir)
+}
+
+/// Replaces (or creates) `path` with `bytes` atomically, keeping `mode`.
+pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wardswarm-")
+        .tempfile_in(dir)?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    fsync_dir(dir)
+}
+
+/// Reads a whole file, refusing (before reading it all) one larger than `max` bytes.
+/// Returns `Ok(Err(len))` when the file is over the cap so callers can build their own error.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<Result<Vec<u8>, u64>> {
+    let f = OpenOptions::new().read(true).open(path)?;
+    let len = f.metadata()?.len();
+    if len > max {
+        return Ok(Err(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    // `take` guards against a file that grows between the stat and the read.
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Ok(Err(buf.len() as u64));
+    }
+    Ok(Ok(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_refuses_overwrite_and_sets_mode() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("k");
+        write_new(&p, b"one", 0o600)?;
+        assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o777, 0o600);
+        let err = write_new(&p, b"two", 0o600).expect_err("must refuse");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p)?, b"one");
+        // No temporary files are left beside it.
+        assert_eq!(fs::read_dir(dir.path())?.count(), 1);
+        replace(&p, b"three", 0o644)?;
+        assert_eq!(fs::read(&p)?, b"three");
+        assert!(matches!(read_capped(&p, 4)?, Err(5)));
+        Ok(())
+    }
+}

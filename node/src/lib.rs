@@ -1,0 +1,34 @@
+//! Wardswarm's device-side library: formats, the chain of custody, and (in later modules) the verified
+//! chunk store, the ward swarm and the device agent.
+//!
+//! Module map:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`hash`] | `Hash` (BLAKE3, `blake3:<hex>`), streaming hashing |
+//! | [`time`] | `Timestamp`, RFC 3339 in whole seconds |
+//! | [`keys`] | ed25519 keys (PKCS#8 PEM files, mode 0600) and `PublicKeyId` (`ed25519:<hex>`) |
+//! | [`signed`] | the signed-document envelope: canonical bytes, size caps, threshold signatures |
+//! | [`root`] | the trust root (roles root, release, membership; m-of-n; rotation) |
+//! | [`manifest`] | release manifests and artifacts |
+//! | [`outboard`] | bao outboards in 16 KiB chunk groups, artifact verification |
+//! | [`release`] | release directories: build, verify, summarise |
+//! | [`verify`] | the device's verification API: accept or refuse, with a typed reason |
+//! | [`fsutil`] | crash-safe file writes |
+//!
+//! The trust model and formats are described in `docs/trust-model.md` and `docs/formats.md`.
+
+pub mod fsutil;
+pub mod hash;
+pub mod keys;
+pub mod manifest;
+pub mod outboard;
+pub mod release;
+pub mod root;
+pub mod signed;
+pub mod time;
+pub mod verify;
+
+pub use hash::Hash;
+pub use keys::{PublicKeyId, SecretKey};
+pub use time::Timestamp;

@@ -1,0 +1,548 @@
+//! `wardswarm`: the one command-line tool for device makers, hospital IT and CI.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use wardswarm_node::{
+    fsutil,
+    keys::{KeyArg, SecretKey},
+    release::{self, BuildRequest},
+    root::{self, Role, RoleName, TrustRoot},
+    signed::DocKind,
+    Timestamp,
+};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wardswarm",
+    version,
+    about = "Peer-to-peer update distribution for hospital wards"
+)]
+struct Cli {
+    /// Pretend the current time is this RFC 3339 instant (tests, reproducible builds).
+    #[arg(long, global = true, hide = true, value_parser = parse_time)]
+    now: Option<Timestamp>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create an ed25519 signing key (PKCS#8 PEM, mode 0600) and print its public id.
+    Keygen {
+        /// Where to write the private key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create, sign, rotate, verify and show trust roots.
+    #[command(subcommand)]
+    Root(RootCmd),
+    /// Build, verify and show signed releases.
+    #[command(subcommand)]
+    Release(ReleaseCmd),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct RoleKeys {
+    /// A root key (key file, or public id `ed25519:<hex>` where allowed); repeat for m-of-n.
+    #[arg(long = "root-key", value_name = "KEY")]
+    root: Vec<String>,
+    /// A release key (key file or public id); repeat for m-of-n.
+    #[arg(long = "release-key", value_name = "KEY")]
+    release: Vec<String>,
+    /// A membership key (key file or public id); repeat for m-of-n.
+    #[arg(long = "membership-key", value_name = "KEY")]
+    membership: Vec<String>,
+    /// Threshold of a role, e.g. `release=2` (default 1).
+    #[arg(long = "threshold", value_name = "ROLE=M", value_parser = parse_threshold)]
+    thresholds: Vec<(RoleName, u32)>,
+}
+
+#[derive(Subcommand, Debug)]
+enum RootCmd {
+    /// Create version 1 of a trust root, signed by all of its root keys.
+    Init {
+        #[command(flatten)]
+        keys: RoleKeys,
+        /// How long the root stays valid, e.g. `365d`, `2years`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// Output file; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add signatures to a root document (in place, atomically).
+    Sign {
+        /// The root document to sign.
+        #[arg(long)]
+        root: PathBuf,
+        /// A root key file of this version (or of the previous one, with --previous).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// The version this one rotates from, so that its root keys may sign too.
+        #[arg(long)]
+        previous: Option<PathBuf>,
+    },
+    /// Write version N+1 of a root: roles not given are kept. Key files given as new root keys sign it;
+    /// --key adds signatures by the current root keys. Both thresholds must be met for devices to accept it.
+    Rotate {
+        /// The current (trusted) root.
+        #[arg(long)]
+        root: PathBuf,
+        #[command(flatten)]
+        keys: RoleKeys,
+        /// A signing key file (a current or a new root key).
+        #[arg(long = "key")]
+        signers: Vec<PathBuf>,
+        /// How long the new root stays valid.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// Output file for the new version.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a root (self-signed) or a chain of rotations from a trusted root.
+    Verify {
+        /// Start from this trusted root; each ROOT must be the next version.
+        #[arg(long)]
+        trusted: Option<PathBuf>,
+        /// Root documents, oldest first.
+        #[arg(required = true)]
+        roots: Vec<PathBuf>,
+    },
+    /// Print a root's roles and signatures.
+    Show {
+        root: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReleaseCmd {
+    /// Build a signed release directory from a device image (atomically).
+    Build {
+        /// The new device image.
+        #[arg(long)]
+        target: PathBuf,
+        /// Product name.
+        #[arg(long)]
+        product: String,
+        /// Hardware ids the image runs on (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        hardware: Vec<String>,
+        /// Human version, e.g. 4.2.1.
+        #[arg(long)]
+        version: String,
+        /// Monotonic release counter (anti-rollback); must grow with every release.
+        #[arg(long)]
+        counter: u64,
+        /// How long devices accept the release, e.g. `90d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// Release key file; repeat to meet a threshold.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Check the signatures against this root's release role before writing anything.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The release directory to create; an existing one is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        /// zstd level for the full image (1-19).
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=19))]
+        zstd_level: i32,
+        /// zstd worker threads (0 compresses on the main thread).
+        #[arg(long, default_value_t = 0)]
+        zstd_workers: u32,
+    },
+    /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
+    Verify {
+        #[arg(long)]
+        root: PathBuf,
+        dir: PathBuf,
+    },
+    /// Print a summary of a release directory.
+    Show {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    s.parse::<Timestamp>().map_err(|e| e.to_string())
+}
+
+fn parse_threshold(s: &str) -> Result<(RoleName, u32), String> {
+    let (r, m) = s.split_once('=').ok_or("expected ROLE=M, e.g. release=2")?;
+    let m: u32 = m
+        .parse()
+        .map_err(|_| format!("threshold {m:?} is not a number"))?;
+    Ok((r.parse()?, m))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let now = cli.now.unwrap_or_else(Timestamp::now);
+    match cli.cmd {
+        Cmd::Keygen { out } => {
+            let k = SecretKey::generate();
+            k.write_new(&out)?;
+            println!("{}", k.public_id());
+            Ok(())
+        }
+        Cmd::Root(c) => root_cmd(c, now),
+        Cmd::Release(c) => release_cmd(c, now),
+    }
+}
+
+fn read_root_file(p: &Path) -> Result<Vec<u8>> {
+    match fsutil::read_capped(p, DocKind::Root.max_bytes() as u64)
+        .with_context(|| format!("reading {}", p.display()))?
+    {
+        Ok(b) => Ok(b),
+        Err(len) => bail!(
+            "{}: {len} bytes, over the {}-byte cap of a root document",
+            p.display(),
+            DocKind::Root.max_bytes()
+        ),
+    }
+}
+
+fn load_keys(args: &[String]) -> Result<Vec<KeyArg>> {
+    args.iter()
+        .map(|a| KeyArg::load(a).with_context(|| format!("key {a}")))
+        .collect()
+}
+
+/// Builds one role from flags, or keeps `old` when no key was given for it.
+fn role_from(
+    name: RoleName,
+    args: &[KeyArg],
+    thresholds: &[(RoleName, u32)],
+    old: Option<&Role>,
+) -> Result<Role> {
+    let threshold = thresholds
+        .iter()
+        .rev()
+        .find(|(r, _)| *r == name)
+        .map(|(_, m)| *m);
+    if args.is_empty() {
+        let Some(old) = old else {
+            bail!("give at least one --{name}-key")
+        };
+        return Ok(Role::new(
+            name,
+            old.keys.clone(),
+            threshold.unwrap_or(old.threshold),
+        )?);
+    }
+    let ids = root::distinct(args.iter().map(KeyArg::public_id));
+    Ok(Role::new(name, ids, threshold.unwrap_or(1))?)
+}
+
+fn write_new_doc(out: &Path, bytes: &[u8]) -> Result<()> {
+    fsutil::write_new(out, bytes, 0o644).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} already exists; refusing to overwrite it", out.display())
+        } else {
+            anyhow::anyhow!("writing {}: {e}", out.display())
+        }
+    })
+}
+
+fn print_status(r: &TrustRoot, previous: Option<&TrustRoot>) {
+    for (what, have, need) in r.signature_status(previous) {
+        let state = if have >= need as usize {
+            "met"
+        } else {
+            "NOT met"
+        };
+        println!("  {what}: {have} of threshold {need} ({state})");
+    }
+}
+
+fn root_cmd(c: RootCmd, now: Timestamp) -> Result<()> {
+    match c {
+        RootCmd::Init { keys, expires, out } => {
+            let root_keys = load_keys(&keys.root)?;
+            if let Some(KeyArg::Public(id)) =
+                root_keys.iter().find(|k| matches!(k, KeyArg::Public(_)))
+            {
+                bail!(
+                    "root key {id} must be a key file: version 1 is signed by all of its root keys"
+                );
+            }
+            let release_keys = load_keys(&keys.release)?;
+            let membership_keys = load_keys(&keys.membership)?;
+            let mut r = TrustRoot::new(
+                1,
+                now.saturating_add(expires),
+                role_from(RoleName::Root, &root_keys, &keys.thresholds, None)?,
+                role_from(RoleName::Release, &release_keys, &keys.thresholds, None)?,
+                role_from(
+                    RoleName::Membership,
+                    &membership_keys,
+                    &keys.thresholds,
+                    None,
+                )?,
+            )?;
+            for k in &root_keys {
+                if let KeyArg::Secret(s) = k {
+                    r.sign(s, None)?;
+                }
+            }
+            r.check_self_signed()?;
+            write_new_doc(&out, &r.to_bytes())?;
+            println!(
+                "wrote trust root version 1 to {} (expires {})",
+                out.display(),
+                r.expires
+            );
+            Ok(())
+        }
+        RootCmd::Sign {
+            root: path,
+            keys,
+            previous,
+        } => {
+            let mut r = TrustRoot::parse_unverified(&read_root_file(&path)?)
+                .with_context(|| path.display().to_string())?;
+            let prev = match &previous {
+                Some(p) => Some(
+                    TrustRoot::parse_unverified(&read_root_file(p)?)
+                        .with_context(|| p.display().to_string())?,
+                ),
+                None => None,
+            };
+            for k in &keys {
+                let s = SecretKey::read(k)?;
+                r.sign(&s, prev.as_ref())
+                    .with_context(|| format!("signing with {}", k.display()))?;
+            }
+            fsutil::replace(&path, &r.to_bytes(), 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("signed {} (version {})", path.display(), r.version);
+            print_status(&r, prev.as_ref());
+            Ok(())
+        }
+        RootCmd::Rotate {
+            root: old_path,
+            keys,
+            signers,
+            expires,
+            out,
+        } => {
+            let old = TrustRoot::parse_self_signed(&read_root_file(&old_path)?)
+                .with_context(|| old_path.display().to_string())?;
+            let root_keys = load_keys(&keys.root)?;
+            let release_keys = load_keys(&keys.release)?;
+            let membership_keys = load_keys(&keys.membership)?;
+            let mut next = old.successor(
+                now.saturating_add(expires),
+                role_from(
+                    RoleName::Root,
+                    &root_keys,
+                    &keys.thresholds,
+                    Some(&old.root),
+                )?,
+                role_from(
+                    RoleName::Release,
+                    &release_keys,
+                    &keys.thresholds,
+                    Some(&old.release),
+                )?,
+                role_from(
+                    RoleName::Membership,
+                    &membership_keys,
+                    &keys.thresholds,
+                    Some(&old.membership),
+                )?,
+            )?;
+            for k in &root_keys {
+                if let KeyArg::Secret(s) = k {
+                    next.sign(s, Some(&old))?;
+                }
+            }
+            for p in &signers {
+                let s = SecretKey::read(p)?;
+                next.sign(&s, Some(&old))
+                    .with_context(|| format!("signing with {}", p.display()))?;
+            }
+            write_new_doc(&out, &next.to_bytes())?;
+            println!(
+                "wrote trust root version {} to {}",
+                next.version,
+                out.display()
+            );
+            print_status(&next, Some(&old));
+            if old.verify_successor(&next.to_bytes()).is_err() {
+                println!("devices will refuse it until both thresholds are met: add signatures with `wardswarm root sign --root {} --previous {} --key KEY`", out.display(), old_path.display());
+            }
+            Ok(())
+        }
+        RootCmd::Verify { trusted, roots } => {
+            let mut iter = roots.iter();
+            let mut current = match &trusted {
+                Some(t) => TrustRoot::parse_self_signed(&read_root_file(t)?)
+                    .with_context(|| t.display().to_string())?,
+                None => {
+                    // `required = true` guarantees one path.
+                    let first = iter.next().context("no root given")?;
+                    let r = TrustRoot::parse_self_signed(&read_root_file(first)?)
+                        .with_context(|| first.display().to_string())?;
+                    println!(
+                        "{}: version {} is signed by its root threshold",
+                        first.display(),
+                        r.version
+                    );
+                    r
+                }
+            };
+            for p in iter {
+                current = current
+                    .verify_successor(&read_root_file(p)?)
+                    .with_context(|| p.display().to_string())?;
+                println!(
+                    "{}: version {} follows the trusted chain",
+                    p.display(),
+                    current.version
+                );
+            }
+            current.check_fresh(now).context("the newest root")?;
+            println!(
+                "ok: trust root version {} valid until {}",
+                current.version, current.expires
+            );
+            Ok(())
+        }
+        RootCmd::Show { root: p, json } => {
+            let r = TrustRoot::parse_unverified(&read_root_file(&p)?)
+                .with_context(|| p.display().to_string())?;
+            if json {
+                let role = |ro: &Role| serde_json::json!({"keys": ro.keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(), "threshold": ro.threshold});
+                let v = serde_json::json!({
+                    "version": r.version,
+                    "expires": r.expires.to_string(),
+                    "fingerprint": r.fingerprint().to_string(),
+                    "roles": {"root": role(&r.root), "release": role(&r.release), "membership": role(&r.membership)},
+                    "signers": r.signers().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "trust root version {} (fingerprint {})",
+                    r.version,
+                    r.fingerprint()
+                );
+                println!("expires {}", r.expires);
+                for name in RoleName::ALL {
+                    let ro = r.role(name);
+                    println!("{name} role: {} of {}", ro.threshold, ro.keys.len());
+                    for k in &ro.keys {
+                        println!("  {k}");
+                    }
+                }
+                println!("signed by:");
+                for k in r.signers() {
+                    println!("  {k}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
+    match c {
+        ReleaseCmd::Build {
+            target,
+            product,
+            hardware,
+            version,
+            counter,
+            expires,
+            keys,
+            root,
+            out,
+            zstd_level,
+            zstd_workers,
+        } => {
+            let keys = keys
+                .iter()
+                .map(|k| SecretKey::read(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let root = match &root {
+                Some(p) => Some(
+                    TrustRoot::parse_self_signed(&read_root_file(p)?)
+                        .with_context(|| p.display().to_string())?,
+                ),
+                None => None,
+            };
+            let req = BuildRequest {
+                target,
+                product,
+                hardware,
+                version,
+                counter,
+                created: now,
+                expires: now.saturating_add(expires),
+                keys,
+                out,
+                zstd_level,
+                zstd_workers,
+                root,
+            };
+            let report = release::build(&req)?;
+            let m = &report.manifest.manifest;
+            let mb = m.target.length as f64 / 1e6;
+            println!(
+                "built {} in {:.1} s ({:.1} MB/s of image)",
+                req.out.display(),
+                report.seconds,
+                mb / report.seconds.max(1e-9)
+            );
+            println!("{}", release::Summary(&report.manifest));
+            Ok(())
+        }
+        ReleaseCmd::Verify { root, dir } => {
+            let r = TrustRoot::parse_self_signed(&read_root_file(&root)?)
+                .with_context(|| root.display().to_string())?;
+            let rep = release::verify_dir(&dir, Some(&r), Some(now))?;
+            let m = &rep.manifest.manifest;
+            println!(
+                "ok: {} {} (counter {}) signed by the release role of root version {}; {} artifact(s) verified",
+                m.product, m.version, m.counter, r.version, rep.artifacts_checked
+            );
+            Ok(())
+        }
+        ReleaseCmd::Show { dir, json } => {
+            let sm = release::read_manifest(&dir)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&release::summary_json(&sm))?
+                );
+            } else {
+                println!("{}", release::Summary(&sm));
+            }
+            Ok(())
+        }
+    }
+}
