@@ -51,13 +51,13 @@ enum Cmd {
 struct RoleKeys {
     /// A root key (key file, or public id `ed25519:<hex>` where allowed); repeat for m-of-n.
     #[arg(long = "root-key", value_name = "KEY")]
-    root: Vec<String>,
+    root_keys: Vec<String>,
     /// A release key (key file or public id); repeat for m-of-n.
     #[arg(long = "release-key", value_name = "KEY")]
-    release: Vec<String>,
+    release_keys: Vec<String>,
     /// A membership key (key file or public id); repeat for m-of-n.
     #[arg(long = "membership-key", value_name = "KEY")]
-    membership: Vec<String>,
+    membership_keys: Vec<String>,
     /// Threshold of a role, e.g. `release=2` (default 1).
     #[arg(long = "threshold", value_name = "ROLE=M", value_parser = parse_threshold)]
     thresholds: Vec<(RoleName, u32)>,
@@ -281,7 +281,7 @@ fn print_status(r: &TrustRoot, previous: Option<&TrustRoot>) {
 fn root_cmd(c: RootCmd, now: Timestamp) -> Result<()> {
     match c {
         RootCmd::Init { keys, expires, out } => {
-            let root_keys = load_keys(&keys.root)?;
+            let root_keys = load_keys(&keys.root_keys)?;
             if let Some(KeyArg::Public(id)) =
                 root_keys.iter().find(|k| matches!(k, KeyArg::Public(_)))
             {
@@ -289,8 +289,8 @@ fn root_cmd(c: RootCmd, now: Timestamp) -> Result<()> {
                     "root key {id} must be a key file: version 1 is signed by all of its root keys"
                 );
             }
-            let release_keys = load_keys(&keys.release)?;
-            let membership_keys = load_keys(&keys.membership)?;
+            let release_keys = load_keys(&keys.release_keys)?;
+            let membership_keys = load_keys(&keys.membership_keys)?;
             let mut r = TrustRoot::new(
                 1,
                 now.saturating_add(expires),
@@ -351,9 +351,9 @@ fn root_cmd(c: RootCmd, now: Timestamp) -> Result<()> {
         } => {
             let old = TrustRoot::parse_self_signed(&read_root_file(&old_path)?)
                 .with_context(|| old_path.display().to_string())?;
-            let root_keys = load_keys(&keys.root)?;
-            let release_keys = load_keys(&keys.release)?;
-            let membership_keys = load_keys(&keys.membership)?;
+            let root_keys = load_keys(&keys.root_keys)?;
+            let release_keys = load_keys(&keys.release_keys)?;
+            let membership_keys = load_keys(&keys.membership_keys)?;
             let mut next = old.successor(
                 now.saturating_add(expires),
                 role_from(
@@ -544,5 +544,15 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

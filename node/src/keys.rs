@@ -43,19 +43,23 @@ pub enum KeyError {
     NotKeyOrId(String),
 }
 
-/// An ed25519 public key, which is also its id.
+/// An ed25519 public key, which is also its id. Holds the 32 compressed bytes, checked at parse time
+/// to be a valid curve point; small enough to copy and to put in errors.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKeyId(VerifyingKey);
+pub struct PublicKeyId([u8; 32]);
 
 impl PublicKeyId {
     /// The raw 32-byte public key.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
     /// Checks `sig` over `msg` with strict verification (rejects small-order keys and malleable forms).
     pub fn verify(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
         let sig = ed25519_dalek::Signature::from_bytes(sig);
-        self.0.verify_strict(msg, &sig).is_ok() && self.0.verify(msg, &sig).is_ok()
+        key.verify_strict(msg, &sig).is_ok() && key.verify(msg, &sig).is_ok()
     }
     /// The first 8 hex digits, for logs and tables.
     pub fn short(&self) -> String {
@@ -89,7 +93,7 @@ impl FromStr for PublicKeyId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = parse_prefixed::<32>(s, "key", KEY_ALG)?;
         VerifyingKey::from_bytes(&bytes)
-            .map(Self)
+            .map(|k| Self(k.to_bytes()))
             .map_err(|_| IdParseError::BadEncoding {
                 what: "key",
                 bytes: 32,
@@ -119,7 +123,7 @@ impl SecretKey {
     }
     /// The public id.
     pub fn public_id(&self) -> PublicKeyId {
-        PublicKeyId(self.0.verifying_key())
+        PublicKeyId(self.0.verifying_key().to_bytes())
     }
     /// Signs a message.
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {

@@ -1,0 +1,545 @@
+//! End-to-end tests of the `wardswarm` CLI, as a device maker would use it.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wardswarm"))
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run wardswarm")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert!(
+        o.status.success(),
+        "wardswarm {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let o = run(dir, args);
+    assert!(
+        !o.status.success(),
+        "wardswarm {args:?} should have failed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A deterministic 3 MiB image: pseudo-random bytes then zeros, so zstd has something to do.
+fn write_image(path: &Path, seed: u64) {
+    let mut x = seed | 1;
+    let mut v: Vec<u8> = (0..2 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    v.resize(3 * 1024 * 1024, 0);
+    fs::write(path, v).expect("write image");
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Keys, a root and an image in a fresh directory.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for k in ["root.key", "release.key", "membership.key"] {
+            let id = ok(d, &["keygen", "--out", k]);
+            assert!(
+                id.trim().starts_with("ed25519:") && id.trim().len() == 8 + 64,
+                "public id printed: {id}"
+            );
+            assert_eq!(
+                fs::metadata(d.join(k)).expect("key").permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        ok(
+            d,
+            &[
+                "root",
+                "init",
+                "--root-key",
+                "root.key",
+                "--release-key",
+                "release.key",
+                "--membership-key",
+                "membership.key",
+                "--expires",
+                "365d",
+                "--out",
+                "root.json",
+            ],
+        );
+        write_image(&d.join("image.img"), 42);
+        Setup { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn build(&self, out: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "release",
+            "build",
+            "--target",
+            "image.img",
+            "--product",
+            "infusion-pump",
+            "--hardware",
+            "pump-rev-c,pump-rev-d",
+            "--version",
+            "4.2.1",
+            "--counter",
+            "42",
+            "--expires",
+            "90d",
+            "--key",
+            "release.key",
+            "--root",
+            "root.json",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        run(self.path(), &args)
+    }
+    /// Files and folders in the directory, hidden ones included.
+    fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn artifact_path(dir: &Path, release: &str) -> PathBuf {
+    let show = ok(dir, &["release", "show", release, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&show).expect("json");
+    dir.join(release)
+        .join(v["artifacts"][0]["file"].as_str().expect("file"))
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut b = fs::read(path).expect("read");
+    let i = offset.min(b.len() as u64 - 1) as usize;
+    b[i] ^= 0x20;
+    fs::write(path, b).expect("write");
+}
+
+#[test]
+fn keygen_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    ok(dir.path(), &["keygen", "--out", "k"]);
+    let before = fs::read(dir.path().join("k")).expect("key");
+    let err = fails(dir.path(), &["keygen", "--out", "k"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(fs::read(dir.path().join("k")).expect("key"), before);
+}
+
+#[test]
+fn build_verify_show_and_tampering() {
+    let s = Setup::new();
+    let d = s.path();
+    let o = s.build("rel", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = ok(d, &["release", "verify", "--root", "root.json", "rel"]);
+    assert!(out.starts_with("ok:"), "{out}");
+
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(d, &["release", "show", "rel", "--json"])).expect("json");
+    let img = fs::read(d.join("image.img")).expect("image");
+    assert_eq!(
+        v["target"]["hash"],
+        format!("blake3:{}", blake3::hash(&img).to_hex())
+    );
+    assert_eq!(v["target"]["length"], img.len() as u64);
+    let a = &v["artifacts"][0];
+    assert_eq!(a["kind"], "full");
+    assert!(a["base"].is_null());
+    let art = fs::read(d.join("rel").join(a["file"].as_str().expect("file"))).expect("artifact");
+    assert_eq!(a["length"], art.len() as u64);
+    assert_eq!(a["root"], format!("blake3:{}", blake3::hash(&art).to_hex()));
+    assert!(ok(d, &["release", "show", "rel"]).contains("infusion-pump 4.2.1 (counter 42)"));
+
+    // One flipped byte in the first, a middle and the last chunk group of the artifact.
+    let len = art.len() as u64;
+    for (offset, group) in [
+        (0, 0),
+        (len / 2, len / 2 / 16384),
+        (len - 1, (len - 1) / 16384),
+    ] {
+        fs::remove_dir_all(d.join("t")).ok();
+        copy_dir(&d.join("rel"), &d.join("t"));
+        flip(&artifact_path(d, "t"), offset);
+        let err = fails(d, &["release", "verify", "--root", "root.json", "t"]);
+        assert!(
+            err.contains(&format!("chunk group {group} ")) && err.contains("artifacts/"),
+            "{err}"
+        );
+    }
+    // A flipped byte in the manifest: refused, naming the manifest.
+    fs::remove_dir_all(d.join("t")).ok();
+    copy_dir(&d.join("rel"), &d.join("t"));
+    let m = d.join("t/manifest.json");
+    let text = fs::read_to_string(&m)
+        .expect("manifest")
+        .replace("\"counter\":42", "\"counter\":43");
+    fs::write(&m, text).expect("write");
+    let err = fails(d, &["release", "verify", "--root", "root.json", "t"]);
+    assert!(
+        err.contains("manifest.json") && err.contains("does not verify"),
+        "{err}"
+    );
+    // A flipped byte in the outboard names the outboard.
+    fs::remove_dir_all(d.join("t")).ok();
+    copy_dir(&d.join("rel"), &d.join("t"));
+    let ob = PathBuf::from(format!("{}.obao", artifact_path(d, "t").display()));
+    flip(&ob, 100);
+    let err = fails(d, &["release", "verify", "--root", "root.json", "t"]);
+    assert!(err.contains(".obao") && err.contains("outboard"), "{err}");
+
+    // Against another trust root: the release key is not in its release role.
+    for k in ["r2.key", "rel2.key"] {
+        ok(d, &["keygen", "--out", k]);
+    }
+    ok(
+        d,
+        &[
+            "root",
+            "init",
+            "--root-key",
+            "r2.key",
+            "--release-key",
+            "rel2.key",
+            "--membership-key",
+            "rel2.key",
+            "--expires",
+            "30d",
+            "--out",
+            "other.json",
+        ],
+    );
+    let err = fails(d, &["release", "verify", "--root", "other.json", "rel"]);
+    assert!(
+        err.contains("manifest.json") && err.contains("not a key of the release role"),
+        "{err}"
+    );
+
+    // Expired: the same release checked a year later.
+    let err = fails(
+        d,
+        &[
+            "--now",
+            "2099-01-01T00:00:00Z",
+            "release",
+            "verify",
+            "--root",
+            "root.json",
+            "rel",
+        ],
+    );
+    assert!(err.contains("expired"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("ls") {
+        let e = e.expect("entry");
+        let t = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            fs::copy(e.path(), t).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn failed_builds_leave_nothing_behind() {
+    let s = Setup::new();
+    let d = s.path();
+    let before = s.entries();
+
+    let err = String::from_utf8_lossy(
+        &run(
+            d,
+            &[
+                "release",
+                "build",
+                "--target",
+                "missing.img",
+                "--product",
+                "p",
+                "--hardware",
+                "h",
+                "--version",
+                "1",
+                "--counter",
+                "1",
+                "--expires",
+                "1d",
+                "--key",
+                "release.key",
+                "--out",
+                "rel",
+            ],
+        )
+        .stderr,
+    )
+    .into_owned();
+    assert!(err.contains("missing.img"), "{err}");
+    assert_eq!(s.entries(), before, "a missing image leaves nothing");
+
+    // A key that is not in the root's release role: refused before anything is published.
+    ok(d, &["keygen", "--out", "stranger.key"]);
+    let before = s.entries();
+    let o = run(
+        d,
+        &[
+            "release",
+            "build",
+            "--target",
+            "image.img",
+            "--product",
+            "p",
+            "--hardware",
+            "h",
+            "--version",
+            "1",
+            "--counter",
+            "1",
+            "--expires",
+            "1d",
+            "--key",
+            "stranger.key",
+            "--root",
+            "root.json",
+            "--out",
+            "rel",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a key of the release role"));
+    assert_eq!(s.entries(), before, "a refused signature leaves nothing");
+
+    // An existing output is never overwritten.
+    assert!(s.build("rel", &[]).status.success());
+    let manifest = fs::read(d.join("rel/manifest.json")).expect("manifest");
+    let o = s.build("rel", &["--zstd-level", "3"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert_eq!(
+        fs::read(d.join("rel/manifest.json")).expect("manifest"),
+        manifest
+    );
+    assert!(
+        !s.entries().iter().any(|e| e.contains("partial")),
+        "{:?}",
+        s.entries()
+    );
+}
+
+#[test]
+fn full_disk_leaves_nothing_behind() {
+    let s = Setup::new();
+    let d = s.path();
+    let small = d.join("small");
+    fs::create_dir(&small).expect("mkdir");
+    // A 1 MiB tmpfs cannot hold the 2 MiB artifact. Needs root (CI runs as root).
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status();
+    if !matches!(mounted, Ok(st) if st.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let o = s.build("small/rel", &[]);
+    let listing: Vec<_> = fs::read_dir(&small)
+        .expect("ls")
+        .map(|e| e.expect("e").file_name())
+        .collect();
+    let _ = Command::new("umount").arg(&small).status();
+    assert!(!o.status.success(), "build onto a full disk must fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        listing.is_empty(),
+        "nothing left on the full disk: {listing:?}"
+    );
+}
+
+#[test]
+fn root_rotation_needs_both_thresholds() {
+    let s = Setup::new();
+    let d = s.path();
+    ok(d, &["keygen", "--out", "root2.key"]);
+    // Rotation signed only by the new root key: written, but not acceptable yet.
+    let out = ok(
+        d,
+        &[
+            "root",
+            "rotate",
+            "--root",
+            "root.json",
+            "--root-key",
+            "root2.key",
+            "--expires",
+            "400d",
+            "--out",
+            "root-v2.json",
+        ],
+    );
+    assert!(out.contains("NOT met"), "{out}");
+    let err = fails(
+        d,
+        &["root", "verify", "--trusted", "root.json", "root-v2.json"],
+    );
+    assert!(
+        err.contains("root of version 1") && err.contains("threshold is 1"),
+        "{err}"
+    );
+    // The old root key countersigns: now the chain verifies.
+    ok(
+        d,
+        &[
+            "root",
+            "sign",
+            "--root",
+            "root-v2.json",
+            "--previous",
+            "root.json",
+            "--key",
+            "root.key",
+        ],
+    );
+    let out = ok(
+        d,
+        &["root", "verify", "--trusted", "root.json", "root-v2.json"],
+    );
+    assert!(out.contains("version 2 follows the trusted chain"), "{out}");
+
+    // Signed only by the old key: refused for want of the new threshold.
+    let root3 = ok(d, &["keygen", "--out", "root3.key"]);
+    ok(
+        d,
+        &[
+            "root",
+            "rotate",
+            "--root",
+            "root.json",
+            "--root-key",
+            root3.trim(),
+            "--key",
+            "root.key",
+            "--expires",
+            "400d",
+            "--out",
+            "alt-v2.json",
+        ],
+    );
+    let err = fails(
+        d,
+        &["root", "verify", "--trusted", "root.json", "alt-v2.json"],
+    );
+    assert!(
+        err.contains("root of version 2") && err.contains("0 valid"),
+        "{err}"
+    );
+
+    // A root edited by hand is refused as non-canonical or badly signed.
+    let text = fs::read_to_string(d.join("root-v2.json")).expect("root");
+    fs::write(
+        d.join("edited.json"),
+        text.replace("\"threshold\":1", "\"threshold\": 1"),
+    )
+    .expect("write");
+    let err = fails(
+        d,
+        &["root", "verify", "--trusted", "root.json", "edited.json"],
+    );
+    assert!(err.contains("canonical"), "{err}");
+}
+
+#[test]
+fn release_threshold_two_of_two() {
+    let s = Setup::new();
+    let d = s.path();
+    ok(d, &["keygen", "--out", "release2.key"]);
+    ok(
+        d,
+        &[
+            "root",
+            "init",
+            "--root-key",
+            "root.key",
+            "--release-key",
+            "release.key",
+            "--release-key",
+            "release2.key",
+            "--threshold",
+            "release=2",
+            "--membership-key",
+            "membership.key",
+            "--expires",
+            "365d",
+            "--out",
+            "root2.json",
+        ],
+    );
+    let base = [
+        "release",
+        "build",
+        "--target",
+        "image.img",
+        "--product",
+        "p",
+        "--hardware",
+        "h",
+        "--version",
+        "1",
+        "--counter",
+        "1",
+        "--expires",
+        "1d",
+        "--root",
+        "root2.json",
+        "--key",
+        "release.key",
+    ];
+    let mut one = base.to_vec();
+    one.extend(["--out", "one"]);
+    let err = fails(d, &one);
+    assert!(
+        err.contains("1 valid signature(s), threshold is 2"),
+        "{err}"
+    );
+    let mut two = base.to_vec();
+    two.extend(["--key", "release2.key", "--out", "two"]);
+    ok(d, &two);
+    ok(d, &["release", "verify", "--root", "root2.json", "two"]);
+    let err = fails(d, &["release", "verify", "--root", "root.json", "two"]);
+    assert!(err.contains("not a key of the release role"), "{err}");
+}
