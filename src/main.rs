@@ -154,10 +154,10 @@ enum ReleaseCmd {
         /// The release directory to create; an existing one is never overwritten.
         #[arg(long)]
         out: PathBuf,
-        /// zstd level for the full image (1-19).
-        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=19))]
+        /// zstd level for the full image (1-19). 9 measured about 45 MB/s in 21 MB of RSS; 19 is about 5 % smaller, 20x slower and needs about 100 MB.
+        #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(i32).range(1..=19))]
         zstd_level: i32,
-        /// zstd worker threads (0 compresses on the main thread).
+        /// zstd worker threads (0 compresses on the main thread; each worker adds tens of MB of memory).
         #[arg(long, default_value_t = 0)]
         zstd_workers: u32,
     },
