@@ -7,6 +7,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+
+mod demo;
 use clap::{Args, Parser, Subcommand};
 use wardswarm_node::{
     fsutil,
@@ -45,6 +47,8 @@ enum Cmd {
     /// Build, verify and show signed releases.
     #[command(subcommand)]
     Release(ReleaseCmd),
+    /// Run the chain of custody end to end on this machine and print what happened.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -209,6 +213,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Root(c) => root_cmd(c, now),
         Cmd::Release(c) => release_cmd(c, now),
+        Cmd::Demo(a) => demo::run(&a, now),
     }
 }
 
