@@ -19,6 +19,7 @@
 //! The trust model and formats are described in `docs/trust-model.md` and `docs/formats.md`.
 
 pub mod fsutil;
+pub mod groups;
 pub mod hash;
 pub mod keys;
 pub mod manifest;
@@ -26,6 +27,7 @@ pub mod outboard;
 pub mod release;
 pub mod root;
 pub mod signed;
+pub mod store;
 pub mod time;
 pub mod verify;
 

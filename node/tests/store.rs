@@ -1,0 +1,205 @@
+//! The verified chunk store: fills in any order, refuses corrupt data, survives restarts.
+
+use std::ops::Range;
+
+use wardswarm_node::{
+    groups::GroupSet,
+    outboard::{self, GROUP_BYTES},
+    store::{ReceiveError, ServeError, Store},
+    Hash,
+};
+
+/// Interesting sizes at BLAKE3/bao boundaries.
+const SIZES: &[u64] = &[
+    1,
+    1023,
+    1024,
+    1025,
+    GROUP_BYTES - 1,
+    GROUP_BYTES,
+    GROUP_BYTES + 1,
+    5 * GROUP_BYTES + 777,
+    64 * GROUP_BYTES,
+];
+
+fn data(len: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A complete source store holding `bytes`.
+fn source(bytes: &[u8]) -> (tempfile::TempDir, Store, Hash) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().join("src-files");
+    std::fs::create_dir(&d).expect("mkdir");
+    std::fs::write(d.join("data"), bytes).expect("write");
+    let ob = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(d.join("ob"))
+        .expect("ob");
+    let root = outboard::create(bytes, bytes.len() as u64, &ob).expect("outboard");
+    let store = Store::open(dir.path().join("store")).expect("store");
+    store
+        .import(root, bytes.len() as u64, &d.join("data"), &d.join("ob"))
+        .expect("import");
+    (dir, store, root)
+}
+
+fn encode(store: &Store, root: &Hash, groups: &[Range<u64>]) -> Vec<u8> {
+    let mut v = Vec::new();
+    store
+        .get(root)
+        .expect("entry")
+        .serve(groups, &mut v)
+        .expect("serve");
+    v
+}
+
+#[test]
+fn fills_in_any_order_and_serves_what_it_has() {
+    for &len in SIZES {
+        let bytes = data(len, len);
+        let (_d, src, root) = source(&bytes);
+        let dir = tempfile::tempdir().expect("tmp");
+        let dst = Store::open(dir.path()).expect("store");
+        let e = dst.create(root, len).expect("create");
+        let n = e.group_count();
+        // Back to front, one group at a time, then a relay: a third store fills from the second.
+        for g in (0..n).rev() {
+            let wire = encode(&src, &root, &[g..g + 1]);
+            let mut seen = vec![];
+            e.receive(&[g..g + 1], &wire[..], |x| seen.push(x))
+                .expect("verified");
+            assert_eq!(seen, vec![g], "len {len}");
+            // Proof overhead is bounded even for single groups.
+            assert!(
+                wire.len() as u64
+                    <= outboard::group_bytes(g, len).end - outboard::group_bytes(g, len).start
+                        + 64 * 64
+            );
+        }
+        assert!(e.is_complete(), "len {len}");
+        assert_eq!(
+            std::fs::read(e.data_path()).expect("read"),
+            bytes,
+            "len {len}"
+        );
+        let relay_dir = tempfile::tempdir().expect("tmp");
+        let relay = Store::open(relay_dir.path()).expect("store");
+        let r = relay.create(root, len).expect("create");
+        r.receive(&[0..n], &encode(&dst, &root, &[0..n])[..], |_| {})
+            .expect("relay verified");
+        assert!(r.is_complete());
+    }
+}
+
+#[test]
+fn whole_artifact_costs_about_point_four_percent() {
+    let len = 256 * GROUP_BYTES;
+    let bytes = data(len, 3);
+    let (_d, src, root) = source(&bytes);
+    let wire = encode(&src, &root, &[0..256]);
+    let overhead = wire.len() as f64 / len as f64 - 1.0;
+    assert!(overhead < 0.0045, "overhead {overhead}");
+}
+
+#[test]
+fn corrupt_data_is_refused_before_it_is_written() {
+    let len = 8 * GROUP_BYTES + 100;
+    let bytes = data(len, 9);
+    let (_d, src, root) = source(&bytes);
+    let dir = tempfile::tempdir().expect("tmp");
+    let dst = Store::open(dir.path()).expect("store");
+    let e = dst.create(root, len).expect("create");
+    let mut wire = encode(&src, &root, &[2..6]);
+    // Flip a byte near the end: groups 2..4 verify, group 5 is refused.
+    let at = wire.len() - 10;
+    wire[at] ^= 1;
+    let mut seen = vec![];
+    match e.receive(&[2..6], &wire[..], |g| seen.push(g)) {
+        Err(ReceiveError::Corrupt(msg)) => assert!(msg.contains("chunk group 5"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(seen, vec![2, 3, 4]);
+    let have = e.have();
+    assert!(!have.contains(5));
+    // Truncated: transient, not corrupt.
+    let wire = encode(&src, &root, &[6..8]);
+    assert!(matches!(
+        e.receive(&[6..8], &wire[..wire.len() / 2], |_| {}),
+        Err(ReceiveError::Truncated(_))
+    ));
+    // Serving a group we do not have is refused.
+    assert!(matches!(
+        e.serve(&[5..6], Vec::new()),
+        Err(ServeError::Store(_))
+    ));
+}
+
+#[test]
+fn restart_keeps_verified_groups_and_drops_lost_ones() {
+    let len = 16 * GROUP_BYTES;
+    let bytes = data(len, 5);
+    let (_d, src, root) = source(&bytes);
+    let dir = tempfile::tempdir().expect("tmp");
+    {
+        let dst = Store::open(dir.path()).expect("store");
+        let e = dst.create(root, len).expect("create");
+        e.receive(&[0..4], &encode(&src, &root, &[0..4])[..], |_| {})
+            .expect("ok");
+        e.receive(&[10..12], &encode(&src, &root, &[10..12])[..], |_| {})
+            .expect("ok");
+        // No sync: a process kill keeps the page cache; this is what a kill -9 leaves.
+    }
+    let dst = Store::open(dir.path()).expect("reopen");
+    let e = dst.get(&root).expect("entry survives");
+    let mut expected = GroupSet::new(16);
+    expected.insert_range(0..4);
+    expected.insert_range(10..12);
+    assert_eq!(e.have(), expected);
+
+    // Simulate a power cut that lost the data of group 11 but kept its bit.
+    drop(e);
+    drop(dst);
+    let dp = dir.path().join(root.to_hex()).join("data");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&dp)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(
+        &f,
+        &vec![0u8; GROUP_BYTES as usize],
+        11 * GROUP_BYTES,
+    )
+    .expect("zero");
+    let dst = Store::open(dir.path()).expect("reopen");
+    let e = dst.get(&root).expect("entry");
+    assert!(
+        !e.have().contains(11),
+        "a bit without its data is dropped on open"
+    );
+    assert!(e.have().contains(10));
+    // And corrupted local data is never served: it is dropped at send time too.
+    std::os::unix::fs::FileExt::write_all_at(&f, b"rot", 1).expect("rot");
+    assert!(matches!(
+        e.serve(&[0..1], Vec::new()),
+        Err(ServeError::LocalCorruption { dropped: 1 })
+    ));
+    assert!(!e.have().contains(0));
+
+    // Leftovers of an interrupted creation are cleaned up, and a length mismatch is refused.
+    std::fs::create_dir(dir.path().join(".abcd.new-xyz")).expect("mkdir");
+    let dst = Store::open(dir.path()).expect("reopen");
+    assert!(!dir.path().join(".abcd.new-xyz").exists());
+    assert!(dst.create(root, len + 1).is_err());
+}
