@@ -110,7 +110,7 @@ impl GroupSet {
     }
     /// Ascending members.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.runs().flat_map(|r| r)
+        self.runs().flatten()
     }
     /// Groups in `self` but not in `other`.
     pub fn difference(&self, other: &GroupSet) -> GroupSet {

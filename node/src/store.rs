@@ -525,8 +525,7 @@ impl Store {
         copy_at(&mut src, &e.outboard, outboard::outboard_size(length)).map_err(io_err(ob))?;
         e.data.sync_data().map_err(io_err(&e.data_path()))?;
         e.outboard.sync_data().map_err(io_err(&e.outboard_path()))?;
-        let all = [0..e.group_count()];
-        let valid = e.validate(&all)?;
+        let valid = e.validate(std::slice::from_ref(&(0..e.group_count())))?;
         if !valid.is_full() {
             let group = (0..e.group_count())
                 .find(|g| !valid.contains(*g))
