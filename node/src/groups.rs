@@ -36,6 +36,10 @@ impl GroupSet {
         s.insert_range(0..len);
         s
     }
+    /// The bitmap words (group `g` is bit `g % 64` of word `g / 64`).
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
     /// Number of groups the set ranges over.
     pub fn len(&self) -> u64 {
         self.len

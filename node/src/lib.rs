@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod outboard;
 pub mod release;
 pub mod root;
+pub mod scheduler;
 pub mod signed;
 pub mod store;
 pub mod time;

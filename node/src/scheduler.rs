@@ -1,0 +1,677 @@
+//! The swarm scheduler: which runs of chunk groups to ask which peer for, when to give up on a peer,
+//! and the endgame. A pure state machine in the style of raft-rs' `RawNode`: inputs in, actions out, no
+//! tokio, no libp2p, no clock (the caller passes `now` in milliseconds of any monotonic clock).
+//!
+//! Policy, in short:
+//! - **Rarest first over runs.** For a peer with a free request slot, pick the needed, unrequested
+//!   group that the fewest usable peers have (ties broken by a per-node seeded rotation so that nodes
+//!   start in different places and can trade), then extend it forward into a run of up to
+//!   `max_request_groups` groups that the same peer has. Runs keep bao proofs cheap.
+//! - **Several requests per peer, several peers per artifact**, bounded by `max_in_flight_per_peer`.
+//! - **Stalls:** a request without progress for `stall_timeout_ms` is cancelled, its remaining groups go
+//!   back to the pool, and the peer backs off (doubling up to `max_backoff_ms`).
+//! - **Liars:** a request that ends `Corrupt` bans the peer for this artifact; its requests are
+//!   cancelled and its groups fetched elsewhere.
+//! - **Endgame:** once every needed group is in flight and at most `endgame_groups` remain, idle peers
+//!   duplicate the oldest outstanding groups; the first copy to verify wins and the others are cancelled.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Debug,
+    ops::Range,
+};
+
+use crate::groups::GroupSet;
+
+/// Identifies one request.
+pub type ReqId = u64;
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Requests outstanding per peer (default 4): hides round trips; more costs memory at the sender.
+    pub max_in_flight_per_peer: usize,
+    /// Longest run per request, in 16 KiB groups (default 64 = 1 MiB): longer runs cut proof overhead
+    /// (about 0.45 % at 1 MiB) but make the tail lumpier.
+    pub max_request_groups: u64,
+    /// Groups a peer may have outstanding before its speed is known (default 8 = 128 KiB).
+    pub initial_window_groups: u64,
+    /// Outstanding work per peer is sized to this many milliseconds of its measured throughput
+    /// (default 1,000): a slow or oversubscribed peer (a busy gateway) is not handed work that faster
+    /// peers could do meanwhile.
+    pub target_queue_ms: u64,
+    /// A request with no verified group for this long is abandoned (default 8 s).
+    pub stall_timeout_ms: u64,
+    /// First back-off after a failure (default 500 ms); doubles per consecutive failure.
+    pub backoff_ms: u64,
+    /// Longest back-off (default 30 s).
+    pub max_backoff_ms: u64,
+    /// Endgame starts when at most this many needed groups remain, all in flight (default 32).
+    pub endgame_groups: u64,
+    /// Seed for tie-breaking, so different nodes start at different groups (deterministic per seed).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_peer: 4,
+            max_request_groups: 64,
+            initial_window_groups: 8,
+            target_queue_ms: 1_000,
+            stall_timeout_ms: 8_000,
+            backoff_ms: 500,
+            max_backoff_ms: 30_000,
+            endgame_groups: 32,
+            seed: 0,
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every group of the request verified.
+    Done,
+    /// The peer sent data that failed verification: ban it for this artifact.
+    Corrupt,
+    /// The stream broke or ended early (transient network fault).
+    Truncated,
+    /// The peer refused for now (rate limited, busy): try later.
+    Refused,
+    /// The peer does not have what it announced.
+    NotFound,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone)]
+pub enum Input<P> {
+    /// A peer's full set of verified groups (replaces what it said before).
+    PeerHas { peer: P, groups: GroupSet },
+    /// A peer disconnected.
+    PeerGone { peer: P },
+    /// One group of a request verified and was stored.
+    Progress { req: ReqId, group: u64 },
+    /// A request ended.
+    Finished { req: ReqId, outcome: Outcome },
+    /// Time passed (check stalls, issue requests after back-offs).
+    Tick,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<P> {
+    /// Ask `peer` for the groups in `groups`, bao-encoded.
+    Request {
+        peer: P,
+        req: ReqId,
+        groups: Range<u64>,
+    },
+    /// Abandon a request (stalled, superseded in endgame, or its peer was banned).
+    Cancel { peer: P, req: ReqId },
+    /// The peer served corrupt data: disconnect it for this artifact and never ask it again.
+    Ban { peer: P },
+    /// Every group is verified.
+    Complete,
+}
+
+#[derive(Debug, Clone)]
+struct Request<P> {
+    peer: P,
+    groups: Range<u64>,
+    remaining: u64,
+    last_progress: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    has: GroupSet,
+    in_flight: BTreeSet<ReqId>,
+    /// Groups requested from this peer and not yet received.
+    outstanding: u64,
+    banned: bool,
+    failures: u32,
+    backoff_until: u64,
+    delivered: u64,
+    /// Throughput estimate, groups per second (None until measured).
+    rate: Option<f64>,
+    /// Start of the current measurement interval and groups received in it.
+    sample_start: u64,
+    sample_groups: u64,
+}
+
+impl Peer {
+    fn new(len: u64) -> Self {
+        Self {
+            has: GroupSet::new(len),
+            in_flight: BTreeSet::new(),
+            outstanding: 0,
+            banned: false,
+            failures: 0,
+            backoff_until: 0,
+            delivered: 0,
+            rate: None,
+            sample_start: 0,
+            sample_groups: 0,
+        }
+    }
+}
+
+/// Counters for reports and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests issued.
+    pub requests: u64,
+    /// Requests abandoned for lack of progress.
+    pub stalls: u64,
+    /// Peers banned.
+    pub bans: u64,
+    /// Endgame duplicates issued (groups).
+    pub duplicates: u64,
+    /// Groups that verified while another copy had already arrived (endgame waste).
+    pub wasted_groups: u64,
+}
+
+/// Which peers may have new work since the last assignment.
+#[derive(Debug, Clone)]
+enum Dirty<P> {
+    None,
+    Peers(BTreeSet<P>),
+    All,
+}
+
+/// The scheduler for one artifact on one node.
+#[derive(Debug, Clone)]
+pub struct Scheduler<P: Ord + Clone + Debug> {
+    cfg: Config,
+    have: GroupSet,
+    /// Outstanding request count per group (0, or more in endgame).
+    requested: Vec<u8>,
+    /// Number of usable peers that have each group.
+    avail: Vec<u32>,
+    /// Needed groups with no request outstanding (what `pick` chooses from).
+    open: GroupSet,
+    peers: BTreeMap<P, Peer>,
+    reqs: BTreeMap<ReqId, Request<P>>,
+    dirty: Dirty<P>,
+    next_req: ReqId,
+    completed: bool,
+    stats: Stats,
+    rotation: u64,
+}
+
+impl<P: Ord + Clone + Debug> Scheduler<P> {
+    /// A scheduler for an artifact of `have.len()` chunk groups, of which `have` are already verified.
+    pub fn new(cfg: Config, have: GroupSet) -> Self {
+        let n = have.len();
+        let rotation = if n == 0 { 0 } else { splitmix(cfg.seed) % n };
+        Self {
+            cfg,
+            requested: vec![0; n as usize],
+            avail: vec![0; n as usize],
+            open: GroupSet::full(n).difference(&have),
+            have,
+            peers: BTreeMap::new(),
+            reqs: BTreeMap::new(),
+            dirty: Dirty::All,
+            next_req: 1,
+            completed: false,
+            stats: Stats::default(),
+            rotation,
+        }
+    }
+
+    /// Verified groups.
+    pub fn have(&self) -> &GroupSet {
+        &self.have
+    }
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// Is every group verified?
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+    /// Peers banned for this artifact.
+    pub fn banned(&self) -> impl Iterator<Item = &P> {
+        self.peers.iter().filter(|(_, p)| p.banned).map(|(k, _)| k)
+    }
+    /// Is this peer banned for this artifact?
+    pub fn is_banned(&self, peer: &P) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.banned)
+    }
+    /// Requests outstanding.
+    pub fn in_flight(&self) -> usize {
+        self.reqs.len()
+    }
+    /// The peer a request went to.
+    pub fn request_peer(&self, req: ReqId) -> Option<&P> {
+        self.reqs.get(&req).map(|r| &r.peer)
+    }
+    /// The earliest instant at which a `Tick` could change anything (a stall or a back-off ending).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let stalls = self
+            .reqs
+            .values()
+            .map(|r| r.last_progress + self.cfg.stall_timeout_ms);
+        let backoffs = self
+            .peers
+            .values()
+            .filter(|p| !p.banned && p.backoff_until > 0)
+            .map(|p| p.backoff_until);
+        stalls.chain(backoffs).min()
+    }
+
+    fn mark(&mut self, peer: &P) {
+        match &mut self.dirty {
+            Dirty::All => {}
+            Dirty::None => self.dirty = Dirty::Peers(BTreeSet::from([peer.clone()])),
+            Dirty::Peers(s) => {
+                s.insert(peer.clone());
+            }
+        }
+    }
+
+    /// Feeds one input; returns the actions to carry out, in order.
+    pub fn step(&mut self, now: u64, input: Input<P>) -> Vec<Action<P>> {
+        let mut out = Vec::new();
+        match input {
+            Input::PeerHas { peer, groups } => self.peer_has(peer, groups),
+            Input::PeerGone { peer } => {
+                if let Some(p) = self.peers.remove(&peer) {
+                    if !p.banned {
+                        let empty = GroupSet::new(self.have.len());
+                        self.adjust_avail(&p.has, &empty);
+                    }
+                    for req in p.in_flight {
+                        self.drop_request(req);
+                    }
+                }
+            }
+            Input::Progress { req, group } => self.progress(now, req, group, &mut out),
+            Input::Finished { req, outcome } => self.finished(now, req, outcome, &mut out),
+            Input::Tick => {
+                self.check_stalls(now, &mut out);
+                let ended: Vec<P> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| !p.banned && p.backoff_until > 0 && now >= p.backoff_until)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in ended {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        p.backoff_until = 0;
+                    }
+                    self.mark(&k);
+                }
+            }
+        }
+        if self.have.is_full() {
+            if !self.completed {
+                self.completed = true;
+                let reqs: Vec<ReqId> = self.reqs.keys().copied().collect();
+                for req in reqs {
+                    if let Some(r) = self.drop_request(req) {
+                        out.push(Action::Cancel { peer: r.peer, req });
+                    }
+                }
+                out.push(Action::Complete);
+            }
+            return out;
+        }
+        let dirty = std::mem::replace(&mut self.dirty, Dirty::None);
+        match dirty {
+            Dirty::None => {}
+            Dirty::All => {
+                let all: Vec<P> = self.peers.keys().cloned().collect();
+                self.assign(now, all, &mut out);
+            }
+            Dirty::Peers(s) => self.assign(now, s.into_iter().collect(), &mut out),
+        }
+        out
+    }
+
+    fn peer_has(&mut self, peer: P, groups: GroupSet) {
+        if groups.len() != self.have.len() {
+            return; // announced for another length: cannot be this artifact
+        }
+        let len = self.have.len();
+        let entry = self
+            .peers
+            .entry(peer.clone())
+            .or_insert_with(|| Peer::new(len));
+        if entry.banned {
+            return;
+        }
+        let old = std::mem::replace(&mut entry.has, groups);
+        let new = entry.has.clone();
+        self.adjust_avail(&old, &new);
+        self.mark(&peer);
+    }
+
+    /// Updates availability counts for the groups that differ between `old` and `new`.
+    fn adjust_avail(&mut self, old: &GroupSet, new: &GroupSet) {
+        for (w, (a, b)) in old.words().iter().zip(new.words()).enumerate() {
+            let mut changed = a ^ b;
+            while changed != 0 {
+                let bit = changed.trailing_zeros() as u64;
+                changed &= changed - 1;
+                let g = w as u64 * 64 + bit;
+                if let Some(c) = self.avail.get_mut(g as usize) {
+                    *c = if b & (1 << bit) != 0 {
+                        c.saturating_add(1)
+                    } else {
+                        c.saturating_sub(1)
+                    };
+                }
+            }
+        }
+    }
+
+    fn progress(&mut self, now: u64, req: ReqId, group: u64, out: &mut Vec<Action<P>>) {
+        let Some(r) = self.reqs.get_mut(&req) else {
+            return;
+        };
+        if !r.groups.contains(&group) {
+            return;
+        }
+        r.last_progress = now;
+        r.remaining = r.remaining.saturating_sub(1);
+        let peer = r.peer.clone();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.delivered += 1;
+            p.failures = 0;
+            p.outstanding = p.outstanding.saturating_sub(1);
+            // Throughput: groups per second over intervals of at least 250 ms, smoothed.
+            if p.sample_groups == 0 {
+                p.sample_start = now;
+            }
+            p.sample_groups += 1;
+            let elapsed = now.saturating_sub(p.sample_start);
+            if elapsed >= 250 {
+                let sample = p.sample_groups as f64 * 1000.0 / elapsed as f64;
+                p.rate = Some(p.rate.map_or(sample, |r| 0.7 * r + 0.3 * sample));
+                p.sample_start = now;
+                p.sample_groups = 0;
+            }
+        }
+        if !self.have.insert(group) {
+            self.stats.wasted_groups += 1;
+            return;
+        }
+        self.open.remove(group);
+        // Endgame: cancel other requests whose every group has now arrived.
+        if self.requested[group as usize] > 1 {
+            let redundant: Vec<ReqId> = self
+                .reqs
+                .iter()
+                .filter(|(id, o)| {
+                    **id != req
+                        && o.groups.contains(&group)
+                        && o.groups.clone().all(|g| self.have.contains(g))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in redundant {
+                if let Some(o) = self.drop_request(id) {
+                    out.push(Action::Cancel {
+                        peer: o.peer,
+                        req: id,
+                    });
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, now: u64, req: ReqId, outcome: Outcome, out: &mut Vec<Action<P>>) {
+        let Some(r) = self.drop_request(req) else {
+            return;
+        };
+        let peer = r.peer.clone();
+        self.mark(&peer);
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Corrupt => self.ban(&peer, out),
+            Outcome::Truncated | Outcome::Refused => self.back_off(now, &peer),
+            Outcome::NotFound => {
+                // It does not have what it said: forget its availability until it announces again.
+                let len = self.have.len();
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    let has = std::mem::replace(&mut p.has, GroupSet::new(len));
+                    let empty = GroupSet::new(len);
+                    self.adjust_avail(&has, &empty);
+                }
+                self.back_off(now, &peer);
+            }
+        }
+    }
+
+    fn ban(&mut self, peer: &P, out: &mut Vec<Action<P>>) {
+        let len = self.have.len();
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if p.banned {
+            return;
+        }
+        p.banned = true;
+        let has = std::mem::replace(&mut p.has, GroupSet::new(len));
+        let reqs: Vec<ReqId> = p.in_flight.iter().copied().collect();
+        self.adjust_avail(&has, &GroupSet::new(len));
+        self.stats.bans += 1;
+        for id in reqs {
+            if self.drop_request(id).is_some() {
+                out.push(Action::Cancel {
+                    peer: peer.clone(),
+                    req: id,
+                });
+            }
+        }
+        out.push(Action::Ban { peer: peer.clone() });
+    }
+
+    fn back_off(&mut self, now: u64, peer: &P) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.failures = p.failures.saturating_add(1);
+            let d = self
+                .cfg
+                .backoff_ms
+                .saturating_mul(1u64 << (p.failures - 1).min(16))
+                .min(self.cfg.max_backoff_ms);
+            p.backoff_until = now + d;
+            // Its speed is unknown again.
+            p.rate = None;
+            p.sample_groups = 0;
+        }
+    }
+
+    fn check_stalls(&mut self, now: u64, out: &mut Vec<Action<P>>) {
+        let stalled: Vec<ReqId> = self
+            .reqs
+            .iter()
+            .filter(|(_, r)| now >= r.last_progress + self.cfg.stall_timeout_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stalled {
+            if let Some(r) = self.drop_request(id) {
+                self.stats.stalls += 1;
+                self.back_off(now, &r.peer);
+                out.push(Action::Cancel {
+                    peer: r.peer,
+                    req: id,
+                });
+            }
+        }
+    }
+
+    /// Forgets a request; its missing groups return to the pool (and every peer may get work).
+    fn drop_request(&mut self, req: ReqId) -> Option<Request<P>> {
+        let r = self.reqs.remove(&req)?;
+        let mut reopened = false;
+        for g in r.groups.clone() {
+            let c = &mut self.requested[g as usize];
+            *c = c.saturating_sub(1);
+            if *c == 0 && !self.have.contains(g) {
+                self.open.insert(g);
+                reopened = true;
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&r.peer) {
+            p.in_flight.remove(&req);
+            p.outstanding = p.outstanding.saturating_sub(r.remaining);
+        }
+        if reopened {
+            self.dirty = Dirty::All;
+        }
+        Some(r)
+    }
+
+    /// Groups this peer may still be asked for: its measured throughput times the target queue time.
+    fn window(&self, p: &Peer) -> u64 {
+        let cap = self.cfg.max_request_groups * self.cfg.max_in_flight_per_peer as u64;
+        let w = match p.rate {
+            None => self.cfg.initial_window_groups,
+            Some(r) => ((r * self.cfg.target_queue_ms as f64 / 1000.0).ceil() as u64).max(2),
+        };
+        w.min(cap).saturating_sub(p.outstanding)
+    }
+
+    fn usable(&self, p: &Peer, now: u64) -> bool {
+        !p.banned && now >= p.backoff_until && p.in_flight.len() < self.cfg.max_in_flight_per_peer
+    }
+
+    fn assign(&mut self, now: u64, candidates: Vec<P>, out: &mut Vec<Action<P>>) {
+        let missing = self.have.len() - self.have.count();
+        if self.open.is_empty() && missing > self.cfg.endgame_groups {
+            return;
+        }
+        // Peers that delivered most go first; ties in key order (deterministic).
+        let mut order: Vec<(u64, P)> = candidates
+            .into_iter()
+            .filter_map(|k| {
+                self.peers
+                    .get(&k)
+                    .filter(|p| self.usable(p, now))
+                    .map(|p| (p.delivered, k))
+            })
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        loop {
+            let mut issued = false;
+            for (_, peer) in &order {
+                let Some(p) = self.peers.get(peer) else {
+                    continue;
+                };
+                if !self.usable(p, now) {
+                    continue;
+                }
+                let limit = self.window(p).min(self.cfg.max_request_groups);
+                if limit == 0 {
+                    continue;
+                }
+                let run = self
+                    .pick(p, limit)
+                    .or_else(|| self.endgame_pick(peer, p, limit));
+                if let Some(groups) = run {
+                    self.issue(now, peer.clone(), groups, out);
+                    issued = true;
+                }
+            }
+            if !issued {
+                break;
+            }
+        }
+    }
+
+    fn issue(&mut self, now: u64, peer: P, groups: Range<u64>, out: &mut Vec<Action<P>>) {
+        let req = self.next_req;
+        self.next_req += 1;
+        let mut remaining = 0;
+        for g in groups.clone() {
+            if self.requested[g as usize] > 0 {
+                self.stats.duplicates += 1;
+            }
+            self.requested[g as usize] = self.requested[g as usize].saturating_add(1);
+            self.open.remove(g);
+            remaining += u64::from(!self.have.contains(g));
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.in_flight.insert(req);
+            p.outstanding += remaining;
+        }
+        self.reqs.insert(
+            req,
+            Request {
+                peer: peer.clone(),
+                groups: groups.clone(),
+                remaining,
+                last_progress: now,
+            },
+        );
+        self.stats.requests += 1;
+        out.push(Action::Request { peer, req, groups });
+    }
+
+    /// Rarest needed, unrequested group this peer has, extended forward into a run of at most `limit`.
+    fn pick(&self, p: &Peer, limit: u64) -> Option<Range<u64>> {
+        let n = self.have.len();
+        let mut best: Option<(u32, u64, u64)> = None; // (availability, rotated index, group)
+        for g in self.open.iter() {
+            if !p.has.contains(g) {
+                continue;
+            }
+            let key = (
+                self.avail[g as usize],
+                (g + n - self.rotation) % n.max(1),
+                g,
+            );
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        let (_, _, start) = best?;
+        let mut end = start + 1;
+        while end < n && end - start < limit && p.has.contains(end) && self.open.contains(end) {
+            end += 1;
+        }
+        Some(start..end)
+    }
+
+    /// Endgame: duplicate outstanding groups from another peer when little is left.
+    fn endgame_pick(&self, peer: &P, p: &Peer, limit: u64) -> Option<Range<u64>> {
+        let missing = self.have.len() - self.have.count();
+        if missing == 0 || missing > self.cfg.endgame_groups || !self.open.is_empty() {
+            return None;
+        }
+        // The oldest request to another peer with a group this peer has and nobody duplicated yet.
+        for r in self.reqs.values() {
+            if &r.peer == peer {
+                continue;
+            }
+            let Some(g) = r.groups.clone().find(|g| {
+                !self.have.contains(*g) && self.requested[*g as usize] < 2 && p.has.contains(*g)
+            }) else {
+                continue;
+            };
+            let mut end = g + 1;
+            while end < r.groups.end
+                && end - g < limit
+                && !self.have.contains(end)
+                && self.requested[end as usize] < 2
+                && p.has.contains(end)
+            {
+                end += 1;
+            }
+            return Some(g..end);
+        }
+        None
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
