@@ -23,6 +23,8 @@ pub mod groups;
 pub mod hash;
 pub mod keys;
 pub mod manifest;
+pub mod membership;
+pub mod net;
 pub mod outboard;
 pub mod release;
 pub mod root;

@@ -12,6 +12,9 @@
 //!   back to the pool, and the peer backs off (doubling up to `max_backoff_ms`).
 //! - **Liars:** a request that ends `Corrupt` bans the peer for this artifact; its requests are
 //!   cancelled and its groups fetched elsewhere.
+//! - **Gateway last:** a peer marked as a seed (the ward gateway, whose upload the whole ward shares) is
+//!   asked only for groups that no other peer has, except in the tail, so one copy enters the ward and
+//!   devices spread it.
 //! - **Endgame:** once every needed group is in flight and at most `endgame_groups` remain, idle peers
 //!   duplicate the oldest outstanding groups; the first copy to verify wins and the others are cancelled.
 
@@ -44,7 +47,7 @@ pub struct Config {
     pub stall_timeout_ms: u64,
     /// First back-off after a failure (default 500 ms); doubles per consecutive failure.
     pub backoff_ms: u64,
-    /// Longest back-off (default 30 s).
+    /// Longest back-off (default 5 s): failures on a ward LAN are mostly transient.
     pub max_backoff_ms: u64,
     /// Endgame starts when at most this many needed groups remain, all in flight (default 32).
     pub endgame_groups: u64,
@@ -61,7 +64,7 @@ impl Default for Config {
             target_queue_ms: 1_000,
             stall_timeout_ms: 8_000,
             backoff_ms: 500,
-            max_backoff_ms: 30_000,
+            max_backoff_ms: 5_000,
             endgame_groups: 32,
             seed: 0,
         }
@@ -130,6 +133,8 @@ struct Peer {
     /// Groups requested from this peer and not yet received.
     outstanding: u64,
     banned: bool,
+    /// A seed (the gateway): asked only for groups no other peer has, except in the tail.
+    seed: bool,
     failures: u32,
     backoff_until: u64,
     delivered: u64,
@@ -147,6 +152,7 @@ impl Peer {
             in_flight: BTreeSet::new(),
             outstanding: 0,
             banned: false,
+            seed: false,
             failures: 0,
             backoff_until: 0,
             delivered: 0,
@@ -189,6 +195,8 @@ pub struct Scheduler<P: Ord + Clone + Debug> {
     requested: Vec<u8>,
     /// Number of usable peers that have each group.
     avail: Vec<u32>,
+    /// Number of usable non-seed peers that have each group.
+    peer_avail: Vec<u32>,
     /// Needed groups with no request outstanding (what `pick` chooses from).
     open: GroupSet,
     peers: BTreeMap<P, Peer>,
@@ -209,6 +217,7 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
             cfg,
             requested: vec![0; n as usize],
             avail: vec![0; n as usize],
+            peer_avail: vec![0; n as usize],
             open: GroupSet::full(n).difference(&have),
             have,
             peers: BTreeMap::new(),
@@ -218,6 +227,24 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
             completed: false,
             stats: Stats::default(),
             rotation,
+        }
+    }
+
+    /// Marks a peer as a seed (the ward gateway): it is asked only for groups no other peer has,
+    /// except in the tail. Call before or after its first `PeerHas`.
+    pub fn mark_seed(&mut self, peer: P) {
+        let len = self.have.len();
+        let p = self.peers.entry(peer).or_insert_with(|| Peer::new(len));
+        if p.seed {
+            return;
+        }
+        p.seed = true;
+        let has = p.has.clone();
+        // Its groups no longer count as held by a peer.
+        for g in has.iter() {
+            if let Some(c) = self.peer_avail.get_mut(g as usize) {
+                *c = c.saturating_sub(1);
+            }
         }
     }
 
@@ -279,11 +306,16 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         match input {
             Input::PeerHas { peer, groups } => self.peer_has(peer, groups),
             Input::PeerGone { peer } => {
-                if let Some(p) = self.peers.remove(&peer) {
-                    if !p.banned {
-                        let empty = GroupSet::new(self.have.len());
-                        self.adjust_avail(&p.has, &empty);
-                    }
+                let banned = self.peers.get(&peer).is_some_and(|p| p.banned);
+                // A banned peer stays banned for this artifact if it comes back.
+                let removed = if banned {
+                    None
+                } else {
+                    self.peers.remove(&peer)
+                };
+                if let Some(p) = removed {
+                    let empty = GroupSet::new(self.have.len());
+                    self.adjust_avail(&p.has, &empty, p.seed);
                     for req in p.in_flight {
                         self.drop_request(req);
                     }
@@ -346,24 +378,34 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         }
         let old = std::mem::replace(&mut entry.has, groups);
         let new = entry.has.clone();
-        self.adjust_avail(&old, &new);
+        let seed = entry.seed;
+        self.adjust_avail(&old, &new, seed);
         self.mark(&peer);
     }
 
     /// Updates availability counts for the groups that differ between `old` and `new`.
-    fn adjust_avail(&mut self, old: &GroupSet, new: &GroupSet) {
+    fn adjust_avail(&mut self, old: &GroupSet, new: &GroupSet, seed: bool) {
         for (w, (a, b)) in old.words().iter().zip(new.words()).enumerate() {
             let mut changed = a ^ b;
             while changed != 0 {
                 let bit = changed.trailing_zeros() as u64;
                 changed &= changed - 1;
                 let g = w as u64 * 64 + bit;
-                if let Some(c) = self.avail.get_mut(g as usize) {
-                    *c = if b & (1 << bit) != 0 {
+                let add = b & (1 << bit) != 0;
+                let bump = |c: &mut u32| {
+                    *c = if add {
                         c.saturating_add(1)
                     } else {
                         c.saturating_sub(1)
-                    };
+                    }
+                };
+                if let Some(c) = self.avail.get_mut(g as usize) {
+                    bump(c);
+                }
+                if !seed {
+                    if let Some(c) = self.peer_avail.get_mut(g as usize) {
+                        bump(c);
+                    }
                 }
             }
         }
@@ -439,8 +481,9 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
                 let len = self.have.len();
                 if let Some(p) = self.peers.get_mut(&peer) {
                     let has = std::mem::replace(&mut p.has, GroupSet::new(len));
+                    let seed = p.seed;
                     let empty = GroupSet::new(len);
-                    self.adjust_avail(&has, &empty);
+                    self.adjust_avail(&has, &empty, seed);
                 }
                 self.back_off(now, &peer);
             }
@@ -458,7 +501,8 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         p.banned = true;
         let has = std::mem::replace(&mut p.has, GroupSet::new(len));
         let reqs: Vec<ReqId> = p.in_flight.iter().copied().collect();
-        self.adjust_avail(&has, &GroupSet::new(len));
+        let seed = p.seed;
+        self.adjust_avail(&has, &GroupSet::new(len), seed);
         self.stats.bans += 1;
         for id in reqs {
             if self.drop_request(id).is_some() {
@@ -616,9 +660,12 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
     /// Rarest needed, unrequested group this peer has, extended forward into a run of at most `limit`.
     fn pick(&self, p: &Peer, limit: u64) -> Option<Range<u64>> {
         let n = self.have.len();
+        let missing = n - self.have.count();
+        // A seed serves what no peer has; in the tail it may serve anything, to finish sooner.
+        let seed_only_fresh = p.seed && missing > self.cfg.endgame_groups * 4;
         let mut best: Option<(u32, u64, u64)> = None; // (availability, rotated index, group)
         for g in self.open.iter() {
-            if !p.has.contains(g) {
+            if !p.has.contains(g) || (seed_only_fresh && self.peer_avail[g as usize] > 0) {
                 continue;
             }
             let key = (
@@ -632,7 +679,12 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         }
         let (_, _, start) = best?;
         let mut end = start + 1;
-        while end < n && end - start < limit && p.has.contains(end) && self.open.contains(end) {
+        while end < n
+            && end - start < limit
+            && p.has.contains(end)
+            && self.open.contains(end)
+            && !(seed_only_fresh && self.peer_avail[end as usize] > 0)
+        {
             end += 1;
         }
         Some(start..end)

@@ -80,9 +80,19 @@ impl Sim {
                     max_request_groups: 16,
                     ..Config::default()
                 };
+                let sched = (!full).then(|| {
+                    let mut s = Scheduler::new(cfg, have.clone());
+                    // Seeds are gateways: asked for what no peer has.
+                    for (j, rj) in roles.iter().enumerate() {
+                        if *rj == Role::Seed {
+                            s.mark_seed(j);
+                        }
+                    }
+                    s
+                });
                 Node {
                     role: *r,
-                    sched: (!full).then(|| Scheduler::new(cfg, have.clone())),
+                    sched,
                     have,
                     queue: VecDeque::new(),
                     uploaded: 0,

@@ -1,0 +1,212 @@
+//! Bandwidth caps: one limiter per direction per node, shared by every peer, connection and transfer.
+//!
+//! Bytes are counted in cells of 1 KiB (1-byte cells ran 7 % over at high rates from rounding; measured
+//! in `../shared/docs/measured-here.md`), with an explicit burst of 50 ms of traffic (at least one 16 KiB
+//! chunk group), so the rate over any second stays within a few percent of the cap. A cap can change at
+//! run time (schedules); `None` means unlimited, `Some(0)` means nothing passes (upload: leech only).
+
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// Bytes per limiter cell.
+pub const CELL: u64 = 1024;
+
+/// A rate cap that can be changed while in use.
+#[derive(Debug, Clone)]
+pub struct Cap {
+    inner: Arc<RwLock<CapState>>,
+}
+
+#[derive(Debug)]
+struct CapState {
+    rate: Option<u64>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    burst_cells: u32,
+}
+
+impl Cap {
+    /// A cap of `rate` bytes per second (`None`: unlimited).
+    pub fn new(rate: Option<u64>) -> Self {
+        let c = Self {
+            inner: Arc::new(RwLock::new(CapState {
+                rate: None,
+                limiter: None,
+                burst_cells: 0,
+            })),
+        };
+        c.set(rate);
+        c
+    }
+
+    /// Changes the cap (a schedule boundary, an operator command).
+    pub fn set(&self, rate: Option<u64>) {
+        let mut st = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if st.rate == rate && (st.limiter.is_some() || rate.is_none() || rate == Some(0)) {
+            return;
+        }
+        st.rate = rate;
+        st.limiter = None;
+        st.burst_cells = 0;
+        if let Some(r) = rate.filter(|r| *r > 0) {
+            let cells_per_sec = (r as f64 / CELL as f64).max(1e-3);
+            let period = Duration::from_secs_f64(1.0 / cells_per_sec);
+            // Burst: 50 ms of traffic, at least one 16 KiB group.
+            let burst = ((cells_per_sec * 0.05).ceil() as u32).max(16);
+            if let (Some(q), Some(b)) = (Quota::with_period(period), NonZeroU32::new(burst)) {
+                st.limiter = Some(Arc::new(RateLimiter::direct(q.allow_burst(b))));
+                st.burst_cells = burst;
+            }
+        }
+    }
+
+    /// The current cap.
+    pub fn rate(&self) -> Option<u64> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).rate
+    }
+
+    /// Waits until `cells` cells may pass; returns how long it waited (time throttled).
+    pub async fn acquire_cells(&self, mut cells: u64) -> Duration {
+        let start = Instant::now();
+        while cells > 0 {
+            let (rate, limiter, burst) = {
+                let st = self.inner.read().unwrap_or_else(|e| e.into_inner());
+                (st.rate, st.limiter.clone(), st.burst_cells)
+            };
+            match (rate, limiter) {
+                (None, _) => break,
+                (Some(0), _) | (Some(_), None) => {
+                    // Paused (cap zero): wait for the cap to change.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                (Some(_), Some(l)) => {
+                    let n = cells.min(u64::from(burst)) as u32;
+                    let Some(nz) = NonZeroU32::new(n) else { break };
+                    // `n` never exceeds the burst, so this cannot fail; treat failure as "no limit".
+                    if l.until_n_ready(nz).await.is_err() {
+                        break;
+                    }
+                    cells -= u64::from(n);
+                }
+            }
+        }
+        start.elapsed()
+    }
+}
+
+/// Counts bytes into whole cells, carrying the remainder, so small writes are neither free nor
+/// rounded up.
+#[derive(Debug, Default)]
+pub struct CellMeter {
+    pending: u64,
+}
+
+impl CellMeter {
+    /// Adds bytes; returns the whole cells to acquire now.
+    pub fn add(&mut self, bytes: u64) -> u64 {
+        self.pending += bytes;
+        let cells = self.pending / CELL;
+        self.pending %= CELL;
+        cells
+    }
+}
+
+/// A cap that changes with the time of day, e.g. a lower cap during clinical hours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// Cap outside every window.
+    pub default: Option<u64>,
+    /// Windows in minutes of the day `[from, to)`, first match wins; `from > to` wraps midnight.
+    pub windows: Vec<Window>,
+    /// Offset of local time from UTC, in minutes (hospital local time).
+    pub utc_offset_minutes: i32,
+}
+
+/// One window of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Start, minutes after local midnight.
+    pub from: u32,
+    /// End (exclusive), minutes after local midnight.
+    pub to: u32,
+    /// The cap inside the window.
+    pub rate: Option<u64>,
+}
+
+impl Schedule {
+    /// A fixed cap.
+    pub fn fixed(rate: Option<u64>) -> Self {
+        Self {
+            default: rate,
+            windows: vec![],
+            utc_offset_minutes: 0,
+        }
+    }
+    /// The cap at a Unix time (seconds).
+    pub fn rate_at(&self, unix_secs: u64) -> Option<u64> {
+        let local = unix_secs as i64 + i64::from(self.utc_offset_minutes) * 60;
+        let minute = (local.rem_euclid(86_400) / 60) as u32;
+        for w in &self.windows {
+            let inside = if w.from <= w.to {
+                minute >= w.from && minute < w.to
+            } else {
+                minute >= w.from || minute < w.to
+            };
+            if inside {
+                return w.rate;
+            }
+        }
+        self.default
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_windows() {
+        let s = Schedule {
+            default: Some(10_000_000),
+            windows: vec![
+                Window {
+                    from: 7 * 60,
+                    to: 19 * 60,
+                    rate: Some(1_000_000),
+                },
+                Window {
+                    from: 23 * 60,
+                    to: 60,
+                    rate: None,
+                },
+            ],
+            utc_offset_minutes: 60,
+        };
+        let day = 86_400 * 20_000;
+        assert_eq!(s.rate_at(day + 6 * 3600), Some(1_000_000), "07:00 local");
+        assert_eq!(
+            s.rate_at(day + 5 * 3600 + 59 * 60),
+            Some(10_000_000),
+            "06:59 local"
+        );
+        assert_eq!(s.rate_at(day + 18 * 3600), Some(10_000_000), "19:00 local");
+        assert_eq!(
+            s.rate_at(day + 22 * 3600 + 30 * 60),
+            None,
+            "23:30 local wraps"
+        );
+    }
+
+    #[test]
+    fn meter_carries_remainder() {
+        let mut m = CellMeter::default();
+        assert_eq!(m.add(64), 0);
+        assert_eq!(m.add(1000), 1);
+        assert_eq!(m.add(16 * 1024), 16);
+        assert_eq!(m.pending, 40);
+    }
+}

@@ -1,0 +1,112 @@
+//! Per-node metrics (no global registry: a simulation reads every node's counters).
+//!
+//! Names follow Prometheus conventions with units; labels are small sets (never peer ids or error text).
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// Labels of transfer byte counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabels {
+    /// First 8 hex digits of the artifact's bao root.
+    pub artifact: String,
+    /// Role of the other side: `gateway` or `peer`.
+    pub source: String,
+}
+
+/// Labels of the throttle counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `upload` or `download`.
+    pub direction: String,
+}
+
+/// One node's counters.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Artifact bytes (bao encoding, proofs included) received, by artifact and source kind.
+    pub received_bytes: Family<TransferLabels, Counter>,
+    /// Artifact bytes sent, by artifact and the receiver's kind.
+    pub sent_bytes: Family<TransferLabels, Counter>,
+    /// Chunk groups verified and stored.
+    pub groups_verified: Counter,
+    /// Chunk groups that failed verification (a peer sent bad data).
+    pub verification_failures: Counter,
+    /// Peers banned for serving corrupt data.
+    pub peers_banned: Counter,
+    /// Connections closed because the peer did not prove ward membership.
+    pub admission_refused: Counter,
+    /// Seconds spent waiting on a cap, by direction.
+    pub throttled_seconds: Family<DirectionLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Admitted ward peers currently connected.
+    pub peers_admitted: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric in `registry` under the `wardswarm` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("wardswarm");
+        r.register(
+            "received",
+            "Artifact bytes received (bao encoded)",
+            self.received_bytes.clone(),
+        );
+        r.register(
+            "sent",
+            "Artifact bytes sent (bao encoded)",
+            self.sent_bytes.clone(),
+        );
+        r.register(
+            "groups_verified",
+            "Chunk groups verified and stored",
+            self.groups_verified.clone(),
+        );
+        r.register(
+            "verification_failures",
+            "Chunk groups that failed verification",
+            self.verification_failures.clone(),
+        );
+        r.register(
+            "peers_banned",
+            "Peers banned for corrupt data",
+            self.peers_banned.clone(),
+        );
+        r.register(
+            "admission_refused",
+            "Connections refused ward membership",
+            self.admission_refused.clone(),
+        );
+        r.register(
+            "throttled_seconds",
+            "Time spent waiting on a cap",
+            self.throttled_seconds.clone(),
+        );
+        r.register(
+            "peers_admitted",
+            "Admitted ward peers connected",
+            self.peers_admitted.clone(),
+        );
+    }
+
+    /// Bytes received from a source kind, over all artifacts (tests and reports).
+    pub fn received_total(&self, artifact: &str, source: &str) -> u64 {
+        self.received_bytes
+            .get_or_create(&TransferLabels {
+                artifact: artifact.into(),
+                source: source.into(),
+            })
+            .get()
+    }
+    /// Bytes sent to a kind, for one artifact.
+    pub fn sent_total(&self, artifact: &str, to: &str) -> u64 {
+        self.sent_bytes
+            .get_or_create(&TransferLabels {
+                artifact: artifact.into(),
+                source: to.into(),
+            })
+            .get()
+    }
+}

@@ -1,0 +1,260 @@
+//! Wire formats of the ward protocols, as plain async functions over `AsyncRead + AsyncWrite`
+//! (testable without a swarm). Every message has a size cap checked before its body is read.
+//!
+//! | protocol | opener sends | responder sends |
+//! |---|---|---|
+//! | `/wardswarm/admission/1` | frame: its membership certificate | frame: its certificate, or nothing (closes) |
+//! | `/wardswarm/have/1` | frame: `HAVE` (root, length, bitmap of verified groups) | nothing |
+//! | `/wardswarm/announce/1` | frame: a signed release manifest | nothing |
+//! | `/wardswarm/transfer/1` | frame: `GET` (root, length, first group, end group) | status byte, then the bao encoding of exactly those groups |
+//!
+//! A frame is a 4-byte big-endian length and that many bytes.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+
+use crate::{groups::GroupSet, hash::Hash, outboard};
+
+/// Admission (membership certificates).
+pub const ADMISSION: StreamProtocol = StreamProtocol::new("/wardswarm/admission/1");
+/// Availability of chunk groups.
+pub const HAVE: StreamProtocol = StreamProtocol::new("/wardswarm/have/1");
+/// Signed release announcements.
+pub const ANNOUNCE: StreamProtocol = StreamProtocol::new("/wardswarm/announce/1");
+/// Chunk-group transfer.
+pub const TRANSFER: StreamProtocol = StreamProtocol::new("/wardswarm/transfer/1");
+
+/// A certificate is at most 4 KiB (see `signed::DocKind::Membership`).
+pub const MAX_CERT_FRAME: usize = 4 * 1024;
+/// A manifest is at most 64 KiB.
+pub const MAX_ANNOUNCE_FRAME: usize = 64 * 1024;
+/// A HAVE bitmap of 1 MiB covers a 128 GiB artifact.
+pub const MAX_HAVE_FRAME: usize = 1024 * 1024 + 64;
+/// GET is fixed-size.
+const GET_LEN: usize = 32 + 8 + 8 + 8;
+/// The largest run one GET may ask for (64 MiB): bounds the responder's work per request.
+pub const MAX_GET_GROUPS: u64 = 4096;
+
+/// Response status of a GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// The bao encoding follows.
+    Ok = 0,
+    /// The responder does not hold all requested groups.
+    NotFound = 1,
+    /// Rate limited or busy: retry later (not a refusal of the requester).
+    Limited = 2,
+    /// The requester is not an admitted ward member.
+    Forbidden = 3,
+}
+
+impl Status {
+    fn from_byte(b: u8) -> io::Result<Self> {
+        Ok(match b {
+            0 => Self::Ok,
+            1 => Self::NotFound,
+            2 => Self::Limited,
+            3 => Self::Forbidden,
+            other => return Err(invalid(format!("unknown status byte {other}"))),
+        })
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| invalid("frame too large".into()))?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(body).await?;
+    w.flush().await
+}
+
+/// Reads one frame of at most `max` bytes; a larger announced length is refused before reading it.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(invalid(format!(
+            "frame of {len} bytes is over the {max}-byte cap"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// A request for one run of chunk groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Get {
+    /// The artifact's bao root.
+    pub root: Hash,
+    /// Its signed length (both sides must agree, or proofs fail).
+    pub length: u64,
+    /// First group.
+    pub start: u64,
+    /// One past the last group.
+    pub end: u64,
+}
+
+impl Get {
+    /// Encodes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(GET_LEN);
+        v.extend_from_slice(self.root.as_bytes());
+        v.extend_from_slice(&self.length.to_be_bytes());
+        v.extend_from_slice(&self.start.to_be_bytes());
+        v.extend_from_slice(&self.end.to_be_bytes());
+        v
+    }
+    /// Decodes and checks the run is non-empty, in range and not too long.
+    pub fn from_bytes(b: &[u8]) -> io::Result<Self> {
+        if b.len() != GET_LEN {
+            return Err(invalid(format!(
+                "GET of {} bytes, expected {GET_LEN}",
+                b.len()
+            )));
+        }
+        let u = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let mut root = [0u8; 32];
+        root.copy_from_slice(&b[..32]);
+        let g = Get {
+            root: Hash::from_bytes(root),
+            length: u(32),
+            start: u(40),
+            end: u(48),
+        };
+        let groups = outboard::groups(g.length);
+        if g.start >= g.end || g.end > groups || g.end - g.start > MAX_GET_GROUPS {
+            return Err(invalid(format!(
+                "GET run {}..{} is invalid for {groups} groups",
+                g.start, g.end
+            )));
+        }
+        Ok(g)
+    }
+}
+
+/// Sends a GET and reads the status byte.
+pub async fn send_get<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    get: &Get,
+) -> io::Result<Status> {
+    write_frame(s, &get.to_bytes()).await?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await?;
+    Status::from_byte(b[0])
+}
+
+/// Reads a GET (responder side).
+pub async fn read_get<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Get> {
+    Get::from_bytes(&read_frame(r, GET_LEN).await?)
+}
+
+/// Writes the status byte of a response.
+pub async fn write_status<W: AsyncWrite + Unpin>(w: &mut W, s: Status) -> io::Result<()> {
+    w.write_all(&[s as u8]).await?;
+    w.flush().await
+}
+
+/// Which groups of an artifact a peer has verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Have {
+    /// The artifact's bao root.
+    pub root: Hash,
+    /// Its length.
+    pub length: u64,
+    /// Verified groups.
+    pub groups: GroupSet,
+}
+
+impl Have {
+    /// Encodes: root, length, then the bitmap.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(40 + self.groups.to_bytes().len());
+        v.extend_from_slice(self.root.as_bytes());
+        v.extend_from_slice(&self.length.to_be_bytes());
+        v.extend_from_slice(&self.groups.to_bytes());
+        v
+    }
+    /// Decodes; the bitmap must be exactly as long as the length implies.
+    pub fn from_bytes(b: &[u8]) -> io::Result<Self> {
+        if b.len() < 40 {
+            return Err(invalid("HAVE too short".into()));
+        }
+        let mut root = [0u8; 32];
+        root.copy_from_slice(&b[..32]);
+        let length = u64::from_be_bytes(b[32..40].try_into().unwrap_or([0; 8]));
+        let groups = outboard::groups(length);
+        if (b.len() - 40) as u64 != groups.div_ceil(8) {
+            return Err(invalid(format!(
+                "HAVE bitmap of {} bytes does not fit {groups} groups",
+                b.len() - 40
+            )));
+        }
+        Ok(Self {
+            root: Hash::from_bytes(root),
+            length,
+            groups: GroupSet::from_bytes(groups, &b[40..]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn get_round_trips(root in any::<[u8; 32]>(), length in 1u64..(1 << 40), a in any::<u64>(), n in 1u64..MAX_GET_GROUPS) {
+            let groups = outboard::groups(length);
+            let start = a % groups;
+            let end = (start + n).min(groups);
+            let g = Get { root: Hash::from_bytes(root), length, start, end };
+            prop_assert_eq!(Get::from_bytes(&g.to_bytes()).expect("valid"), g);
+        }
+
+        #[test]
+        fn have_round_trips(root in any::<[u8; 32]>(), length in 0u64..(1 << 26), bits in proptest::collection::vec(any::<u64>(), 0..50)) {
+            let mut set = GroupSet::new(outboard::groups(length));
+            for b in bits { set.insert(b % set.len().max(1)); }
+            let h = Have { root: Hash::from_bytes(root), length, groups: set };
+            prop_assert_eq!(Have::from_bytes(&h.to_bytes()).expect("valid"), h);
+        }
+    }
+
+    #[test]
+    fn oversized_and_invalid_messages_are_refused() {
+        futures::executor::block_on(async {
+            let mut buf = Vec::new();
+            write_frame(&mut buf, &[0u8; 100]).await.expect("write");
+            let err = read_frame(&mut &buf[..], 99).await.expect_err("over cap");
+            assert!(err.to_string().contains("over the 99-byte cap"));
+            // A truncated frame is an error, not a short read.
+            assert!(read_frame(&mut &buf[..50], 1000).await.is_err());
+        });
+        let g = Get {
+            root: Hash::of(b"x"),
+            length: 10 * 16384,
+            start: 5,
+            end: 11,
+        };
+        assert!(Get::from_bytes(&g.to_bytes()).is_err(), "past the end");
+        let g = Get {
+            start: 3,
+            end: 3,
+            ..g
+        };
+        assert!(Get::from_bytes(&g.to_bytes()).is_err(), "empty");
+        assert!(
+            Have::from_bytes(&[0u8; 42]).is_err(),
+            "bitmap length must match"
+        );
+    }
+}

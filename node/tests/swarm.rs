@@ -1,0 +1,512 @@
+//! The ward swarm over real libp2p (TCP + noise + yamux) on loopback.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{AsyncReadExt, StreamExt};
+use libp2p::{identity::Keypair, swarm::SwarmEvent, Multiaddr};
+use wardswarm_node::{
+    membership::{Certificate, Role},
+    net::{
+        caps::Schedule,
+        node::{self, Config, Event, Fault, Handle},
+        wire::{self, Get, Status},
+    },
+    outboard,
+    root::{Role as RoleSpec, RoleName, TrustRoot},
+    store::Store,
+    Hash, SecretKey, Timestamp,
+};
+
+const WARD: &str = "icu-3";
+const T: Duration = Duration::from_secs(60);
+
+struct Ward {
+    root: TrustRoot,
+    membership: SecretKey,
+    dir: tempfile::TempDir,
+}
+
+fn ward() -> Ward {
+    let (r, rel, m) = (
+        SecretKey::from_seed([1; 32]),
+        SecretKey::from_seed([2; 32]),
+        SecretKey::from_seed([3; 32]),
+    );
+    let role = |n, k: &SecretKey| RoleSpec::new(n, vec![k.public_id()], 1).expect("role");
+    let mut root = TrustRoot::new(
+        1,
+        Timestamp::now().saturating_add(Duration::from_secs(86_400)),
+        role(RoleName::Root, &r),
+        role(RoleName::Release, &rel),
+        role(RoleName::Membership, &m),
+    )
+    .expect("root");
+    root.sign(&r, None).expect("sign");
+    Ward {
+        root,
+        membership: m,
+        dir: tempfile::tempdir().expect("tmp"),
+    }
+}
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Member {
+    handle: Handle,
+    store: Arc<Store>,
+    _join: tokio::task::JoinHandle<()>,
+    store_dir: std::path::PathBuf,
+    key: Keypair,
+}
+
+impl Ward {
+    fn cert(&self, key: &Keypair, device: &str, role: Role) -> Certificate {
+        let expires = Timestamp::now().saturating_add(Duration::from_secs(3600));
+        Certificate::issue(
+            WARD,
+            device,
+            role,
+            &key.public().to_peer_id().to_string(),
+            expires,
+            std::slice::from_ref(&self.membership),
+        )
+        .expect("cert")
+    }
+
+    fn config(&self, bootstrap: Vec<Multiaddr>) -> Config {
+        Config {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+            bootstrap,
+            mdns: false,
+            ward: WARD.into(),
+            admission_timeout: Duration::from_secs(2),
+            ..Config::default()
+        }
+    }
+
+    async fn start(&self, name: &str, role: Role, cfg: Config, key: Option<Keypair>) -> Member {
+        let key = key.unwrap_or_else(Keypair::generate_ed25519);
+        let store_dir = self.dir.path().join(name);
+        let store = Arc::new(Store::open(&store_dir).expect("store"));
+        let cert = self.cert(&key, name, role);
+        let (handle, join) =
+            node::spawn(cfg, key.clone(), &cert, self.root.clone(), store.clone()).expect("spawn");
+        Member {
+            handle,
+            store,
+            _join: join,
+            store_dir,
+            key,
+        }
+    }
+}
+
+async fn addr(h: &Handle) -> Multiaddr {
+    tokio::time::timeout(T, async {
+        loop {
+            if let Some(a) = h.listen_addrs().await.expect("running").into_iter().next() {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("node listens")
+}
+
+/// A seed holding `bytes` as a complete artifact.
+async fn seed(w: &Ward, name: &str, bytes: &[u8], cfg: Config) -> (Member, Hash) {
+    let src = w.dir.path().join(format!("{name}-src"));
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("data"), bytes).expect("write");
+    let ob = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(src.join("ob"))
+        .expect("ob");
+    let root = outboard::create(bytes, bytes.len() as u64, &ob).expect("outboard");
+    let m = w.start(name, Role::Gateway, cfg, None).await;
+    m.store
+        .import(root, bytes.len() as u64, &src.join("data"), &src.join("ob"))
+        .expect("import");
+    m.handle.have_changed(root).await.expect("running");
+    (m, root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seed_feeds_eight_fetchers_who_feed_each_other() {
+    let w = ward();
+    let bytes = data(8 << 20, 42);
+    // A gateway's LAN upload is capped (it is shared by the whole ward); devices are not, here.
+    let gw = Config {
+        upload: Schedule::fixed(Some(8_000_000)),
+        ..w.config(vec![])
+    };
+    let (s, root) = seed(&w, "gateway", &bytes, gw).await;
+    let mut boot = vec![addr(&s.handle).await];
+    let mut fetchers = vec![];
+    for i in 0..8 {
+        let m = w
+            .start(
+                &format!("dev{i}"),
+                Role::Device,
+                w.config(boot.clone()),
+                None,
+            )
+            .await;
+        boot.push(addr(&m.handle).await);
+        fetchers.push(m);
+    }
+    let jobs: Vec<_> = fetchers
+        .iter()
+        .map(|m| {
+            let h = m.handle.clone();
+            tokio::spawn(async move { tokio::time::timeout(T, h.fetch(root, 8 << 20)).await })
+        })
+        .collect();
+    for j in jobs {
+        j.await.expect("task").expect("in time").expect("fetched");
+    }
+    for m in &fetchers {
+        let e = m.store.get(&root).expect("entry");
+        assert!(e.is_complete());
+        assert_eq!(
+            std::fs::read(e.data_path()).expect("read"),
+            bytes,
+            "byte-identical"
+        );
+    }
+    let art = root.short();
+    let seed_sent = s.handle.metrics().sent_total(&art, "peer");
+    let from_peers: u64 = fetchers
+        .iter()
+        .map(|m| m.handle.metrics().received_total(&art, "peer"))
+        .sum();
+    let copies = seed_sent as f64 / bytes.len() as f64;
+    eprintln!(
+        "seed uploaded {copies:.2} copies; peers exchanged {:.2} copies",
+        from_peers as f64 / bytes.len() as f64
+    );
+    assert!(
+        copies < 4.0,
+        "the seed uploaded {copies:.2} copies for 8 fetchers"
+    );
+    assert!(from_peers > 0, "fetchers fed each other");
+    for m in fetchers.iter().chain([&s]) {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_is_banned_and_nothing_corrupt_is_stored() {
+    let w = ward();
+    let bytes = data(2 << 20, 7);
+    let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
+    let liar_cfg = Config {
+        fault: Some(Fault::CorruptServe),
+        ..w.config(vec![])
+    };
+    let (liar, root2) = seed(&w, "liar", &bytes, liar_cfg).await;
+    assert_eq!(root, root2);
+    let boot = vec![addr(&liar.handle).await, addr(&s.handle).await];
+    let f = w.start("dev", Role::Device, w.config(boot), None).await;
+    let mut events = f.handle.subscribe();
+    let report = tokio::time::timeout(T, f.handle.fetch(root, bytes.len() as u64))
+        .await
+        .expect("in time")
+        .expect("fetched");
+    assert_eq!(
+        report.banned,
+        vec![liar.handle.peer_id()],
+        "the liar, and only the liar, is banned"
+    );
+    assert_eq!(
+        std::fs::read(f.store.get(&root).expect("e").data_path()).expect("read"),
+        bytes
+    );
+    assert!(f.handle.metrics().verification_failures.get() >= 1);
+    let mut saw_ban = false;
+    while let Ok(e) = events.try_recv() {
+        saw_ban |= matches!(e, Event::PeerBanned { peer, .. } if peer == liar.handle.peer_id());
+    }
+    assert!(saw_ban);
+    for m in [&f, &s, &liar] {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Intruder {
+    stream: libp2p_stream::Behaviour,
+    ping: libp2p::ping::Behaviour,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_gets_nothing_and_is_disconnected() {
+    let w = ward();
+    let bytes = data(1 << 20, 9);
+    let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
+    let seed_addr = addr(&s.handle).await;
+
+    // A peer that speaks our protocols but has no certificate: it asks for data straight away.
+    let mut sw = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| Intruder {
+            stream: libp2p_stream::Behaviour::new(),
+            ping: Default::default(),
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let mut control = sw.behaviour().stream.new_control();
+    sw.dial(seed_addr).expect("dial");
+    let seed_id = s.handle.peer_id();
+    // Drive the intruder's swarm in the background and report when the seed drops it.
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let driver = tokio::spawn(async move {
+        let mut closed_tx = Some(closed_tx);
+        loop {
+            if let SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } = sw.select_next_some().await
+            {
+                if peer_id == seed_id {
+                    if let Some(tx) = closed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    });
+    let asked = async move {
+        let mut st = control
+            .open_stream(seed_id, wire::TRANSFER)
+            .await
+            .expect("stream");
+        let status = wire::send_get(
+            &mut st,
+            &Get {
+                root,
+                length: 1 << 20,
+                start: 0,
+                end: 4,
+            },
+        )
+        .await
+        .expect("status");
+        let mut rest = Vec::new();
+        let _ = st.read_to_end(&mut rest).await;
+        (status, rest.len())
+    };
+    let (status, extra) = tokio::time::timeout(T, asked).await.expect("in time");
+    assert_eq!(status, Status::Forbidden);
+    assert_eq!(extra, 0, "no artifact bytes");
+    tokio::time::timeout(T, closed_rx)
+        .await
+        .expect("in time")
+        .expect("the seed disconnects it after the admission timeout");
+    driver.abort();
+    assert_eq!(s.handle.metrics().sent_total(&root.short(), "peer"), 0);
+
+    // A peer with a certificate from another ward's keys is refused too.
+    let stranger = SecretKey::from_seed([99; 32]);
+    let key = Keypair::generate_ed25519();
+    let forged = Certificate::issue(
+        WARD,
+        "x",
+        Role::Device,
+        &key.public().to_peer_id().to_string(),
+        Timestamp::now().saturating_add(Duration::from_secs(60)),
+        &[stranger],
+    )
+    .expect("cert");
+    let mut ev = s.handle.subscribe();
+    let store = Arc::new(Store::open(w.dir.path().join("forger")).expect("store"));
+    let (h, _j) = node::spawn(
+        w.config(vec![addr(&s.handle).await]),
+        key,
+        &forged,
+        w.root.clone(),
+        store,
+    )
+    .expect("spawn");
+    let fetched = tokio::time::timeout(Duration::from_secs(4), h.fetch(root, 1 << 20)).await;
+    assert!(
+        fetched.is_err(),
+        "no data reaches a node without a valid certificate"
+    );
+    assert_eq!(
+        h.metrics().received_total(&root.short(), "gateway")
+            + h.metrics().received_total(&root.short(), "peer"),
+        0
+    );
+    let mut refused = false;
+    while let Ok(e) = ev.try_recv() {
+        refused |= matches!(e, Event::PeerRefused { ref reason, .. } if reason.contains("not a key of the membership role"));
+    }
+    assert!(refused, "the seed refused the forged certificate");
+    h.shutdown().await.expect("shutdown");
+    s.handle.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_transfer_resumes_without_refetching() {
+    let w = ward();
+    let len = 8 << 20;
+    let bytes = data(len, 11);
+    // The seed uploads at 4 MB/s so the transfer takes about two seconds.
+    let seed_cfg = Config {
+        upload: Schedule::fixed(Some(4_000_000)),
+        ..w.config(vec![])
+    };
+    let (s, root) = seed(&w, "gateway", &bytes, seed_cfg).await;
+    let boot = vec![addr(&s.handle).await];
+    // The victim runs on its own runtime: dropping that runtime kills every task and socket at once,
+    // as a kill -9 would.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let m = {
+        let _guard = rt.enter();
+        w.start("dev", Role::Device, w.config(boot.clone()), None)
+            .await
+    };
+    let mut ev = m.handle.subscribe();
+    let h = m.handle.clone();
+    let _fetch = rt.spawn(async move { h.fetch(root, len as u64).await });
+    // Wait until about 40 % has arrived, then kill it.
+    tokio::time::timeout(T, async {
+        loop {
+            if let Ok(Event::Progress { have, total, .. }) = ev.recv().await {
+                if have * 10 >= total * 4 {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("progress");
+    rt.shutdown_background();
+    let before = m.handle.metrics().received_total(&root.short(), "gateway");
+    drop(m.store);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Restart on the same store: what was verified is kept; only the rest crosses the network.
+    let store = Arc::new(Store::open(&m.store_dir).expect("reopen"));
+    let had = store.get(&root).expect("entry survives").have().count();
+    assert!(had > 0);
+    let cert = w.cert(&m.key, "dev", Role::Device);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (h2, _j) = node::spawn(
+        w.config(boot),
+        m.key.clone(),
+        &cert,
+        w.root.clone(),
+        store.clone(),
+    )
+    .expect("respawn");
+
+    tokio::time::timeout(T, h2.fetch(root, len as u64))
+        .await
+        .expect("in time")
+        .expect("fetched");
+    assert_eq!(
+        std::fs::read(store.get(&root).expect("e").data_path()).expect("read"),
+        bytes
+    );
+    let after = h2.metrics().received_total(&root.short(), "gateway");
+    let remaining = (outboard::groups(len as u64) - had) * outboard::GROUP_BYTES;
+    eprintln!(
+        "first run {before} B, kept {had} groups, second run {after} B for {remaining} B remaining"
+    );
+    // Proofs for scattered groups cost a few percent; refetching verified groups would cost 40 % more.
+    assert!(
+        after < remaining + remaining / 20 + 64 * 1024,
+        "second run fetched {after} B, remaining was {remaining} B"
+    );
+    h2.shutdown().await.expect("shutdown");
+    s.handle.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_cap_holds() {
+    let w = ward();
+    let len = 12 << 20;
+    let bytes = data(len, 13);
+    let cap = 4_000_000u64;
+    let seed_cfg = Config {
+        upload: Schedule::fixed(Some(cap)),
+        ..w.config(vec![])
+    };
+    let (s, root) = seed(&w, "gateway", &bytes, seed_cfg).await;
+    let boot = vec![addr(&s.handle).await];
+    let a = w
+        .start(
+            "a",
+            Role::Device,
+            Config {
+                upload: Schedule::fixed(Some(0)),
+                ..w.config(boot.clone())
+            },
+            None,
+        )
+        .await;
+    let b = w
+        .start(
+            "b",
+            Role::Device,
+            Config {
+                upload: Schedule::fixed(Some(0)),
+                ..w.config(boot)
+            },
+            None,
+        )
+        .await;
+    let start = std::time::Instant::now();
+    let (ra, rb) = tokio::join!(
+        a.handle.fetch(root, len as u64),
+        b.handle.fetch(root, len as u64)
+    );
+    ra.expect("a");
+    rb.expect("b");
+    let secs = start.elapsed().as_secs_f64();
+    let sent = s.handle.metrics().sent_total(&root.short(), "peer");
+    let rate = sent as f64 / secs;
+    eprintln!("seed sent {sent} B in {secs:.2} s = {rate:.0} B/s against a cap of {cap}");
+    // Leechers (cap 0) never serve: everything came from the seed, two copies.
+    assert!(sent >= 2 * len as u64);
+    assert_eq!(a.handle.metrics().sent_total(&root.short(), "peer"), 0);
+    // Upper bound only: a slow machine can make the rate lower, never higher.
+    assert!(
+        rate <= cap as f64 * 1.05,
+        "rate {rate:.0} B/s exceeds the cap {cap} by more than 5 %"
+    );
+    for m in [&a, &b, &s] {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}
