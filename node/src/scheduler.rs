@@ -34,8 +34,9 @@ pub type ReqId = u64;
 pub struct Config {
     /// Requests outstanding per peer (default 4): hides round trips; more costs memory at the sender.
     pub max_in_flight_per_peer: usize,
-    /// Longest run per request, in 16 KiB groups (default 64 = 1 MiB): longer runs cut proof overhead
-    /// (about 0.45 % at 1 MiB) but make the tail lumpier.
+    /// Longest run per request, in 16 KiB groups (default 256 = 4 MiB): longer runs cut proof overhead
+    /// (about 0.47 % at 1 MiB, 0.41 % at 4 MiB, measured) but make the tail lumpier. Slow peers get
+    /// shorter runs anyway (see `target_queue_ms`).
     pub max_request_groups: u64,
     /// Groups a peer may have outstanding before its speed is known (default 8 = 128 KiB).
     pub initial_window_groups: u64,
@@ -59,7 +60,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_in_flight_per_peer: 4,
-            max_request_groups: 64,
+            max_request_groups: 256,
             initial_window_groups: 8,
             target_queue_ms: 1_000,
             stall_timeout_ms: 8_000,

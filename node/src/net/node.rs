@@ -1352,7 +1352,7 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     let s2 = s.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut w = io::BufWriter::with_capacity(
-            64 * 1024,
+            256 * 1024,
             BlockingWriter {
                 stream: st,
                 rt,
