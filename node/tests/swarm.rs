@@ -533,3 +533,83 @@ async fn upload_cap_holds() {
         m.handle.shutdown().await.expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_announcements_spread_and_forged_ones_do_not() {
+    use wardswarm_node::manifest::{
+        Artifact, ArtifactKind, Compression, Manifest, SignedManifest, Target,
+    };
+    let w = ward();
+    let a = w
+        .start("gateway", Role::Gateway, w.config(vec![]), None)
+        .await;
+    let b = w
+        .start(
+            "b",
+            Role::Device,
+            w.config(vec![addr(&a.handle).await]),
+            None,
+        )
+        .await;
+    let c = w
+        .start(
+            "c",
+            Role::Device,
+            w.config(vec![addr(&b.handle).await]),
+            None,
+        )
+        .await;
+    let mut ev = c.handle.subscribe();
+    // Wait until c is admitted at b, so the relay has somewhere to go.
+    tokio::time::timeout(T, async {
+        while b.handle.peers().await.expect("running").len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("admitted");
+    let m = Manifest {
+        product: "pump".into(),
+        hardware: vec!["rev-c".into()],
+        version: "2.0".into(),
+        counter: 2,
+        created: Timestamp::now(),
+        expires: Timestamp::now().saturating_add(Duration::from_secs(3600)),
+        target: Target {
+            hash: Hash::of(b"image"),
+            length: 5,
+        },
+        artifacts: vec![Artifact {
+            kind: ArtifactKind::Full,
+            compression: Compression::Zstd,
+            length: 9,
+            root: Hash::of(b"artifact"),
+        }],
+    };
+    // Signed by a key outside the release role: refused at the source, never sent.
+    let mut forged = SignedManifest::new(m.clone()).expect("manifest");
+    forged.sign(&SecretKey::from_seed([77; 32]));
+    assert!(a.handle.announce(forged.to_bytes()).await.is_err());
+    // Signed by the release key: reaches c through b.
+    let mut good = SignedManifest::new(m).expect("manifest");
+    good.sign(&SecretKey::from_seed([2; 32]));
+    a.handle.announce(good.to_bytes()).await.expect("accepted");
+    let got = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(Event::Manifest { bytes, from }) = ev.recv().await {
+                return (bytes, from);
+            }
+        }
+    })
+    .await
+    .expect("announcement relayed");
+    assert_eq!(
+        *got.0,
+        good.to_bytes(),
+        "exactly the signed bytes, and only the genuine manifest"
+    );
+    assert_eq!(got.1, Some(b.handle.peer_id()), "relayed by b");
+    for m in [&c, &b, &a] {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}
