@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod daemon;
 mod demo;
 use clap::{Args, Parser, Subcommand};
 use wardswarm_node::{
@@ -49,6 +50,51 @@ enum Cmd {
     Release(ReleaseCmd),
     /// Run the chain of custody end to end on this machine and print what happened.
     Demo(demo::DemoArgs),
+    /// Print the libp2p peer id of a key file (a node's identity).
+    PeerId {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Issue ward membership certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
+    /// Run a ward swarm node: seeds its store and relays signed announcements until SIGTERM.
+    Node {
+        /// The node's TOML configuration (see docs/examples/node.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCmd {
+    /// Issue a membership certificate for a node's peer id, signed by membership keys.
+    Issue {
+        /// The trust root (the keys must meet its membership threshold).
+        #[arg(long)]
+        root: PathBuf,
+        /// A membership key file; repeat to meet the threshold.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// The ward id.
+        #[arg(long)]
+        ward: String,
+        /// The device id (or gateway name).
+        #[arg(long)]
+        device: String,
+        /// device or gateway.
+        #[arg(long, default_value = "device")]
+        role: String,
+        /// The node's libp2p peer id (`wardswarm peer-id --key FILE`).
+        #[arg(long)]
+        peer: String,
+        /// How long the certificate is valid.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// Output file; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -193,6 +239,13 @@ fn parse_threshold(s: &str) -> Result<(RoleName, u32), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,wardswarm=info,wardswarm_node=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -214,6 +267,50 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Root(c) => root_cmd(c, now),
         Cmd::Release(c) => release_cmd(c, now),
         Cmd::Demo(a) => demo::run(&a, now),
+        Cmd::PeerId { key } => {
+            println!(
+                "{}",
+                SecretKey::read(&key)?.to_libp2p().public().to_peer_id()
+            );
+            Ok(())
+        }
+        Cmd::Cert(CertCmd::Issue {
+            root,
+            keys,
+            ward,
+            device,
+            role,
+            peer,
+            expires,
+            out,
+        }) => {
+            let r = TrustRoot::parse_self_signed(&read_root_file(&root)?)
+                .with_context(|| root.display().to_string())?;
+            let keys = keys
+                .iter()
+                .map(|k| SecretKey::read(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let role: wardswarm_node::membership::Role =
+                role.parse().map_err(anyhow::Error::msg)?;
+            let cert = wardswarm_node::membership::Certificate::issue(
+                &ward,
+                &device,
+                role,
+                &peer,
+                now.saturating_add(expires),
+                &keys,
+            )?;
+            cert.verify(&r, &peer, &ward, now)
+                .context("the certificate would not be accepted")?;
+            write_new_doc(&out, &cert.to_bytes())?;
+            println!(
+                "wrote membership certificate for {device} ({}) in ward {ward} to {}",
+                role.as_str(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Node { config } => daemon::run(config),
     }
 }
 

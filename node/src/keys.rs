@@ -121,6 +121,14 @@ impl SecretKey {
     pub fn from_seed(seed: [u8; 32]) -> Self {
         Self(SigningKey::from_bytes(&seed))
     }
+    /// The libp2p identity of this key (same ed25519 key), so one key file serves a node.
+    pub fn to_libp2p(&self) -> libp2p::identity::Keypair {
+        let mut seed = self.0.to_bytes();
+        let kp = libp2p::identity::Keypair::ed25519_from_bytes(&mut seed);
+        // `ed25519_from_bytes` zeroes the buffer it is given; it only fails on a wrong length.
+        kp.unwrap_or_else(|_| libp2p::identity::Keypair::generate_ed25519())
+    }
+
     /// The public id.
     pub fn public_id(&self) -> PublicKeyId {
         PublicKeyId(self.0.verifying_key().to_bytes())

@@ -1,0 +1,200 @@
+//! `wardswarm node --config FILE`: run a ward swarm member (seeds its store, relays announcements).
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use wardswarm_node::{
+    membership::Certificate,
+    net::{
+        caps::{Schedule, Window},
+        node::{self, Config},
+    },
+    root::TrustRoot,
+    signed::DocKind,
+    store::Store,
+    SecretKey,
+};
+
+use crate::demo::parse_size;
+
+/// The node's configuration file (TOML). See `docs/examples/node.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// The ward this node belongs to.
+    pub ward: String,
+    /// ed25519 key file (PKCS#8 PEM); the libp2p peer id derives from it.
+    pub key: PathBuf,
+    /// Membership certificate for this node's peer id.
+    pub certificate: PathBuf,
+    /// The trust root.
+    pub trust_root: PathBuf,
+    /// Store folder.
+    pub store: PathBuf,
+    /// Listen addresses.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Peers to dial (with /p2p/<peer id>).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// mDNS discovery on the ward LAN.
+    #[serde(default = "yes")]
+    pub mdns: bool,
+    /// Upload cap.
+    #[serde(default)]
+    pub upload: CapFile,
+    /// Download cap.
+    #[serde(default)]
+    pub download: CapFile,
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["/ip4/0.0.0.0/tcp/0".into()]
+}
+fn yes() -> bool {
+    true
+}
+
+/// A cap: a default rate and time windows, rates like "10MB" (per second) or "unlimited".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapFile {
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+    #[serde(default)]
+    pub window: Vec<WindowFile>,
+}
+
+/// One schedule window.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowFile {
+    pub from: String,
+    pub to: String,
+    pub rate: String,
+}
+
+fn rate(s: &str) -> Result<Option<u64>> {
+    if s.trim() == "unlimited" {
+        return Ok(None);
+    }
+    parse_size(s)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("rate {s:?}: {e} (bytes per second, e.g. 10MB, or unlimited)"))
+}
+
+fn minutes(s: &str) -> Result<u32> {
+    let (h, m) = s
+        .split_once(':')
+        .with_context(|| format!("time {s:?} must be HH:MM"))?;
+    let (h, m): (u32, u32) = (h.parse()?, m.parse()?);
+    if h > 24 || m > 59 || (h == 24 && m > 0) {
+        bail!("time {s:?} is not a time of day");
+    }
+    Ok(h * 60 + m)
+}
+
+impl CapFile {
+    fn schedule(&self) -> Result<Schedule> {
+        let default = match &self.default {
+            None => None,
+            Some(s) => rate(s)?,
+        };
+        let windows = self
+            .window
+            .iter()
+            .map(|w| {
+                Ok(Window {
+                    from: minutes(&w.from)?,
+                    to: minutes(&w.to)?,
+                    rate: rate(&w.rate)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Schedule {
+            default,
+            windows,
+            utc_offset_minutes: self.utc_offset_minutes,
+        })
+    }
+}
+
+fn read_doc(p: &std::path::Path, max: usize) -> Result<Vec<u8>> {
+    match wardswarm_node::fsutil::read_capped(p, max as u64)
+        .with_context(|| format!("reading {}", p.display()))?
+    {
+        Ok(b) => Ok(b),
+        Err(len) => bail!("{}: {len} bytes is over the {max}-byte cap", p.display()),
+    }
+}
+
+/// Runs the node until SIGTERM or Ctrl-C.
+pub fn run(config: PathBuf) -> Result<()> {
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let f: NodeFile = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid node configuration", config.display()))?;
+    let key = SecretKey::read(&f.key)?;
+    let root = TrustRoot::parse_self_signed(&read_doc(&f.trust_root, DocKind::Root.max_bytes())?)
+        .with_context(|| f.trust_root.display().to_string())?;
+    let cert = Certificate::parse(&read_doc(&f.certificate, DocKind::Membership.max_bytes())?)
+        .with_context(|| f.certificate.display().to_string())?;
+    let keypair = key.to_libp2p();
+    let peer_id = keypair.public().to_peer_id();
+    cert.verify(
+        &root,
+        &peer_id.to_string(),
+        &f.ward,
+        wardswarm_node::Timestamp::now(),
+    )
+    .with_context(|| format!("{} does not admit this node", f.certificate.display()))?;
+    let parse_addrs = |v: &[String]| -> Result<Vec<libp2p::Multiaddr>> {
+        v.iter()
+            .map(|a| a.parse().with_context(|| format!("address {a:?}")))
+            .collect()
+    };
+    let cfg = Config {
+        listen: parse_addrs(&f.listen)?,
+        bootstrap: parse_addrs(&f.bootstrap)?,
+        mdns: f.mdns,
+        ward: f.ward.clone(),
+        upload: f.upload.schedule()?,
+        download: f.download.schedule()?,
+        ..Config::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let store = Arc::new(Store::open(&f.store)?);
+        let (handle, join) = node::spawn(cfg, keypair, &cert, root, store)?;
+        println!("peer id {peer_id}");
+        // Print listen addresses as they come up (full multiaddrs).
+        let mut printed = 0;
+        for _ in 0..50 {
+            let addrs = handle.listen_addrs().await?;
+            for a in addrs.iter().skip(printed) {
+                println!("listening on {a}");
+            }
+            printed = addrs.len();
+            if printed > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("stopping");
+        handle.shutdown().await?;
+        let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
+        println!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })
+}
