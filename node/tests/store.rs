@@ -203,3 +203,19 @@ fn restart_keeps_verified_groups_and_drops_lost_ones() {
     assert!(!dir.path().join(".abcd.new-xyz").exists());
     assert!(dst.create(root, len + 1).is_err());
 }
+
+#[test]
+fn a_set_of_runs_travels_in_one_response() {
+    let len = 12 * GROUP_BYTES + 5;
+    let bytes = data(len, 21);
+    let (_d, src, root) = source(&bytes);
+    let dir = tempfile::tempdir().expect("tmp");
+    let dst = Store::open(dir.path()).expect("store");
+    let e = dst.create(root, len).expect("create");
+    let runs = [1..3, 5..7, 11..13];
+    let mut seen = vec![];
+    e.receive(&runs, &encode(&src, &root, &runs)[..], |g| seen.push(g)).expect("verified");
+    assert_eq!(seen, vec![1, 2, 5, 6, 11, 12]);
+    // The same runs asked of a store that lacks one of them are refused before anything is sent.
+    assert!(matches!(e.serve(&[1..3, 3..4], Vec::new()), Err(ServeError::Store(_))));
+}

@@ -331,8 +331,7 @@ async fn a_non_member_gets_nothing_and_is_disconnected() {
             &Get {
                 root,
                 length: 1 << 20,
-                start: 0,
-                end: 4,
+                runs: vec![0..4],
             },
         )
         .await

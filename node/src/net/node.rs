@@ -810,8 +810,7 @@ impl Actor {
                     let get = Get {
                         root,
                         length: d.entry.length(),
-                        start: groups.start,
-                        end: groups.end,
+                        runs: vec![groups],
                     };
                     tokio::spawn(request_task(
                         self.shared.clone(),
@@ -1311,8 +1310,10 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     } else {
         match s.store.get(&get.root) {
             Some(e)
-                if e.length() == get.length
-                    && (get.start..get.end).all(|g| e.have().contains(g)) =>
+                if e.length() == get.length && {
+                    let have = e.have();
+                    get.groups().all(|g| have.contains(g))
+                } =>
             {
                 Status::Ok
             }
@@ -1362,7 +1363,7 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
                 corrupt: false,
             },
         );
-        let r = entry.serve(std::slice::from_ref(&(get.start..get.end)), &mut w);
+        let r = entry.serve(&get.runs, &mut w);
         let flushed = w.flush();
         if let Ok(mut inner) = w.into_inner().map_err(|e| e.into_error()) {
             let _ = inner
@@ -1515,7 +1516,7 @@ async fn request_task(
             return;
         }
     };
-    tracing::debug!(%peer, %root, ?status, start = get.start, end = get.end, "transfer status");
+    tracing::debug!(%peer, %root, ?status, runs = get.runs.len(), "transfer status");
     match status {
         Status::Ok => {}
         Status::NotFound => {
@@ -1541,14 +1542,13 @@ async fn request_task(
         cancel: cancel.clone(),
     };
     let progress = s.internal.clone();
+    let runs = get.runs.clone();
     let result = tokio::task::spawn_blocking(move || {
-        entry.receive(
-            std::slice::from_ref(&(get.start..get.end)),
-            reader,
-            |group| {
-                let _ = progress.blocking_send(Internal::Progress { root, req, group });
-            },
-        )
+        // Buffered: the decoder reads 64-byte parents and 16 KiB groups; each raw read crosses into async.
+        let reader = io::BufReader::with_capacity(256 * 1024, reader);
+        entry.receive(&runs, reader, |group| {
+            let _ = progress.blocking_send(Internal::Progress { root, req, group });
+        })
     })
     .await;
     if cancel.is_cancelled() {

@@ -6,7 +6,7 @@
 //! | `/wardswarm/admission/1` | frame: its membership certificate | frame: its certificate, or nothing (closes) |
 //! | `/wardswarm/have/1` | frame: `HAVE` (root, length, bitmap of verified groups) | nothing |
 //! | `/wardswarm/announce/1` | frame: a signed release manifest | nothing |
-//! | `/wardswarm/transfer/1` | frame: `GET` (root, length, first group, end group) | status byte, then the bao encoding of exactly those groups |
+//! | `/wardswarm/transfer/1` | frame: `GET` (root, length, up to 64 runs of groups) | status byte, then the bao encoding of exactly those groups |
 //!
 //! A frame is a 4-byte big-endian length and that many bytes.
 
@@ -32,9 +32,11 @@ pub const MAX_CERT_FRAME: usize = 4 * 1024;
 pub const MAX_ANNOUNCE_FRAME: usize = 64 * 1024;
 /// A HAVE bitmap of 1 MiB covers a 128 GiB artifact.
 pub const MAX_HAVE_FRAME: usize = 1024 * 1024 + 64;
-/// GET is fixed-size.
-const GET_LEN: usize = 32 + 8 + 8 + 8;
-/// The largest run one GET may ask for (64 MiB): bounds the responder's work per request.
+/// Runs one GET may carry.
+pub const MAX_GET_RUNS: usize = 64;
+/// Largest GET frame: root, length, run count, runs.
+const MAX_GET_LEN: usize = 32 + 8 + 2 + MAX_GET_RUNS * 16;
+/// The most groups one GET may ask for (64 MiB): bounds the responder's work per request.
 pub const MAX_GET_GROUPS: u64 = 4096;
 
 /// Response status of a GET.
@@ -89,54 +91,76 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Resu
     Ok(body)
 }
 
-/// A request for one run of chunk groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A request for a set of runs of chunk groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Get {
     /// The artifact's bao root.
     pub root: Hash,
     /// Its signed length (both sides must agree, or proofs fail).
     pub length: u64,
-    /// First group.
-    pub start: u64,
-    /// One past the last group.
-    pub end: u64,
+    /// Ascending, non-overlapping, non-empty runs of groups.
+    pub runs: Vec<std::ops::Range<u64>>,
 }
 
 impl Get {
     /// Encodes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(GET_LEN);
+        let mut v = Vec::with_capacity(42 + self.runs.len() * 16);
         v.extend_from_slice(self.root.as_bytes());
         v.extend_from_slice(&self.length.to_be_bytes());
-        v.extend_from_slice(&self.start.to_be_bytes());
-        v.extend_from_slice(&self.end.to_be_bytes());
+        v.extend_from_slice(&(self.runs.len().min(u16::MAX as usize) as u16).to_be_bytes());
+        for r in &self.runs {
+            v.extend_from_slice(&r.start.to_be_bytes());
+            v.extend_from_slice(&r.end.to_be_bytes());
+        }
         v
     }
-    /// Decodes and checks the run is non-empty, in range and not too long.
+    /// Decodes and checks: 1 to 64 runs, each non-empty, ascending and disjoint, inside the artifact,
+    /// at most 4096 groups in all.
     pub fn from_bytes(b: &[u8]) -> io::Result<Self> {
-        if b.len() != GET_LEN {
-            return Err(invalid(format!(
-                "GET of {} bytes, expected {GET_LEN}",
-                b.len()
-            )));
+        if b.len() < 42 {
+            return Err(invalid(format!("GET of {} bytes is too short", b.len())));
         }
         let u = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
         let mut root = [0u8; 32];
         root.copy_from_slice(&b[..32]);
-        let g = Get {
-            root: Hash::from_bytes(root),
-            length: u(32),
-            start: u(40),
-            end: u(48),
-        };
-        let groups = outboard::groups(g.length);
-        if g.start >= g.end || g.end > groups || g.end - g.start > MAX_GET_GROUPS {
+        let length = u(32);
+        let n = u16::from_be_bytes([b[40], b[41]]) as usize;
+        if n == 0 || n > MAX_GET_RUNS || b.len() != 42 + n * 16 {
             return Err(invalid(format!(
-                "GET run {}..{} is invalid for {groups} groups",
-                g.start, g.end
+                "GET with {n} runs in {} bytes is malformed",
+                b.len()
             )));
         }
-        Ok(g)
+        let groups = outboard::groups(length);
+        let mut runs = Vec::with_capacity(n);
+        let mut total = 0u64;
+        let mut prev_end = 0u64;
+        for i in 0..n {
+            let (start, end) = (u(42 + i * 16), u(50 + i * 16));
+            if start >= end || end > groups || (i > 0 && start < prev_end) {
+                return Err(invalid(format!(
+                    "GET run {start}..{end} is invalid for {groups} groups"
+                )));
+            }
+            total += end - start;
+            prev_end = end;
+            runs.push(start..end);
+        }
+        if total > MAX_GET_GROUPS {
+            return Err(invalid(format!(
+                "GET asks for {total} groups, more than {MAX_GET_GROUPS}"
+            )));
+        }
+        Ok(Self {
+            root: Hash::from_bytes(root),
+            length,
+            runs,
+        })
+    }
+    /// Every group asked for.
+    pub fn groups(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs.iter().flat_map(|r| r.clone())
     }
 }
 
@@ -153,7 +177,7 @@ pub async fn send_get<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Reads a GET (responder side).
 pub async fn read_get<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Get> {
-    Get::from_bytes(&read_frame(r, GET_LEN).await?)
+    Get::from_bytes(&read_frame(r, MAX_GET_LEN).await?)
 }
 
 /// Writes the status byte of a response.
@@ -212,11 +236,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn get_round_trips(root in any::<[u8; 32]>(), length in 1u64..(1 << 40), a in any::<u64>(), n in 1u64..MAX_GET_GROUPS) {
+        fn get_round_trips(root in any::<[u8; 32]>(), length in 1u64..(1 << 40), a in any::<u64>(), lens in proptest::collection::vec(1u64..64, 1..MAX_GET_RUNS)) {
             let groups = outboard::groups(length);
-            let start = a % groups;
-            let end = (start + n).min(groups);
-            let g = Get { root: Hash::from_bytes(root), length, start, end };
+            let mut runs = vec![];
+            let mut at = a % groups;
+            for l in lens {
+                if at >= groups { break; }
+                let end = (at + l).min(groups);
+                runs.push(at..end);
+                at = end + 1;
+            }
+            let g = Get { root: Hash::from_bytes(root), length, runs };
             prop_assert_eq!(Get::from_bytes(&g.to_bytes()).expect("valid"), g);
         }
 
@@ -242,16 +272,21 @@ mod tests {
         let g = Get {
             root: Hash::of(b"x"),
             length: 10 * 16384,
-            start: 5,
-            end: 11,
+            runs: vec![5..11],
         };
         assert!(Get::from_bytes(&g.to_bytes()).is_err(), "past the end");
         let g = Get {
-            start: 3,
-            end: 3,
+            runs: vec![3..3],
             ..g
         };
-        assert!(Get::from_bytes(&g.to_bytes()).is_err(), "empty");
+        assert!(Get::from_bytes(&g.to_bytes()).is_err(), "empty run");
+        let g = Get {
+            runs: vec![4..6, 5..7],
+            ..g
+        };
+        assert!(Get::from_bytes(&g.to_bytes()).is_err(), "overlapping runs");
+        let g = Get { runs: vec![], ..g };
+        assert!(Get::from_bytes(&g.to_bytes()).is_err(), "no run");
         assert!(
             Have::from_bytes(&[0u8; 42]).is_err(),
             "bitmap length must match"
