@@ -23,9 +23,9 @@ use wardswarm_node::{
     membership::{Certificate, Role},
     net::node::{self, Config},
     outboard,
-    root::{Role as RoleSpec, RoleName, TrustRoot},
+    root::TrustRoot,
     store::Store,
-    Hash, SecretKey, Timestamp,
+    testkit, Hash, SecretKey, Timestamp,
 };
 
 type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -76,22 +76,11 @@ fn parse_size(s: &str) -> u64 {
 }
 
 fn world() -> (TrustRoot, SecretKey) {
-    let (r, rel, m) = (
-        SecretKey::from_seed([1; 32]),
-        SecretKey::from_seed([2; 32]),
-        SecretKey::from_seed([3; 32]),
-    );
-    let role = |n, k: &SecretKey| RoleSpec::new(n, vec![k.public_id()], 1).expect("role");
-    let mut root = TrustRoot::new(
-        1,
-        Timestamp::now().saturating_add(Duration::from_secs(86_400)),
-        role(RoleName::Root, &r),
-        role(RoleName::Release, &rel),
-        role(RoleName::Membership, &m),
+    let keys = testkit::TestKeys::default();
+    (
+        keys.root(Timestamp::now(), Duration::from_secs(86_400)),
+        keys.membership,
     )
-    .expect("root");
-    root.sign(&r, None).expect("sign");
-    (root, m)
 }
 
 fn cert(m: &SecretKey, key: &Keypair, name: &str, role: Role) -> Certificate {

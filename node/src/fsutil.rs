@@ -21,33 +21,33 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes `bytes` to a new file at `path` with permission `mode`, atomically, refusing to replace an
-/// existing file (`io::ErrorKind::AlreadyExists`). Nothing is left behind on failure.
-pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_dir(path);
+/// A synced temporary file with `bytes` and permission `mode`, beside `path`.
+fn synced_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".wardswarm-")
-        .tempfile_in(dir)?;
+        .tempfile_in(parent_dir(path))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    fsync_dir(dir)
+    Ok(tmp)
+}
+
+/// Writes `bytes` to a new file at `path` with permission `mode`, atomically, refusing to replace an
+/// existing file (`io::ErrorKind::AlreadyExists`). Nothing is left behind on failure.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    synced_temp(path, bytes, mode)?
+        .persist_noclobber(path)
+        .map_err(|e| e.error)?;
+    fsync_dir(parent_dir(path))
 }
 
 /// Replaces (or creates) `path` with `bytes` atomically, keeping `mode`.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".wardswarm-")
-        .tempfile_in(dir)?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    fsync_dir(dir)
+    synced_temp(path, bytes, mode)?
+        .persist(path)
+        .map_err(|e| e.error)?;
+    fsync_dir(parent_dir(path))
 }
 
 /// Reads a whole file, refusing (before reading it all) one larger than `max` bytes.

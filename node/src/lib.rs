@@ -31,6 +31,7 @@ pub mod root;
 pub mod scheduler;
 pub mod signed;
 pub mod store;
+pub mod testkit;
 pub mod time;
 pub mod verify;
 

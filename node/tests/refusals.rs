@@ -66,15 +66,7 @@ fn manifest(artifact: Artifact) -> Manifest {
 
 fn artifact_bytes() -> Vec<u8> {
     // Five full 16 KiB groups and a partial sixth, deterministic.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..5 * 16384 + 777)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    wardswarm_node::testkit::bytes(5 * 16384 + 777, 0x9e37)
 }
 
 fn full_artifact(data: &[u8]) -> Artifact {

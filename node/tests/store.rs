@@ -23,15 +23,7 @@ const SIZES: &[u64] = &[
 ];
 
 fn data(len: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    wardswarm_node::testkit::bytes(len as usize, seed)
 }
 
 /// A complete source store holding `bytes`.
@@ -214,8 +206,12 @@ fn a_set_of_runs_travels_in_one_response() {
     let e = dst.create(root, len).expect("create");
     let runs = [1..3, 5..7, 11..13];
     let mut seen = vec![];
-    e.receive(&runs, &encode(&src, &root, &runs)[..], |g| seen.push(g)).expect("verified");
+    e.receive(&runs, &encode(&src, &root, &runs)[..], |g| seen.push(g))
+        .expect("verified");
     assert_eq!(seen, vec![1, 2, 5, 6, 11, 12]);
     // The same runs asked of a store that lacks one of them are refused before anything is sent.
-    assert!(matches!(e.serve(&[1..3, 3..4], Vec::new()), Err(ServeError::Store(_))));
+    assert!(matches!(
+        e.serve(&[1..3, 3..4], Vec::new()),
+        Err(ServeError::Store(_))
+    ));
 }

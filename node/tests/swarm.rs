@@ -12,9 +12,9 @@ use wardswarm_node::{
         wire::{self, Get, Status},
     },
     outboard,
-    root::{Role as RoleSpec, RoleName, TrustRoot},
+    root::TrustRoot,
     store::Store,
-    Hash, SecretKey, Timestamp,
+    testkit, Hash, SecretKey, Timestamp,
 };
 
 const WARD: &str = "icu-3";
@@ -27,38 +27,17 @@ struct Ward {
 }
 
 fn ward() -> Ward {
-    let (r, rel, m) = (
-        SecretKey::from_seed([1; 32]),
-        SecretKey::from_seed([2; 32]),
-        SecretKey::from_seed([3; 32]),
-    );
-    let role = |n, k: &SecretKey| RoleSpec::new(n, vec![k.public_id()], 1).expect("role");
-    let mut root = TrustRoot::new(
-        1,
-        Timestamp::now().saturating_add(Duration::from_secs(86_400)),
-        role(RoleName::Root, &r),
-        role(RoleName::Release, &rel),
-        role(RoleName::Membership, &m),
-    )
-    .expect("root");
-    root.sign(&r, None).expect("sign");
+    let keys = testkit::TestKeys::default();
+    let root = keys.root(Timestamp::now(), Duration::from_secs(86_400));
     Ward {
         root,
-        membership: m,
+        membership: keys.membership,
         dir: tempfile::tempdir().expect("tmp"),
     }
 }
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    testkit::bytes(len, seed)
 }
 
 struct Member {
