@@ -591,3 +591,51 @@ async fn signed_announcements_spread_and_forged_ones_do_not() {
         m.handle.shutdown().await.expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_times_out_and_others_finish_the_job() {
+    let w = ward();
+    let bytes = data(1 << 20, 23);
+    let stall_cfg = Config {
+        fault: Some(Fault::StallServe),
+        ..w.config(vec![])
+    };
+    let (staller, root) = seed(&w, "staller", &bytes, stall_cfg).await;
+    let (honest, _) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
+    // The fetcher first knows only the staller, with a short stall timeout.
+    let mut cfg = w.config(vec![addr(&staller.handle).await]);
+    cfg.scheduler.stall_timeout_ms = 500;
+    let f = w.start("dev", Role::Device, cfg, None).await;
+    let mut events = f.handle.subscribe();
+    let h = f.handle.clone();
+    let len = bytes.len() as u64;
+    let fetch = tokio::spawn(async move { h.fetch(root, len).await });
+    tokio::time::timeout(T, async {
+        loop {
+            if let Ok(Event::Stalled { root: r }) = events.recv().await {
+                assert_eq!(r, root);
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the stalled request is abandoned");
+    f.handle
+        .dial(addr(&honest.handle).await)
+        .await
+        .expect("running");
+    let report = tokio::time::timeout(T, fetch)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("fetched");
+    assert!(report.stats.stalls >= 1);
+    assert!(report.banned.is_empty(), "a slow peer is not a liar");
+    assert_eq!(
+        std::fs::read(f.store.get(&root).expect("e").data_path()).expect("read"),
+        bytes
+    );
+    for m in [&f, &honest, &staller] {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}

@@ -192,6 +192,8 @@ pub enum Event {
     Progress { root: Hash, have: u64, total: u64 },
     /// A peer served corrupt data and was banned for an artifact.
     PeerBanned { peer: PeerId, root: Hash },
+    /// A request made no progress for the stall timeout and was abandoned; its groups go elsewhere.
+    Stalled { root: Hash },
     /// An artifact is complete in the store.
     Complete { root: Hash },
 }
@@ -798,7 +800,11 @@ impl Actor {
                 return;
             }
         }
+        let stalls_before = d.sched.stats().stalls;
         let actions = d.sched.step(now, input);
+        if d.sched.stats().stalls > stalls_before {
+            self.emit(Event::Stalled { root });
+        }
         for a in actions {
             match a {
                 Action::Request { peer, req, groups } => {
