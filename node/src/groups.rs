@@ -144,6 +144,12 @@ impl GroupSet {
     fn recount(&mut self) {
         self.count = self.words.iter().map(|w| u64::from(w.count_ones())).sum();
     }
+    /// Byte `i` of the on-disk form (groups `8i..8i+8`), without building the whole bitmap.
+    pub fn byte(&self, i: u64) -> u8 {
+        self.words
+            .get((i / 8) as usize)
+            .map_or(0, |w| (w >> ((i % 8) * 8)) as u8)
+    }
     /// The raw bitmap, little-endian words, `ceil(len/8)` bytes (the store's on-disk form).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -180,6 +186,8 @@ mod tests {
             for m in &members { s.insert(*m); }
             let back = GroupSet::from_bytes(len, &s.to_bytes());
             prop_assert_eq!(&back, &s);
+            let bytes = s.to_bytes();
+            for (i, b) in bytes.iter().enumerate() { prop_assert_eq!(s.byte(i as u64), *b); }
             let mut from_runs = GroupSet::new(len);
             for r in s.runs() { from_runs.insert_range(r); }
             prop_assert_eq!(&from_runs, &s);

@@ -7,7 +7,7 @@
 //! root keys **and** a threshold of its own root keys signed it, so neither a thief of the old keys
 //! nor a holder of only new keys can rotate alone.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -411,16 +411,6 @@ impl TrustRoot {
     pub fn fingerprint(&self) -> crate::hash::Hash {
         crate::hash::Hash::of(&self.signed.body_bytes)
     }
-}
-
-/// Builds a [`Role`] from key ids, for the CLI and tests.
-pub fn role_of(name: RoleName, keys: &[PublicKeyId], threshold: u32) -> Result<Role, RootError> {
-    Role::new(name, keys.to_vec(), threshold)
-}
-
-/// `now + d` as a document expiry.
-pub fn expiry_after(now: Timestamp, d: Duration) -> Timestamp {
-    now.saturating_add(d)
 }
 
 /// Keys with no duplicates, in order; helper for building roles from repeated CLI flags.

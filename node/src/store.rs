@@ -182,8 +182,7 @@ impl Entry {
             return Ok(false);
         }
         let byte_index = g / 8;
-        let bytes = have.to_bytes();
-        let b = bytes.get(byte_index as usize).copied().unwrap_or(0);
+        let b = have.byte(byte_index);
         let p = self.dir.join("groups");
         self.groups_file
             .write_all_at(&[b], byte_index)

@@ -1309,22 +1309,18 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
         return;
     };
     let role = s.role_of(&peer);
+    let entry = s.store.get(&get.root).filter(|e| {
+        let have = e.have();
+        e.length() == get.length && get.groups().all(|g| have.contains(g))
+    });
     let status = if role.is_none() {
         Status::Forbidden
     } else if s.upload.rate() == Some(0) {
         Status::Limited
+    } else if entry.is_some() {
+        Status::Ok
     } else {
-        match s.store.get(&get.root) {
-            Some(e)
-                if e.length() == get.length && {
-                    let have = e.have();
-                    get.groups().all(|g| have.contains(g))
-                } =>
-            {
-                Status::Ok
-            }
-            _ => Status::NotFound,
-        }
+        Status::NotFound
     };
     let permit = if status == Status::Ok {
         s.inbound.try_acquire().ok()
@@ -1348,7 +1344,7 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
         let _ = st.close().await;
         return;
     }
-    let Some(entry) = s.store.get(&get.root) else {
+    let Some(entry) = entry else {
         return;
     };
     let rt = tokio::runtime::Handle::current();
@@ -1366,7 +1362,6 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
                 shared: s2,
                 meter: CellMeter::default(),
                 label,
-                corrupt: false,
             },
         );
         let r = entry.serve(&get.runs, &mut w);
@@ -1394,7 +1389,6 @@ struct BlockingWriter {
     shared: Arc<Shared>,
     meter: CellMeter,
     label: TransferLabels,
-    corrupt: bool,
 }
 
 impl Write for BlockingWriter {
@@ -1416,7 +1410,6 @@ impl Write for BlockingWriter {
             // Flip a byte deep in the payload: the receiver's verification must catch it.
             let i = data.len() / 2;
             data[i] ^= 0x5a;
-            self.corrupt = true;
         }
         let stream = &mut self.stream;
         self.rt
