@@ -6,17 +6,13 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use wardswarm_node::{
     membership::Certificate,
-    net::{
-        caps::{Schedule, Window},
-        node::{self, Config},
-    },
+    net::node::{self, Config},
     root::TrustRoot,
     signed::DocKind,
     store::Store,
     SecretKey,
 };
 
-use crate::demo::parse_size;
 
 /// The node's configuration file (TOML). See `docs/examples/node.toml`.
 #[derive(Debug, Deserialize)]
@@ -56,71 +52,7 @@ fn yes() -> bool {
     true
 }
 
-/// A cap: a default rate and time windows, rates like "10MB" (per second) or "unlimited".
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CapFile {
-    #[serde(default)]
-    pub default: Option<String>,
-    #[serde(default)]
-    pub utc_offset_minutes: i32,
-    #[serde(default)]
-    pub window: Vec<WindowFile>,
-}
-
-/// One schedule window.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WindowFile {
-    pub from: String,
-    pub to: String,
-    pub rate: String,
-}
-
-fn rate(s: &str) -> Result<Option<u64>> {
-    if s.trim() == "unlimited" {
-        return Ok(None);
-    }
-    parse_size(s)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("rate {s:?}: {e} (bytes per second, e.g. 10MB, or unlimited)"))
-}
-
-fn minutes(s: &str) -> Result<u32> {
-    let (h, m) = s
-        .split_once(':')
-        .with_context(|| format!("time {s:?} must be HH:MM"))?;
-    let (h, m): (u32, u32) = (h.parse()?, m.parse()?);
-    if h > 24 || m > 59 || (h == 24 && m > 0) {
-        bail!("time {s:?} is not a time of day");
-    }
-    Ok(h * 60 + m)
-}
-
-impl CapFile {
-    fn schedule(&self) -> Result<Schedule> {
-        let default = match &self.default {
-            None => None,
-            Some(s) => rate(s)?,
-        };
-        let windows = self
-            .window
-            .iter()
-            .map(|w| {
-                Ok(Window {
-                    from: minutes(&w.from)?,
-                    to: minutes(&w.to)?,
-                    rate: rate(&w.rate)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Schedule {
-            default,
-            windows,
-            utc_offset_minutes: self.utc_offset_minutes,
-        })
-    }
-}
+pub use wardswarm_node::units::CapFile;
 
 fn read_doc(p: &std::path::Path, max: usize) -> Result<Vec<u8>> {
     match wardswarm_node::fsutil::read_capped(p, max as u64)
@@ -161,8 +93,8 @@ pub fn run(config: PathBuf) -> Result<()> {
         bootstrap: parse_addrs(&f.bootstrap)?,
         mdns: f.mdns,
         ward: f.ward.clone(),
-        upload: f.upload.schedule()?,
-        download: f.download.schedule()?,
+        upload: f.upload.schedule().map_err(anyhow::Error::msg)?,
+        download: f.download.schedule().map_err(anyhow::Error::msg)?,
         ..Config::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

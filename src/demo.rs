@@ -50,33 +50,10 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-/// Parses `64MiB`, `200MB`, `1GiB` or a plain byte count.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 64MiB"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit {other:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+pub use wardswarm_node::units::parse_size;
 
 fn parse_rate(s: &str) -> Result<Option<u64>> {
-    if s.trim() == "unlimited" {
-        return Ok(None);
-    }
-    parse_size(s).map(Some).map_err(anyhow::Error::msg)
+    wardswarm_node::units::parse_rate(s).map_err(anyhow::Error::msg)
 }
 
 /// A deterministic image that looks like firmware: code-like random blocks and zeroed padding.

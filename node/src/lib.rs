@@ -14,13 +14,19 @@
 //! | [`outboard`] | bao outboards in 16 KiB chunk groups, artifact verification |
 //! | [`release`] | release directories: build, verify, summarise |
 //! | [`verify`] | the device's verification API: accept or refuse, with a typed reason |
+//! | [`index`] | the origin's signed index of releases |
+//! | [`store`] | the crash-consistent verified chunk store |
+//! | [`net`] | the ward swarm (libp2p): admission, availability, transfer, reports |
+//! | [`agent`] | the device agent: A/B slots, the pure update state machine, the audit log |
 //! | [`fsutil`] | crash-safe file writes |
 //!
 //! The trust model and formats are described in `docs/trust-model.md` and `docs/formats.md`.
 
+pub mod agent;
 pub mod fsutil;
 pub mod groups;
 pub mod hash;
+pub mod index;
 pub mod keys;
 pub mod manifest;
 pub mod membership;
@@ -33,6 +39,7 @@ pub mod signed;
 pub mod store;
 pub mod testkit;
 pub mod time;
+pub mod units;
 pub mod verify;
 
 pub use hash::Hash;

@@ -31,7 +31,9 @@ use std::{
 use bao_tree::{
     io::{
         outboard::PreOrderOutboard,
-        sync::{encode_ranges_validated, valid_ranges, DecodeResponseIter, ReadAt, Size},
+        sync::{
+            encode_ranges, encode_ranges_validated, valid_ranges, DecodeResponseIter, ReadAt, Size,
+        },
         BaoContentItem, DecodeError, EncodeError,
     },
     ChunkNum, ChunkRanges,
@@ -110,6 +112,37 @@ impl ReadAt for At<'_> {
 impl Size for At<'_> {
     fn size(&self) -> io::Result<Option<u64>> {
         Ok(Some(self.0.metadata()?.len()))
+    }
+}
+
+/// Positioned reads on a window of memory that starts at `base` of a larger object of size `len`.
+#[derive(Debug, Clone, Copy)]
+struct Slice<'a> {
+    base: u64,
+    bytes: &'a [u8],
+    len: u64,
+}
+
+impl ReadAt for Slice<'_> {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(off) = pos.checked_sub(self.base) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read before the window",
+            ));
+        };
+        let off = off as usize;
+        if off >= self.bytes.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.bytes.len() - off);
+        buf[..n].copy_from_slice(&self.bytes[off..off + n]);
+        Ok(n)
+    }
+}
+impl Size for Slice<'_> {
+    fn size(&self) -> io::Result<Option<u64>> {
+        Ok(Some(self.len))
     }
 }
 
@@ -262,6 +295,45 @@ impl Entry {
             }
         }
         Ok(bytes)
+    }
+
+    /// Receives plain bytes from an untrusted source (the WAN origin): `data` holds whole groups from
+    /// `first_group` on (the artifact's last group may be short), `outboard` is the origin's complete
+    /// pre-order outboard. Both are untrusted: they are bao-encoded together and go through
+    /// [`Self::receive`], so every group is checked against the signed root before it is written.
+    pub fn receive_plain(
+        &self,
+        first_group: u64,
+        data: &[u8],
+        outboard: &[u8],
+        on_group: impl FnMut(u64),
+    ) -> Result<u64, ReceiveError> {
+        let start = first_group * GROUP_BYTES;
+        let end = (start + data.len() as u64).min(self.length);
+        let groups = first_group..outboard::groups(end.max(start + 1)).max(first_group + 1);
+        if end != self.length && data.len() as u64 % GROUP_BYTES != 0 {
+            return Err(ReceiveError::Corrupt(
+                "origin data does not end on a chunk-group boundary".into(),
+            ));
+        }
+        if outboard.len() as u64 != outboard::outboard_size(self.length) {
+            return Err(ReceiveError::Corrupt(format!(
+                "origin outboard is {} bytes, {} were expected",
+                outboard.len(),
+                outboard::outboard_size(self.length)
+            )));
+        }
+        let ob = PreOrderOutboard {
+            root: self.root.into(),
+            tree: self.tree(),
+            data: Slice { base: 0, bytes: outboard, len: outboard.len() as u64 },
+        };
+        let mut encoded = Vec::with_capacity(data.len() + data.len() / 128 + 1024);
+        let window = Slice { base: start, bytes: data, len: self.length };
+        encode_ranges(window, &ob, &chunk_ranges(&[groups.clone()]), &mut encoded).map_err(
+            |e| ReceiveError::Corrupt(format!("origin data or outboard is malformed: {e}")),
+        )?;
+        self.receive(&[groups], &encoded[..], on_group)
     }
 
     /// Encodes `groups` (all must be verified here) bao-encoded into `out`, re-validating every group

@@ -196,6 +196,12 @@ pub enum Event {
     Stalled { root: Hash },
     /// An artifact is complete in the store.
     Complete { root: Hash },
+    /// An admitted peer sent a status report (JSON, at most `wire::MAX_REPORT_FRAME` bytes).
+    Report {
+        peer: PeerId,
+        device: String,
+        body: Arc<Vec<u8>>,
+    },
 }
 
 enum Command {
@@ -219,6 +225,9 @@ enum Command {
     },
     HaveChanged {
         root: Hash,
+    },
+    Report {
+        body: Vec<u8>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -245,6 +254,7 @@ impl std::fmt::Debug for Command {
             Command::Peers { .. } => "Peers",
             Command::Dial { .. } => "Dial",
             Command::HaveChanged { .. } => "HaveChanged",
+            Command::Report { .. } => "Report",
             Command::Shutdown { .. } => "Shutdown",
         })
     }
@@ -302,6 +312,20 @@ impl Handle {
     pub async fn have_changed(&self, root: Hash) -> Result<(), NodeError> {
         self.tx
             .send(Command::HaveChanged { root })
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+    /// Sends a status report (JSON) to every admitted gateway; best effort, bounded in size.
+    pub async fn report(&self, body: Vec<u8>) -> Result<(), NodeError> {
+        if body.len() > wire::MAX_REPORT_FRAME {
+            return Err(NodeError::Config(format!(
+                "status report of {} bytes is over the {}-byte cap",
+                body.len(),
+                wire::MAX_REPORT_FRAME
+            )));
+        }
+        self.tx
+            .send(Command::Report { body })
             .await
             .map_err(|_| NodeError::Stopped)
     }
@@ -383,6 +407,10 @@ enum Internal {
     Announce {
         peer: PeerId,
         bytes: Vec<u8>,
+    },
+    Report {
+        peer: PeerId,
+        body: Vec<u8>,
     },
     Progress {
         root: Hash,
@@ -556,7 +584,13 @@ impl Actor {
 
     /// Accept loops: they only spawn, so libp2p-stream never drops a stream for want of a reader.
     fn start_inbound(&mut self) -> Result<(), NodeError> {
-        for proto in [wire::ADMISSION, wire::HAVE, wire::ANNOUNCE, wire::TRANSFER] {
+        for proto in [
+            wire::ADMISSION,
+            wire::HAVE,
+            wire::ANNOUNCE,
+            wire::TRANSFER,
+            wire::REPORT,
+        ] {
             let mut incoming = self
                 .control
                 .accept(proto.clone())
@@ -578,6 +612,8 @@ impl Actor {
                             inbound_have(s, peer, stream).await;
                         } else if p == wire::ANNOUNCE {
                             inbound_announce(s, peer, stream).await;
+                        } else if p == wire::REPORT {
+                            inbound_report(s, peer, stream).await;
                         } else {
                             inbound_transfer(s, peer, stream).await;
                         }
@@ -718,6 +754,26 @@ impl Actor {
             }
             Command::HaveChanged { root } => {
                 self.have_dirty.insert(root);
+            }
+            Command::Report { body } => {
+                let gateways: Vec<PeerId> = self
+                    .shared
+                    .admitted
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .filter(|(_, r)| **r == Role::Gateway)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in gateways {
+                    tokio::spawn(send_frame(
+                        self.shared.clone(),
+                        self.control.clone(),
+                        p,
+                        wire::REPORT,
+                        body.clone(),
+                    ));
+                }
             }
             Command::Shutdown { .. } => {}
         }
@@ -970,6 +1026,20 @@ impl Actor {
                     if let Err(e) = self.accept_manifest(bytes, Some(peer)) {
                         tracing::warn!(target: "wardswarm::security", %peer, error = %e, "announcement refused");
                     }
+                }
+            }
+            Internal::Report { peer, body } => {
+                let device = self
+                    .peers
+                    .get(&peer)
+                    .and_then(|p| p.cert.as_ref())
+                    .map(|c| c.device.clone());
+                if let Some(device) = device {
+                    self.emit(Event::Report {
+                        peer,
+                        device,
+                        body: Arc::new(body),
+                    });
                 }
             }
             Internal::Progress { root, req, group } => {
@@ -1300,6 +1370,20 @@ async fn inbound_announce(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     .await
     {
         let _ = s.internal.send(Internal::Announce { peer, bytes }).await;
+    }
+}
+
+async fn inbound_report(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
+    if s.role_of(&peer).is_none() {
+        return;
+    }
+    if let Ok(body) = timed(
+        s.cfg.io_timeout,
+        wire::read_frame(&mut st, wire::MAX_REPORT_FRAME),
+    )
+    .await
+    {
+        let _ = s.internal.send(Internal::Report { peer, body }).await;
     }
 }
 

@@ -25,6 +25,10 @@ pub const HAVE: StreamProtocol = StreamProtocol::new("/wardswarm/have/1");
 pub const ANNOUNCE: StreamProtocol = StreamProtocol::new("/wardswarm/announce/1");
 /// Chunk-group transfer.
 pub const TRANSFER: StreamProtocol = StreamProtocol::new("/wardswarm/transfer/1");
+/// Device status reports to the ward gateway: one JSON frame per stream.
+pub const REPORT: StreamProtocol = StreamProtocol::new("/wardswarm/report/1");
+/// Largest status report.
+pub const MAX_REPORT_FRAME: usize = 16 * 1024;
 
 /// A certificate is at most 4 KiB (see `signed::DocKind::Membership`).
 pub const MAX_CERT_FRAME: usize = 4 * 1024;

@@ -1,0 +1,558 @@
+//! The device's update state machine: a pure core. It takes [`Input`]s and returns [`Action`]s; the
+//! agent ([`super::runtime`]) persists the new [`State`] *before* it performs the actions, performs them
+//! (swarm fetch, slot writes, boot switch, health check) and feeds their results back in.
+//!
+//! ```text
+//! idle ─offer→ fetching ─fetched→ installing ─installed→ activating ─activated→ trying ─(reboot)→
+//!   booted the new slot → checking ─healthy→ committing ─committed→ idle (floor raised)
+//!                                  └unhealthy→ rolling_back ─rolled_back→ (reboot) → idle
+//!   booted the old slot (bootloader fell back) → idle, rolled back
+//! ```
+//!
+//! Crash safety follows from two rules. The committed slot is never written, so any kill leaves a
+//! bootable committed slot. And every phase can be re-entered after a restart: [`Input::Booted`]
+//! re-issues the action of the phase the device died in (resume the fetch, rewrite the inactive slot,
+//! set the try-boot again, commit again, roll back again); all of them are idempotent. The
+//! anti-rollback floor rises only when the commit is done.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::slots::{BootState, SlotId};
+use crate::hash::Hash;
+
+/// A release the device accepted (signatures, expiry, hardware, counter all checked) and plans to install.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Hash of the exact signed manifest.
+    pub manifest: Hash,
+    /// Release version.
+    pub version: String,
+    /// Release counter.
+    pub counter: u64,
+    /// The artifact to fetch (bao root).
+    pub artifact: Hash,
+    /// Its signed length.
+    pub artifact_length: u64,
+    /// `full` or `delta`.
+    pub kind: String,
+    /// `zstd` or `none`.
+    pub compression: String,
+    /// The image's BLAKE3.
+    pub target: Hash,
+    /// The image's length.
+    pub target_length: u64,
+}
+
+/// The committed image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// Release version (`factory` for the provisioned image).
+    pub version: String,
+    /// Release counter (the anti-rollback floor).
+    pub counter: u64,
+    /// BLAKE3 of the image (the base a delta must start from).
+    pub image: Hash,
+    /// Image length.
+    pub length: u64,
+    /// The slot it lives in.
+    pub slot: SlotId,
+}
+
+/// Where the device is in an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Running the committed slot; nothing pending.
+    Idle,
+    /// Fetching the artifact from the ward swarm.
+    Fetching { offer: Offer },
+    /// Writing the image into the inactive slot and verifying it.
+    Installing { offer: Offer, slot: SlotId },
+    /// Image verified; setting the slot to boot once.
+    Activating { offer: Offer, slot: SlotId },
+    /// The slot boots once at the next reboot.
+    Trying { offer: Offer, slot: SlotId },
+    /// Booted the new slot; health check running.
+    Checking { offer: Offer, slot: SlotId },
+    /// Healthy; making the new slot the committed one.
+    Committing { offer: Offer, slot: SlotId },
+    /// Unhealthy; cancelling the try-boot, then rebooting into the committed slot.
+    RollingBack {
+        offer: Offer,
+        slot: SlotId,
+        reason: String,
+    },
+}
+
+impl Phase {
+    /// The phase's name, as reported.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Fetching { .. } => "fetching",
+            Self::Installing { .. } => "installing",
+            Self::Activating { .. } => "activating",
+            Self::Trying { .. } => "rebooting",
+            Self::Checking { .. } => "health_check",
+            Self::Committing { .. } => "committing",
+            Self::RollingBack { .. } => "rolling_back",
+        }
+    }
+    /// The offer in progress, if any.
+    pub fn offer(&self) -> Option<&Offer> {
+        match self {
+            Self::Idle => None,
+            Self::Fetching { offer }
+            | Self::Installing { offer, .. }
+            | Self::Activating { offer, .. }
+            | Self::Trying { offer, .. }
+            | Self::Checking { offer, .. }
+            | Self::Committing { offer, .. }
+            | Self::RollingBack { offer, .. } => Some(offer),
+        }
+    }
+}
+
+/// How the last update attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// `committed`, `rolled_back` or `failed`.
+    pub result: String,
+    /// The release.
+    pub version: String,
+    /// Why, for anything but `committed`.
+    pub reason: Option<String>,
+}
+
+/// The persisted state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The committed image.
+    pub installed: Installed,
+    /// The current phase.
+    pub phase: Phase,
+    /// The last attempt's outcome.
+    pub last: Option<Outcome>,
+    /// Manifests that failed on this device (health check, boot); not retried.
+    pub failed: BTreeSet<Hash>,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The device (re)booted; the bootloader chose `boot`.
+    Booted(BootState),
+    /// A verified release for this device (the agent already checked policy).
+    Offered(Offer),
+    /// The artifact is complete and verified in the store.
+    Fetched,
+    /// Fetching failed for a local reason.
+    FetchFailed(String),
+    /// The image was written to the slot, read back, and its BLAKE3 matched the manifest.
+    Installed,
+    /// Writing or verifying the image failed.
+    InstallFailed(String),
+    /// The try-boot is set.
+    Activated,
+    /// The health check passed.
+    Healthy,
+    /// The health check failed or timed out.
+    Unhealthy(String),
+    /// The commit is done.
+    Committed,
+    /// The try-boot is cancelled.
+    RolledBack,
+    /// A boot-switch command failed.
+    BootFailed(String),
+}
+
+/// What the agent must do next, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fetch the artifact from the swarm (resumes what the store has).
+    Fetch(Offer),
+    /// Write the image into `slot` and verify it.
+    Install(Offer, SlotId),
+    /// Set `slot` to boot once.
+    Activate(SlotId),
+    /// Reboot (the file backend restarts the agent).
+    Reboot,
+    /// Run the health check.
+    HealthCheck,
+    /// Make `slot` the committed one.
+    Commit(SlotId),
+    /// Cancel the try-boot.
+    Rollback,
+    /// Drop a fetched artifact that will not be installed, to free space.
+    Release(Hash),
+}
+
+/// A transition, for the audit log and the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transition {
+    /// Phase name before.
+    pub from: &'static str,
+    /// Phase name after.
+    pub to: &'static str,
+    /// What caused it.
+    pub event: String,
+    /// The release involved.
+    pub version: Option<String>,
+    /// Details (errors, slots).
+    pub detail: Option<String>,
+}
+
+impl State {
+    /// A device fresh from provisioning: `installed` committed, nothing pending.
+    pub fn new(installed: Installed) -> Self {
+        Self {
+            installed,
+            phase: Phase::Idle,
+            last: None,
+            failed: BTreeSet::new(),
+        }
+    }
+
+    /// Whether an offer would be taken now.
+    pub fn wants(&self, offer: &Offer) -> bool {
+        if offer.counter <= self.installed.counter || self.failed.contains(&offer.manifest) {
+            return false;
+        }
+        match &self.phase {
+            Phase::Idle => true,
+            // A newer release supersedes one still being fetched; nothing later is interrupted.
+            Phase::Fetching { offer: cur } => offer.counter > cur.counter,
+            _ => false,
+        }
+    }
+
+    fn end(&mut self, offer: &Offer, result: &str, reason: Option<String>) {
+        if result != "committed" {
+            self.failed.insert(offer.manifest);
+        }
+        self.last = Some(Outcome {
+            result: result.into(),
+            version: offer.version.clone(),
+            reason,
+        });
+        self.phase = Phase::Idle;
+    }
+
+    /// Applies one input. Returns the actions to perform (after persisting `self`) and the transition,
+    /// or `None` when the input does not apply to the current phase (it is then ignored).
+    pub fn step(&mut self, input: Input) -> Option<(Vec<Action>, Transition)> {
+        let from = self.phase.name();
+        let version = self.phase.offer().map(|o| o.version.clone());
+        let inactive = self.installed.slot.other();
+        let mut detail = None;
+        let event = match &input {
+            Input::Booted(b) => format!("booted slot {} (committed {})", b.booted, b.committed),
+            Input::Offered(o) => format!("offered {} (counter {})", o.version, o.counter),
+            Input::Fetched => "fetched".into(),
+            Input::FetchFailed(_) => "fetch failed".into(),
+            Input::Installed => "image written and verified".into(),
+            Input::InstallFailed(_) => "install failed".into(),
+            Input::Activated => "try-boot set".into(),
+            Input::Healthy => "health check passed".into(),
+            Input::Unhealthy(_) => "health check failed".into(),
+            Input::Committed => "committed".into(),
+            Input::RolledBack => "rolled back".into(),
+            Input::BootFailed(_) => "boot switch failed".into(),
+        };
+        let phase = std::mem::replace(&mut self.phase, Phase::Idle);
+        let actions = match (phase, input) {
+            (Phase::Idle, Input::Booted(b)) => {
+                if b.booted != b.committed || b.committed != self.installed.slot {
+                    // Running something other than what we committed (e.g. a try-boot set by hand):
+                    // cancel it and return to the committed slot.
+                    detail = Some(format!(
+                        "unexpected boot: running {}, committed {}, agent committed {}",
+                        b.booted, b.committed, self.installed.slot
+                    ));
+                    vec![Action::Rollback, Action::Reboot]
+                } else {
+                    vec![]
+                }
+            }
+            (Phase::Idle, Input::Offered(o)) => {
+                if !self.wants(&o) {
+                    return None;
+                }
+                self.phase = Phase::Fetching { offer: o.clone() };
+                vec![Action::Fetch(o)]
+            }
+            (Phase::Fetching { offer }, Input::Offered(o)) => {
+                if !(o.counter > offer.counter && self.wants(&o)) {
+                    self.phase = Phase::Fetching { offer };
+                    return None;
+                }
+                detail = Some(format!("supersedes {}", offer.version));
+                self.phase = Phase::Fetching { offer: o.clone() };
+                vec![Action::Release(offer.artifact), Action::Fetch(o)]
+            }
+            (Phase::Fetching { offer }, Input::Booted(_)) => {
+                self.phase = Phase::Fetching {
+                    offer: offer.clone(),
+                };
+                vec![Action::Fetch(offer)]
+            }
+            (Phase::Fetching { offer }, Input::Fetched) => {
+                self.phase = Phase::Installing {
+                    offer: offer.clone(),
+                    slot: inactive,
+                };
+                vec![Action::Install(offer, inactive)]
+            }
+            (Phase::Fetching { offer }, Input::FetchFailed(e)) => {
+                detail = Some(e.clone());
+                // A local fault (disk): give up this attempt but do not blacklist the release.
+                self.last = Some(Outcome {
+                    result: "failed".into(),
+                    version: offer.version.clone(),
+                    reason: Some(e),
+                });
+                vec![Action::Release(offer.artifact)]
+            }
+            (Phase::Installing { offer, slot }, Input::Booted(_)) => {
+                // Killed mid-write: the inactive slot is garbage, never activated; write it again.
+                self.phase = Phase::Installing {
+                    offer: offer.clone(),
+                    slot,
+                };
+                vec![Action::Install(offer, slot)]
+            }
+            (Phase::Installing { offer, slot }, Input::Installed) => {
+                self.phase = Phase::Activating {
+                    offer: offer.clone(),
+                    slot,
+                };
+                // The artifact stays in the store: this device keeps seeding it to the ward.
+                vec![Action::Activate(slot)]
+            }
+            (Phase::Installing { offer, .. }, Input::InstallFailed(e)) => {
+                detail = Some(e.clone());
+                self.end(&offer, "failed", Some(e));
+                vec![Action::Release(offer.artifact)]
+            }
+            (Phase::Activating { offer, slot }, Input::Booted(_)) => {
+                self.phase = Phase::Activating { offer, slot };
+                vec![Action::Activate(slot)]
+            }
+            (Phase::Activating { offer, slot }, Input::Activated) => {
+                self.phase = Phase::Trying { offer, slot };
+                vec![Action::Reboot]
+            }
+            (
+                Phase::Activating { offer, slot }
+                | Phase::Trying { offer, slot }
+                | Phase::Checking { offer, slot },
+                Input::BootFailed(e),
+            ) => {
+                detail = Some(e.clone());
+                self.phase = Phase::RollingBack {
+                    offer,
+                    slot,
+                    reason: e,
+                };
+                vec![Action::Rollback]
+            }
+            (Phase::Trying { offer, slot } | Phase::Checking { offer, slot }, Input::Booted(b)) => {
+                if b.booted == slot {
+                    self.phase = Phase::Checking { offer, slot };
+                    vec![Action::HealthCheck]
+                } else {
+                    let reason = format!(
+                        "slot {slot} did not boot to a health check; the bootloader fell back to slot {}",
+                        b.booted
+                    );
+                    detail = Some(reason.clone());
+                    self.end(&offer, "rolled_back", Some(reason));
+                    vec![Action::Rollback]
+                }
+            }
+            (Phase::Checking { offer, slot }, Input::Healthy) => {
+                self.phase = Phase::Committing { offer, slot };
+                vec![Action::Commit(slot)]
+            }
+            (Phase::Checking { offer, slot }, Input::Unhealthy(e)) => {
+                detail = Some(e.clone());
+                self.phase = Phase::RollingBack {
+                    offer,
+                    slot,
+                    reason: e,
+                };
+                vec![Action::Rollback]
+            }
+            (Phase::Committing { offer, slot }, Input::Booted(_)) => {
+                self.phase = Phase::Committing { offer, slot };
+                vec![Action::Commit(slot)]
+            }
+            (Phase::Committing { offer, slot }, Input::Committed) => {
+                self.installed = Installed {
+                    version: offer.version.clone(),
+                    counter: offer.counter,
+                    image: offer.target,
+                    length: offer.target_length,
+                    slot,
+                };
+                self.end(&offer, "committed", None);
+                vec![]
+            }
+            (Phase::RollingBack { offer, slot, reason }, Input::Booted(b)) => {
+                if b.booted == slot {
+                    self.phase = Phase::RollingBack { offer, slot, reason };
+                    vec![Action::Rollback]
+                } else {
+                    // The reboot after the rollback happened: we run the committed slot.
+                    self.end(&offer, "rolled_back", Some(reason));
+                    vec![]
+                }
+            }
+            (Phase::RollingBack { offer, slot, reason }, Input::RolledBack) => {
+                self.phase = Phase::RollingBack { offer, slot, reason };
+                vec![Action::Reboot]
+            }
+            (Phase::RollingBack { offer, slot, reason }, Input::BootFailed(e)) => {
+                detail = Some(e);
+                self.phase = Phase::RollingBack { offer, slot, reason };
+                vec![Action::Reboot]
+            }
+            (phase, _) => {
+                self.phase = phase;
+                return None;
+            }
+        };
+        let version = self
+            .phase
+            .offer()
+            .map(|o| o.version.clone())
+            .or(version);
+        Some((
+            actions,
+            Transition {
+                from,
+                to: self.phase.name(),
+                event,
+                version,
+                detail,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(counter: u64) -> Offer {
+        Offer {
+            manifest: Hash::of(&counter.to_le_bytes()),
+            version: format!("{counter}.0"),
+            counter,
+            artifact: Hash::of(b"artifact"),
+            artifact_length: 10,
+            kind: "full".into(),
+            compression: "zstd".into(),
+            target: Hash::of(b"image"),
+            target_length: 5,
+        }
+    }
+
+    fn fresh() -> State {
+        State::new(Installed {
+            version: "factory".into(),
+            counter: 1,
+            image: Hash::of(b"factory"),
+            length: 7,
+            slot: SlotId::A,
+        })
+    }
+
+    fn boot(booted: SlotId, committed: SlotId) -> Input {
+        Input::Booted(BootState { booted, committed })
+    }
+
+    fn actions(s: &mut State, i: Input) -> Vec<Action> {
+        s.step(i).map(|(a, _)| a).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_happy_path_commits_and_raises_the_floor_last() {
+        let mut s = fresh();
+        let o = offer(2);
+        assert_eq!(actions(&mut s, Input::Offered(o.clone())), [Action::Fetch(o.clone())]);
+        assert_eq!(actions(&mut s, Input::Fetched), [Action::Install(o.clone(), SlotId::B)]);
+        assert_eq!(actions(&mut s, Input::Installed), [Action::Activate(SlotId::B)]);
+        assert_eq!(actions(&mut s, Input::Activated), [Action::Reboot]);
+        assert_eq!(actions(&mut s, boot(SlotId::B, SlotId::A)), [Action::HealthCheck]);
+        assert_eq!(actions(&mut s, Input::Healthy), [Action::Commit(SlotId::B)]);
+        assert_eq!(s.installed.counter, 1, "floor not raised before the commit is done");
+        assert_eq!(actions(&mut s, Input::Committed), []);
+        assert_eq!(s.installed.counter, 2);
+        assert_eq!(s.installed.slot, SlotId::B);
+        assert_eq!(s.phase, Phase::Idle);
+        assert!(!s.wants(&o), "the same release is not offered twice");
+        // The next update goes to slot A.
+        let o3 = offer(3);
+        actions(&mut s, Input::Offered(o3.clone()));
+        assert_eq!(actions(&mut s, Input::Fetched), [Action::Install(o3, SlotId::A)]);
+    }
+
+    #[test]
+    fn an_unhealthy_slot_rolls_back_and_is_not_retried() {
+        let mut s = fresh();
+        let o = offer(2);
+        for i in [Input::Offered(o.clone()), Input::Fetched, Input::Installed, Input::Activated] {
+            actions(&mut s, i);
+        }
+        actions(&mut s, boot(SlotId::B, SlotId::A));
+        assert_eq!(actions(&mut s, Input::Unhealthy("exit 1".into())), [Action::Rollback]);
+        assert_eq!(actions(&mut s, Input::RolledBack), [Action::Reboot]);
+        assert_eq!(actions(&mut s, boot(SlotId::A, SlotId::A)), []);
+        assert_eq!(s.phase, Phase::Idle);
+        assert_eq!(s.installed.counter, 1);
+        assert_eq!(s.last.as_ref().map(|l| l.result.as_str()), Some("rolled_back"));
+        assert!(!s.wants(&o));
+        assert!(s.wants(&offer(3)), "a newer release is still welcome");
+    }
+
+    #[test]
+    fn every_phase_resumes_after_a_kill() {
+        let o = offer(2);
+        let b = SlotId::B;
+        let cases: Vec<(Phase, Input, Vec<Action>)> = vec![
+            (Phase::Fetching { offer: o.clone() }, boot(SlotId::A, SlotId::A), vec![Action::Fetch(o.clone())]),
+            (Phase::Installing { offer: o.clone(), slot: b }, boot(SlotId::A, SlotId::A), vec![Action::Install(o.clone(), b)]),
+            (Phase::Activating { offer: o.clone(), slot: b }, boot(SlotId::A, SlotId::A), vec![Action::Activate(b)]),
+            (Phase::Trying { offer: o.clone(), slot: b }, boot(b, SlotId::A), vec![Action::HealthCheck]),
+            // Killed during the health check: the try was used, the bootloader fell back.
+            (Phase::Checking { offer: o.clone(), slot: b }, boot(SlotId::A, SlotId::A), vec![Action::Rollback]),
+            (Phase::Committing { offer: o.clone(), slot: b }, boot(b, SlotId::A), vec![Action::Commit(b)]),
+            (Phase::RollingBack { offer: o.clone(), slot: b, reason: "x".into() }, boot(b, SlotId::A), vec![Action::Rollback]),
+        ];
+        for (phase, input, want) in cases {
+            let mut s = fresh();
+            s.phase = phase.clone();
+            assert_eq!(actions(&mut s, input), want, "resuming {phase:?}");
+            // Whatever happens, the committed image is still the factory one.
+            assert_eq!(s.installed.slot, SlotId::A);
+        }
+    }
+
+    #[test]
+    fn old_releases_and_busy_phases_ignore_offers() {
+        let mut s = fresh();
+        assert!(s.step(Input::Offered(offer(1))).is_none(), "counter at the floor");
+        actions(&mut s, Input::Offered(offer(2)));
+        assert_eq!(
+            actions(&mut s, Input::Offered(offer(3))),
+            [Action::Release(offer(2).artifact), Action::Fetch(offer(3))],
+            "a newer release supersedes one being fetched"
+        );
+        actions(&mut s, Input::Fetched);
+        assert!(s.step(Input::Offered(offer(4))).is_none(), "not while installing");
+        assert!(s.step(Input::Healthy).is_none(), "inputs out of phase are ignored");
+    }
+}

@@ -1,0 +1,629 @@
+//! The agent runtime: drives the pure [`machine`](super::machine) from the swarm node, the store, the
+//! slots and the health check. Write-ahead: the new state is persisted (atomically, fsynced) before any
+//! action it calls for is performed, and every transition is appended to the audit log and reported
+//! to the ward gateway.
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    audit::{AuditError, AuditLog},
+    machine::{Action, Input, Installed, Offer, Outcome, State, Transition},
+    slots::{BootState, Reboot, SlotError, SlotId, Slots},
+};
+use crate::{
+    fsutil,
+    hash::{hash_reader, Hash},
+    manifest::Compression,
+    net::node::{Event, Handle},
+    root::TrustRoot,
+    store::Store,
+    time::Timestamp,
+    verify::{DevicePolicy, ManifestRefusal},
+};
+
+/// Test-only fault injection (set from a hidden configuration key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentFault {
+    /// Halfway through writing the slot, create `install-paused` in the state folder and block, so a
+    /// test can kill the process mid-install at a known point.
+    PauseInstall,
+}
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// State folder: `state.json`, `audit.jsonl`.
+    pub dir: PathBuf,
+    /// This device's hardware id (must be in a release's hardware list).
+    pub hardware: String,
+    /// The product this device runs (`None`: any).
+    pub product: Option<String>,
+    /// Version name and counter of the provisioned (factory) image, used on first start only.
+    pub factory_version: String,
+    /// Counter of the factory image: the initial anti-rollback floor.
+    pub factory_counter: u64,
+    /// Shell command run in the new slot after the reboot; exit 0 commits.
+    pub health_check: Option<String>,
+    /// Health check time limit; running over counts as a failure.
+    pub health_timeout: Duration,
+    /// How often to report status to the gateway while nothing changes.
+    pub report_interval: Duration,
+    /// Test-only fault.
+    pub fault: Option<AgentFault>,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but the folder and hardware id.
+    pub fn new(dir: impl Into<PathBuf>, hardware: &str) -> Self {
+        Self {
+            dir: dir.into(),
+            hardware: hardware.into(),
+            product: None,
+            factory_version: "factory".into(),
+            factory_counter: 0,
+            health_check: None,
+            health_timeout: Duration::from_secs(60),
+            report_interval: Duration::from_secs(5),
+            fault: None,
+        }
+    }
+}
+
+/// The agent failed on this device.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("agent state {path}: {reason}")]
+    State { path: PathBuf, reason: String },
+}
+
+/// Fetch progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Verified chunk groups.
+    pub have: u64,
+    /// All chunk groups.
+    pub total: u64,
+}
+
+/// What a device tells its gateway (JSON over `/wardswarm/report/1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Hardware id.
+    pub hardware: String,
+    /// Product.
+    pub product: Option<String>,
+    /// The committed release.
+    pub version: String,
+    /// Its counter.
+    pub counter: u64,
+    /// BLAKE3 of the committed image: the base a delta must apply to.
+    pub image: Hash,
+    /// The committed slot.
+    pub slot: SlotId,
+    /// The phase (`idle`, `fetching`, …).
+    pub state: String,
+    /// The release in progress.
+    pub target: Option<String>,
+    /// Fetch progress of the artifact in progress.
+    pub progress: Option<Progress>,
+    /// How the last attempt ended.
+    pub last: Option<Outcome>,
+    /// Bytes received from the gateway and from other devices (this agent's lifetime).
+    pub bytes_from_gateway: u64,
+    /// Bytes received from peers.
+    pub bytes_from_peers: u64,
+    /// Audit log lines so far.
+    pub audit_lines: u64,
+}
+
+/// Why [`Agent::run_boot`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop.
+    Stopped,
+    /// The file backend needs a (simulated) reboot: call `run_boot` again.
+    Reboot,
+}
+
+/// The device agent.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+    slots: Arc<dyn Slots>,
+    store: Arc<Store>,
+    node: Handle,
+    root: TrustRoot,
+    events: broadcast::Receiver<Event>,
+    status: watch::Sender<Report>,
+    audit: AuditLog,
+    state: Option<State>,
+    progress: Option<Progress>,
+}
+
+enum Done {
+    Input(Input),
+    Reboot,
+}
+
+fn state_err(path: &std::path::Path, e: impl std::fmt::Display) -> AgentError {
+    AgentError::State {
+        path: path.into(),
+        reason: e.to_string(),
+    }
+}
+
+impl Agent {
+    /// An agent over a running node. Subscribe before the gateway announces: create it right after
+    /// spawning the node.
+    pub fn new(
+        cfg: AgentConfig,
+        slots: Arc<dyn Slots>,
+        store: Arc<Store>,
+        node: Handle,
+        root: TrustRoot,
+    ) -> Result<(Self, watch::Receiver<Report>), AgentError> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| state_err(&cfg.dir, e))?;
+        let audit = AuditLog::open(cfg.dir.join("audit.jsonl"))?;
+        let (status, rx) = watch::channel(Report {
+            hardware: cfg.hardware.clone(),
+            product: cfg.product.clone(),
+            version: cfg.factory_version.clone(),
+            counter: cfg.factory_counter,
+            image: Hash::from_bytes([0; 32]),
+            slot: SlotId::A,
+            state: "starting".into(),
+            target: None,
+            progress: None,
+            last: None,
+            bytes_from_gateway: 0,
+            bytes_from_peers: 0,
+            audit_lines: audit.len(),
+        });
+        let events = node.subscribe();
+        Ok((
+            Self {
+                cfg,
+                slots,
+                store,
+                node,
+                root,
+                events,
+                status,
+                audit,
+                state: None,
+                progress: None,
+            },
+            rx,
+        ))
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.cfg.dir.join("state.json")
+    }
+
+    fn load_state(&self, boot: BootState) -> Result<State, AgentError> {
+        let p = self.state_path();
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| state_err(&p, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // First start after provisioning: the committed slot holds the factory image.
+                let slots = self.slots.clone();
+                let len = slots.size(boot.committed)?;
+                let (image, length) = hash_reader(slots.open(boot.committed, len)?)
+                    .map_err(|e| state_err(&p, format!("hashing the factory image: {e}")))?;
+                Ok(State::new(Installed {
+                    version: self.cfg.factory_version.clone(),
+                    counter: self.cfg.factory_counter,
+                    image,
+                    length,
+                    slot: boot.committed,
+                }))
+            }
+            Err(e) => Err(state_err(&p, e)),
+        }
+    }
+
+    fn persist(&self, s: &State) -> Result<(), AgentError> {
+        let p = self.state_path();
+        let mut b = serde_json::to_vec_pretty(s).map_err(|e| state_err(&p, e))?;
+        b.push(b'\n');
+        fsutil::replace(&p, &b, 0o644).map_err(|e| state_err(&p, e))
+    }
+
+    /// The current persisted state (after `run_boot` started).
+    pub fn state(&self) -> Option<&State> {
+        self.state.as_ref()
+    }
+
+    fn report(&self) -> Report {
+        let m = self.node.metrics();
+        let (mut g, mut p) = (0, 0);
+        let artifact = self
+            .state
+            .as_ref()
+            .and_then(|s| s.phase.offer().map(|o| o.artifact));
+        if let Some(a) = artifact {
+            g = m.received_total(&a.to_string(), "gateway");
+            p = m.received_total(&a.to_string(), "peer");
+        }
+        let s = self.state.as_ref();
+        Report {
+            hardware: self.cfg.hardware.clone(),
+            product: self.cfg.product.clone(),
+            version: s.map(|s| s.installed.version.clone()).unwrap_or_default(),
+            counter: s.map(|s| s.installed.counter).unwrap_or_default(),
+            image: s.map(|s| s.installed.image).unwrap_or(Hash::from_bytes([0; 32])),
+            slot: s.map(|s| s.installed.slot).unwrap_or(SlotId::A),
+            state: s.map(|s| s.phase.name()).unwrap_or("starting").into(),
+            target: s.and_then(|s| s.phase.offer().map(|o| o.version.clone())),
+            progress: self.progress,
+            last: s.and_then(|s| s.last.clone()),
+            bytes_from_gateway: g,
+            bytes_from_peers: p,
+            audit_lines: self.audit.len(),
+        }
+    }
+
+    async fn send_report(&self) {
+        let r = self.report();
+        if let Ok(b) = serde_json::to_vec(&r) {
+            let _ = self.node.report(b).await;
+        }
+        self.status.send_replace(r);
+    }
+
+    /// Applies an input: step, persist, audit, report; returns the actions to perform.
+    async fn apply(&mut self, input: Input) -> Result<Vec<Action>, AgentError> {
+        let Some(state) = self.state.as_mut() else {
+            return Ok(vec![]);
+        };
+        let Some((actions, t)) = state.step(input) else {
+            return Ok(vec![]);
+        };
+        let s = state.clone();
+        self.persist(&s)?;
+        self.log(&t)?;
+        if matches!(s.phase, super::machine::Phase::Idle) {
+            self.progress = None;
+        }
+        self.send_report().await;
+        Ok(actions)
+    }
+
+    fn log(&mut self, t: &Transition) -> Result<(), AgentError> {
+        tracing::info!(from = t.from, to = t.to, event = %t.event, version = ?t.version, detail = ?t.detail, "update transition");
+        self.audit.append(t)?;
+        Ok(())
+    }
+
+    /// Judges an announced manifest against this device's policy; returns an offer to take.
+    fn judge(&mut self, bytes: &[u8]) -> Option<Offer> {
+        let s = self.state.as_ref()?;
+        let policy = DevicePolicy {
+            root: &self.root,
+            product: self.cfg.product.as_deref(),
+            hardware: &self.cfg.hardware,
+            committed_counter: s.installed.counter,
+            now: Timestamp::now(),
+        };
+        let vm = match policy.accept_manifest(bytes) {
+            Ok(vm) => vm,
+            Err(ManifestRefusal::NotNewer { .. } | ManifestRefusal::WrongHardware { .. }) => {
+                return None
+            }
+            Err(e) => {
+                tracing::warn!(target: "wardswarm::security", error = %e, "release refused");
+                let _ = self.audit.append(&serde_json::json!({
+                    "event": "release refused",
+                    "reason": e.to_string(),
+                }));
+                return None;
+            }
+        };
+        let m = vm.manifest();
+        let a = m.delta_from(&s.installed.image).or_else(|| m.full())?;
+        let offer = Offer {
+            manifest: vm.signed().id(),
+            version: m.version.clone(),
+            counter: m.counter,
+            artifact: a.root,
+            artifact_length: a.length,
+            kind: a.kind_str().into(),
+            compression: a.compression.as_str().into(),
+            target: m.target.hash,
+            target_length: m.target.length,
+        };
+        s.wants(&offer).then_some(offer)
+    }
+
+    /// One (simulated) boot: asks the slots what booted, resumes the persisted phase, then follows
+    /// announcements until stopped or a reboot is needed.
+    pub async fn run_boot(&mut self, stop: &CancellationToken) -> Result<Exit, AgentError> {
+        let slots = self.slots.clone();
+        let boot = blocking(move || slots.boot()).await??;
+        if self.state.is_none() {
+            let s = self.load_state(boot)?;
+            self.persist(&s)?;
+            self.state = Some(s);
+        }
+        tracing::info!(booted = %boot.booted, committed = %boot.committed, "boot");
+        let mut queue: std::collections::VecDeque<Action> =
+            self.apply(Input::Booted(boot)).await?.into();
+        self.send_report().await;
+        let mut ticker = tokio::time::interval(self.cfg.report_interval);
+        let mut last_progress_report = Instant::now();
+        loop {
+            // Start the next action, if any; fetches and health checks run while events are handled.
+            let mut pending: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>> =
+                None;
+            while pending.is_none() {
+                let Some(a) = queue.pop_front() else { break };
+                pending = self.start(a);
+            }
+            let done = loop {
+                tokio::select! {
+                    d = async { match pending.as_mut() { Some(p) => p.await, None => std::future::pending().await } } => break Some(d),
+                    _ = stop.cancelled() => return Ok(Exit::Stopped),
+                    _ = ticker.tick() => self.send_report().await,
+                    ev = self.events.recv() => match ev {
+                        Ok(Event::Manifest { bytes, .. }) => {
+                            if let Some(o) = self.judge(&bytes) {
+                                let acts = self.apply(Input::Offered(o)).await?;
+                                if !acts.is_empty() {
+                                    // A new fetch supersedes whatever was pending.
+                                    queue.extend(acts);
+                                    break None;
+                                }
+                            }
+                        }
+                        Ok(Event::Progress { root, have, total }) => {
+                            let ours = self.state.as_ref().and_then(|s| s.phase.offer()).map(|o| o.artifact);
+                            if ours == Some(root) {
+                                self.progress = Some(Progress { have, total });
+                                if last_progress_report.elapsed() >= Duration::from_millis(500) {
+                                    last_progress_report = Instant::now();
+                                    self.send_report().await;
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::debug!(missed = n, "agent lagged behind node events");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(Exit::Stopped),
+                    },
+                }
+            };
+            match done {
+                None => {}
+                Some(Done::Reboot) => return Ok(Exit::Reboot),
+                Some(Done::Input(i)) => {
+                    let acts = self.apply(i).await?;
+                    queue.extend(acts);
+                }
+            }
+        }
+    }
+
+    /// Starts an action. Quick ones run inline and yield their input through a ready future.
+    fn start(
+        &mut self,
+        a: Action,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>> {
+        let slots = self.slots.clone();
+        match a {
+            Action::Fetch(o) => {
+                let node = self.node.clone();
+                let store = self.store.clone();
+                // Free space: drop complete artifacts this device no longer needs.
+                for e in store.list() {
+                    if e.root() != o.artifact && e.is_complete() {
+                        let _ = store.remove(&e.root());
+                    }
+                }
+                self.progress = Some(Progress::default());
+                Some(Box::pin(async move {
+                    match node.fetch(o.artifact, o.artifact_length).await {
+                        Ok(_) => Done::Input(Input::Fetched),
+                        Err(e) => Done::Input(Input::FetchFailed(e.to_string())),
+                    }
+                }))
+            }
+            Action::Install(o, slot) => {
+                let store = self.store.clone();
+                let dir = self.cfg.dir.clone();
+                let fault = self.cfg.fault;
+                Some(Box::pin(async move {
+                    let r = blocking(move || install(&store, slots.as_ref(), &o, slot, &dir, fault))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                    Done::Input(match r {
+                        Ok(()) => Input::Installed,
+                        Err(e) => Input::InstallFailed(e),
+                    })
+                }))
+            }
+            Action::Activate(slot) => Some(Box::pin(async move {
+                Done::Input(match blocking(move || slots.activate_once(slot)).await {
+                    Ok(Ok(())) => Input::Activated,
+                    Ok(Err(e)) => Input::BootFailed(e.to_string()),
+                    Err(e) => Input::BootFailed(e.to_string()),
+                })
+            })),
+            Action::Commit(slot) => Some(Box::pin(async move {
+                Done::Input(match blocking(move || slots.commit(slot)).await {
+                    Ok(Ok(())) => Input::Committed,
+                    Ok(Err(e)) => Input::BootFailed(e.to_string()),
+                    Err(e) => Input::BootFailed(e.to_string()),
+                })
+            })),
+            Action::Rollback => Some(Box::pin(async move {
+                Done::Input(match blocking(move || slots.rollback()).await {
+                    Ok(Ok(())) => Input::RolledBack,
+                    Ok(Err(e)) => Input::BootFailed(e.to_string()),
+                    Err(e) => Input::BootFailed(e.to_string()),
+                })
+            })),
+            Action::Reboot => Some(Box::pin(async move {
+                match blocking(move || slots.reboot()).await {
+                    Ok(Ok(Reboot::Simulated)) => Done::Reboot,
+                    Ok(Ok(Reboot::Requested)) => std::future::pending().await,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "reboot failed; retrying in 30 s");
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Done::Reboot
+                    }
+                    Err(_) => Done::Reboot,
+                }
+            })),
+            Action::HealthCheck => {
+                let cmd = self.cfg.health_check.clone();
+                let timeout = self.cfg.health_timeout;
+                let version = self
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.phase.offer())
+                    .map(|o| o.version.clone())
+                    .unwrap_or_default();
+                Some(Box::pin(async move {
+                    Done::Input(health_check(cmd.as_deref(), timeout, &version).await)
+                }))
+            }
+            Action::Release(root) => {
+                let _ = self.store.remove(&root);
+                None
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AgentError::State {
+            path: PathBuf::new(),
+            reason: format!("blocking task failed: {e}"),
+        })
+}
+
+async fn health_check(cmd: Option<&str>, timeout: Duration, version: &str) -> Input {
+    let Some(cmd) = cmd else {
+        return Input::Healthy;
+    };
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("WARDSWARM_VERSION", version)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match tokio::time::timeout(timeout, child).await {
+        Err(_) => Input::Unhealthy(format!(
+            "health check `{cmd}` did not finish within {}",
+            humantime::format_duration(timeout)
+        )),
+        Ok(Err(e)) => Input::Unhealthy(format!("health check `{cmd}` could not run: {e}")),
+        Ok(Ok(out)) if out.status.success() => Input::Healthy,
+        Ok(Ok(out)) => Input::Unhealthy(format!(
+            "health check `{cmd}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+/// Hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    n: u64,
+    pause_at: Option<(u64, PathBuf)>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((at, marker)) = &self.pause_at {
+            if self.n >= *at {
+                let _ = std::fs::write(marker, b"");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+        }
+        let k = self.inner.read(buf)?;
+        self.hasher.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// Decodes the stored artifact into `slot`, then reads the slot back and checks the image's BLAKE3.
+fn install(
+    store: &Store,
+    slots: &dyn Slots,
+    o: &Offer,
+    slot: SlotId,
+    dir: &std::path::Path,
+    fault: Option<AgentFault>,
+) -> Result<(), String> {
+    let entry = store
+        .get(&o.artifact)
+        .filter(|e| e.is_complete())
+        .ok_or_else(|| format!("artifact {} is not complete in the store", o.artifact))?;
+    if o.kind != "full" {
+        return Err(format!(
+            "{} artifacts are not supported by this agent",
+            o.kind
+        ));
+    }
+    let f = File::open(entry.data_path()).map_err(|e| format!("opening the artifact: {e}"))?;
+    let source: Box<dyn Read> = if o.compression == Compression::Zstd.as_str() {
+        Box::new(zstd::Decoder::new(f).map_err(|e| format!("zstd: {e}"))?)
+    } else {
+        Box::new(f)
+    };
+    let mut h = Hashing {
+        inner: source,
+        hasher: blake3::Hasher::new(),
+        n: 0,
+        pause_at: (fault == Some(AgentFault::PauseInstall))
+            .then(|| (o.target_length / 2, dir.join("install-paused"))),
+    };
+    slots
+        .write(slot, &mut h, o.target_length)
+        .map_err(|e| e.to_string())?;
+    let streamed: Hash = h.hasher.finalize().into();
+    if streamed != o.target {
+        return Err(format!(
+            "decoded image hashes to {streamed}, the manifest says {}",
+            o.target
+        ));
+    }
+    // Read back what the slot holds: catches a write the storage silently got wrong.
+    let (written, n) = hash_reader(slots.open(slot, o.target_length).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("reading slot {slot} back: {e}"))?;
+    if written != o.target || n != o.target_length {
+        return Err(format!(
+            "slot {slot} reads back as {written} ({n} bytes), the manifest says {} ({} bytes)",
+            o.target, o.target_length
+        ));
+    }
+    Ok(())
+}
