@@ -1,3 +1,17 @@
-//! The ward gateway (seeder): polls the device maker's origin, downloads each needed artifact once over
-//! the WAN and seeds it to the ward swarm. Built in issue 4; today the gateway role is played by
-//! `wardswarm_node::net` with the `gateway` membership role (see `wardswarm demo`).
+//! The ward gateway (seeder) and the development origin server.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`gateway`] | poll the origin, verify, plan, download once by HTTP range under the WAN cap, seed, collect reports |
+//! | [`api`] | `GET /api/v1/devices`, `GET /api/v1/releases`, `GET /metrics` |
+//! | [`db`] | the gateway's embedded database (redb) |
+//! | [`origin`] | `index.json` publishing and a static origin with range support |
+//!
+//! See `docs/gateway.md`.
+
+pub mod api;
+pub mod db;
+pub mod gateway;
+pub mod origin;
+
+pub use gateway::{Gateway, GatewayConfig, GatewayError};

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub received_bytes: Family<TransferLabels, Counter>,
     /// Artifact bytes sent, by artifact and the receiver's kind.
     pub sent_bytes: Family<TransferLabels, Counter>,
+    /// All artifact bytes sent (the sum of `sent_bytes`).
+    pub sent_all: Counter,
+    /// All artifact bytes received (the sum of `received_bytes`).
+    pub received_all: Counter,
     /// Chunk groups verified and stored.
     pub groups_verified: Counter,
     /// Chunk groups that failed verification (a peer sent bad data).
@@ -58,6 +62,16 @@ impl Metrics {
             "sent",
             "Artifact bytes sent (bao encoded)",
             self.sent_bytes.clone(),
+        );
+        r.register(
+            "lan_sent",
+            "All artifact bytes sent to ward peers (bao encoded)",
+            self.sent_all.clone(),
+        );
+        r.register(
+            "lan_received",
+            "All artifact bytes received from ward peers (bao encoded)",
+            self.received_all.clone(),
         );
         r.register(
             "groups_verified",

@@ -1503,6 +1503,7 @@ impl Write for BlockingWriter {
             .sent_bytes
             .get_or_create(&self.label)
             .inc_by(buf.len() as u64);
+        self.shared.metrics.sent_all.inc_by(buf.len() as u64);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -1538,6 +1539,7 @@ impl Read for BlockingReader {
             .received_bytes
             .get_or_create(&self.label)
             .inc_by(n as u64);
+        self.shared.metrics.received_all.inc_by(n as u64);
         let cells = self.meter.add(n as u64);
         let waited = self.rt.block_on(self.shared.download.acquire_cells(cells));
         if !waited.is_zero() {
