@@ -1,20 +1,33 @@
-//! `wardswarm node --config FILE`: run a ward swarm member (seeds its store, relays announcements).
+//! The daemons: `wardswarm node --config device.toml` (a ward member; with an `[agent]` section, the
+//! device agent) and `wardswarm seeder --config gateway.toml` (the ward gateway). Both print their
+//! peer id and full listen multiaddrs, log with `tracing` (RUST_LOG), and stop cleanly on SIGTERM.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 use wardswarm_node::{
+    agent::{
+        runtime::{Agent, AgentConfig, AgentFault, Exit},
+        slots::{BlockSlots, BootCommands, FileSlots, Slots},
+    },
     membership::Certificate,
-    net::node::{self, Config},
+    net::node::{self, Config, Handle},
     root::TrustRoot,
     signed::DocKind,
     store::Store,
+    units::CapFile,
     SecretKey,
 };
+use wardswarm_seeder::{Gateway, GatewayConfig};
 
-
-/// The node's configuration file (TOML). See `docs/examples/node.toml`.
+/// The node's configuration file (TOML). See `docs/examples/device.toml` and `node.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFile {
@@ -43,6 +56,72 @@ pub struct NodeFile {
     /// Download cap.
     #[serde(default)]
     pub download: CapFile,
+    /// The device agent; without it the node only seeds and relays.
+    #[serde(default)]
+    pub agent: Option<AgentFile>,
+}
+
+/// The `[agent]` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// State folder (state.json, audit.jsonl).
+    pub state: PathBuf,
+    /// Hardware id.
+    pub hardware: String,
+    /// Product name (releases for other products are refused).
+    #[serde(default)]
+    pub product: Option<String>,
+    /// Version name of the provisioned image.
+    #[serde(default = "factory")]
+    pub factory_version: String,
+    /// Release counter of the provisioned image (initial anti-rollback floor).
+    #[serde(default)]
+    pub factory_counter: u64,
+    /// Health check command, run by `sh -c` in the new slot after the reboot.
+    #[serde(default)]
+    pub health_check: Option<String>,
+    /// Health check time limit.
+    #[serde(default = "two_minutes", with = "humantime_serde_compat")]
+    pub health_timeout: Duration,
+    /// Status report interval.
+    #[serde(default = "five_seconds", with = "humantime_serde_compat")]
+    pub report_interval: Duration,
+    /// The slots.
+    pub slots: SlotsFile,
+    /// Test-only fault injection.
+    #[serde(default)]
+    pub fault: Option<AgentFault>,
+}
+
+/// `[agent.slots]`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SlotsFile {
+    /// Image files and a boot-state file in a folder.
+    File {
+        /// The folder (slot-a.img, slot-b.img, boot.json).
+        dir: PathBuf,
+    },
+    /// Block devices and bootloader commands.
+    Block {
+        /// Slot A's device.
+        a: PathBuf,
+        /// Slot B's device.
+        b: PathBuf,
+        /// Bootloader commands.
+        commands: BootCommands,
+    },
+}
+
+/// Durations as humans write them ("5s", "2m").
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_listen() -> Vec<String> {
@@ -51,10 +130,65 @@ fn default_listen() -> Vec<String> {
 fn yes() -> bool {
     true
 }
+fn factory() -> String {
+    "factory".into()
+}
+fn two_minutes() -> Duration {
+    Duration::from_secs(120)
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn sixty_seconds() -> Duration {
+    Duration::from_secs(60)
+}
 
-pub use wardswarm_node::units::CapFile;
+/// The gateway's configuration file (TOML). See `docs/examples/gateway.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// The ward.
+    pub ward: String,
+    /// Identity key.
+    pub key: PathBuf,
+    /// Membership certificate (role gateway).
+    pub certificate: PathBuf,
+    /// The trust root.
+    pub trust_root: PathBuf,
+    /// State folder (store, database).
+    pub state: PathBuf,
+    /// The origin's base URL (where index.json is).
+    pub origin: String,
+    /// Origin poll interval.
+    #[serde(default = "sixty_seconds", with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    /// HTTP API address.
+    #[serde(default)]
+    pub api_listen: Option<SocketAddr>,
+    /// Swarm listen addresses.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Peers to dial.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// mDNS.
+    #[serde(default = "yes")]
+    pub mdns: bool,
+    /// Download the newest full image before any device asks.
+    #[serde(default)]
+    pub prefetch: bool,
+    /// Bytes per HTTP range request.
+    #[serde(default)]
+    pub range_bytes: Option<String>,
+    /// WAN download cap and schedule.
+    #[serde(default)]
+    pub wan: CapFile,
+    /// LAN upload cap (to the ward).
+    #[serde(default)]
+    pub upload: CapFile,
+}
 
-fn read_doc(p: &std::path::Path, max: usize) -> Result<Vec<u8>> {
+fn read_doc(p: &Path, max: usize) -> Result<Vec<u8>> {
     match wardswarm_node::fsutil::read_capped(p, max as u64)
         .with_context(|| format!("reading {}", p.display()))?
     {
@@ -63,31 +197,73 @@ fn read_doc(p: &std::path::Path, max: usize) -> Result<Vec<u8>> {
     }
 }
 
-/// Runs the node until SIGTERM or Ctrl-C.
-pub fn run(config: PathBuf) -> Result<()> {
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("reading {}", config.display()))?;
-    let f: NodeFile = toml::from_str(&text)
-        .with_context(|| format!("{} is not a valid node configuration", config.display()))?;
-    let key = SecretKey::read(&f.key)?;
-    let root = TrustRoot::parse_self_signed(&read_doc(&f.trust_root, DocKind::Root.max_bytes())?)
-        .with_context(|| f.trust_root.display().to_string())?;
-    let cert = Certificate::parse(&read_doc(&f.certificate, DocKind::Membership.max_bytes())?)
-        .with_context(|| f.certificate.display().to_string())?;
+fn parse_addrs(v: &[String]) -> Result<Vec<libp2p::Multiaddr>> {
+    v.iter()
+        .map(|a| a.parse().with_context(|| format!("address {a:?}")))
+        .collect()
+}
+
+/// Identity, certificate and root, checked against each other.
+fn identity(
+    key: &Path,
+    cert: &Path,
+    root: &Path,
+    ward: &str,
+) -> Result<(libp2p::identity::Keypair, Certificate, TrustRoot)> {
+    let key = SecretKey::read(key)?;
+    let r = TrustRoot::parse_self_signed(&read_doc(root, DocKind::Root.max_bytes())?)
+        .with_context(|| root.display().to_string())?;
+    let c = Certificate::parse(&read_doc(cert, DocKind::Membership.max_bytes())?)
+        .with_context(|| cert.display().to_string())?;
     let keypair = key.to_libp2p();
     let peer_id = keypair.public().to_peer_id();
-    cert.verify(
-        &root,
-        &peer_id.to_string(),
-        &f.ward,
-        wardswarm_node::Timestamp::now(),
-    )
-    .with_context(|| format!("{} does not admit this node", f.certificate.display()))?;
-    let parse_addrs = |v: &[String]| -> Result<Vec<libp2p::Multiaddr>> {
-        v.iter()
-            .map(|a| a.parse().with_context(|| format!("address {a:?}")))
-            .collect()
-    };
+    c.verify(&r, &peer_id.to_string(), ward, wardswarm_node::Timestamp::now())
+        .with_context(|| format!("{} does not admit this node", cert.display()))?;
+    Ok((keypair, c, r))
+}
+
+fn read_config<T: serde::de::DeserializeOwned>(config: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid {what} configuration", config.display()))
+}
+
+async fn print_addrs(handle: &Handle) -> Result<()> {
+    println!("peer id {}", handle.peer_id());
+    for _ in 0..100 {
+        let addrs = handle.listen_addrs().await?;
+        if !addrs.is_empty() {
+            for a in addrs {
+                println!("listening on {a}");
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("the node did not start listening within 2 s")
+}
+
+async fn terminated() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs the node (and its agent) until SIGTERM or Ctrl-C.
+pub fn run_node(config: PathBuf) -> Result<()> {
+    let f: NodeFile = read_config(&config, "node")?;
+    let (keypair, cert, root) = identity(&f.key, &f.certificate, &f.trust_root, &f.ward)?;
     let cfg = Config {
         listen: parse_addrs(&f.listen)?,
         bootstrap: parse_addrs(&f.bootstrap)?,
@@ -97,36 +273,111 @@ pub fn run(config: PathBuf) -> Result<()> {
         download: f.download.schedule().map_err(anyhow::Error::msg)?,
         ..Config::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    runtime()?.block_on(async move {
         let store = Arc::new(Store::open(&f.store)?);
-        let (handle, join) = node::spawn(cfg, keypair, &cert, root, store)?;
-        println!("peer id {peer_id}");
-        // Print listen addresses as they come up (full multiaddrs).
-        let mut printed = 0;
-        for _ in 0..50 {
-            let addrs = handle.listen_addrs().await?;
-            for a in addrs.iter().skip(printed) {
-                println!("listening on {a}");
+        let (handle, join) = node::spawn(cfg, keypair, &cert, root.clone(), store.clone())?;
+        let stop = CancellationToken::new();
+        let agent_task = match &f.agent {
+            None => None,
+            Some(a) => {
+                let slots: Arc<dyn Slots> = match &a.slots {
+                    SlotsFile::File { dir } => Arc::new(FileSlots::new(dir)),
+                    SlotsFile::Block { a, b, commands } => Arc::new(BlockSlots {
+                        a: a.clone(),
+                        b: b.clone(),
+                        commands: commands.clone(),
+                    }),
+                };
+                let mut acfg = AgentConfig::new(&a.state, &a.hardware);
+                acfg.product = a.product.clone();
+                acfg.factory_version = a.factory_version.clone();
+                acfg.factory_counter = a.factory_counter;
+                acfg.health_check = a.health_check.clone();
+                acfg.health_timeout = a.health_timeout;
+                acfg.report_interval = a.report_interval;
+                acfg.fault = a.fault;
+                let (mut agent, _status) =
+                    Agent::new(acfg, slots, store.clone(), handle.clone(), root.clone())?;
+                let stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    loop {
+                        match agent.run_boot(&stop).await {
+                            Ok(Exit::Reboot) => {
+                                tracing::info!("simulated reboot (file slots): restarting the agent");
+                                continue;
+                            }
+                            Ok(Exit::Stopped) => return Ok(()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }))
             }
-            printed = addrs.len();
-            if printed > 0 {
-                break;
+        };
+        print_addrs(&handle).await?;
+        let failed = match agent_task {
+            Some(mut t) => tokio::select! {
+                r = terminated() => { r?; None }
+                r = &mut t => Some(r),
+            },
+            None => {
+                terminated().await?;
+                None
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
+        };
         tracing::info!("stopping");
+        stop.cancel();
         handle.shutdown().await?;
         let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
         println!("stopped");
-        Ok::<_, anyhow::Error>(())
+        match failed {
+            Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the device agent failed")),
+            Some(Err(e)) => Err(anyhow::anyhow!("the device agent panicked: {e}")),
+            _ => Ok(()),
+        }
     })
+}
+
+/// Runs the ward gateway until SIGTERM or Ctrl-C.
+pub fn run_seeder(config: PathBuf) -> Result<()> {
+    let f: GatewayFile = read_config(&config, "gateway")?;
+    let (keypair, cert, root) = identity(&f.key, &f.certificate, &f.trust_root, &f.ward)?;
+    let mut origin = f.origin.clone();
+    if !origin.ends_with('/') {
+        origin.push('/');
+    }
+    let origin: reqwest_url::Url = origin
+        .parse()
+        .with_context(|| format!("origin {:?} is not a URL", f.origin))?;
+    let node = Config {
+        listen: parse_addrs(&f.listen)?,
+        bootstrap: parse_addrs(&f.bootstrap)?,
+        mdns: f.mdns,
+        ward: f.ward.clone(),
+        upload: f.upload.schedule().map_err(anyhow::Error::msg)?,
+        ..Config::default()
+    };
+    let mut cfg = GatewayConfig::new(origin, &f.state, node);
+    cfg.poll_interval = f.poll_interval;
+    cfg.api_listen = f.api_listen;
+    cfg.prefetch = f.prefetch;
+    cfg.wan = f.wan.schedule().map_err(anyhow::Error::msg)?;
+    if let Some(r) = &f.range_bytes {
+        cfg.range_bytes = wardswarm_node::units::parse_size(r).map_err(anyhow::Error::msg)?;
+    }
+    runtime()?.block_on(async move {
+        let gw = Gateway::start(cfg, keypair, &cert, root).await?;
+        print_addrs(gw.node()).await?;
+        if let Some(a) = gw.api_addr() {
+            println!("api on http://{a}/api/v1/devices");
+        }
+        terminated().await?;
+        tracing::info!("stopping");
+        gw.shutdown().await;
+        println!("stopped");
+        Ok(())
+    })
+}
+
+mod reqwest_url {
+    pub use wardswarm_seeder::gateway::Url;
 }

@@ -1,20 +1,27 @@
-//! `wardswarm demo`: an embedded ward on loopback, in one process.
+//! `wardswarm demo`: an embedded ward on loopback, in one process, every part real.
 //!
-//! The device maker signs a release; the ward gateway holds its artifact (loaded from the release
-//! directory: the HTTP origin and the WAN download come with issue 4); N devices accept the signed
-//! manifest, fetch the artifact over the real libp2p swarm from the gateway and from each other, under
-//! caps, verify every chunk group against the signed root and the decoded image against the signed
-//! target hash, and the demo prints what crossed the LAN.
+//! The device maker creates a trust root, signs a release and publishes it with a signed index to a
+//! temporary origin served over HTTP. The ward gateway polls the origin, verifies the index and the
+//! manifest, and downloads the artifact once under its WAN cap, seeding each verified MiB to the ward
+//! at once. N device agents (file-backed A/B slots provisioned with a factory image) hear the signed
+//! announcement, fetch over the libp2p swarm from the gateway and from each other under caps, write
+//! the inactive slot, verify the image's BLAKE3, try-boot it (a simulated reboot restarts the agent),
+//! pass the health check and commit. The demo prints what crossed the WAN and what crossed the LAN.
 
 use std::{
-    collections::BTreeMap,
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use wardswarm_node::{
+    agent::{
+        runtime::{Agent, AgentConfig, Exit, Report},
+        slots::{FileSlots, Slots},
+    },
     membership::{Certificate, Role as MemberRole},
     net::{
         caps::Schedule,
@@ -23,9 +30,9 @@ use wardswarm_node::{
     release::{self, BuildRequest},
     root::{Role, RoleName, TrustRoot},
     store::Store,
-    verify::DevicePolicy,
-    Hash, SecretKey, Timestamp,
+    SecretKey, Timestamp,
 };
+use wardswarm_seeder::{origin, Gateway, GatewayConfig};
 
 /// Demo options.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +43,9 @@ pub struct DemoArgs {
     /// Image size, e.g. 64MiB.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub size: u64,
+    /// The gateway's WAN download cap in bytes per second (e.g. 8MB; "unlimited").
+    #[arg(long, default_value = "8MB")]
+    pub wan_cap: String,
     /// The gateway's LAN upload cap in bytes per second (e.g. 20MB; "unlimited").
     #[arg(long, default_value = "20MB")]
     pub gateway_cap: String,
@@ -57,23 +67,33 @@ fn parse_rate(s: &str) -> Result<Option<u64>> {
 }
 
 /// A deterministic image that looks like firmware: code-like random blocks and zeroed padding.
-fn write_image(path: &Path, size: u64, seed: u64) -> Result<()> {
+/// `variant` > 0 rewrites every 16th block (offset by the variant), as a new release would.
+fn write_image(path: &Path, size: u64, seed: u64, variant: u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut y = (seed ^ variant.wrapping_mul(0xd1b5_4a32_d192_ed03)) | 1;
     let mut block = vec![0u8; 64 * 1024];
     let mut written = 0u64;
     let mut i = 0u64;
     while written < size {
         let n = (size - written).min(block.len() as u64) as usize;
-        if i % 3 == 2 {
+        let changed = variant > 0 && i % 16 == variant % 16;
+        if i % 3 == 2 && !changed {
             block[..n].fill(0);
         } else {
             for b in &mut block[..n] {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *b = (x >> 56) as u8 & 0x7f;
+                let mut v = x;
+                if changed {
+                    y ^= y << 13;
+                    y ^= y >> 7;
+                    y ^= y << 17;
+                    v = y;
+                }
+                *b = (v >> 56) as u8 & 0x7f;
             }
         }
         f.write_all(&block[..n])?;
@@ -84,12 +104,61 @@ fn write_image(path: &Path, size: u64, seed: u64) -> Result<()> {
     Ok(())
 }
 
-struct DeviceResult {
+struct Device {
     id: String,
-    result: String,
-    seconds: f64,
-    from_gateway: u64,
-    from_peers: u64,
+    node: Handle,
+    status: watch::Receiver<Report>,
+}
+
+/// Starts one device: node, file slots provisioned with the factory image, agent (with its reboot loop).
+async fn start_device(
+    dir: &Path,
+    id: &str,
+    cfg: Config,
+    cert_for: &dyn Fn(&libp2p::identity::Keypair, &str) -> Result<Certificate>,
+    root: &TrustRoot,
+    factory: &[u8],
+    stop: &CancellationToken,
+) -> Result<Device> {
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    let store = Arc::new(Store::open(dir.join(id).join("store"))?);
+    let (h, _j) = node::spawn(cfg, key.clone(), &cert_for(&key, id)?, root.clone(), store.clone())?;
+    let slots: Arc<dyn Slots> = Arc::new(FileSlots::provision(&dir.join(id).join("slots"), factory)?);
+    let mut acfg = AgentConfig::new(dir.join(id).join("agent"), "pump-rev-c");
+    acfg.product = Some("infusion-pump".into());
+    acfg.factory_version = "1.0.0".into();
+    acfg.factory_counter = 1;
+    acfg.health_check = Some("true".into());
+    acfg.report_interval = Duration::from_secs(1);
+    let (mut agent, status) = Agent::new(acfg, slots, store, h.clone(), root.clone())?;
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            match agent.run_boot(&stop).await {
+                Ok(Exit::Reboot) => continue,
+                Ok(Exit::Stopped) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "device agent failed");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(Device {
+        id: id.into(),
+        node: h,
+        status,
+    })
+}
+
+fn finished(r: &Report) -> Option<&str> {
+    if r.state != "idle" {
+        return None;
+    }
+    match &r.last {
+        Some(l) if l.version == "2.0.0" => Some(l.result.as_str()),
+        _ => None,
+    }
 }
 
 pub fn run(args: &DemoArgs, now: Timestamp) -> Result<()> {
@@ -121,9 +190,13 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     )?;
     root.sign(&root_key, None)?;
 
-    // 1. The device maker signs a release.
+    // 1. The device maker signs release 2.0.0 and publishes it with a signed index on an HTTP origin.
+    let factory_path = d.join("image-v1.img");
+    write_image(&factory_path, args.size, args.seed, 0)?;
     let image = d.join("image-v2.img");
-    write_image(&image, args.size, args.seed)?;
+    write_image(&image, args.size, args.seed, 5)?;
+    let origin_dir = d.join("origin");
+    std::fs::create_dir_all(origin_dir.join("releases"))?;
     let t = Instant::now();
     let report = release::build(&BuildRequest {
         target: image.clone(),
@@ -133,35 +206,38 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         counter: 2,
         created: now,
         expires: now.saturating_add(Duration::from_secs(30 * 86_400)),
-        keys: vec![release_key],
-        out: d.join("release"),
+        keys: vec![release_key.clone()],
+        out: origin_dir.join("releases").join("2.0.0"),
         zstd_level: 9,
         zstd_workers: 0,
         root: Some(root.clone()),
     })?;
     let build_s = t.elapsed().as_secs_f64();
-    let manifest_bytes = std::fs::read(d.join("release").join(release::MANIFEST_FILE))?;
+    origin::publish(
+        &origin_dir,
+        std::slice::from_ref(&release_key),
+        now.saturating_add(Duration::from_secs(7 * 86_400)),
+        now,
+    )?;
     let full = report
         .manifest
         .manifest
         .full()
         .context("release has a full image")?
         .clone();
-    let art_path = d
-        .join("release")
-        .join(release::ARTIFACTS_DIR)
-        .join(full.file_name());
-    let ob_path =
-        art_path.with_file_name(format!("{}{}", full.file_name(), release::OUTBOARD_SUFFIX));
+    let stop = CancellationToken::new();
+    let (origin_addr, _o) =
+        origin::spawn(origin_dir.clone(), "127.0.0.1:0".parse()?, stop.clone()).await?;
+    let origin_url: wardswarm_seeder::gateway::Url = format!("http://{origin_addr}/").parse()?;
 
-    // 2. The gateway holds the artifact and seeds it under its LAN cap.
-    let base = |listen: &str, boot: Vec<libp2p::Multiaddr>, cap: Option<u64>| Config {
-        listen: vec![listen.parse().expect("literal address")],
+    // 2. The ward gateway, with its WAN cap, and N devices with their caps.
+    let base = |boot: Vec<libp2p::Multiaddr>, up: Option<u64>, down: Option<u64>| Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("literal address")],
         bootstrap: boot,
         mdns: false,
         ward: "demo-ward".into(),
-        upload: Schedule::fixed(cap),
-        download: Schedule::fixed(None),
+        upload: Schedule::fixed(up),
+        download: Schedule::fixed(down),
         ..Config::default()
     };
     let cert = |k: &libp2p::identity::Keypair, name: &str, r: MemberRole| {
@@ -175,54 +251,28 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         )
     };
     let gw_key = libp2p::identity::Keypair::generate_ed25519();
-    let gw_store = Arc::new(Store::open(d.join("gateway"))?);
-    gw_store.import(full.root, full.length, &art_path, &ob_path)?;
-    let gw_cfg = base(
-        "/ip4/127.0.0.1/tcp/0",
-        vec![],
-        parse_rate(&args.gateway_cap)?,
+    let mut gcfg = GatewayConfig::new(
+        origin_url,
+        d.join("gateway"),
+        base(vec![], parse_rate(&args.gateway_cap)?, None),
     );
-    let (gw, _gj) = node::spawn(
-        gw_cfg,
+    gcfg.wan = Schedule::fixed(parse_rate(&args.wan_cap)?);
+    gcfg.poll_interval = Duration::from_secs(2);
+    gcfg.api_listen = Some("127.0.0.1:0".parse()?);
+    let gw = Gateway::start(
+        gcfg,
         gw_key.clone(),
         &cert(&gw_key, "gateway", MemberRole::Gateway)?,
         root.clone(),
-        gw_store,
-    )?;
-    gw.have_changed(full.root).await?;
-    let mut boot = vec![first_addr(&gw).await?];
-
-    // 3. Devices: each accepts the signed manifest, then fetches over the swarm.
+    )
+    .await?;
+    let mut boot = vec![first_addr(gw.node()).await?];
     let device_cap = parse_rate(&args.device_cap)?;
-    let mut devices: Vec<(String, Handle, Arc<Store>)> = Vec::new();
-    for i in 0..args.devices {
-        let id = format!("pump-{:02}", i + 1);
-        let key = libp2p::identity::Keypair::generate_ed25519();
-        let store = Arc::new(Store::open(d.join(&id))?);
-        let mut cfg = base("/ip4/127.0.0.1/tcp/0", boot.clone(), device_cap);
-        cfg.download = Schedule::fixed(device_cap);
-        let (h, _j) = node::spawn(
-            cfg,
-            key.clone(),
-            &cert(&key, &id, MemberRole::Device)?,
-            root.clone(),
-            store.clone(),
-        )?;
-        boot.push(first_addr(&h).await?);
-        devices.push((id, h, store));
-    }
-    let policy = DevicePolicy {
-        root: &root,
-        product: Some("infusion-pump"),
-        hardware: "pump-rev-c",
-        committed_counter: 1,
-        now,
-    };
-    let accepted = policy.accept_manifest(&manifest_bytes)?;
-
+    let factory = std::fs::read(&factory_path)?;
+    let cert_for = |k: &libp2p::identity::Keypair, id: &str| Ok(cert(k, id, MemberRole::Device)?);
     if !args.json {
         println!(
-            "Wardswarm demo: one gateway and {} devices on loopback",
+            "Wardswarm demo: an HTTP origin, one ward gateway and {} devices on loopback",
             args.devices
         );
         println!(
@@ -233,135 +283,148 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             full.length,
             full.root.short()
         );
+        println!("origin   http://{origin_addr}/index.json (signed index, release 2.0.0)");
+        if let Some(a) = gw.api_addr() {
+            println!("gateway  API http://{a}/api/v1/devices, metrics http://{a}/metrics");
+        }
         println!(
-            "caps     gateway upload {}, device upload and download {}",
-            args.gateway_cap, args.device_cap
+            "caps     gateway WAN download {}, gateway LAN upload {}, device upload and download {}",
+            args.wan_cap, args.gateway_cap, args.device_cap
         );
     }
     let start = Instant::now();
-    let mut jobs = Vec::new();
-    for (id, h, _) in &devices {
-        let h = h.clone();
-        let id = id.clone();
-        let (root_hash, len) = (full.root, full.length);
-        jobs.push(tokio::spawn(async move {
-            let r = tokio::time::timeout(Duration::from_secs(600), h.fetch(root_hash, len)).await;
-            (id, r)
-        }));
+    let mut devices = Vec::new();
+    for i in 0..args.devices {
+        let id = format!("pump-{:02}", i + 1);
+        let dev = start_device(
+            d,
+            &id,
+            base(boot.clone(), device_cap, device_cap),
+            &cert_for,
+            &root,
+            &factory,
+            &stop,
+        )
+        .await?;
+        boot.push(first_addr(&dev.node).await?);
+        devices.push(dev);
     }
-    // Live progress: one line, refreshed.
-    let mut ev = gw.subscribe();
-    let mut done = BTreeMap::new();
-    let mut progress = tokio::time::interval(Duration::from_millis(500));
-    let mut handles: Vec<_> = jobs.into_iter().map(Some).collect();
-    while done.len() < devices.len() {
-        tokio::select! {
-            _ = progress.tick() => {
-                if !args.json {
-                    let lan: u64 = devices.iter().map(|(_, h, _)| h.metrics().received_total(&full.root.short(), "gateway") + h.metrics().received_total(&full.root.short(), "peer")).sum();
-                    eprint!("\r  {:>3}/{} devices complete, {:>8.1} MB crossed the LAN, {:>5.1} s", done.len(), devices.len(), lan as f64 / 1e6, start.elapsed().as_secs_f64());
-                }
-            }
-            _ = ev.recv() => {}
+    gw.poll_now();
+
+    // 3. Live progress until every device committed (or failed), bounded.
+    let mut done_at: Vec<Option<f64>> = vec![None; devices.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while done_at.iter().any(Option::is_none) {
+        tick.tick().await;
+        if Instant::now() > deadline {
+            break;
         }
-        for slot in handles.iter_mut() {
-            if slot.as_ref().is_some_and(|j| j.is_finished()) {
-                if let Some(j) = slot.take() {
-                    let (id, r) = j.await?;
-                    done.insert(id, (r, start.elapsed().as_secs_f64()));
-                }
+        let mut states: std::collections::BTreeMap<String, usize> = Default::default();
+        for (i, dev) in devices.iter().enumerate() {
+            let r = dev.status.borrow().clone();
+            if done_at[i].is_none() && finished(&r).is_some() {
+                done_at[i] = Some(start.elapsed().as_secs_f64());
             }
+            let key = match finished(&r) {
+                Some(res) => res.to_string(),
+                None => r.state.clone(),
+            };
+            *states.entry(key).or_default() += 1;
+        }
+        if !args.json {
+            let lan: u64 = devices.iter().map(|d| d.node.metrics().received_all.get()).sum();
+            let st: Vec<String> = states.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            eprint!(
+                "\r  {:>5.1} s  WAN {:>7.1} MB  LAN {:>8.1} MB  devices: {:<60}",
+                start.elapsed().as_secs_f64(),
+                gw.wan_bytes() as f64 / 1e6,
+                lan as f64 / 1e6,
+                st.join(", ")
+            );
         }
     }
     if !args.json {
         eprintln!();
     }
 
-    // 4. Each device verifies the artifact against the accepted manifest and decodes the image.
-    let mut results = Vec::new();
-    for (id, h, store) in &devices {
-        let (r, detected) = done.remove(id).context("device result")?;
-        let secs = match &r {
-            Ok(Ok(rep)) => rep.seconds,
-            _ => detected,
-        };
-        let m = h.metrics();
-        let from_gateway = m.received_total(&full.root.short(), "gateway");
-        let from_peers = m.received_total(&full.root.short(), "peer");
-        let result = match r {
-            Err(_) => "timed out".to_string(),
-            Ok(Err(e)) => format!("failed: {e}"),
-            Ok(Ok(_)) => match check_device(
-                store,
-                &accepted,
-                &full.root,
-                &report.manifest.manifest.target,
-            ) {
-                Ok(()) => "verified".to_string(),
-                Err(e) => format!("refused: {e:#}"),
-            },
-        };
-        results.push(DeviceResult {
-            id: id.clone(),
-            result,
-            seconds: secs,
-            from_gateway,
-            from_peers,
-        });
+    // 4. Summary.
+    let label = full.root.short();
+    let mut rows = Vec::new();
+    for (i, dev) in devices.iter().enumerate() {
+        let r = dev.status.borrow().clone();
+        let m = dev.node.metrics();
+        rows.push(serde_json::json!({
+            "id": dev.id,
+            "result": finished(&r).unwrap_or("timed_out"),
+            "installed": r.version,
+            "seconds": done_at[i].unwrap_or(start.elapsed().as_secs_f64()),
+            "bytes_from_gateway": m.received_total(&label, "gateway"),
+            "bytes_from_peers": m.received_total(&label, "peer"),
+        }));
     }
-    let gateway_sent = gw.metrics().sent_total(&full.root.short(), "peer");
-    let lan: u64 = results.iter().map(|r| r.from_gateway + r.from_peers).sum();
+    let wan = gw.wan_bytes();
+    let gateway_lan = gw.node().metrics().sent_all.get();
+    let lan: u64 = devices.iter().map(|d| d.node.metrics().received_all.get()).sum();
     let naive = full.length * args.devices as u64;
-    let ok = results.iter().all(|r| r.result == "verified");
-
+    let ok = rows.iter().all(|r| r["result"] == "committed");
     if args.json {
         let v = serde_json::json!({
             "artifact_bytes": full.length,
             "image_bytes": report.manifest.manifest.target.length,
-            "wan_bytes": serde_json::Value::Null,
-            "wan_note": "the gateway loaded the release from disk; the HTTP origin and WAN download come with issue 4",
-            "gateway_lan_upload_bytes": gateway_sent,
+            "wan_bytes": wan,
+            "wan_over_artifact": wan as f64 / full.length as f64,
             "lan_bytes": lan,
+            "gateway_lan_upload_bytes": gateway_lan,
             "naive_wan_bytes": naive,
             "seconds": start.elapsed().as_secs_f64(),
-            "devices": results.iter().map(|r| serde_json::json!({
-                "id": r.id, "result": r.result, "seconds": r.seconds,
-                "bytes_from_gateway": r.from_gateway, "bytes_from_peers": r.from_peers,
-            })).collect::<Vec<_>>(),
+            "devices": rows,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "\n{:<10} {:<10} {:>8} {:>16} {:>16}",
-            "device", "result", "seconds", "from gateway B", "from peers B"
+            "\n{:<10} {:<10} {:<10} {:>8} {:>16} {:>16}",
+            "device", "result", "installed", "seconds", "from gateway B", "from peers B"
         );
-        for r in &results {
+        for r in &rows {
             println!(
-                "{:<10} {:<10} {:>8.2} {:>16} {:>16}",
-                r.id, r.result, r.seconds, r.from_gateway, r.from_peers
+                "{:<10} {:<10} {:<10} {:>8.2} {:>16} {:>16}",
+                r["id"].as_str().unwrap_or(""),
+                r["result"].as_str().unwrap_or(""),
+                r["installed"].as_str().unwrap_or(""),
+                r["seconds"].as_f64().unwrap_or(0.0),
+                r["bytes_from_gateway"].as_u64().unwrap_or(0),
+                r["bytes_from_peers"].as_u64().unwrap_or(0)
             );
         }
         println!("\nartifact            {:>14} B", full.length);
         println!(
+            "WAN (origin)        {:>14} B  ({:.4} x the artifact: one download for the ward, index, manifest and outboard included)",
+            wan,
+            wan as f64 / full.length as f64
+        );
+        println!(
+            "LAN total           {:>14} B  (received by devices, bao proofs included)",
+            lan
+        );
+        println!(
             "gateway LAN upload  {:>14} B  ({:.2} artifact copies for {} devices)",
-            gateway_sent,
-            gateway_sent as f64 / full.length as f64,
+            gateway_lan,
+            gateway_lan as f64 / full.length as f64,
             args.devices
         );
-        println!("LAN total           {:>14} B  (bao proofs included)", lan);
-        println!("WAN                 the gateway loaded the release from disk here; the HTTP origin and the");
-        println!("                    WAN download (one copy per ward) come with issue 4");
         println!(
-            "naive fleet, N x F  {:>14} B  (every device pulling the artifact over the WAN)",
-            naive
+            "without the swarm   {:>14} B  over the WAN ({} devices each downloading the artifact)",
+            naive, args.devices
         );
     }
-    for (_, h, _) in &devices {
-        let _ = h.shutdown().await;
+    stop.cancel();
+    for dev in &devices {
+        let _ = dev.node.shutdown().await;
     }
-    let _ = gw.shutdown().await;
+    gw.shutdown().await;
     if !ok {
-        bail!("not every device verified the release");
+        bail!("not every device committed the release");
     }
     Ok(())
 }
@@ -374,26 +437,4 @@ async fn first_addr(h: &Handle) -> Result<libp2p::Multiaddr> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     bail!("node did not start listening")
-}
-
-/// What the device checks before it would install: the artifact against the signed root and the
-/// decoded image against the signed target.
-fn check_device(
-    store: &Store,
-    accepted: &wardswarm_node::verify::VerifiedManifest,
-    root: &Hash,
-    target: &wardswarm_node::manifest::Target,
-) -> Result<()> {
-    let e = store.get(root).context("artifact not in store")?;
-    accepted.check_artifact_files(
-        root,
-        &std::fs::File::open(e.data_path())?,
-        &std::fs::File::open(e.outboard_path())?,
-    )?;
-    let dec = zstd::stream::read::Decoder::new(std::fs::File::open(e.data_path())?)?;
-    let (hash, n) = wardswarm_node::hash::hash_reader(std::io::Read::take(dec, target.length + 1))?;
-    if n != target.length || hash != target.hash {
-        bail!("decoded image does not match the signed target");
-    }
-    Ok(())
 }

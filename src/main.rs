@@ -58,11 +58,59 @@ enum Cmd {
     /// Issue ward membership certificates.
     #[command(subcommand)]
     Cert(CertCmd),
-    /// Run a ward swarm node: seeds its store and relays signed announcements until SIGTERM.
+    /// Run a ward swarm node until SIGTERM; with an [agent] section, the device agent that installs
+    /// releases A/B with automatic rollback.
     Node {
-        /// The node's TOML configuration (see docs/examples/node.toml).
+        /// The node's TOML configuration (see docs/examples/device.toml).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Run the ward gateway: poll the origin, download each needed artifact once, seed the ward.
+    Seeder {
+        /// The gateway's TOML configuration (see docs/examples/gateway.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Publish and serve an origin: release directories plus a signed index.
+    #[command(subcommand)]
+    Origin(OriginCmd),
+    /// Check a device's hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum OriginCmd {
+    /// Serve DIR over HTTP with byte ranges (for development and tests; production can use any static server).
+    Serve {
+        /// The origin folder (index.json and release directories).
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Sign DIR/index.json over every release directory under DIR (version: previous + 1).
+    Publish {
+        /// The origin folder.
+        dir: PathBuf,
+        /// A release key; repeat to meet the release threshold.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// The trust root, to check the index verifies before it is written.
+        #[arg(long)]
+        root: PathBuf,
+        /// How long the index is valid; gateways refuse a stale index.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        expires: Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Verify the hash chain of an audit log (JSON lines); names the first broken line.
+    Verify {
+        /// The audit.jsonl file.
+        file: PathBuf,
     },
 }
 
@@ -239,10 +287,16 @@ fn parse_threshold(s: &str) -> Result<(RoleName, u32), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo draws its own progress; daemons log their transitions.
+    let default_filter = if matches!(cli.cmd, Cmd::Demo(_)) {
+        "error"
+    } else {
+        "warn,wardswarm=info,wardswarm_node=info,wardswarm_seeder=info"
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,wardswarm=info,wardswarm_node=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
@@ -310,7 +364,67 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Node { config } => daemon::run(config),
+        Cmd::Node { config } => daemon::run_node(config),
+        Cmd::Seeder { config } => daemon::run_seeder(config),
+        Cmd::Origin(OriginCmd::Serve { dir, listen }) => {
+            if !dir.join(wardswarm_node::index::INDEX_FILE).is_file() {
+                eprintln!(
+                    "warning: {} has no index.json yet (wardswarm origin publish)",
+                    dir.display()
+                );
+            }
+            tokio::runtime::Runtime::new()?.block_on(async move {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listening on {listen}"))?;
+                println!("serving {} on http://{}/", dir.display(), l.local_addr()?);
+                let s = stop.clone();
+                tokio::spawn(async move {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    if let Ok(mut t) = signal(SignalKind::terminate()) {
+                        tokio::select! { _ = t.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+                    }
+                    s.cancel();
+                });
+                wardswarm_seeder::origin::serve(dir, l, stop).await?;
+                Ok(())
+            })
+        }
+        Cmd::Origin(OriginCmd::Publish {
+            dir,
+            keys,
+            root,
+            expires,
+        }) => {
+            let r = TrustRoot::parse_self_signed(&read_root_file(&root)?)
+                .with_context(|| root.display().to_string())?;
+            let keys = keys
+                .iter()
+                .map(|k| SecretKey::read(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Check before writing that gateways will accept this index.
+            let probe = wardswarm_node::index::Index::build("probe", 1, now, now.saturating_add(expires), &[], &keys)?;
+            wardswarm_node::index::Index::verify(&probe.to_bytes(), &r, now, None)
+                .context("these keys do not meet the trust root's release threshold")?;
+            let p = wardswarm_seeder::origin::publish(&dir, &keys, now.saturating_add(expires), now)?;
+            println!(
+                "wrote {} (index version {}, {} releases, expires {})",
+                p.path.display(),
+                p.index.version,
+                p.index.releases.len(),
+                p.index.expires
+            );
+            for e in &p.index.releases {
+                println!("  {} {} (counter {})", e.path, e.version, e.counter);
+            }
+            Ok(())
+        }
+        Cmd::Audit(AuditCmd::Verify { file }) => {
+            let (n, head) = wardswarm_node::agent::audit::verify(&file)?;
+            println!("{}: {n} records, chain intact, head {head}", file.display());
+            Ok(())
+        }
     }
 }
 

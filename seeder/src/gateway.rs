@@ -42,6 +42,9 @@ use wardswarm_node::{
 
 use crate::db::{Db, DbError, Table};
 
+/// The URL type of the origin setting.
+pub use reqwest::Url;
+
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -750,9 +753,8 @@ fn url(s: &Shared, path: &str) -> Result<reqwest::Url, WanError> {
 }
 
 fn count_wan(s: &Shared, n: u64) {
-    let total = s.wan_bytes.fetch_add(n, Ordering::Relaxed) + n;
+    s.wan_bytes.fetch_add(n, Ordering::Relaxed);
     s.metrics.wan_bytes.inc_by(n);
-    let _ = total;
 }
 
 /// GETs a small document whole, refusing one over `max` bytes.
@@ -1040,6 +1042,8 @@ async fn receive(
     match r {
         Ok(_) => {
             let _ = s.node.have_changed(root).await;
+            // Keep the WAN counter across a kill, at most one batch behind.
+            let _ = s.db.set_meta("wan_bytes", s.wan_bytes.load(Ordering::Relaxed));
             Ok(())
         }
         Err(ReceiveError::Local(e)) => Err(WanError::Local(e.to_string())),

@@ -146,10 +146,10 @@ pub enum Input {
     Booted(BootState),
     /// A verified release for this device (the agent already checked policy).
     Offered(Offer),
-    /// The artifact is complete and verified in the store.
-    Fetched,
-    /// Fetching failed for a local reason.
-    FetchFailed(String),
+    /// The artifact (by root) is complete and verified in the store.
+    Fetched(Hash),
+    /// Fetching an artifact failed for a local reason.
+    FetchFailed(Hash, String),
     /// The image was written to the slot, read back, and its BLAKE3 matched the manifest.
     Installed,
     /// Writing or verifying the image failed.
@@ -250,8 +250,8 @@ impl State {
         let event = match &input {
             Input::Booted(b) => format!("booted slot {} (committed {})", b.booted, b.committed),
             Input::Offered(o) => format!("offered {} (counter {})", o.version, o.counter),
-            Input::Fetched => "fetched".into(),
-            Input::FetchFailed(_) => "fetch failed".into(),
+            Input::Fetched(_) => "fetched".into(),
+            Input::FetchFailed(..) => "fetch failed".into(),
             Input::Installed => "image written and verified".into(),
             Input::InstallFailed(_) => "install failed".into(),
             Input::Activated => "try-boot set".into(),
@@ -298,14 +298,21 @@ impl State {
                 };
                 vec![Action::Fetch(offer)]
             }
-            (Phase::Fetching { offer }, Input::Fetched) => {
+            // A result for an artifact this phase no longer wants (superseded) is ignored.
+            (Phase::Fetching { offer }, Input::Fetched(root) | Input::FetchFailed(root, _))
+                if root != offer.artifact =>
+            {
+                self.phase = Phase::Fetching { offer };
+                return None;
+            }
+            (Phase::Fetching { offer }, Input::Fetched(_)) => {
                 self.phase = Phase::Installing {
                     offer: offer.clone(),
                     slot: inactive,
                 };
                 vec![Action::Install(offer, inactive)]
             }
-            (Phase::Fetching { offer }, Input::FetchFailed(e)) => {
+            (Phase::Fetching { offer }, Input::FetchFailed(_, e)) => {
                 detail = Some(e.clone());
                 // A local fault (disk): give up this attempt but do not blacklist the release.
                 self.last = Some(Outcome {
@@ -483,7 +490,7 @@ mod tests {
         let mut s = fresh();
         let o = offer(2);
         assert_eq!(actions(&mut s, Input::Offered(o.clone())), [Action::Fetch(o.clone())]);
-        assert_eq!(actions(&mut s, Input::Fetched), [Action::Install(o.clone(), SlotId::B)]);
+        assert_eq!(actions(&mut s, Input::Fetched(Hash::of(b"artifact"))), [Action::Install(o.clone(), SlotId::B)]);
         assert_eq!(actions(&mut s, Input::Installed), [Action::Activate(SlotId::B)]);
         assert_eq!(actions(&mut s, Input::Activated), [Action::Reboot]);
         assert_eq!(actions(&mut s, boot(SlotId::B, SlotId::A)), [Action::HealthCheck]);
@@ -497,14 +504,14 @@ mod tests {
         // The next update goes to slot A.
         let o3 = offer(3);
         actions(&mut s, Input::Offered(o3.clone()));
-        assert_eq!(actions(&mut s, Input::Fetched), [Action::Install(o3, SlotId::A)]);
+        assert_eq!(actions(&mut s, Input::Fetched(Hash::of(b"artifact"))), [Action::Install(o3, SlotId::A)]);
     }
 
     #[test]
     fn an_unhealthy_slot_rolls_back_and_is_not_retried() {
         let mut s = fresh();
         let o = offer(2);
-        for i in [Input::Offered(o.clone()), Input::Fetched, Input::Installed, Input::Activated] {
+        for i in [Input::Offered(o.clone()), Input::Fetched(o.artifact), Input::Installed, Input::Activated] {
             actions(&mut s, i);
         }
         actions(&mut s, boot(SlotId::B, SlotId::A));
@@ -551,7 +558,7 @@ mod tests {
             [Action::Release(offer(2).artifact), Action::Fetch(offer(3))],
             "a newer release supersedes one being fetched"
         );
-        actions(&mut s, Input::Fetched);
+        actions(&mut s, Input::Fetched(Hash::of(b"artifact")));
         assert!(s.step(Input::Offered(offer(4))).is_none(), "not while installing");
         assert!(s.step(Input::Healthy).is_none(), "inputs out of phase are ignored");
     }

@@ -123,7 +123,7 @@ pub struct Report {
     pub progress: Option<Progress>,
     /// How the last attempt ended.
     pub last: Option<Outcome>,
-    /// Bytes received from the gateway and from other devices (this agent's lifetime).
+    /// Bytes (bao encoded) received from the gateway for the current or last artifact, since start.
     pub bytes_from_gateway: u64,
     /// Bytes received from peers.
     pub bytes_from_peers: u64,
@@ -153,6 +153,7 @@ pub struct Agent {
     audit: AuditLog,
     state: Option<State>,
     progress: Option<Progress>,
+    last_artifact: Option<Hash>,
 }
 
 enum Done {
@@ -207,6 +208,7 @@ impl Agent {
                 audit,
                 state: None,
                 progress: None,
+                last_artifact: None,
             },
             rx,
         ))
@@ -256,10 +258,11 @@ impl Agent {
         let artifact = self
             .state
             .as_ref()
-            .and_then(|s| s.phase.offer().map(|o| o.artifact));
+            .and_then(|s| s.phase.offer().map(|o| o.artifact))
+            .or(self.last_artifact);
         if let Some(a) = artifact {
-            g = m.received_total(&a.to_string(), "gateway");
-            p = m.received_total(&a.to_string(), "peer");
+            g = m.received_total(&a.short(), "gateway");
+            p = m.received_total(&a.short(), "peer");
         }
         let s = self.state.as_ref();
         Report {
@@ -364,6 +367,17 @@ impl Agent {
         tracing::info!(booted = %boot.booted, committed = %boot.committed, "boot");
         let mut queue: std::collections::VecDeque<Action> =
             self.apply(Input::Booted(boot)).await?.into();
+        // Releases announced before this boot (or before the agent subscribed) are judged now.
+        if let Ok(known) = self.node.manifests().await {
+            let best = known
+                .iter()
+                .filter_map(|b| self.judge(b))
+                .max_by_key(|o| o.counter);
+            if let Some(o) = best {
+                let acts = self.apply(Input::Offered(o)).await?;
+                queue.extend(acts);
+            }
+        }
         self.send_report().await;
         let mut ticker = tokio::time::interval(self.cfg.report_interval);
         let mut last_progress_report = Instant::now();
@@ -437,10 +451,11 @@ impl Agent {
                     }
                 }
                 self.progress = Some(Progress::default());
+                self.last_artifact = Some(o.artifact);
                 Some(Box::pin(async move {
                     match node.fetch(o.artifact, o.artifact_length).await {
-                        Ok(_) => Done::Input(Input::Fetched),
-                        Err(e) => Done::Input(Input::FetchFailed(e.to_string())),
+                        Ok(_) => Done::Input(Input::Fetched(o.artifact)),
+                        Err(e) => Done::Input(Input::FetchFailed(o.artifact, e.to_string())),
                     }
                 }))
             }

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub sent_all: Counter,
     /// All artifact bytes received (the sum of `received_bytes`).
     pub received_all: Counter,
+    /// Release announcements refused (bad signature, expired, malformed).
+    pub announcements_refused: Counter,
     /// Chunk groups verified and stored.
     pub groups_verified: Counter,
     /// Chunk groups that failed verification (a peer sent bad data).
@@ -72,6 +74,11 @@ impl Metrics {
             "lan_received",
             "All artifact bytes received from ward peers (bao encoded)",
             self.received_all.clone(),
+        );
+        r.register(
+            "announcements_refused",
+            "Release announcements refused (signature, expiry, form)",
+            self.announcements_refused.clone(),
         );
         r.register(
             "groups_verified",

@@ -229,6 +229,9 @@ enum Command {
     Report {
         body: Vec<u8>,
     },
+    Manifests {
+        reply: oneshot::Sender<Vec<Arc<Vec<u8>>>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -255,6 +258,7 @@ impl std::fmt::Debug for Command {
             Command::Dial { .. } => "Dial",
             Command::HaveChanged { .. } => "HaveChanged",
             Command::Report { .. } => "Report",
+            Command::Manifests { .. } => "Manifests",
             Command::Shutdown { .. } => "Shutdown",
         })
     }
@@ -314,6 +318,10 @@ impl Handle {
             .send(Command::HaveChanged { root })
             .await
             .map_err(|_| NodeError::Stopped)
+    }
+    /// The verified manifests this node knows (announced to it or by it), at most the last 32.
+    pub async fn manifests(&self) -> Result<Vec<Arc<Vec<u8>>>, NodeError> {
+        self.call(|reply| Command::Manifests { reply }).await
     }
     /// Sends a status report (JSON) to every admitted gateway; best effort, bounded in size.
     pub async fn report(&self, body: Vec<u8>) -> Result<(), NodeError> {
@@ -755,6 +763,9 @@ impl Actor {
             Command::HaveChanged { root } => {
                 self.have_dirty.insert(root);
             }
+            Command::Manifests { reply } => {
+                let _ = reply.send(self.manifests.values().cloned().collect());
+            }
             Command::Report { body } => {
                 let gateways: Vec<PeerId> = self
                     .shared
@@ -1024,6 +1035,7 @@ impl Actor {
             Internal::Announce { peer, bytes } => {
                 if self.shared.role_of(&peer).is_some() {
                     if let Err(e) = self.accept_manifest(bytes, Some(peer)) {
+                        self.shared.metrics.announcements_refused.inc();
                         tracing::warn!(target: "wardswarm::security", %peer, error = %e, "announcement refused");
                     }
                 }
