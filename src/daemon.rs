@@ -217,14 +217,19 @@ fn identity(
         .with_context(|| cert.display().to_string())?;
     let keypair = key.to_libp2p();
     let peer_id = keypair.public().to_peer_id();
-    c.verify(&r, &peer_id.to_string(), ward, wardswarm_node::Timestamp::now())
-        .with_context(|| format!("{} does not admit this node", cert.display()))?;
+    c.verify(
+        &r,
+        &peer_id.to_string(),
+        ward,
+        wardswarm_node::Timestamp::now(),
+    )
+    .with_context(|| format!("{} does not admit this node", cert.display()))?;
     Ok((keypair, c, r))
 }
 
 fn read_config<T: serde::de::DeserializeOwned>(config: &Path, what: &str) -> Result<T> {
-    let text = std::fs::read_to_string(config)
-        .with_context(|| format!("reading {}", config.display()))?;
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     toml::from_str(&text)
         .with_context(|| format!("{} is not a valid {what} configuration", config.display()))
 }
@@ -303,7 +308,9 @@ pub fn run_node(config: PathBuf) -> Result<()> {
                     loop {
                         match agent.run_boot(&stop).await {
                             Ok(Exit::Reboot) => {
-                                tracing::info!("simulated reboot (file slots): restarting the agent");
+                                tracing::info!(
+                                    "simulated reboot (file slots): restarting the agent"
+                                );
                                 continue;
                             }
                             Ok(Exit::Stopped) => return Ok(()),

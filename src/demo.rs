@@ -122,8 +122,15 @@ async fn start_device(
 ) -> Result<Device> {
     let key = libp2p::identity::Keypair::generate_ed25519();
     let store = Arc::new(Store::open(dir.join(id).join("store"))?);
-    let (h, _j) = node::spawn(cfg, key.clone(), &cert_for(&key, id)?, root.clone(), store.clone())?;
-    let slots: Arc<dyn Slots> = Arc::new(FileSlots::provision(&dir.join(id).join("slots"), factory)?);
+    let (h, _j) = node::spawn(
+        cfg,
+        key.clone(),
+        &cert_for(&key, id)?,
+        root.clone(),
+        store.clone(),
+    )?;
+    let slots: Arc<dyn Slots> =
+        Arc::new(FileSlots::provision(&dir.join(id).join("slots"), factory)?);
     let mut acfg = AgentConfig::new(dir.join(id).join("agent"), "pump-rev-c");
     acfg.product = Some("infusion-pump".into());
     acfg.factory_version = "1.0.0".into();
@@ -333,7 +340,10 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             *states.entry(key).or_default() += 1;
         }
         if !args.json {
-            let lan: u64 = devices.iter().map(|d| d.node.metrics().received_all.get()).sum();
+            let lan: u64 = devices
+                .iter()
+                .map(|d| d.node.metrics().received_all.get())
+                .sum();
             let st: Vec<String> = states.iter().map(|(k, v)| format!("{v} {k}")).collect();
             eprint!(
                 "\r  {:>5.1} s  WAN {:>7.1} MB  LAN {:>8.1} MB  devices: {:<60}",
@@ -365,7 +375,10 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     }
     let wan = gw.wan_bytes();
     let gateway_lan = gw.node().metrics().sent_all.get();
-    let lan: u64 = devices.iter().map(|d| d.node.metrics().received_all.get()).sum();
+    let lan: u64 = devices
+        .iter()
+        .map(|d| d.node.metrics().received_all.get())
+        .sum();
     let naive = full.length * args.devices as u64;
     let ok = rows.iter().all(|r| r["result"] == "committed");
     if args.json {

@@ -404,10 +404,18 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|k| SecretKey::read(k))
                 .collect::<Result<Vec<_>, _>>()?;
             // Check before writing that gateways will accept this index.
-            let probe = wardswarm_node::index::Index::build("probe", 1, now, now.saturating_add(expires), &[], &keys)?;
+            let probe = wardswarm_node::index::Index::build(
+                "probe",
+                1,
+                now,
+                now.saturating_add(expires),
+                &[],
+                &keys,
+            )?;
             wardswarm_node::index::Index::verify(&probe.to_bytes(), &r, now, None)
                 .context("these keys do not meet the trust root's release threshold")?;
-            let p = wardswarm_seeder::origin::publish(&dir, &keys, now.saturating_add(expires), now)?;
+            let p =
+                wardswarm_seeder::origin::publish(&dir, &keys, now.saturating_add(expires), now)?;
             println!(
                 "wrote {} (index version {}, {} releases, expires {})",
                 p.path.display(),

@@ -5,7 +5,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -32,7 +32,12 @@ use wardswarm_seeder::{origin, Gateway, GatewayConfig};
 const BIN: &str = env!("CARGO_BIN_EXE_wardswarm");
 const WARD: &str = "icu-3";
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    wait_in(None, what, limit, f)
+}
+
+/// Waits for a condition; on timeout, prints the ward's logs and device states before failing.
+fn wait_in(dir: Option<&Path>, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         if f() {
@@ -40,17 +45,44 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    if let Some(d) = dir {
+        let mut names: Vec<_> = std::fs::read_dir(d)
+            .map(|r| r.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        for p in names {
+            if p.extension().is_some_and(|e| e == "log") {
+                let t = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = t.lines().rev().take(15).collect();
+                eprintln!("== {}", p.display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+            let st = p.join("agent/state.json");
+            if st.exists() {
+                eprintln!(
+                    "== {}\n{}",
+                    st.display(),
+                    std::fs::read_to_string(&st).unwrap_or_default()
+                );
+            }
+        }
+    }
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
 /// A minimal HTTP/1.0 GET (the tests need no HTTP client beyond this).
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 fn json_get(addr: SocketAddr, path: &str) -> serde_json::Value {
@@ -86,7 +118,15 @@ impl Fixture {
         self.dir.path()
     }
     /// Builds a release into the origin; returns the full artifact's length.
-    fn release(&self, version: &str, counter: u64, len: usize, key: &SecretKey, expires: Timestamp) -> u64 {
+    fn release(
+        &self,
+        version: &str,
+        counter: u64,
+        len: usize,
+        key: &SecretKey,
+        expires: Timestamp,
+    ) -> u64 {
+        let created = Timestamp::from_unix(expires.as_unix().min(self.now.as_unix()) - 86_400);
         let img = self.path().join(format!("image-{version}.img"));
         let mut data = self.factory.clone();
         data.resize(len, 0);
@@ -101,7 +141,7 @@ impl Fixture {
             hardware: vec!["pump-rev-c".into()],
             version: version.into(),
             counter,
-            created: self.now,
+            created,
             expires,
             keys: vec![key.clone()],
             out: self.path().join("origin/releases").join(version),
@@ -170,15 +210,19 @@ impl Proc {
     }
     fn line(&self, prefix: &str) -> String {
         let mut found = String::new();
-        wait_for(&format!("a line starting {prefix:?}"), Duration::from_secs(30), || {
-            let l = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(x) = l.iter().find(|x| x.starts_with(prefix)) {
-                found = x.clone();
-                true
-            } else {
-                false
-            }
-        });
+        wait_for(
+            &format!("a line starting {prefix:?}"),
+            Duration::from_secs(30),
+            || {
+                let l = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(x) = l.iter().find(|x| x.starts_with(prefix)) {
+                    found = x.clone();
+                    true
+                } else {
+                    false
+                }
+            },
+        );
         found
     }
     fn kill9(&mut self) {
@@ -208,16 +252,26 @@ impl Drop for Proc {
 }
 
 fn example(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples").join(name))
-        .expect("example config")
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/examples")
+            .join(name),
+    )
+    .expect("example config")
 }
 
 /// The documented gateway config, pointed at loopback.
 fn gateway_toml(origin: &str, extra: &str) -> String {
     let mut t = example("gateway.toml")
-        .replace("\"https://updates.example-devices.com/infusion-pump/\"", &format!("\"{origin}\""))
+        .replace(
+            "\"https://updates.example-devices.com/infusion-pump/\"",
+            &format!("\"{origin}\""),
+        )
         .replace("poll_interval = \"5m\"", "poll_interval = \"1s\"")
-        .replace("api_listen = \"127.0.0.1:8080\"", "api_listen = \"127.0.0.1:0\"")
+        .replace(
+            "api_listen = \"127.0.0.1:8080\"",
+            "api_listen = \"127.0.0.1:0\"",
+        )
         .replace("/ip4/0.0.0.0/tcp/4100", "/ip4/127.0.0.1/tcp/0")
         .replace("mdns = true", "mdns = false")
         .replace("\"gateway.key\"", "\"gw.key\"")
@@ -237,7 +291,10 @@ fn device_toml(name: &str, gateway: &str, health: &str, extra_agent: &str) -> St
         .replace("\"device.cert\"", &format!("\"{name}.cert\""))
         .replace("store = \"store\"", &format!("store = \"{name}/store\""))
         .replace("/ip4/0.0.0.0/tcp/4101", "/ip4/127.0.0.1/tcp/0")
-        .replace("\"/ip4/10.20.0.1/tcp/4100/p2p/12D3KooW...\"", &format!("\"{gateway}\""))
+        .replace(
+            "\"/ip4/10.20.0.1/tcp/4100/p2p/12D3KooW...\"",
+            &format!("\"{gateway}\""),
+        )
         .replace("mdns = true", "mdns = false")
         .replace("state = \"agent\"", &format!("state = \"{name}/agent\""))
         .replace("dir = \"slots\"", &format!("dir = \"{name}/slots\""))
@@ -245,7 +302,10 @@ fn device_toml(name: &str, gateway: &str, health: &str, extra_agent: &str) -> St
             "health_check = \"systemctl is-system-running --wait && /usr/libexec/pump/selftest\"",
             &format!("health_check = \"{health}\""),
         )
-        .replace("report_interval = \"5s\"", &format!("report_interval = \"1s\"\n{extra_agent}"));
+        .replace(
+            "report_interval = \"5s\"",
+            &format!("report_interval = \"1s\"\n{extra_agent}"),
+        );
     // Drop the time-of-day upload window.
     let a = t.find("[[upload.window]]").expect("window");
     let b = t.find("[download]").expect("download");
@@ -273,16 +333,29 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
     let artifact = f.release("2.0.0", 2, 3 << 20, &f.keys.release, far);
     f.publish();
 
-    let mut origin = Proc::start(d, &["origin", "serve", "origin", "--listen", "127.0.0.1:0"], "origin.log");
-    let url = origin.line("serving ").rsplit(' ').next().expect("url").to_string();
+    let mut origin = Proc::start(
+        d,
+        &["origin", "serve", "origin", "--listen", "127.0.0.1:0"],
+        "origin.log",
+    );
+    let url = origin
+        .line("serving ")
+        .rsplit(' ')
+        .next()
+        .expect("url")
+        .to_string();
 
     f.member("gw", Role::Gateway);
     std::fs::write(d.join("gateway.toml"), gateway_toml(&url, "")).expect("config");
     let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
     let peer_line = gw.line("peer id ");
-    let gw_addr = gw.line("listening on ").trim_start_matches("listening on ").to_string();
+    let gw_addr = gw
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_string();
     assert!(
-        gw_addr.starts_with("/ip4/127.0.0.1/tcp/") && gw_addr.ends_with(&format!("/p2p/{}", &peer_line[8..])),
+        gw_addr.starts_with("/ip4/127.0.0.1/tcp/")
+            && gw_addr.ends_with(&format!("/p2p/{}", &peer_line[8..])),
         "full multiaddr: {gw_addr}"
     );
     let api: SocketAddr = gw
@@ -302,9 +375,16 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
     for (name, health, extra) in devices {
         f.member(name, Role::Device);
         FileSlots::provision(&d.join(name).join("slots"), &f.factory).expect("provision");
-        std::fs::write(d.join(format!("{name}.toml")), device_toml(name, &gw_addr, health, extra))
-            .expect("config");
-        procs.push(Proc::start(d, &["node", "--config", &format!("{name}.toml")], &format!("{name}.log")));
+        std::fs::write(
+            d.join(format!("{name}.toml")),
+            device_toml(name, &gw_addr, health, extra),
+        )
+        .expect("config");
+        procs.push(Proc::start(
+            d,
+            &["node", "--config", &format!("{name}.toml")],
+            &format!("{name}.log"),
+        ));
     }
     for p in &procs {
         let addr = p.line("listening on ");
@@ -312,31 +392,61 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
     }
 
     // Kill -9 in the middle of writing the inactive slot, then restart without the fault.
-    wait_for("pump-killed to pause mid-install", Duration::from_secs(120), || {
-        d.join("pump-killed/agent/install-paused").exists()
-    });
-    assert_eq!(device_state(d, "pump-killed")["phase"]["phase"], "installing");
+    wait_in(
+        Some(d),
+        "pump-killed to pause mid-install",
+        Duration::from_secs(120),
+        || d.join("pump-killed/agent/install-paused").exists(),
+    );
+    assert_eq!(
+        device_state(d, "pump-killed")["phase"]["phase"],
+        "installing"
+    );
     procs[2].kill9();
     std::fs::remove_file(d.join("pump-killed/agent/install-paused")).expect("marker");
     let cfg = std::fs::read_to_string(d.join("pump-killed.toml")).expect("cfg");
-    std::fs::write(d.join("pump-killed.toml"), cfg.replace("fault = \"pause-install\"", "")).expect("cfg");
+    std::fs::write(
+        d.join("pump-killed.toml"),
+        cfg.replace("fault = \"pause-install\"", ""),
+    )
+    .expect("cfg");
     // Still bootable: the committed slot is the factory image, untouched.
-    assert_eq!(std::fs::read(d.join("pump-killed/slots/slot-a.img")).expect("slot a"), f.factory);
-    procs[2] = Proc::start(d, &["node", "--config", "pump-killed.toml"], "pump-killed-2.log");
+    assert_eq!(
+        std::fs::read(d.join("pump-killed/slots/slot-a.img")).expect("slot a"),
+        f.factory
+    );
+    procs[2] = Proc::start(
+        d,
+        &["node", "--config", "pump-killed.toml"],
+        "pump-killed-2.log",
+    );
 
-    wait_for("every device to finish", Duration::from_secs(180), || {
-        devices.iter().all(|(n, _, _)| result_of(&device_state(d, n)).is_some())
-    });
+    wait_in(
+        Some(d),
+        "every device to finish",
+        Duration::from_secs(180),
+        || {
+            devices
+                .iter()
+                .all(|(n, _, _)| result_of(&device_state(d, n)).is_some())
+        },
+    );
     let ok = device_state(d, "pump-ok");
     assert_eq!(result_of(&ok).as_deref(), Some("committed"));
     assert_eq!(ok["installed"]["version"], "2.0.0");
     assert_eq!(ok["installed"]["slot"], "b");
     let sick = device_state(d, "pump-sick");
     assert_eq!(result_of(&sick).as_deref(), Some("rolled_back"), "{sick}");
-    assert_eq!(sick["installed"]["version"], "1.0.0", "floor and slot unchanged");
+    assert_eq!(
+        sick["installed"]["version"], "1.0.0",
+        "floor and slot unchanged"
+    );
     assert_eq!(sick["installed"]["slot"], "a");
     assert!(
-        sick["last"]["reason"].as_str().unwrap_or("").contains("sensor self-test failed"),
+        sick["last"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("sensor self-test failed"),
         "{sick}"
     );
     let killed = device_state(d, "pump-killed");
@@ -344,18 +454,23 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
     assert_eq!(killed["installed"]["version"], "2.0.0");
 
     // The gateway saw it all over the swarm.
-    wait_for("the gateway API to show every outcome", Duration::from_secs(30), || {
-        let v = json_get(api, "/api/v1/devices");
-        let by = |id: &str| {
-            v.as_array()
-                .and_then(|a| a.iter().find(|x| x["id"] == id).cloned())
-                .unwrap_or_default()
-        };
-        by("pump-ok")["last_result"] == "committed"
-            && by("pump-killed")["last_result"] == "committed"
-            && by("pump-sick")["last_result"] == "rolled_back"
-            && by("pump-sick")["installed"] == "1.0.0"
-    });
+    wait_in(
+        Some(d),
+        "the gateway API to show every outcome",
+        Duration::from_secs(30),
+        || {
+            let v = json_get(api, "/api/v1/devices");
+            let by = |id: &str| {
+                v.as_array()
+                    .and_then(|a| a.iter().find(|x| x["id"] == id).cloned())
+                    .unwrap_or_default()
+            };
+            by("pump-ok")["last_result"] == "committed"
+                && by("pump-killed")["last_result"] == "committed"
+                && by("pump-sick")["last_result"] == "rolled_back"
+                && by("pump-sick")["installed"] == "1.0.0"
+        },
+    );
     let releases = json_get(api, "/api/v1/releases");
     assert_eq!(releases[0]["status"], "verified", "{releases}");
     let metrics = http_get(api, "/metrics");
@@ -365,8 +480,14 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no WAN counter in\n{metrics}"));
-    assert!(wan >= artifact as f64 && wan <= artifact as f64 * 1.01 + 64.0 * 1024.0, "WAN {wan} for an artifact of {artifact}");
-    assert!(metrics.contains("wardswarm_gateway_devices{state=\"idle\"} 3"), "{metrics}");
+    assert!(
+        wan >= artifact as f64 && wan <= artifact as f64 * 1.01 + 64.0 * 1024.0,
+        "WAN {wan} for an artifact of {artifact}"
+    );
+    assert!(
+        metrics.contains("wardswarm_gateway_devices{state=\"idle\"} 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("wardswarm_lan_sent_total"), "{metrics}");
 
     // Every audit log is intact and tells the story.
@@ -376,7 +497,11 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
             .arg(d.join(name).join("agent/audit.jsonl"))
             .output()
             .expect("audit verify");
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let sick_log = std::fs::read_to_string(d.join("pump-sick/agent/audit.jsonl")).expect("log");
     assert!(sick_log.contains("health check failed") && sick_log.contains("rolled_back"));
@@ -396,8 +521,17 @@ fn a_restarted_gateway_resumes_without_downloading_verified_bytes_again() {
     let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
     let artifact = f.release("2.0.0", 2, 6 << 20, &f.keys.release, far);
     f.publish();
-    let mut origin = Proc::start(d, &["origin", "serve", "origin", "--listen", "127.0.0.1:0"], "origin.log");
-    let url = origin.line("serving ").rsplit(' ').next().expect("url").to_string();
+    let mut origin = Proc::start(
+        d,
+        &["origin", "serve", "origin", "--listen", "127.0.0.1:0"],
+        "origin.log",
+    );
+    let url = origin
+        .line("serving ")
+        .rsplit(' ')
+        .next()
+        .expect("url")
+        .to_string();
     f.member("gw", Role::Gateway);
     // Slow WAN, prefetch (no devices needed), small range requests.
     let cfg = gateway_toml(&url, "[wan]\ndefault = \"1MB\"\n")
@@ -407,7 +541,10 @@ fn a_restarted_gateway_resumes_without_downloading_verified_bytes_again() {
     let groups = |api: SocketAddr| -> (u64, u64) {
         let v = json_get(api, "/api/v1/releases");
         let a = &v[0]["artifacts"][0];
-        (a["groups_have"].as_u64().unwrap_or(0), a["groups_total"].as_u64().unwrap_or(1))
+        (
+            a["groups_have"].as_u64().unwrap_or(0),
+            a["groups_total"].as_u64().unwrap_or(1),
+        )
     };
     let api_of = |p: &Proc| -> SocketAddr {
         p.line("api on http://")
@@ -419,11 +556,15 @@ fn a_restarted_gateway_resumes_without_downloading_verified_bytes_again() {
     let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
     let api = api_of(&gw);
     let mut before = 0;
-    wait_for("half the artifact to be verified", Duration::from_secs(120), || {
-        let (h, t) = groups(api);
-        before = h;
-        h * 2 >= t
-    });
+    wait_for(
+        "half the artifact to be verified",
+        Duration::from_secs(120),
+        || {
+            let (h, t) = groups(api);
+            before = h;
+            h * 2 >= t
+        },
+    );
     gw.kill9();
 
     let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway-2.log");
@@ -446,7 +587,10 @@ fn a_restarted_gateway_resumes_without_downloading_verified_bytes_again() {
         wan < artifact + before_bytes / 2,
         "WAN {wan} B: the restart re-downloaded verified data (artifact {artifact}, verified before the kill {before_bytes})"
     );
-    assert!(wan >= artifact, "WAN {wan} < artifact {artifact}: the counter lost bytes");
+    assert!(
+        wan >= artifact,
+        "WAN {wan} < artifact {artifact}: the counter lost bytes"
+    );
     assert!(gw.sigterm().success());
     assert!(origin.sigterm().success());
 }
@@ -491,7 +635,13 @@ fn the_gateway_refuses_unsigned_expired_and_tampered_releases() {
     // Signed by a key the trust root does not list (an "unsigned" release as far as devices go).
     f.release("2.0.0", 2, 1 << 20, &stranger, far);
     // Properly signed but expired.
-    f.release("2.1.0", 3, 1 << 20, &f.keys.release, Timestamp::from_unix(f.now.as_unix() - 60));
+    f.release(
+        "2.1.0",
+        3,
+        1 << 20,
+        &f.keys.release,
+        Timestamp::from_unix(f.now.as_unix() - 60),
+    );
     // Properly signed, but its manifest is swapped after the index was signed.
     f.release("2.2.0", 4, 1 << 20, &f.keys.release, far);
     f.publish();
@@ -502,9 +652,13 @@ fn the_gateway_refuses_unsigned_expired_and_tampered_releases() {
     let rt = runtime();
     rt.block_on(async {
         let stop = tokio_util::sync::CancellationToken::new();
-        let (addr, _) = origin::spawn(d.join("origin"), "127.0.0.1:0".parse().expect("addr"), stop.clone())
-            .await
-            .expect("origin");
+        let (addr, _) = origin::spawn(
+            d.join("origin"),
+            "127.0.0.1:0".parse().expect("addr"),
+            stop.clone(),
+        )
+        .await
+        .expect("origin");
         let kp = libp2p::identity::Keypair::generate_ed25519();
         let mut cfg = GatewayConfig::new(
             format!("http://{addr}/").parse().expect("url"),
@@ -513,9 +667,14 @@ fn the_gateway_refuses_unsigned_expired_and_tampered_releases() {
         );
         cfg.prefetch = true;
         cfg.poll_interval = Duration::from_millis(300);
-        let gw = Gateway::start(cfg, kp.clone(), &cert(&f, &kp, "gw", Role::Gateway), f.root.clone())
-            .await
-            .expect("gateway");
+        let gw = Gateway::start(
+            cfg,
+            kp.clone(),
+            &cert(&f, &kp, "gw", Role::Gateway),
+            f.root.clone(),
+        )
+        .await
+        .expect("gateway");
         let end = Instant::now() + Duration::from_secs(30);
         while gw.releases().len() < 3 && Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -554,7 +713,12 @@ fn the_gateway_refuses_unsigned_expired_and_tampered_releases() {
         while gw.metrics_text() == metrics_before && Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(gw.metrics_text().contains("wardswarm_gateway_releases_refused_total 4"), "{}", gw.metrics_text());
+        assert!(
+            gw.metrics_text()
+                .contains("wardswarm_gateway_releases_refused_total 4"),
+            "{}",
+            gw.metrics_text()
+        );
         gw.shutdown().await;
         stop.cancel();
     });
@@ -568,12 +732,28 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
     // The attacker has the gateway's identity and certificate, and its own release key.
     let attacker = SecretKey::from_seed([66; 32]);
     let len_forged = f.release("6.6.6", 66, 1 << 20, &attacker, far);
-    let len_expired = f.release("2.1.0", 3, 1 << 20, &f.keys.release, Timestamp::from_unix(f.now.as_unix() - 60));
+    let len_expired = f.release(
+        "2.1.0",
+        3,
+        1 << 20,
+        &f.keys.release,
+        Timestamp::from_unix(f.now.as_unix() - 60),
+    );
     let mut evil_root = TrustRoot::new(
         1,
         far,
-        wardswarm_node::root::Role::new(wardswarm_node::root::RoleName::Root, vec![attacker.public_id()], 1).expect("role"),
-        wardswarm_node::root::Role::new(wardswarm_node::root::RoleName::Release, vec![attacker.public_id(), f.keys.release.public_id()], 1).expect("role"),
+        wardswarm_node::root::Role::new(
+            wardswarm_node::root::RoleName::Root,
+            vec![attacker.public_id()],
+            1,
+        )
+        .expect("role"),
+        wardswarm_node::root::Role::new(
+            wardswarm_node::root::RoleName::Release,
+            vec![attacker.public_id(), f.keys.release.public_id()],
+            1,
+        )
+        .expect("role"),
         f.root.membership.clone(),
     )
     .expect("root");
@@ -592,21 +772,30 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
             assert_eq!(a.length, len);
             let art = rd.join(release::ARTIFACTS_DIR).join(a.file_name());
             let ob = art.with_file_name(format!("{}{}", a.file_name(), release::OUTBOARD_SUFFIX));
-            gw_store.import(a.root, a.length, &art, &ob).expect("import");
+            gw_store
+                .import(a.root, a.length, &art, &ob)
+                .expect("import");
             announced.push((sm.to_bytes(), a.root));
         }
         let kp = libp2p::identity::Keypair::generate_ed25519();
-        let (gw, _) = node::spawn(loopback(vec![]), kp.clone(), &cert(&f, &kp, "gw", Role::Gateway), evil_root, gw_store)
-            .expect("gateway node");
+        let (gw, _) = node::spawn(
+            loopback(vec![]),
+            kp.clone(),
+            &cert(&f, &kp, "gw", Role::Gateway),
+            evil_root,
+            gw_store,
+        )
+        .expect("gateway node");
         let gw_addr = loop {
             if let Some(a) = gw.listen_addrs().await.expect("addrs").into_iter().next() {
                 break a;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        // Announce the forged release to the gateway's own node; the expired one its node refuses,
-        // so the attacker's node forwards raw bytes below by re-announcing from a second evil node.
-        gw.announce(announced[0].0.clone()).await.expect("the evil node accepts the forged release");
+        // The forged release: the evil node's own (attacker) root accepts it, so it announces it.
+        gw.announce(announced[0].0.clone())
+            .await
+            .expect("the evil node accepts the forged release");
         for (_, r) in &announced {
             gw.have_changed(*r).await.expect("have");
         }
@@ -614,43 +803,71 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
         // The device.
         let dkp = libp2p::identity::Keypair::generate_ed25519();
         let store = Arc::new(Store::open(d.join("dev/store")).expect("store"));
-        let (dev, _) = node::spawn(loopback(vec![gw_addr]), dkp.clone(), &cert(&f, &dkp, "pump-1", Role::Device), f.root.clone(), store.clone())
-            .expect("device node");
-        let slots: Arc<dyn Slots> = Arc::new(FileSlots::provision(&d.join("dev/slots"), &f.factory).expect("slots"));
+        let (dev, _) = node::spawn(
+            loopback(vec![gw_addr]),
+            dkp.clone(),
+            &cert(&f, &dkp, "pump-1", Role::Device),
+            f.root.clone(),
+            store.clone(),
+        )
+        .expect("device node");
+        let slots: Arc<dyn Slots> =
+            Arc::new(FileSlots::provision(&d.join("dev/slots"), &f.factory).expect("slots"));
         let mut acfg = AgentConfig::new(d.join("dev/agent"), "pump-rev-c");
         acfg.factory_counter = 1;
         acfg.factory_version = "1.0.0".into();
-        let (mut agent, status) = Agent::new(acfg, slots, store.clone(), dev.clone(), f.root.clone()).expect("agent");
+        let (mut agent, status) =
+            Agent::new(acfg, slots, store.clone(), dev.clone(), f.root.clone()).expect("agent");
         let stop = tokio_util::sync::CancellationToken::new();
         let s2 = stop.clone();
-        let task = tokio::spawn(async move {
-            while let Ok(Exit::Reboot) = agent.run_boot(&s2).await {}
-        });
+        let task =
+            tokio::spawn(async move { while let Ok(Exit::Reboot) = agent.run_boot(&s2).await {} });
 
-        // The gateway re-announces to newcomers on admission; the device's node refuses the forgery.
+        // The gateway announces to newcomers on admission; the device's node refuses the forgery.
         let end = Instant::now() + Duration::from_secs(30);
         while dev.metrics().announcements_refused.get() < 1 && Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(dev.metrics().announcements_refused.get() >= 1, "the forged announcement was not refused");
+        assert_eq!(
+            dev.metrics().announcements_refused.get(),
+            1,
+            "the forged announcement was not refused"
+        );
 
-        // The expired release, pushed raw over the announce protocol (what a modified gateway would do).
-        let mut control = {
-            // A second process of the attacker's: a raw libp2p-stream client would need a ward
-            // certificate too; the device only listens to admitted peers. Re-use the evil node's
-            // announce path with bytes its own check would drop: send them via `announce` on a node
-            // whose root accepts expired releases is impossible, so push through the gateway node's
-            // relay of a fresh manifest instead.
-            let _ = &announced[1];
-        };
-        let _ = &mut control;
+        // The expired release, pushed raw over the announce protocol by a modified gateway that holds
+        // the gateway's key and certificate (its own node would not announce an expired release).
+        let dev_addr = dev
+            .listen_addrs()
+            .await
+            .expect("addrs")
+            .into_iter()
+            .next()
+            .expect("addr");
+        // Same identity as the evil node: stop that one first (one connection per peer id).
+        let _ = gw.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let gw_cert = cert(&f, &kp, "gw", Role::Gateway);
+        let raw = raw_gateway(&kp, dev_addr, dev.peer_id(), &gw_cert).await;
+        raw.announce(&announced[1].0).await;
+        let end = Instant::now() + Duration::from_secs(30);
+        while dev.metrics().announcements_refused.get() < 2 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            dev.metrics().announcements_refused.get(),
+            2,
+            "the expired announcement was not refused"
+        );
 
         // Give the swarm the chance to do harm, then check none was done.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let r = status.borrow().clone();
         assert_eq!(r.state, "idle", "{r:?}");
         assert_eq!(r.version, "1.0.0");
-        assert!(!d.join("dev/slots/slot-b.img").exists(), "the inactive slot was written");
+        assert!(
+            !d.join("dev/slots/slot-b.img").exists(),
+            "the inactive slot was written"
+        );
         for (_, root) in &announced {
             assert!(store.get(root).is_none(), "the device fetched {root}");
         }
@@ -664,27 +881,121 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
 #[test]
 fn the_demo_updates_eight_devices_with_one_wan_download() {
     let out = Command::new(BIN)
-        .args(["demo", "--devices", "8", "--size", "4MiB", "--wan-cap", "4MB", "--json"])
+        .args([
+            "demo",
+            "--devices",
+            "8",
+            "--size",
+            "4MiB",
+            "--wan-cap",
+            "4MB",
+            "--json",
+        ])
         .output()
         .expect("demo");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let artifact = v["artifact_bytes"].as_u64().expect("artifact_bytes");
     let wan = v["wan_bytes"].as_u64().expect("wan_bytes");
     let lan = v["lan_bytes"].as_u64().expect("lan_bytes");
     assert!(wan >= artifact, "WAN {wan} < artifact {artifact}");
     // One artifact plus metadata (index, manifest, outboard at 0.39 %): within 1 %.
-    assert!(wan as f64 <= artifact as f64 * 1.01, "WAN {wan} for artifact {artifact}");
-    assert!(lan >= 8 * artifact, "LAN {lan}: eight devices each received the artifact");
+    assert!(
+        wan as f64 <= artifact as f64 * 1.01,
+        "WAN {wan} for artifact {artifact}"
+    );
+    assert!(
+        lan >= 8 * artifact,
+        "LAN {lan}: eight devices each received the artifact"
+    );
     let devices = v["devices"].as_array().expect("devices");
     assert_eq!(devices.len(), 8);
     for dv in devices {
         assert_eq!(dv["result"], "committed", "{dv}");
         assert!(dv["id"].is_string() && dv["seconds"].is_number());
-        let got = dv["bytes_from_gateway"].as_u64().unwrap_or(0) + dv["bytes_from_peers"].as_u64().unwrap_or(0);
+        let got = dv["bytes_from_gateway"].as_u64().unwrap_or(0)
+            + dv["bytes_from_peers"].as_u64().unwrap_or(0);
         assert!(got >= artifact, "{dv}");
     }
 }
 
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Raw {
+    stream: libp2p_stream::Behaviour,
+}
+
+/// A modified gateway: real key and certificate, but it speaks the wire protocol directly.
+struct RawGateway {
+    control: libp2p_stream::Control,
+    peer: libp2p::PeerId,
+}
+
+async fn raw_gateway(
+    kp: &libp2p::identity::Keypair,
+    addr: libp2p::Multiaddr,
+    peer: libp2p::PeerId,
+    cert: &Certificate,
+) -> RawGateway {
+    use futures::StreamExt;
+    use wardswarm_node::net::wire;
+    let mut sw = libp2p::SwarmBuilder::with_existing_identity(kp.clone())
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| Raw {
+            stream: libp2p_stream::Behaviour::new(),
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let mut control = sw.behaviour().stream.new_control();
+    sw.dial(addr).expect("dial");
+    tokio::spawn(async move {
+        loop {
+            let _ = sw.select_next_some().await;
+        }
+    });
+    // Admission as the dialer: our certificate, then theirs.
+    let mut st = tokio::time::timeout(
+        Duration::from_secs(10),
+        control.open_stream(peer, wire::ADMISSION),
+    )
+    .await
+    .expect("in time")
+    .expect("admission stream");
+    wire::write_frame(&mut st, &cert.to_bytes())
+        .await
+        .expect("send cert");
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        wire::read_frame(&mut st, wire::MAX_CERT_FRAME),
+    )
+    .await;
+    RawGateway { control, peer }
+}
+
+impl RawGateway {
+    async fn announce(mut self, manifest: &[u8]) {
+        use futures::AsyncWriteExt;
+        use wardswarm_node::net::wire;
+        let mut st = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.control.open_stream(self.peer, wire::ANNOUNCE),
+        )
+        .await
+        .expect("in time")
+        .expect("announce stream");
+        wire::write_frame(&mut st, manifest).await.expect("send");
+        let _ = st.close().await;
+        // Keep the connection (and the swarm task) alive long enough for the device to read it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

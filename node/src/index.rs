@@ -160,12 +160,17 @@ impl Index {
             )));
         }
         if w.product.is_empty() || w.product.len() > MAX_NAME_LEN {
-            return Err(IndexError::Invalid("product name is empty or too long".into()));
+            return Err(IndexError::Invalid(
+                "product name is empty or too long".into(),
+            ));
         }
         for r in &w.releases {
             check_path(&r.path)?;
             if r.hardware.len() > MAX_HARDWARE {
-                return Err(IndexError::Invalid(format!("{}: too many hardware ids", r.path)));
+                return Err(IndexError::Invalid(format!(
+                    "{}: too many hardware ids",
+                    r.path
+                )));
             }
         }
         let ts = |s: &str| {
@@ -241,8 +246,8 @@ mod tests {
         let now = Timestamp::from_unix(1_800_000_000);
         let later = Timestamp::from_unix(1_900_000_000);
         let root = k.root(now, std::time::Duration::from_secs(400_000_000));
-        let ok = Index::build("p", 3, now, later, &[], std::slice::from_ref(&k.release))
-            .expect("build");
+        let ok =
+            Index::build("p", 3, now, later, &[], std::slice::from_ref(&k.release)).expect("build");
         let ix = Index::verify(&ok.to_bytes(), &root, now, Some(3)).expect("verifies");
         assert_eq!(ix.version, 3);
         assert!(matches!(

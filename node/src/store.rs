@@ -326,13 +326,25 @@ impl Entry {
         let ob = PreOrderOutboard {
             root: self.root.into(),
             tree: self.tree(),
-            data: Slice { base: 0, bytes: outboard, len: outboard.len() as u64 },
+            data: Slice {
+                base: 0,
+                bytes: outboard,
+                len: outboard.len() as u64,
+            },
         };
         let mut encoded = Vec::with_capacity(data.len() + data.len() / 128 + 1024);
-        let window = Slice { base: start, bytes: data, len: self.length };
-        encode_ranges(window, &ob, &chunk_ranges(&[groups.clone()]), &mut encoded).map_err(
-            |e| ReceiveError::Corrupt(format!("origin data or outboard is malformed: {e}")),
-        )?;
+        let window = Slice {
+            base: start,
+            bytes: data,
+            len: self.length,
+        };
+        encode_ranges(
+            window,
+            &ob,
+            &chunk_ranges(std::slice::from_ref(&groups)),
+            &mut encoded,
+        )
+        .map_err(|e| ReceiveError::Corrupt(format!("origin data or outboard is malformed: {e}")))?;
         self.receive(&[groups], &encoded[..], on_group)
     }
 

@@ -110,7 +110,11 @@ mod tests {
         {
             let db = Db::open(&p)?;
             db.set_meta("wan_bytes", 42)?;
-            db.put(Table::Devices, "pump-1", &serde_json::json!({"state": "idle"}))?;
+            db.put(
+                Table::Devices,
+                "pump-1",
+                &serde_json::json!({"state": "idle"}),
+            )?;
         }
         let db = Db::open(&p)?;
         assert_eq!(db.meta("wan_bytes")?, Some(42));

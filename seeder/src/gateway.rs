@@ -155,6 +155,9 @@ pub struct ReleaseRecord {
     pub hardware: Vec<String>,
     /// Expiry.
     pub expires: Option<Timestamp>,
+    /// Refused for a transient reason (the origin did not answer): judged again at the next poll.
+    #[serde(default)]
+    pub retry: bool,
     /// The manifest bytes (verified releases only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
@@ -303,7 +306,8 @@ impl Gateway {
         std::fs::create_dir_all(cfg.dir.join("outboards")).map_err(io(&cfg.dir))?;
         let store = Arc::new(Store::open(cfg.dir.join("store"))?);
         let db = Db::open(&cfg.dir.join("gateway.redb"))?;
-        let (node, _join) = node::spawn(cfg.node.clone(), keypair, cert, root.clone(), store.clone())?;
+        let (node, _join) =
+            node::spawn(cfg.node.clone(), keypair, cert, root.clone(), store.clone())?;
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.http_timeout)
             .read_timeout(cfg.http_timeout)
@@ -326,11 +330,31 @@ impl Gateway {
         node.metrics().register(&mut registry);
         {
             let r = registry.sub_registry_with_prefix("wardswarm_gateway");
-            r.register("wan", "Bytes downloaded from the origin (HTTP bodies)", metrics.wan_bytes.clone());
-            r.register("origin_errors", "Failed origin requests", metrics.origin_errors.clone());
-            r.register("origin_corrupt", "Origin responses that failed verification", metrics.origin_corrupt.clone());
-            r.register("releases_refused", "Releases on the origin refused (signature, expiry, index)", metrics.releases_refused.clone());
-            r.register("devices", "Ward devices by update state", metrics.devices.clone());
+            r.register(
+                "wan",
+                "Bytes downloaded from the origin (HTTP bodies)",
+                metrics.wan_bytes.clone(),
+            );
+            r.register(
+                "origin_errors",
+                "Failed origin requests",
+                metrics.origin_errors.clone(),
+            );
+            r.register(
+                "origin_corrupt",
+                "Origin responses that failed verification",
+                metrics.origin_corrupt.clone(),
+            );
+            r.register(
+                "releases_refused",
+                "Releases on the origin refused (signature, expiry, index)",
+                metrics.releases_refused.clone(),
+            );
+            r.register(
+                "devices",
+                "Ward devices by update state",
+                metrics.devices.clone(),
+            );
         }
         let now = Timestamp::now().as_unix();
         let shared = Arc::new(Shared {
@@ -363,12 +387,14 @@ impl Gateway {
         tokio::spawn(run_wan(shared.clone()));
         tokio::spawn(run_schedule(shared.clone()));
         let api_addr = match shared.cfg.api_listen {
-            Some(a) => Some(crate::api::spawn(shared_api(shared.clone()), a, shared.stop.clone()).await.map_err(
-                |source| GatewayError::Io {
-                    path: PathBuf::from(a.to_string()),
-                    source,
-                },
-            )?),
+            Some(a) => Some(
+                crate::api::spawn(shared_api(shared.clone()), a, shared.stop.clone())
+                    .await
+                    .map_err(|source| GatewayError::Io {
+                        path: PathBuf::from(a.to_string()),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         Ok(Self { shared, api_addr })
@@ -524,7 +550,11 @@ fn releases_view(s: &Shared) -> Vec<ReleaseView> {
 fn metrics_text(s: &Shared) -> String {
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for d in devices_view(s) {
-        let st = if d.stale { "offline".to_string() } else { d.state };
+        let st = if d.stale {
+            "offline".to_string()
+        } else {
+            d.state
+        };
         *counts.entry(st).or_default() += 1;
     }
     for st in [
@@ -577,11 +607,10 @@ async fn collect_reports(s: Arc<Shared>) {
                 };
                 let state_changed = {
                     let mut d = lock(&s.devices);
-                    let old = d.get(&device).map(|r| {
-                        (r.report.state.clone(), r.report.counter, r.report.image)
-                    });
-                    let changed = old
-                        != Some((report.state.clone(), report.counter, report.image));
+                    let old = d
+                        .get(&device)
+                        .map(|r| (r.report.state.clone(), r.report.counter, r.report.image));
+                    let changed = old != Some((report.state.clone(), report.counter, report.image));
                     d.insert(
                         device.clone(),
                         DeviceRecord {
@@ -598,13 +627,18 @@ async fn collect_reports(s: Arc<Shared>) {
                 if let Some(rec) = rec {
                     let due = last_saved
                         .get(&device)
-                        .map(|(st, t)| *st != rec.report.state || t.elapsed() > Duration::from_secs(10))
+                        .map(|(st, t)| {
+                            *st != rec.report.state || t.elapsed() > Duration::from_secs(10)
+                        })
                         .unwrap_or(true);
                     if due {
                         if let Err(e) = s.db.put(Table::Devices, &device, &rec) {
                             tracing::error!(error = %e, "cannot save device state");
                         }
-                        last_saved.insert(device.clone(), (rec.report.state.clone(), std::time::Instant::now()));
+                        last_saved.insert(
+                            device.clone(),
+                            (rec.report.state.clone(), std::time::Instant::now()),
+                        );
                     }
                 }
                 if state_changed {
@@ -667,7 +701,7 @@ fn needed_artifacts(s: &Shared) -> Vec<(String, Need)> {
             .iter()
             .filter(|(_, sm)| {
                 sm.manifest.counter > d.report.counter
-                    && sm.manifest.hardware.iter().any(|h| *h == d.report.hardware)
+                    && sm.manifest.hardware.contains(&d.report.hardware)
             })
             .max_by_key(|(_, sm)| sm.manifest.counter);
         if let Some((r, sm)) = best {
@@ -749,7 +783,10 @@ async fn run_wan(s: Arc<Shared>) {
 }
 
 fn url(s: &Shared, path: &str) -> Result<reqwest::Url, WanError> {
-    s.cfg.origin.join(path).map_err(|e| WanError::Local(format!("origin URL for {path}: {e}")))
+    s.cfg
+        .origin
+        .join(path)
+        .map_err(|e| WanError::Local(format!("origin URL for {path}: {e}")))
 }
 
 fn count_wan(s: &Shared, n: u64) {
@@ -804,7 +841,9 @@ fn record_release(s: &Shared, r: ReleaseRecord) {
 /// Fetches and verifies the index, then every manifest not yet judged.
 async fn poll_origin(s: &Arc<Shared>) -> Result<(), WanError> {
     let bytes = get_doc(s, INDEX_FILE, DocKind::Index.max_bytes()).await?;
-    let seen = s.db.meta("index_version").map_err(|e| WanError::Local(e.to_string()))?;
+    let seen =
+        s.db.meta("index_version")
+            .map_err(|e| WanError::Local(e.to_string()))?;
     let index = match Index::verify(&bytes, &s.root, Timestamp::now(), seen) {
         Ok(i) => i,
         Err(e) => {
@@ -819,14 +858,18 @@ async fn poll_origin(s: &Arc<Shared>) -> Result<(), WanError> {
     if seen != Some(index.version) {
         s.db.set_meta("index_version", index.version)
             .map_err(|e| WanError::Local(e.to_string()))?;
-        tracing::info!(version = index.version, releases = index.releases.len(), "origin index verified");
+        tracing::info!(
+            version = index.version,
+            releases = index.releases.len(),
+            "origin index verified"
+        );
     }
     for entry in &index.releases {
-        let known = lock(&s.releases).get(&entry.manifest).map(|r| r.status.clone());
-        match known.as_deref() {
-            Some("verified") => continue,
-            // Refused ones are looked at again: the origin may have been repaired.
-            _ => {}
+        // The index names manifests by hash: the same bytes get the same verdict, so a release is
+        // judged once, unless its manifest could not be fetched.
+        let known = lock(&s.releases).get(&entry.manifest).map(|r| r.retry);
+        if known == Some(false) {
+            continue;
         }
         let rec = judge_release(s, entry).await?;
         if rec.status == "verified" {
@@ -856,11 +899,19 @@ async fn judge_release(s: &Shared, e: &IndexEntry) -> Result<ReleaseRecord, WanE
         hardware: e.hardware.clone(),
         expires: None,
         bytes: None,
+        retry: false,
     };
-    let bytes = match get_doc(s, &format!("{}/manifest.json", e.path), DocKind::Release.max_bytes()).await {
+    let bytes = match get_doc(
+        s,
+        &format!("{}/manifest.json", e.path),
+        DocKind::Release.max_bytes(),
+    )
+    .await
+    {
         Ok(b) => b,
         Err(WanError::Stopped) => return Err(WanError::Stopped),
         Err(err) => {
+            rec.retry = matches!(err, WanError::Network { .. } | WanError::Status { .. });
             rec.reason = Some(err.to_string());
             return Ok(rec);
         }
@@ -902,7 +953,11 @@ async fn judge_release(s: &Shared, e: &IndexEntry) -> Result<ReleaseRecord, WanE
 /// Untrusted: every group is checked against the signed root when it is received.
 async fn outboard_for(s: &Shared, need: &Need) -> Result<Vec<u8>, WanError> {
     let want = outboard::outboard_size(need.length);
-    let p = s.cfg.dir.join("outboards").join(format!("{}.obao", need.root.to_hex()));
+    let p = s
+        .cfg
+        .dir
+        .join("outboards")
+        .join(format!("{}.obao", need.root.to_hex()));
     if let Ok(b) = std::fs::read(&p) {
         if b.len() as u64 == want {
             return Ok(b);
@@ -932,7 +987,10 @@ async fn download(s: &Arc<Shared>, need: &Need) -> Result<(), WanError> {
     let ob = Arc::new(outboard_for(s, need).await?);
     let missing = GroupSetExt::missing(&entry.have());
     let per_req = s.cfg.range_bytes / GROUP_BYTES;
-    let u = url(s, &format!("{}/artifacts/{}", need.path, need.root.to_hex()))?;
+    let u = url(
+        s,
+        &format!("{}/artifacts/{}", need.path, need.root.to_hex()),
+    )?;
     let batch_groups = 64u64; // verify and seed every 1 MiB
     for run in missing {
         let mut g = run.start;
@@ -991,7 +1049,14 @@ async fn download(s: &Arc<Shared>, need: &Need) -> Result<(), WanError> {
                 got += take as u64;
                 while buf.len() as u64 >= batch_groups * GROUP_BYTES {
                     let rest = buf.split_off((batch_groups * GROUP_BYTES) as usize);
-                    receive(s, &entry, buf_group, std::mem::replace(&mut buf, rest), ob.clone()).await?;
+                    receive(
+                        s,
+                        &entry,
+                        buf_group,
+                        std::mem::replace(&mut buf, rest),
+                        ob.clone(),
+                    )
+                    .await?;
                     buf_group += batch_groups;
                 }
                 if got >= want {
@@ -1043,7 +1108,8 @@ async fn receive(
         Ok(_) => {
             let _ = s.node.have_changed(root).await;
             // Keep the WAN counter across a kill, at most one batch behind.
-            let _ = s.db.set_meta("wan_bytes", s.wan_bytes.load(Ordering::Relaxed));
+            let _ =
+                s.db.set_meta("wan_bytes", s.wan_bytes.load(Ordering::Relaxed));
             Ok(())
         }
         Err(ReceiveError::Local(e)) => Err(WanError::Local(e.to_string())),

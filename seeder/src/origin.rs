@@ -37,7 +37,12 @@ pub enum PublishError {
 }
 
 /// Finds release directories (folders with a `manifest.json`) up to three levels under `dir`.
-fn find_releases(dir: &Path, rel: &str, depth: u32, out: &mut Vec<String>) -> Result<(), PublishError> {
+fn find_releases(
+    dir: &Path,
+    rel: &str,
+    depth: u32,
+    out: &mut Vec<String>,
+) -> Result<(), PublishError> {
     let io = |source| PublishError::Io {
         path: dir.into(),
         source,
@@ -85,7 +90,9 @@ pub fn publish(
     now: Timestamp,
 ) -> Result<Published, PublishError> {
     if keys.is_empty() {
-        return Err(PublishError::Usage("at least one release key is needed".into()));
+        return Err(PublishError::Usage(
+            "at least one release key is needed".into(),
+        ));
     }
     let mut paths = Vec::new();
     find_releases(dir, "", 2, &mut paths)?;

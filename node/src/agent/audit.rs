@@ -97,7 +97,10 @@ fn scan(path: &Path) -> Result<(u64, Hash, u64, bool), AuditError> {
         };
         let l: Line = serde_json::from_slice(body).map_err(|e| broken(e.to_string()))?;
         if l.seq != seq {
-            return Err(broken(format!("sequence number {} where {seq} was expected (a line was removed or reordered)", l.seq)));
+            return Err(broken(format!(
+                "sequence number {} where {seq} was expected (a line was removed or reordered)",
+                l.seq
+            )));
         }
         if l.prev != last {
             return Err(broken(format!(
@@ -230,7 +233,10 @@ mod tests {
             path: p.clone(),
             source: e,
         })?;
-        assert!(matches!(verify(&p), Err(AuditError::Broken { line: 1, .. })));
+        assert!(matches!(
+            verify(&p),
+            Err(AuditError::Broken { line: 1, .. })
+        ));
         // A torn tail is cut off on open, and the cut is logged.
         std::fs::write(&p, format!("{text}{{\"seq\":3,\"ti")).map_err(|e| AuditError::Io {
             path: p.clone(),

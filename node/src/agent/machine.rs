@@ -202,6 +202,8 @@ pub struct Transition {
     pub version: Option<String>,
     /// Details (errors, slots).
     pub detail: Option<String>,
+    /// How the attempt ended, when this transition ends one (`committed`, `rolled_back`, `failed`).
+    pub result: Option<String>,
 }
 
 impl State {
@@ -407,9 +409,20 @@ impl State {
                 self.end(&offer, "committed", None);
                 vec![]
             }
-            (Phase::RollingBack { offer, slot, reason }, Input::Booted(b)) => {
+            (
+                Phase::RollingBack {
+                    offer,
+                    slot,
+                    reason,
+                },
+                Input::Booted(b),
+            ) => {
                 if b.booted == slot {
-                    self.phase = Phase::RollingBack { offer, slot, reason };
+                    self.phase = Phase::RollingBack {
+                        offer,
+                        slot,
+                        reason,
+                    };
                     vec![Action::Rollback]
                 } else {
                     // The reboot after the rollback happened: we run the committed slot.
@@ -417,13 +430,35 @@ impl State {
                     vec![]
                 }
             }
-            (Phase::RollingBack { offer, slot, reason }, Input::RolledBack) => {
-                self.phase = Phase::RollingBack { offer, slot, reason };
+            (
+                Phase::RollingBack {
+                    offer,
+                    slot,
+                    reason,
+                },
+                Input::RolledBack,
+            ) => {
+                self.phase = Phase::RollingBack {
+                    offer,
+                    slot,
+                    reason,
+                };
                 vec![Action::Reboot]
             }
-            (Phase::RollingBack { offer, slot, reason }, Input::BootFailed(e)) => {
+            (
+                Phase::RollingBack {
+                    offer,
+                    slot,
+                    reason,
+                },
+                Input::BootFailed(e),
+            ) => {
                 detail = Some(e);
-                self.phase = Phase::RollingBack { offer, slot, reason };
+                self.phase = Phase::RollingBack {
+                    offer,
+                    slot,
+                    reason,
+                };
                 vec![Action::Reboot]
             }
             (phase, _) => {
@@ -431,11 +466,8 @@ impl State {
                 return None;
             }
         };
-        let version = self
-            .phase
-            .offer()
-            .map(|o| o.version.clone())
-            .or(version);
+        let version = self.phase.offer().map(|o| o.version.clone()).or(version);
+        let ended = matches!(self.phase, Phase::Idle) && from != "idle";
         Some((
             actions,
             Transition {
@@ -444,6 +476,11 @@ impl State {
                 event,
                 version,
                 detail,
+                result: if ended {
+                    self.last.as_ref().map(|l| l.result.clone())
+                } else {
+                    None
+                },
             },
         ))
     }
@@ -489,13 +526,28 @@ mod tests {
     fn the_happy_path_commits_and_raises_the_floor_last() {
         let mut s = fresh();
         let o = offer(2);
-        assert_eq!(actions(&mut s, Input::Offered(o.clone())), [Action::Fetch(o.clone())]);
-        assert_eq!(actions(&mut s, Input::Fetched(Hash::of(b"artifact"))), [Action::Install(o.clone(), SlotId::B)]);
-        assert_eq!(actions(&mut s, Input::Installed), [Action::Activate(SlotId::B)]);
+        assert_eq!(
+            actions(&mut s, Input::Offered(o.clone())),
+            [Action::Fetch(o.clone())]
+        );
+        assert_eq!(
+            actions(&mut s, Input::Fetched(Hash::of(b"artifact"))),
+            [Action::Install(o.clone(), SlotId::B)]
+        );
+        assert_eq!(
+            actions(&mut s, Input::Installed),
+            [Action::Activate(SlotId::B)]
+        );
         assert_eq!(actions(&mut s, Input::Activated), [Action::Reboot]);
-        assert_eq!(actions(&mut s, boot(SlotId::B, SlotId::A)), [Action::HealthCheck]);
+        assert_eq!(
+            actions(&mut s, boot(SlotId::B, SlotId::A)),
+            [Action::HealthCheck]
+        );
         assert_eq!(actions(&mut s, Input::Healthy), [Action::Commit(SlotId::B)]);
-        assert_eq!(s.installed.counter, 1, "floor not raised before the commit is done");
+        assert_eq!(
+            s.installed.counter, 1,
+            "floor not raised before the commit is done"
+        );
         assert_eq!(actions(&mut s, Input::Committed), []);
         assert_eq!(s.installed.counter, 2);
         assert_eq!(s.installed.slot, SlotId::B);
@@ -504,23 +556,37 @@ mod tests {
         // The next update goes to slot A.
         let o3 = offer(3);
         actions(&mut s, Input::Offered(o3.clone()));
-        assert_eq!(actions(&mut s, Input::Fetched(Hash::of(b"artifact"))), [Action::Install(o3, SlotId::A)]);
+        assert_eq!(
+            actions(&mut s, Input::Fetched(Hash::of(b"artifact"))),
+            [Action::Install(o3, SlotId::A)]
+        );
     }
 
     #[test]
     fn an_unhealthy_slot_rolls_back_and_is_not_retried() {
         let mut s = fresh();
         let o = offer(2);
-        for i in [Input::Offered(o.clone()), Input::Fetched(o.artifact), Input::Installed, Input::Activated] {
+        for i in [
+            Input::Offered(o.clone()),
+            Input::Fetched(o.artifact),
+            Input::Installed,
+            Input::Activated,
+        ] {
             actions(&mut s, i);
         }
         actions(&mut s, boot(SlotId::B, SlotId::A));
-        assert_eq!(actions(&mut s, Input::Unhealthy("exit 1".into())), [Action::Rollback]);
+        assert_eq!(
+            actions(&mut s, Input::Unhealthy("exit 1".into())),
+            [Action::Rollback]
+        );
         assert_eq!(actions(&mut s, Input::RolledBack), [Action::Reboot]);
         assert_eq!(actions(&mut s, boot(SlotId::A, SlotId::A)), []);
         assert_eq!(s.phase, Phase::Idle);
         assert_eq!(s.installed.counter, 1);
-        assert_eq!(s.last.as_ref().map(|l| l.result.as_str()), Some("rolled_back"));
+        assert_eq!(
+            s.last.as_ref().map(|l| l.result.as_str()),
+            Some("rolled_back")
+        );
         assert!(!s.wants(&o));
         assert!(s.wants(&offer(3)), "a newer release is still welcome");
     }
@@ -530,14 +596,61 @@ mod tests {
         let o = offer(2);
         let b = SlotId::B;
         let cases: Vec<(Phase, Input, Vec<Action>)> = vec![
-            (Phase::Fetching { offer: o.clone() }, boot(SlotId::A, SlotId::A), vec![Action::Fetch(o.clone())]),
-            (Phase::Installing { offer: o.clone(), slot: b }, boot(SlotId::A, SlotId::A), vec![Action::Install(o.clone(), b)]),
-            (Phase::Activating { offer: o.clone(), slot: b }, boot(SlotId::A, SlotId::A), vec![Action::Activate(b)]),
-            (Phase::Trying { offer: o.clone(), slot: b }, boot(b, SlotId::A), vec![Action::HealthCheck]),
+            (
+                Phase::Fetching { offer: o.clone() },
+                boot(SlotId::A, SlotId::A),
+                vec![Action::Fetch(o.clone())],
+            ),
+            (
+                Phase::Installing {
+                    offer: o.clone(),
+                    slot: b,
+                },
+                boot(SlotId::A, SlotId::A),
+                vec![Action::Install(o.clone(), b)],
+            ),
+            (
+                Phase::Activating {
+                    offer: o.clone(),
+                    slot: b,
+                },
+                boot(SlotId::A, SlotId::A),
+                vec![Action::Activate(b)],
+            ),
+            (
+                Phase::Trying {
+                    offer: o.clone(),
+                    slot: b,
+                },
+                boot(b, SlotId::A),
+                vec![Action::HealthCheck],
+            ),
             // Killed during the health check: the try was used, the bootloader fell back.
-            (Phase::Checking { offer: o.clone(), slot: b }, boot(SlotId::A, SlotId::A), vec![Action::Rollback]),
-            (Phase::Committing { offer: o.clone(), slot: b }, boot(b, SlotId::A), vec![Action::Commit(b)]),
-            (Phase::RollingBack { offer: o.clone(), slot: b, reason: "x".into() }, boot(b, SlotId::A), vec![Action::Rollback]),
+            (
+                Phase::Checking {
+                    offer: o.clone(),
+                    slot: b,
+                },
+                boot(SlotId::A, SlotId::A),
+                vec![Action::Rollback],
+            ),
+            (
+                Phase::Committing {
+                    offer: o.clone(),
+                    slot: b,
+                },
+                boot(b, SlotId::A),
+                vec![Action::Commit(b)],
+            ),
+            (
+                Phase::RollingBack {
+                    offer: o.clone(),
+                    slot: b,
+                    reason: "x".into(),
+                },
+                boot(b, SlotId::A),
+                vec![Action::Rollback],
+            ),
         ];
         for (phase, input, want) in cases {
             let mut s = fresh();
@@ -551,7 +664,10 @@ mod tests {
     #[test]
     fn old_releases_and_busy_phases_ignore_offers() {
         let mut s = fresh();
-        assert!(s.step(Input::Offered(offer(1))).is_none(), "counter at the floor");
+        assert!(
+            s.step(Input::Offered(offer(1))).is_none(),
+            "counter at the floor"
+        );
         actions(&mut s, Input::Offered(offer(2)));
         assert_eq!(
             actions(&mut s, Input::Offered(offer(3))),
@@ -559,7 +675,13 @@ mod tests {
             "a newer release supersedes one being fetched"
         );
         actions(&mut s, Input::Fetched(Hash::of(b"artifact")));
-        assert!(s.step(Input::Offered(offer(4))).is_none(), "not while installing");
-        assert!(s.step(Input::Healthy).is_none(), "inputs out of phase are ignored");
+        assert!(
+            s.step(Input::Offered(offer(4))).is_none(),
+            "not while installing"
+        );
+        assert!(
+            s.step(Input::Healthy).is_none(),
+            "inputs out of phase are ignored"
+        );
     }
 }

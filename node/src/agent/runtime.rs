@@ -270,7 +270,9 @@ impl Agent {
             product: self.cfg.product.clone(),
             version: s.map(|s| s.installed.version.clone()).unwrap_or_default(),
             counter: s.map(|s| s.installed.counter).unwrap_or_default(),
-            image: s.map(|s| s.installed.image).unwrap_or(Hash::from_bytes([0; 32])),
+            image: s
+                .map(|s| s.installed.image)
+                .unwrap_or(Hash::from_bytes([0; 32])),
             slot: s.map(|s| s.installed.slot).unwrap_or(SlotId::A),
             state: s.map(|s| s.phase.name()).unwrap_or("starting").into(),
             target: s.and_then(|s| s.phase.offer().map(|o| o.version.clone())),
@@ -383,8 +385,9 @@ impl Agent {
         let mut last_progress_report = Instant::now();
         loop {
             // Start the next action, if any; fetches and health checks run while events are handled.
-            let mut pending: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>> =
-                None;
+            let mut pending: Option<
+                std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>,
+            > = None;
             while pending.is_none() {
                 let Some(a) = queue.pop_front() else { break };
                 pending = self.start(a);
@@ -464,9 +467,10 @@ impl Agent {
                 let dir = self.cfg.dir.clone();
                 let fault = self.cfg.fault;
                 Some(Box::pin(async move {
-                    let r = blocking(move || install(&store, slots.as_ref(), &o, slot, &dir, fault))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()));
+                    let r =
+                        blocking(move || install(&store, slots.as_ref(), &o, slot, &dir, fault))
+                            .await
+                            .unwrap_or_else(|e| Err(e.to_string()));
                     Done::Input(match r {
                         Ok(()) => Input::Installed,
                         Err(e) => Input::InstallFailed(e),
@@ -632,8 +636,12 @@ fn install(
         ));
     }
     // Read back what the slot holds: catches a write the storage silently got wrong.
-    let (written, n) = hash_reader(slots.open(slot, o.target_length).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("reading slot {slot} back: {e}"))?;
+    let (written, n) = hash_reader(
+        slots
+            .open(slot, o.target_length)
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("reading slot {slot} back: {e}"))?;
     if written != o.target || n != o.target_length {
         return Err(format!(
             "slot {slot} reads back as {written} ({n} bytes), the manifest says {} ({} bytes)",

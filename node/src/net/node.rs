@@ -716,15 +716,13 @@ impl Actor {
     }
 
     fn peer_gone(&mut self, peer: PeerId) {
-        self.peers.remove(&peer);
+        let was = self.peers.remove(&peer).is_some_and(|p| p.cert.is_some());
         self.peer_haves.remove(&peer);
-        let was = self
-            .shared
+        self.shared
             .admitted
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&peer)
-            .is_some();
+            .remove(&peer);
         if was {
             self.shared.metrics.peers_admitted.dec();
         }
@@ -952,13 +950,13 @@ impl Actor {
         match i {
             Internal::Admitted { peer, cert } => {
                 let role = cert.role;
-                let newly = self
-                    .shared
+                // The admission tasks already put the peer in `admitted`; count it once here.
+                let newly = self.peers.get(&peer).is_some_and(|p| p.cert.is_none());
+                self.shared
                     .admitted
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(peer, role)
-                    .is_none();
+                    .insert(peer, role);
                 if newly {
                     self.shared.metrics.peers_admitted.inc();
                 }
@@ -1300,10 +1298,17 @@ async fn outbound_admission(s: Arc<Shared>, mut control: libp2p_stream::Control,
     .await;
     let msg = match r {
         Ok(bytes) => match check_cert(&s, peer, &bytes) {
-            Ok(cert) => Internal::Admitted {
-                peer,
-                cert: Box::new(cert),
-            },
+            Ok(cert) => {
+                // Admit at once: the peer may already be sending us HAVE and ANNOUNCE frames.
+                s.admitted
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(peer, cert.role);
+                Internal::Admitted {
+                    peer,
+                    cert: Box::new(cert),
+                }
+            }
             Err(reason) => Internal::Refused { peer, reason },
         },
         Err(e) => Internal::Refused {
@@ -1352,8 +1357,24 @@ async fn inbound_admission(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     }
 }
 
+/// A peer's first frames race its admission on our side: it admitted us, answered with its
+/// certificate and at once sent HAVE or ANNOUNCE while we were still checking that certificate.
+/// Wait (bounded) for the admission rather than drop them; a non-member gets nothing.
+async fn admitted_role(s: &Shared, peer: &PeerId) -> Option<Role> {
+    let end = Instant::now() + s.cfg.admission_timeout.min(Duration::from_secs(5));
+    loop {
+        if let Some(r) = s.role_of(peer) {
+            return Some(r);
+        }
+        if Instant::now() >= end || s.shutdown.is_cancelled() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn inbound_have(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
-    if s.role_of(&peer).is_none() {
+    if admitted_role(&s, &peer).await.is_none() {
         return;
     }
     if let Ok(b) = timed(
@@ -1372,7 +1393,7 @@ async fn inbound_have(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
 }
 
 async fn inbound_announce(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
-    if s.role_of(&peer).is_none() {
+    if admitted_role(&s, &peer).await.is_none() {
         return;
     }
     if let Ok(bytes) = timed(
@@ -1386,7 +1407,7 @@ async fn inbound_announce(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
 }
 
 async fn inbound_report(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
-    if s.role_of(&peer).is_none() {
+    if admitted_role(&s, &peer).await.is_none() {
         return;
     }
     if let Ok(body) = timed(
@@ -1404,7 +1425,7 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     let Ok(get) = timed(t, wire::read_get(&mut st)).await else {
         return;
     };
-    let role = s.role_of(&peer);
+    let role = admitted_role(&s, &peer).await;
     let entry = s.store.get(&get.root).filter(|e| {
         let have = e.have();
         e.length() == get.length && get.groups().all(|g| have.contains(g))
