@@ -999,3 +999,244 @@ impl RawGateway {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Starts an in-process gateway (prefetch on) against `origin_url`.
+async fn prefetching_gateway(f: &Fixture, origin_url: &str, name: &str) -> Gateway {
+    let kp = libp2p::identity::Keypair::generate_ed25519();
+    let mut cfg = GatewayConfig::new(
+        origin_url.parse().expect("url"),
+        f.path().join(name),
+        loopback(vec![]),
+    );
+    cfg.prefetch = true;
+    cfg.poll_interval = Duration::from_millis(300);
+    cfg.range_bytes = 1 << 20;
+    Gateway::start(
+        cfg,
+        kp.clone(),
+        &cert(f, &kp, name, Role::Gateway),
+        f.root.clone(),
+    )
+    .await
+    .expect("gateway")
+}
+
+async fn wait_async(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+fn artifact_groups(gw: &Gateway) -> (u64, u64) {
+    gw.releases()
+        .first()
+        .and_then(|r| r.artifacts.first().map(|a| (a.groups_have, a.groups_total)))
+        .unwrap_or((0, 1))
+}
+
+fn metric(gw: &Gateway, name: &str) -> f64 {
+    gw.metrics_text()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// nginx from Debian's packages as the origin: plain static files, byte ranges, nothing of ours.
+/// `.ci/run` installs nginx-light and sets WARDSWARM_REQUIRE_NGINX=1, so CI cannot skip this.
+#[test]
+fn the_gateway_works_against_nginx_as_the_origin() {
+    let nginx = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists());
+    let Some(nginx) = nginx else {
+        assert!(
+            std::env::var_os("WARDSWARM_REQUIRE_NGINX").is_none(),
+            "nginx is required here (apt-get install nginx-light)"
+        );
+        eprintln!("SKIPPED: nginx is not installed (apt-get install nginx-light)");
+        return;
+    };
+    let f = Fixture::new();
+    let d = f.path();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    let artifact = f.release("2.0.0", 2, 3 << 20, &f.keys.release, far);
+    f.publish();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let p = d.display();
+    std::fs::create_dir_all(d.join("nginx-tmp")).expect("tmp");
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/nginx-error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n  access_log {p}/nginx-access.log;\n  client_body_temp_path {p}/nginx-tmp;\n  proxy_temp_path {p}/nginx-tmp;\n\
+         fastcgi_temp_path {p}/nginx-tmp;\n  uwsgi_temp_path {p}/nginx-tmp;\n  scgi_temp_path {p}/nginx-tmp;\n\
+         default_type application/octet-stream;\n  types {{ application/json json; }}\n\
+         server {{ listen 127.0.0.1:{port}; root {p}/origin; }}\n}}\n"
+    );
+    std::fs::write(d.join("nginx.conf"), conf).expect("conf");
+    let mut server = Command::new(nginx)
+        .args(["-p"])
+        .arg(d)
+        .args(["-c"])
+        .arg(d.join("nginx.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    wait_for("nginx to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let gw = prefetching_gateway(&f, &format!("http://127.0.0.1:{port}/"), "gw").await;
+        wait_async(
+            "the artifact to download from nginx",
+            Duration::from_secs(60),
+            || {
+                let (h, t) = artifact_groups(&gw);
+                h == t
+            },
+        )
+        .await;
+        let wan = gw.wan_bytes();
+        assert!(
+            wan >= artifact && wan as f64 <= artifact as f64 * 1.01,
+            "WAN {wan}, artifact {artifact}"
+        );
+        gw.shutdown().await;
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = std::fs::read_to_string(d.join("nginx-access.log")).expect("access log");
+    assert!(log.contains("\" 206 "), "nginx served byte ranges:\n{log}");
+    assert!(log.contains("GET /index.json"), "{log}");
+}
+
+/// A TCP proxy that cuts every connection after `limit` bytes from the server.
+async fn cutting_proxy(to: SocketAddr, limit: usize) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(s) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut sr, mut sw) = s.into_split();
+                let (mut cr, mut cw) = c.split();
+                let up = async {
+                    let mut b = [0u8; 8192];
+                    while let Ok(n) = cr.read(&mut b).await {
+                        if n == 0 || sw.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut b = [0u8; 8192];
+                    let mut sent = 0;
+                    while sent < limit {
+                        let n = match sr.read(&mut b).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n.min(limit - sent),
+                        };
+                        if cw.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                        sent += n;
+                    }
+                };
+                tokio::select! { _ = up => {}, _ = down => {} }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_gateway_survives_cut_connections_and_refuses_corrupt_origin_data() {
+    let f = Fixture::new();
+    let d = f.path();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    let artifact = f.release("2.0.0", 2, 3 << 20, &f.keys.release, far);
+    f.publish();
+    let rt = runtime();
+    rt.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (origin_addr, _) = origin::spawn(
+            d.join("origin"),
+            "127.0.0.1:0".parse().expect("addr"),
+            stop.clone(),
+        )
+        .await
+        .expect("origin");
+        // Every connection is cut after 300 KiB: no range request of 1 MiB ever completes.
+        let proxy = cutting_proxy(origin_addr, 300 * 1024).await;
+        let gw = prefetching_gateway(&f, &format!("http://{proxy}/"), "gw-cut").await;
+        wait_async(
+            "the artifact to complete through cut connections",
+            Duration::from_secs(120),
+            || {
+                let (h, t) = artifact_groups(&gw);
+                h == t
+            },
+        )
+        .await;
+        let wan = gw.wan_bytes();
+        assert!(
+            metric(&gw, "wardswarm_gateway_origin_errors_total") >= 3.0,
+            "the connections were cut"
+        );
+        // Whole verified groups of a cut response are kept; at most a partial group per cut is lost.
+        assert!(
+            wan as f64 <= artifact as f64 * 1.01 + 64.0 * 1024.0,
+            "WAN {wan}, artifact {artifact}"
+        );
+        gw.shutdown().await;
+
+        // Now the origin's copy is corrupted in one place: the gateway verifies, refuses and never
+        // holds (so never seeds) the bad group, and keeps the good ones.
+        let rd = d.join("origin/releases/2.0.0");
+        let sm = release::read_manifest(&rd).expect("manifest");
+        let a = sm.manifest.full().expect("full").clone();
+        let art = rd.join(release::ARTIFACTS_DIR).join(a.file_name());
+        let mut bytes = std::fs::read(&art).expect("artifact");
+        let bad_group = (bytes.len() / 2) as u64 / (16 * 1024);
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x40;
+        std::fs::write(&art, bytes).expect("corrupt");
+        let gw = prefetching_gateway(&f, &format!("http://{origin_addr}/"), "gw-corrupt").await;
+        wait_async(
+            "the corruption to be detected",
+            Duration::from_secs(60),
+            || metric(&gw, "wardswarm_gateway_origin_corrupt_total") >= 1.0,
+        )
+        .await;
+        let (h, t) = artifact_groups(&gw);
+        assert!(h < t, "a corrupt artifact must never complete");
+        assert!(
+            h >= bad_group.saturating_sub(64),
+            "groups before the corrupt one were kept: {h}"
+        );
+        let store = Store::open(d.join("gw-corrupt/store")).expect("store re-validates on open");
+        let e = store.get(&a.root).expect("entry");
+        assert!(
+            !e.have().contains(bad_group),
+            "the corrupt group was stored"
+        );
+        gw.shutdown().await;
+        stop.cancel();
+    });
+}

@@ -753,7 +753,22 @@ async fn run_wan(s: Arc<Shared>) {
                 continue;
             }
             tracing::info!(root = %need.root, length = need.length, %why, "downloading artifact from the origin");
-            match download(&s, &need).await {
+            let had = s
+                .store
+                .get(&need.root)
+                .map(|e| e.have().count())
+                .unwrap_or(0);
+            let r = download(&s, &need).await;
+            let has = s
+                .store
+                .get(&need.root)
+                .map(|e| e.have().count())
+                .unwrap_or(0);
+            if has > had {
+                // Progress before the fault: retry soon, the link works.
+                failures = 0;
+            }
+            match r {
                 Ok(()) => {
                     failures = 0;
                     tracing::info!(root = %need.root, "artifact complete and verified");
@@ -1026,12 +1041,20 @@ async fn download(s: &Arc<Shared>, need: &Need) -> Result<(), WanError> {
             let mut meter = CellMeter::default();
             let want = end - start;
             let mut got = 0u64;
+            let mut cut = None;
             loop {
                 let chunk = tokio::select! {
-                    c = resp.chunk() => c.map_err(net)?,
+                    c = resp.chunk() => c,
                     _ = s.stop.cancelled() => return Err(WanError::Stopped),
                 };
-                let Some(mut c) = chunk else { break };
+                let mut c = match chunk {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => {
+                        cut = Some(e.to_string());
+                        break;
+                    }
+                };
                 count_wan(s, c.len() as u64);
                 let cells = meter.add(c.len() as u64);
                 tokio::select! {
@@ -1072,7 +1095,10 @@ async fn download(s: &Arc<Shared>, need: &Need) -> Result<(), WanError> {
                 }
                 return Err(WanError::Network {
                     url: u.to_string(),
-                    reason: format!("connection ended after {got} of {want} bytes"),
+                    reason: format!(
+                        "connection ended after {got} of {want} bytes{}",
+                        cut.map(|c| format!(": {c}")).unwrap_or_default()
+                    ),
                 });
             }
             if !buf.is_empty() {
