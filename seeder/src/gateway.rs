@@ -193,6 +193,8 @@ struct Shared {
     releases: Mutex<BTreeMap<Hash, ReleaseRecord>>,
     metrics: GatewayMetrics,
     registry: Mutex<Registry>,
+    index_validators: Mutex<Option<Validators>>,
+    index_expires: Mutex<Option<Timestamp>>,
     wake: Notify,
     stop: CancellationToken,
 }
@@ -370,6 +372,8 @@ impl Gateway {
             releases: Mutex::new(releases),
             metrics,
             registry: Mutex::new(registry),
+            index_validators: Mutex::new(None),
+            index_expires: Mutex::new(None),
             wake: Notify::new(),
             stop: CancellationToken::new(),
         });
@@ -811,15 +815,53 @@ fn count_wan(s: &Shared, n: u64) {
 
 /// GETs a small document whole, refusing one over `max` bytes.
 async fn get_doc(s: &Shared, path: &str, max: usize) -> Result<Vec<u8>, WanError> {
+    get_doc_if_changed(s, path, max, None)
+        .await
+        .map(|(b, _)| b.unwrap_or_default())
+}
+
+/// The validator of the last index response, for a conditional GET. Only an ETag is used:
+/// Last-Modified has one-second resolution, and an index re-published within the same second would
+/// be missed for good.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Validators {
+    etag: Option<String>,
+}
+
+/// GETs a document; with validators, a `304 Not Modified` returns `None` (no body crossed the WAN).
+async fn get_doc_if_changed(
+    s: &Shared,
+    path: &str,
+    max: usize,
+    cond: Option<&Validators>,
+) -> Result<(Option<Vec<u8>>, Validators), WanError> {
     let u = url(s, path)?;
     let net = |e: reqwest::Error| WanError::Network {
         url: u.to_string(),
         reason: e.to_string(),
     };
+    let mut req = s.http.get(u.clone());
+    if let Some(v) = cond {
+        if let Some(e) = &v.etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, e);
+        }
+    }
     let mut resp = tokio::select! {
-        r = s.http.get(u.clone()).send() => r.map_err(net)?,
+        r = req.send() => r.map_err(net)?,
         _ = s.stop.cancelled() => return Err(WanError::Stopped),
     };
+    let header = |n: reqwest::header::HeaderName| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let validators = Validators {
+        etag: header(reqwest::header::ETAG),
+    };
+    if resp.status() == reqwest::StatusCode::NOT_MODIFIED && cond.is_some() {
+        return Ok((None, validators));
+    }
     if !resp.status().is_success() {
         return Err(WanError::Status {
             url: u.to_string(),
@@ -843,7 +885,7 @@ async fn get_doc(s: &Shared, path: &str, max: usize) -> Result<Vec<u8>, WanError
             });
         }
     }
-    Ok(body)
+    Ok((Some(body), validators))
 }
 
 fn record_release(s: &Shared, r: ReleaseRecord) {
@@ -855,7 +897,22 @@ fn record_release(s: &Shared, r: ReleaseRecord) {
 
 /// Fetches and verifies the index, then every manifest not yet judged.
 async fn poll_origin(s: &Arc<Shared>) -> Result<(), WanError> {
-    let bytes = get_doc(s, INDEX_FILE, DocKind::Index.max_bytes()).await?;
+    let cond = lock(&s.index_validators).clone();
+    let (bytes, validators) =
+        get_doc_if_changed(s, INDEX_FILE, DocKind::Index.max_bytes(), cond.as_ref()).await?;
+    let Some(bytes) = bytes else {
+        // Not modified: nothing new to judge, but the index we hold may have gone stale.
+        if let Some(exp) = *lock(&s.index_expires) {
+            if Timestamp::now() >= exp {
+                *lock(&s.index_validators) = None;
+                return Err(WanError::Refused {
+                    url: url(s, INDEX_FILE)?.to_string(),
+                    reason: format!("the origin's index expired at {exp} and was not re-published (stale origin)"),
+                });
+            }
+        }
+        return Ok(());
+    };
     let seen =
         s.db.meta("index_version")
             .map_err(|e| WanError::Local(e.to_string()))?;
@@ -870,6 +927,8 @@ async fn poll_origin(s: &Arc<Shared>) -> Result<(), WanError> {
             });
         }
     };
+    *lock(&s.index_validators) = Some(validators);
+    *lock(&s.index_expires) = Some(index.expires);
     if seen != Some(index.version) {
         s.db.set_meta("index_version", index.version)
             .map_err(|e| WanError::Local(e.to_string()))?;
