@@ -1,4 +1,5 @@
-//! The official BLAKE3 and bao test vectors (`../shared/vectors/`) through our hashing and outboard code.
+//! The official BLAKE3 and bao test vectors (copied with their sources into `node/tests/vectors/`)
+//! through our hashing and outboard code.
 //!
 //! bao's vectors use plain 1 KiB chunks. We check that our 16 KiB-group outboards give the same roots,
 //! that bao-tree at chunk-group size 1 KiB reproduces the reference encodings byte for byte (hashed), and
@@ -20,7 +21,7 @@ use wardswarm_node::{
 fn vectors_dir() -> PathBuf {
     std::env::var_os("WARDSWARM_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors"))
 }
 
 fn load(name: &str) -> Value {
