@@ -338,12 +338,7 @@ fn run(cli: Cli) -> Result<()> {
             expires,
             out,
         }) => {
-            let r = TrustRoot::parse_self_signed(&read_root_file(&root)?)
-                .with_context(|| root.display().to_string())?;
-            let keys = keys
-                .iter()
-                .map(|k| SecretKey::read(k))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (r, keys) = root_and_keys(&root, &keys)?;
             let role: wardswarm_node::membership::Role =
                 role.parse().map_err(anyhow::Error::msg)?;
             let cert = wardswarm_node::membership::Certificate::issue(
@@ -397,12 +392,7 @@ fn run(cli: Cli) -> Result<()> {
             root,
             expires,
         }) => {
-            let r = TrustRoot::parse_self_signed(&read_root_file(&root)?)
-                .with_context(|| root.display().to_string())?;
-            let keys = keys
-                .iter()
-                .map(|k| SecretKey::read(k))
-                .collect::<Result<Vec<_>, _>>()?;
+            let (r, keys) = root_and_keys(&root, &keys)?;
             // Check before writing that gateways will accept this index.
             let probe = wardswarm_node::index::Index::build(
                 "probe",
@@ -434,6 +424,17 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A self-signed trust root file and signing key files.
+fn root_and_keys(root: &Path, keys: &[PathBuf]) -> Result<(TrustRoot, Vec<SecretKey>)> {
+    let r = TrustRoot::parse_self_signed(&read_root_file(root)?)
+        .with_context(|| root.display().to_string())?;
+    let keys = keys
+        .iter()
+        .map(|k| SecretKey::read(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((r, keys))
 }
 
 fn read_root_file(p: &Path) -> Result<Vec<u8>> {

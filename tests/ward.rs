@@ -312,6 +312,31 @@ fn device_toml(name: &str, gateway: &str, health: &str, extra_agent: &str) -> St
     format!("{}{}", &t[..a], &t[b..])
 }
 
+/// `wardswarm origin serve origin` in `dir`; returns the process and its base URL.
+fn start_origin(dir: &Path) -> (Proc, String) {
+    let p = Proc::start(
+        dir,
+        &["origin", "serve", "origin", "--listen", "127.0.0.1:0"],
+        "origin.log",
+    );
+    let url = p
+        .line("serving ")
+        .rsplit(' ')
+        .next()
+        .expect("url")
+        .to_string();
+    (p, url)
+}
+
+/// The API address a gateway process printed.
+fn api_of(p: &Proc) -> SocketAddr {
+    p.line("api on http://")
+        .trim_start_matches("api on http://")
+        .trim_end_matches("/api/v1/devices")
+        .parse()
+        .expect("api address")
+}
+
 fn device_state(dir: &Path, name: &str) -> serde_json::Value {
     std::fs::read(dir.join(name).join("agent/state.json"))
         .ok()
@@ -333,17 +358,7 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
     let artifact = f.release("2.0.0", 2, 3 << 20, &f.keys.release, far);
     f.publish();
 
-    let mut origin = Proc::start(
-        d,
-        &["origin", "serve", "origin", "--listen", "127.0.0.1:0"],
-        "origin.log",
-    );
-    let url = origin
-        .line("serving ")
-        .rsplit(' ')
-        .next()
-        .expect("url")
-        .to_string();
+    let (mut origin, url) = start_origin(d);
 
     f.member("gw", Role::Gateway);
     std::fs::write(d.join("gateway.toml"), gateway_toml(&url, "")).expect("config");
@@ -358,12 +373,7 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
             && gw_addr.ends_with(&format!("/p2p/{}", &peer_line[8..])),
         "full multiaddr: {gw_addr}"
     );
-    let api: SocketAddr = gw
-        .line("api on http://")
-        .trim_start_matches("api on http://")
-        .trim_end_matches("/api/v1/devices")
-        .parse()
-        .expect("api address");
+    let api = api_of(&gw);
 
     // Three devices: healthy; failing its health check; paused (then killed) halfway through its install.
     let devices = [
@@ -521,17 +531,7 @@ fn a_restarted_gateway_resumes_without_downloading_verified_bytes_again() {
     let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
     let artifact = f.release("2.0.0", 2, 6 << 20, &f.keys.release, far);
     f.publish();
-    let mut origin = Proc::start(
-        d,
-        &["origin", "serve", "origin", "--listen", "127.0.0.1:0"],
-        "origin.log",
-    );
-    let url = origin
-        .line("serving ")
-        .rsplit(' ')
-        .next()
-        .expect("url")
-        .to_string();
+    let (mut origin, url) = start_origin(d);
     f.member("gw", Role::Gateway);
     // Slow WAN, prefetch (no devices needed), small range requests.
     let cfg = gateway_toml(&url, "[wan]\ndefault = \"1MB\"\n")
@@ -545,13 +545,6 @@ fn a_restarted_gateway_resumes_without_downloading_verified_bytes_again() {
             a["groups_have"].as_u64().unwrap_or(0),
             a["groups_total"].as_u64().unwrap_or(1),
         )
-    };
-    let api_of = |p: &Proc| -> SocketAddr {
-        p.line("api on http://")
-            .trim_start_matches("api on http://")
-            .trim_end_matches("/api/v1/devices")
-            .parse()
-            .expect("api")
     };
     let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
     let api = api_of(&gw);
