@@ -237,9 +237,10 @@ fn read_config<T: serde::de::DeserializeOwned>(config: &Path, what: &str) -> Res
 async fn print_addrs(handle: &Handle) -> Result<()> {
     println!("peer id {}", handle.peer_id());
     for _ in 0..100 {
-        let addrs = handle.listen_addrs().await?;
-        if !addrs.is_empty() {
-            for a in addrs {
+        if !handle.listen_addrs().await?.is_empty() {
+            // A wildcard listener reports one address per interface, in quick succession.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for a in handle.listen_addrs().await? {
                 println!("listening on {a}");
             }
             return Ok(());

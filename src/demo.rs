@@ -58,6 +58,10 @@ pub struct DemoArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also publish a signed delta from the devices' factory image (1.0.0); the ward then fetches the
+    /// delta instead of the full image.
+    #[arg(long)]
+    pub delta: bool,
 }
 
 pub use wardswarm_node::units::parse_size;
@@ -218,6 +222,11 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         zstd_level: 9,
         zstd_workers: 0,
         root: Some(root.clone()),
+        bases: if args.delta {
+            vec![factory_path.clone()]
+        } else {
+            vec![]
+        },
     })?;
     let build_s = t.elapsed().as_secs_f64();
     origin::publish(
@@ -226,10 +235,13 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         now.saturating_add(Duration::from_secs(7 * 86_400)),
         now,
     )?;
-    let full = report
-        .manifest
-        .manifest
-        .full()
+    let m = &report.manifest.manifest;
+    let full_len = m.full().context("release has a full image")?.length;
+    let factory = std::fs::read(&factory_path)?;
+    // What a device on the factory image needs: the delta from it if the release has one.
+    let full = m
+        .delta_from(&wardswarm_node::Hash::of(&factory))
+        .or(m.full())
         .context("release has a full image")?
         .clone();
     let stop = CancellationToken::new();
@@ -275,7 +287,6 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     .await?;
     let mut boot = vec![first_addr(gw.node()).await?];
     let device_cap = parse_rate(&args.device_cap)?;
-    let factory = std::fs::read(&factory_path)?;
     let cert_for = |k: &libp2p::identity::Keypair, id: &str| Ok(cert(k, id, MemberRole::Device)?);
     if !args.json {
         println!(
@@ -283,10 +294,15 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             args.devices
         );
         println!(
-            "release  {} {} signed in {build_s:.1} s: image {} B, full artifact {} B (zstd), root {}",
+            "release  {} {} signed in {build_s:.1} s: image {} B, full artifact {} B (zstd)",
             report.manifest.manifest.product,
             report.manifest.manifest.version,
             report.manifest.manifest.target.length,
+            full_len,
+        );
+        println!(
+            "ward     devices run 1.0.0 and need the {} artifact: {} B, root {}",
+            full.kind_str(),
             full.length,
             full.root.short()
         );
@@ -384,6 +400,9 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     if args.json {
         let v = serde_json::json!({
             "artifact_bytes": full.length,
+            "artifact_kind": full.kind_str(),
+            "full_artifact_bytes": full_len,
+            "wan_metadata_bytes": gw.wan_metadata_bytes(),
             "image_bytes": report.manifest.manifest.target.length,
             "wan_bytes": wan,
             "wan_over_artifact": wan as f64 / full.length as f64,
@@ -410,11 +429,17 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
                 r["bytes_from_peers"].as_u64().unwrap_or(0)
             );
         }
-        println!("\nartifact            {:>14} B", full.length);
         println!(
-            "WAN (origin)        {:>14} B  ({:.4} x the artifact: one download for the ward, index, manifest and outboard included)",
+            "\nartifact            {:>14} B  ({}; the full image artifact is {} B)",
+            full.length,
+            full.kind_str(),
+            full_len
+        );
+        println!(
+            "WAN (origin)        {:>14} B  ({:.4} x the artifact: one download for the ward; {} B of it index, manifest and outboard)",
             wan,
-            wan as f64 / full.length as f64
+            wan as f64 / full.length as f64,
+            gw.wan_metadata_bytes()
         );
         println!(
             "LAN total           {:>14} B  (received by devices, bao proofs included)",

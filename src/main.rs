@@ -77,6 +77,37 @@ enum Cmd {
     /// Check a device's hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Create or apply a binary delta directly (benchmarks, debugging; releases use `release build --base`).
+    #[command(subcommand)]
+    Delta(DeltaCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum DeltaCmd {
+    /// Create a delta from BASE to TARGET (bidiff + zstd).
+    Create {
+        #[arg(long)]
+        base: PathBuf,
+        #[arg(long)]
+        target: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// zstd level of the patch.
+        #[arg(long, default_value_t = 19)]
+        level: i32,
+    },
+    /// Apply a delta to BASE, streaming the new image to OUT (bounded memory).
+    Apply {
+        #[arg(long)]
+        base: PathBuf,
+        #[arg(long)]
+        delta: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Refuse output longer than this many bytes.
+        #[arg(long, default_value_t = u64::MAX - 1)]
+        max_length: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,6 +289,10 @@ enum ReleaseCmd {
         /// zstd worker threads (0 compresses on the main thread; each worker adds tens of MB of memory).
         #[arg(long, default_value_t = 0)]
         zstd_workers: u32,
+        /// An older image to publish a delta from (repeat for several). A delta is published only
+        /// when it is at most 90 % of the compressed full image.
+        #[arg(long = "base", value_name = "OLD_IMAGE")]
+        bases: Vec<PathBuf>,
     },
     /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
     Verify {
@@ -416,6 +451,50 @@ fn run(cli: Cli) -> Result<()> {
             for e in &p.index.releases {
                 println!("  {} {} (counter {})", e.path, e.version, e.counter);
             }
+            Ok(())
+        }
+        Cmd::Delta(DeltaCmd::Create {
+            base,
+            target,
+            out,
+            level,
+        }) => {
+            let old = std::fs::read(&base).with_context(|| base.display().to_string())?;
+            let new = std::fs::read(&target).with_context(|| target.display().to_string())?;
+            let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
+            let mut w = std::io::BufWriter::new(f);
+            wardswarm_node::delta::create(&old, &new, level, &mut w)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            println!(
+                "{}: {} bytes ({:.2} % of the target)",
+                out.display(),
+                f.metadata()?.len(),
+                f.metadata()?.len() as f64 * 100.0 / new.len().max(1) as f64
+            );
+            Ok(())
+        }
+        Cmd::Delta(DeltaCmd::Apply {
+            base,
+            delta,
+            out,
+            max_length,
+        }) => {
+            let b = std::fs::File::open(&base).with_context(|| base.display().to_string())?;
+            let d = std::fs::File::open(&delta).with_context(|| delta.display().to_string())?;
+            let mut r = wardswarm_node::delta::apply(
+                std::io::BufReader::new(d),
+                std::io::BufReader::with_capacity(256 * 1024, b),
+                max_length,
+            )?;
+            let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let n = std::io::copy(&mut r, &mut w)?;
+            if n > max_length {
+                bail!("the delta produced more than {max_length} bytes");
+            }
+            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            println!("{}: {n} bytes", out.display());
             Ok(())
         }
         Cmd::Audit(AuditCmd::Verify { file }) => {
@@ -708,6 +787,7 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
             out,
             zstd_level,
             zstd_workers,
+            bases,
         } => {
             let keys = keys
                 .iter()
@@ -733,6 +813,7 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                 zstd_level,
                 zstd_workers,
                 root,
+                bases,
             };
             let report = release::build(&req)?;
             let m = &report.manifest.manifest;

@@ -148,6 +148,7 @@ impl Fixture {
             zstd_level: 1,
             zstd_workers: 0,
             root: None,
+            bases: vec![],
         })
         .expect("build release");
         r.manifest.manifest.full().expect("full").length
@@ -872,6 +873,46 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
 }
 
 #[test]
+fn the_demo_ward_installs_a_delta_from_the_factory_image() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--devices",
+            "3",
+            "--size",
+            "2MiB",
+            "--delta",
+            "--json",
+        ])
+        .output()
+        .expect("demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["artifact_kind"], "delta", "{v}");
+    let delta = v["artifact_bytes"].as_u64().expect("artifact_bytes");
+    let full = v["full_artifact_bytes"]
+        .as_u64()
+        .expect("full_artifact_bytes");
+    assert!(
+        delta * 10 <= full * 9,
+        "the delta ({delta}) must be clearly smaller than the full image ({full})"
+    );
+    let wan = v["wan_bytes"].as_u64().expect("wan");
+    let meta = v["wan_metadata_bytes"].as_u64().expect("meta");
+    assert!(
+        wan - meta <= delta,
+        "the ward downloaded more than the delta: {wan} - {meta}"
+    );
+    for dv in v["devices"].as_array().expect("devices") {
+        assert_eq!(dv["result"], "committed", "{dv}");
+    }
+}
+
+#[test]
 fn the_demo_updates_eight_devices_with_one_wan_download() {
     let out = Command::new(BIN)
         .args([
@@ -900,6 +941,13 @@ fn the_demo_updates_eight_devices_with_one_wan_download() {
     assert!(
         wan as f64 <= artifact as f64 * 1.01,
         "WAN {wan} for artifact {artifact}"
+    );
+    let meta = v["wan_metadata_bytes"]
+        .as_u64()
+        .expect("wan_metadata_bytes");
+    assert!(
+        wan - meta <= artifact,
+        "artifact bytes were downloaded twice: {wan} - {meta} > {artifact}"
     );
     assert!(
         lan >= 8 * artifact,

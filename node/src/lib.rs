@@ -14,6 +14,7 @@
 //! | [`outboard`] | bao outboards in 16 KiB chunk groups, artifact verification |
 //! | [`release`] | release directories: build, verify, summarise |
 //! | [`verify`] | the device's verification API: accept or refuse, with a typed reason |
+//! | [`delta`] | binary deltas: create (bidiff + zstd), apply as a bounded stream |
 //! | [`index`] | the origin's signed index of releases |
 //! | [`store`] | the crash-consistent verified chunk store |
 //! | [`net`] | the ward swarm (libp2p): admission, availability, transfer, reports |
@@ -23,6 +24,7 @@
 //! The trust model and formats are described in `docs/trust-model.md` and `docs/formats.md`.
 
 pub mod agent;
+pub mod delta;
 pub mod fsutil;
 pub mod groups;
 pub mod hash;

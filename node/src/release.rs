@@ -108,7 +108,13 @@ pub struct BuildRequest {
     pub zstd_workers: u32,
     /// If given, the manifest must meet this root's release threshold before anything is written.
     pub root: Option<TrustRoot>,
+    /// Older images to publish deltas from (one delta artifact per base, when it pays).
+    pub bases: Vec<PathBuf>,
 }
+
+/// A delta is published only when it is at most this fraction of the compressed full image; otherwise
+/// devices on that base take the full image.
+pub const DELTA_MAX_FRACTION: f64 = 0.9;
 
 /// Figures from a build.
 #[derive(Debug, Clone)]
@@ -158,6 +164,23 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
     )
     .map_err(|e| err(&ob_path, e))?;
 
+    // 2b. Deltas from older images, each only if clearly smaller than the full artifact.
+    let mut artifacts = vec![Artifact {
+        kind: ArtifactKind::Full,
+        compression: Compression::Zstd,
+        length: full_len,
+        root,
+    }];
+    if !req.bases.is_empty() {
+        let t = &req.target;
+        let new = fs::read(t).map_err(|e| err(t, e))?;
+        for b in &req.bases {
+            if let Some(a) = build_delta(b, &new, &target, full_len, &art_dir)? {
+                artifacts.push(a);
+            }
+        }
+    }
+
     // 3. The signed manifest.
     let manifest = Manifest {
         product: req.product.clone(),
@@ -167,12 +190,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
         created: req.created,
         expires: req.expires,
         target,
-        artifacts: vec![Artifact {
-            kind: ArtifactKind::Full,
-            compression: Compression::Zstd,
-            length: full_len,
-            root,
-        }],
+        artifacts,
     };
     let mpath = req.out.join(MANIFEST_FILE);
     let mut sm = SignedManifest::new(manifest).map_err(|e| err(&mpath, e))?;
@@ -210,6 +228,71 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
         manifest: sm,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Builds the delta from one base into `art_dir`; `None` when it would not pay (or the base is the
+/// target, or another base with the same bytes came first).
+fn build_delta(
+    base_path: &Path,
+    new: &[u8],
+    target: &Target,
+    full_len: u64,
+    art_dir: &Path,
+) -> Result<Option<Artifact>, ReleaseError> {
+    let old = fs::read(base_path).map_err(|e| err(base_path, e))?;
+    let base = Hash::of(&old);
+    if base == target.hash {
+        return Ok(None);
+    }
+    let partial = art_dir.join(".delta.partial");
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .map_err(|e| err(&partial, e))?;
+    let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
+    crate::delta::create(&old, new, 19, &mut w).map_err(|e| err(base_path, e))?;
+    drop(old);
+    let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;
+    file.sync_all().map_err(|e| err(&partial, e))?;
+    let len = file.metadata().map_err(|e| err(&partial, e))?.len();
+    if len as f64 > full_len as f64 * DELTA_MAX_FRACTION {
+        let _ = fs::remove_file(&partial);
+        return Ok(None);
+    }
+    // Check it applies before publishing it.
+    let applied = crate::delta::apply(
+        File::open(&partial).map_err(|e| err(&partial, e))?,
+        io::Cursor::new(fs::read(base_path).map_err(|e| err(base_path, e))?),
+        target.length,
+    )
+    .map_err(|e| err(&partial, Fault::Invalid(e.to_string())))?;
+    let (h, n) = crate::hash::hash_reader(applied).map_err(|e| err(&partial, e))?;
+    if h != target.hash || n != target.length {
+        return Err(err(
+            &partial,
+            Fault::Invalid("the delta does not reproduce the target".into()),
+        ));
+    }
+    let (root, ob_path) = write_outboard(&partial, len, art_dir)?;
+    let data_path = art_dir.join(root.to_hex());
+    if data_path.exists() {
+        let _ = fs::remove_file(&partial);
+        let _ = fs::remove_file(&ob_path);
+        return Ok(None);
+    }
+    fs::rename(&partial, &data_path).map_err(|e| err(&data_path, e))?;
+    fs::rename(
+        &ob_path,
+        art_dir.join(format!("{}{OUTBOARD_SUFFIX}", root.to_hex())),
+    )
+    .map_err(|e| err(&ob_path, e))?;
+    Ok(Some(Artifact {
+        kind: ArtifactKind::Delta { base },
+        compression: Compression::Zstd,
+        length: len,
+        root,
+    }))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {

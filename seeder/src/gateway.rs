@@ -189,6 +189,7 @@ struct Shared {
     http: reqwest::Client,
     wan_cap: Cap,
     wan_bytes: AtomicU64,
+    wan_metadata_bytes: AtomicU64,
     devices: Mutex<BTreeMap<String, DeviceRecord>>,
     releases: Mutex<BTreeMap<Hash, ReleaseRecord>>,
     metrics: GatewayMetrics,
@@ -368,6 +369,7 @@ impl Gateway {
             db,
             http,
             wan_bytes: AtomicU64::new(wan_bytes),
+            wan_metadata_bytes: AtomicU64::new(0),
             devices: Mutex::new(devices),
             releases: Mutex::new(releases),
             metrics,
@@ -415,6 +417,10 @@ impl Gateway {
     /// Bytes downloaded from the origin so far (all restarts).
     pub fn wan_bytes(&self) -> u64 {
         self.shared.wan_bytes.load(Ordering::Relaxed)
+    }
+    /// Of those, bytes of index, manifests and outboards since this start.
+    pub fn wan_metadata_bytes(&self) -> u64 {
+        self.shared.wan_metadata_bytes.load(Ordering::Relaxed)
     }
     /// Devices.
     pub fn devices(&self) -> Vec<DeviceView> {
@@ -813,6 +819,12 @@ fn count_wan(s: &Shared, n: u64) {
     s.metrics.wan_bytes.inc_by(n);
 }
 
+/// Index, manifests and outboards: WAN bytes that are not artifact data.
+fn count_wan_metadata(s: &Shared, n: u64) {
+    count_wan(s, n);
+    s.wan_metadata_bytes.fetch_add(n, Ordering::Relaxed);
+}
+
 /// GETs a small document whole, refusing one over `max` bytes.
 async fn get_doc(s: &Shared, path: &str, max: usize) -> Result<Vec<u8>, WanError> {
     get_doc_if_changed(s, path, max, None)
@@ -876,7 +888,7 @@ async fn get_doc_if_changed(
     }
     let mut body = Vec::new();
     while let Some(c) = resp.chunk().await.map_err(net)? {
-        count_wan(s, c.len() as u64);
+        count_wan_metadata(s, c.len() as u64);
         body.extend_from_slice(&c);
         if body.len() > max {
             return Err(WanError::Refused {

@@ -39,6 +39,9 @@ pub struct Offer {
     pub kind: String,
     /// `zstd` or `none`.
     pub compression: String,
+    /// For a delta: the BLAKE3 of the image it applies to (the committed image).
+    #[serde(default)]
+    pub base: Option<Hash>,
     /// The image's BLAKE3.
     pub target: Hash,
     /// The image's length.
@@ -499,6 +502,7 @@ mod tests {
             artifact_length: 10,
             kind: "full".into(),
             compression: "zstd".into(),
+            base: None,
             target: Hash::of(b"image"),
             target_length: 5,
         }

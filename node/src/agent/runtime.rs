@@ -157,7 +157,7 @@ pub struct Agent {
 }
 
 enum Done {
-    Input(Input),
+    Input(Box<Input>),
     Reboot,
 }
 
@@ -350,6 +350,7 @@ impl Agent {
             artifact_length: a.length,
             kind: a.kind_str().into(),
             compression: a.compression.as_str().into(),
+            base: a.base(),
             target: m.target.hash,
             target_length: m.target.length,
         };
@@ -430,7 +431,7 @@ impl Agent {
                 None => {}
                 Some(Done::Reboot) => return Ok(Exit::Reboot),
                 Some(Done::Input(i)) => {
-                    let acts = self.apply(i).await?;
+                    let acts = self.apply(*i).await?;
                     queue.extend(acts);
                 }
             }
@@ -457,8 +458,10 @@ impl Agent {
                 self.last_artifact = Some(o.artifact);
                 Some(Box::pin(async move {
                     match node.fetch(o.artifact, o.artifact_length).await {
-                        Ok(_) => Done::Input(Input::Fetched(o.artifact)),
-                        Err(e) => Done::Input(Input::FetchFailed(o.artifact, e.to_string())),
+                        Ok(_) => Done::Input(Box::new(Input::Fetched(o.artifact))),
+                        Err(e) => {
+                            Done::Input(Box::new(Input::FetchFailed(o.artifact, e.to_string())))
+                        }
                     }
                 }))
             }
@@ -466,37 +469,44 @@ impl Agent {
                 let store = self.store.clone();
                 let dir = self.cfg.dir.clone();
                 let fault = self.cfg.fault;
+                let base = self
+                    .state
+                    .as_ref()
+                    .map(|s| (s.installed.slot, s.installed.length));
                 Some(Box::pin(async move {
-                    let r =
-                        blocking(move || install(&store, slots.as_ref(), &o, slot, &dir, fault))
-                            .await
-                            .unwrap_or_else(|e| Err(e.to_string()));
-                    Done::Input(match r {
+                    let r = blocking(move || {
+                        install(&store, slots.as_ref(), &o, slot, base, &dir, fault)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                    Done::Input(Box::new(match r {
                         Ok(()) => Input::Installed,
                         Err(e) => Input::InstallFailed(e),
-                    })
+                    }))
                 }))
             }
             Action::Activate(slot) => Some(Box::pin(async move {
-                Done::Input(match blocking(move || slots.activate_once(slot)).await {
-                    Ok(Ok(())) => Input::Activated,
-                    Ok(Err(e)) => Input::BootFailed(e.to_string()),
-                    Err(e) => Input::BootFailed(e.to_string()),
-                })
+                Done::Input(Box::new(
+                    match blocking(move || slots.activate_once(slot)).await {
+                        Ok(Ok(())) => Input::Activated,
+                        Ok(Err(e)) => Input::BootFailed(e.to_string()),
+                        Err(e) => Input::BootFailed(e.to_string()),
+                    },
+                ))
             })),
             Action::Commit(slot) => Some(Box::pin(async move {
-                Done::Input(match blocking(move || slots.commit(slot)).await {
+                Done::Input(Box::new(match blocking(move || slots.commit(slot)).await {
                     Ok(Ok(())) => Input::Committed,
                     Ok(Err(e)) => Input::BootFailed(e.to_string()),
                     Err(e) => Input::BootFailed(e.to_string()),
-                })
+                }))
             })),
             Action::Rollback => Some(Box::pin(async move {
-                Done::Input(match blocking(move || slots.rollback()).await {
+                Done::Input(Box::new(match blocking(move || slots.rollback()).await {
                     Ok(Ok(())) => Input::RolledBack,
                     Ok(Err(e)) => Input::BootFailed(e.to_string()),
                     Err(e) => Input::BootFailed(e.to_string()),
-                })
+                }))
             })),
             Action::Reboot => Some(Box::pin(async move {
                 match blocking(move || slots.reboot()).await {
@@ -520,7 +530,9 @@ impl Agent {
                     .map(|o| o.version.clone())
                     .unwrap_or_default();
                 Some(Box::pin(async move {
-                    Done::Input(health_check(cmd.as_deref(), timeout, &version).await)
+                    Done::Input(Box::new(
+                        health_check(cmd.as_deref(), timeout, &version).await,
+                    ))
                 }))
             }
             Action::Release(root) => {
@@ -599,6 +611,7 @@ fn install(
     slots: &dyn Slots,
     o: &Offer,
     slot: SlotId,
+    base: Option<(SlotId, u64)>,
     dir: &std::path::Path,
     fault: Option<AgentFault>,
 ) -> Result<(), String> {
@@ -606,17 +619,24 @@ fn install(
         .get(&o.artifact)
         .filter(|e| e.is_complete())
         .ok_or_else(|| format!("artifact {} is not complete in the store", o.artifact))?;
-    if o.kind != "full" {
-        return Err(format!(
-            "{} artifacts are not supported by this agent",
-            o.kind
-        ));
-    }
     let f = File::open(entry.data_path()).map_err(|e| format!("opening the artifact: {e}"))?;
-    let source: Box<dyn Read> = if o.compression == Compression::Zstd.as_str() {
-        Box::new(zstd::Decoder::new(f).map_err(|e| format!("zstd: {e}"))?)
-    } else {
-        Box::new(f)
+    let source: Box<dyn Read> = match (o.kind.as_str(), o.base) {
+        ("full", _) if o.compression == Compression::Zstd.as_str() => {
+            Box::new(zstd::Decoder::new(f).map_err(|e| format!("zstd: {e}"))?)
+        }
+        ("full", _) => Box::new(f),
+        ("delta", Some(want)) => {
+            // The base is the committed slot; check it is the image the delta was made from
+            // before anything is written.
+            let (base_slot, base_len) = base.ok_or("no committed image to apply a delta to")?;
+            let mut b = slots.open_seek(base_slot).map_err(|e| e.to_string())?;
+            crate::delta::check_base(&mut b, base_len, &want).map_err(|e| e.to_string())?;
+            Box::new(
+                crate::delta::apply(std::io::BufReader::new(f), b, o.target_length)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        (k, _) => return Err(format!("{k} artifacts are not supported by this agent")),
     };
     let mut h = Hashing {
         inner: source,
@@ -649,4 +669,90 @@ fn install(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{agent::slots::FileSlots, outboard, testkit};
+
+    /// A store holding `bytes` as a complete artifact.
+    fn stored(dir: &std::path::Path, bytes: &[u8]) -> (Arc<Store>, Hash) {
+        let (root, ob) = outboard::create_in_memory(bytes);
+        std::fs::write(dir.join("a"), bytes).expect("data");
+        std::fs::write(dir.join("a.obao"), ob).expect("outboard");
+        let store = Arc::new(Store::open(dir.join("store")).expect("store"));
+        store
+            .import(
+                root,
+                bytes.len() as u64,
+                &dir.join("a"),
+                &dir.join("a.obao"),
+            )
+            .expect("import");
+        (store, root)
+    }
+
+    fn offer(artifact: Hash, len: u64, base: Hash, target: &[u8]) -> Offer {
+        Offer {
+            manifest: Hash::of(b"m"),
+            version: "2.0.0".into(),
+            counter: 2,
+            artifact,
+            artifact_length: len,
+            kind: "delta".into(),
+            compression: "zstd".into(),
+            base: Some(base),
+            target: Hash::of(target),
+            target_length: target.len() as u64,
+        }
+    }
+
+    #[test]
+    fn a_delta_installs_against_the_committed_slot_and_is_refused_on_another_base() {
+        let d = tempfile::tempdir().expect("tmp");
+        let base = testkit::bytes(200_000, 1);
+        let mut target = base.clone();
+        target[5000..6000].copy_from_slice(&testkit::bytes(1000, 2));
+        let mut delta = Vec::new();
+        crate::delta::create(&base, &target, 19, &mut delta).expect("delta");
+        let (store, root) = stored(d.path(), &delta);
+
+        // The right base: the slot receives the target.
+        let slots = FileSlots::provision(&d.path().join("ok"), &base).expect("slots");
+        let o = offer(root, delta.len() as u64, Hash::of(&base), &target);
+        install(
+            &store,
+            &slots,
+            &o,
+            SlotId::B,
+            Some((SlotId::A, base.len() as u64)),
+            d.path(),
+            None,
+        )
+        .expect("install");
+        assert_eq!(
+            std::fs::read(slots.image_path(SlotId::B)).expect("b"),
+            target
+        );
+
+        // Another image in the committed slot: refused before the inactive slot is touched.
+        let other = testkit::bytes(200_000, 9);
+        let slots = FileSlots::provision(&d.path().join("wrong"), &other).expect("slots");
+        let e = install(
+            &store,
+            &slots,
+            &o,
+            SlotId::B,
+            Some((SlotId::A, other.len() as u64)),
+            d.path(),
+            None,
+        )
+        .expect_err("wrong base");
+        assert!(e.contains("base"), "{e}");
+        assert!(
+            !slots.image_path(SlotId::B).exists(),
+            "the inactive slot was written"
+        );
+    }
 }

@@ -111,6 +111,10 @@ pub enum Reboot {
     Requested,
 }
 
+/// A seekable reader (a slot read as a delta's base).
+pub trait ReadSeek: Read + io::Seek + Send {}
+impl<T: Read + io::Seek + Send> ReadSeek for T {}
+
 /// The A/B slot backend. Every method is blocking; the agent calls them off the async runtime.
 pub trait Slots: Send + Sync + std::fmt::Debug {
     /// Plays (file backend) or reads (block backend) the bootloader's decision for this boot.
@@ -123,6 +127,8 @@ pub trait Slots: Send + Sync + std::fmt::Debug {
     fn size(&self, slot: SlotId) -> Result<u64, SlotError>;
     /// Reads back `length` bytes of `slot`, for verification after writing.
     fn open(&self, slot: SlotId, length: u64) -> Result<Box<dyn Read + Send>, SlotError>;
+    /// Opens `slot` for random access (a delta reads its base from the committed slot).
+    fn open_seek(&self, slot: SlotId) -> Result<Box<dyn ReadSeek>, SlotError>;
     /// Boots `slot` once at the next boot; if that boot does not commit, the bootloader falls back.
     fn activate_once(&self, slot: SlotId) -> Result<(), SlotError>;
     /// Makes `slot` the committed slot (idempotent).
@@ -282,6 +288,12 @@ impl Slots for FileSlots {
         Ok(Box::new(f.take(length)))
     }
 
+    fn open_seek(&self, slot: SlotId) -> Result<Box<dyn ReadSeek>, SlotError> {
+        let p = self.image_path(slot);
+        let f = File::open(&p).map_err(io_at(&p))?;
+        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
+    }
+
     fn activate_once(&self, slot: SlotId) -> Result<(), SlotError> {
         let mut b = self.load()?;
         if slot == b.committed {
@@ -420,6 +432,12 @@ impl Slots for BlockSlots {
         let p = self.device(slot);
         let f = File::open(p).map_err(io_at(p))?;
         Ok(Box::new(f.take(length)))
+    }
+
+    fn open_seek(&self, slot: SlotId) -> Result<Box<dyn ReadSeek>, SlotError> {
+        let p = self.device(slot);
+        let f = File::open(p).map_err(io_at(p))?;
+        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
     }
 
     fn activate_once(&self, slot: SlotId) -> Result<(), SlotError> {

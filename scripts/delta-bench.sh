@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# scripts/delta-bench.sh CORPUS_DIR [OUT_DIR]
+#
+# Delta benchmark on the corpus built by ../shared/corpus/fetch.sh (pairs in CORPUS_DIR/pairs/<name>/{old,new}).
+# For each pair: full size, zstd -19 size, and for wardswarm (bidiff + zstd), bsdiff, xdelta3 -9 -S djw
+# and zstd -19 --long=31 --patch-from: delta size, create time, apply time, peak RSS of create and apply
+# (GNU time's maximum resident set size), and a check that the applied output equals the new image.
+# Needs: bsdiff, xdelta3, zstd, time (apt-get install bsdiff xdelta3 zstd time) and a release build of
+# wardswarm (cargo build --release). Prints a Markdown table.
+set -euo pipefail
+CORPUS=${1:?usage: $0 CORPUS_DIR [OUT_DIR]}
+OUT=${2:-$(mktemp -d)}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+WS=${WARDSWARM:-$HERE/target/release/wardswarm}
+mkdir -p "$OUT"
+for t in bsdiff bspatch xdelta3 zstd /usr/bin/time "$WS"; do
+    command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
+done
+
+# run NAME CMD...: runs CMD under GNU time; prints "seconds maxrss_kib"
+run() {
+    local log="$OUT/$1.time"; shift
+    /usr/bin/time -f '%e %M' -o "$log" "$@" >/dev/null 2>"$OUT/last.err" || { cat "$OUT/last.err" >&2; return 1; }
+    cat "$log"
+}
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a * 100 / b }'; }
+
+echo "| pair | tool | new size MiB | zstd -19 MiB | delta MiB | delta % of new | create s | create peak MiB | apply s | apply peak MiB | output ok |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for dir in "$CORPUS"/pairs/*/; do
+    name=$(basename "$dir")
+    old="$dir/old"; new="$dir/new"
+    [ -f "$old" ] && [ -f "$new" ] || continue
+    size=$(stat -c %s "$new")
+    zstd -q -19 -T1 -f "$new" -o "$OUT/$name.zst"
+    zsize=$(stat -c %s "$OUT/$name.zst")
+    for tool in wardswarm bsdiff xdelta3 zstd-patch-from; do
+        d="$OUT/$name.$tool.delta"; o="$OUT/$name.$tool.out"
+        rm -f "$d" "$o"
+        case $tool in
+            wardswarm)
+                c=$(run "$name.$tool.create" "$WS" delta create --base "$old" --target "$new" --out "$d")
+                a=$(run "$name.$tool.apply" "$WS" delta apply --base "$old" --delta "$d" --out "$o") ;;
+            bsdiff)
+                c=$(run "$name.$tool.create" bsdiff "$old" "$new" "$d")
+                a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
+            xdelta3)
+                c=$(run "$name.$tool.create" xdelta3 -9 -S djw -f -e -s "$old" "$new" "$d")
+                a=$(run "$name.$tool.apply" xdelta3 -f -d -s "$old" "$d" "$o") ;;
+            zstd-patch-from)
+                c=$(run "$name.$tool.create" zstd -q -19 -T1 --long=31 -f --patch-from="$old" "$new" -o "$d")
+                a=$(run "$name.$tool.apply" zstd -q -d --long=31 -f --patch-from="$old" "$d" -o "$o") ;;
+        esac
+        dsize=$(stat -c %s "$d")
+        ok=no; cmp -s "$o" "$new" && ok=yes
+        read -r cs cm <<<"$c"; read -r as am <<<"$a"
+        echo "| $name | $tool | $(mib "$size") | $(mib "$zsize") | $(mib "$dsize") | $(pct "$dsize" "$size") | $cs | $(awk -v k="$cm" 'BEGIN{printf "%.0f", k/1024}') | $as | $(awk -v k="$am" 'BEGIN{printf "%.0f", k/1024}') | $ok |"
+        rm -f "$o"
+    done
+done
