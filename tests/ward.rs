@@ -1073,6 +1073,14 @@ async fn wait_async(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
+async fn wait_complete(gw: &Gateway, what: &str, secs: u64) {
+    wait_async(what, Duration::from_secs(secs), || {
+        let (h, t) = artifact_groups(gw);
+        h == t
+    })
+    .await
+}
+
 fn artifact_groups(gw: &Gateway) -> (u64, u64) {
     gw.releases()
         .first()
@@ -1139,15 +1147,7 @@ fn the_gateway_works_against_nginx_as_the_origin() {
     let rt = runtime();
     rt.block_on(async {
         let gw = prefetching_gateway(&f, &format!("http://127.0.0.1:{port}/"), "gw").await;
-        wait_async(
-            "the artifact to download from nginx",
-            Duration::from_secs(60),
-            || {
-                let (h, t) = artifact_groups(&gw);
-                h == t
-            },
-        )
-        .await;
+        wait_complete(&gw, "the artifact to download from nginx", 60).await;
         let wan = gw.wan_bytes();
         assert!(
             wan >= artifact && wan as f64 <= artifact as f64 * 1.01,
@@ -1226,15 +1226,7 @@ fn the_gateway_survives_cut_connections_and_refuses_corrupt_origin_data() {
         // Every connection is cut after 300 KiB: no range request of 1 MiB ever completes.
         let proxy = cutting_proxy(origin_addr, 300 * 1024).await;
         let gw = prefetching_gateway(&f, &format!("http://{proxy}/"), "gw-cut").await;
-        wait_async(
-            "the artifact to complete through cut connections",
-            Duration::from_secs(120),
-            || {
-                let (h, t) = artifact_groups(&gw);
-                h == t
-            },
-        )
-        .await;
+        wait_complete(&gw, "the artifact to complete through cut connections", 120).await;
         let wan = gw.wan_bytes();
         assert!(
             metric(&gw, "wardswarm_gateway_origin_errors_total") >= 3.0,

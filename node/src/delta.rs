@@ -5,7 +5,8 @@
 //! (add length, add bytes, copy length, seek) controls: "add" bytes are added byte-wise to the base at
 //! the current base position, "copy" bytes are literal, then the base position moves. Applying needs
 //! the base as `Read + Seek` (the device's active slot) and holds only fixed buffers, whatever the
-//! image size: the zstd window (at most 2^[`MAX_WINDOW_LOG`] bytes) and a few KiB. Creating it holds
+//! image size: the zstd window (written at 8 MiB, at most 2^[`MAX_WINDOW_LOG`] bytes accepted) and a
+//! few hundred KiB of buffers. Creating it holds
 //! both images and the base's suffix array in memory (about 6 bytes per base byte plus the target);
 //! that happens on the device maker's build machine.
 //!
@@ -16,8 +17,11 @@ use std::io::{self, Read, Seek, Write};
 
 use crate::hash::Hash;
 
-/// Largest zstd window a device accepts when decoding (64 MiB): bounds decoder memory.
-pub const MAX_WINDOW_LOG: u32 = 26;
+/// Largest zstd window a device accepts when decoding (16 MiB): bounds decoder memory.
+pub const MAX_WINDOW_LOG: u32 = 24;
+/// The window deltas are written with (8 MiB). A patch is mostly runs of small differences and literal
+/// bytes, which compress locally; a larger window bought little and cost devices memory.
+pub const WINDOW_LOG: u32 = 23;
 
 /// Creating or applying a delta failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +41,7 @@ pub fn create(base: &[u8], target: &[u8], level: i32, out: impl Write) -> io::Re
     let mut enc = zstd::stream::write::Encoder::new(out, level)?;
     enc.include_checksum(false)?;
     // Patches of large images have long-range structure; keep the window within what devices accept.
-    enc.window_log(MAX_WINDOW_LOG.min(zstd_window_for(target.len() as u64)))?;
+    enc.window_log(WINDOW_LOG.min(zstd_window_for(target.len() as u64)))?;
     // More partitions sort faster in parallel but cost a little size; one keeps the patch smallest.
     let params = bidiff::DiffParams::new(1, None).map_err(|e| io::Error::other(e.to_string()))?;
     bidiff::simple_diff_with_params(base, target, &mut enc, &params)?;
@@ -46,7 +50,7 @@ pub fn create(base: &[u8], target: &[u8], level: i32, out: impl Write) -> io::Re
 
 fn zstd_window_for(len: u64) -> u32 {
     // Smallest window covering the stream, at least 1 MiB.
-    (64 - len.max(1 << 20).leading_zeros()).clamp(20, MAX_WINDOW_LOG)
+    (64 - len.max(1 << 20).leading_zeros()).clamp(20, WINDOW_LOG)
 }
 
 /// Hashes `len` bytes of a base from the start, then rewinds it.

@@ -1374,15 +1374,7 @@ async fn admitted_role(s: &Shared, peer: &PeerId) -> Option<Role> {
 }
 
 async fn inbound_have(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
-    if admitted_role(&s, &peer).await.is_none() {
-        return;
-    }
-    if let Ok(b) = timed(
-        s.cfg.io_timeout,
-        wire::read_frame(&mut st, wire::MAX_HAVE_FRAME),
-    )
-    .await
-    {
+    if let Some(b) = member_frame(&s, &peer, &mut st, wire::MAX_HAVE_FRAME).await {
         match Have::from_bytes(&b) {
             Ok(have) => {
                 let _ = s.internal.send(Internal::Have { peer, have }).await;
@@ -1392,30 +1384,22 @@ async fn inbound_have(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     }
 }
 
+/// The one frame of a one-way stream from an admitted peer (`None` for a non-member or a bad frame).
+async fn member_frame(s: &Shared, peer: &PeerId, st: &mut Stream, max: usize) -> Option<Vec<u8>> {
+    admitted_role(s, peer).await?;
+    timed(s.cfg.io_timeout, wire::read_frame(st, max))
+        .await
+        .ok()
+}
+
 async fn inbound_announce(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
-    if admitted_role(&s, &peer).await.is_none() {
-        return;
-    }
-    if let Ok(bytes) = timed(
-        s.cfg.io_timeout,
-        wire::read_frame(&mut st, wire::MAX_ANNOUNCE_FRAME),
-    )
-    .await
-    {
+    if let Some(bytes) = member_frame(&s, &peer, &mut st, wire::MAX_ANNOUNCE_FRAME).await {
         let _ = s.internal.send(Internal::Announce { peer, bytes }).await;
     }
 }
 
 async fn inbound_report(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
-    if admitted_role(&s, &peer).await.is_none() {
-        return;
-    }
-    if let Ok(body) = timed(
-        s.cfg.io_timeout,
-        wire::read_frame(&mut st, wire::MAX_REPORT_FRAME),
-    )
-    .await
-    {
+    if let Some(body) = member_frame(&s, &peer, &mut st, wire::MAX_REPORT_FRAME).await {
         let _ = s.internal.send(Internal::Report { peer, body }).await;
     }
 }
