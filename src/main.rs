@@ -92,8 +92,8 @@ enum DeltaCmd {
         target: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// zstd level of the patch.
-        #[arg(long, default_value_t = 19)]
+        /// zstd level of the patch streams.
+        #[arg(long, default_value_t = wardswarm_node::delta::LEVEL)]
         level: i32,
     },
     /// Apply a delta to BASE, streaming the new image to OUT (bounded memory).
@@ -481,12 +481,12 @@ fn run(cli: Cli) -> Result<()> {
             max_length,
         }) => {
             let b = std::fs::File::open(&base).with_context(|| base.display().to_string())?;
-            let d = std::fs::File::open(&delta).with_context(|| delta.display().to_string())?;
             let mut r = wardswarm_node::delta::apply(
-                std::io::BufReader::new(d),
+                || std::fs::File::open(&delta),
                 std::io::BufReader::with_capacity(256 * 1024, b),
                 max_length,
-            )?;
+            )
+            .with_context(|| delta.display().to_string())?;
             let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
             let n = std::io::copy(&mut r, &mut w)?;

@@ -251,7 +251,7 @@ fn build_delta(
         .open(&partial)
         .map_err(|e| err(&partial, e))?;
     let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
-    crate::delta::create(&old, new, 19, &mut w).map_err(|e| err(base_path, e))?;
+    crate::delta::create(&old, new, crate::delta::LEVEL, &mut w).map_err(|e| err(base_path, e))?;
     drop(old);
     let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;
     file.sync_all().map_err(|e| err(&partial, e))?;
@@ -262,8 +262,8 @@ fn build_delta(
     }
     // Check it applies before publishing it.
     let applied = crate::delta::apply(
-        File::open(&partial).map_err(|e| err(&partial, e))?,
-        io::Cursor::new(fs::read(base_path).map_err(|e| err(base_path, e))?),
+        || File::open(&partial),
+        io::BufReader::new(File::open(base_path).map_err(|e| err(base_path, e))?),
         target.length,
     )
     .map_err(|e| err(&partial, Fault::Invalid(e.to_string())))?;

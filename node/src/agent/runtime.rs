@@ -631,8 +631,10 @@ fn install(
             let (base_slot, base_len) = base.ok_or("no committed image to apply a delta to")?;
             let mut b = slots.open_seek(base_slot).map_err(|e| e.to_string())?;
             crate::delta::check_base(&mut b, base_len, &want).map_err(|e| e.to_string())?;
+            drop(f);
+            let path = entry.data_path();
             Box::new(
-                crate::delta::apply(std::io::BufReader::new(f), b, o.target_length)
+                crate::delta::apply(|| File::open(&path), b, o.target_length)
                     .map_err(|e| e.to_string())?,
             )
         }
