@@ -1,0 +1,75 @@
+//! Release builds with `--base`: a delta is published per base only when it pays, and it reproduces
+//! the target.
+
+use std::{io::Read, time::Duration};
+
+use wardswarm_node::{
+    delta,
+    manifest::ArtifactKind,
+    release::{self, BuildRequest, ARTIFACTS_DIR},
+    testkit::{self, TestKeys},
+    Hash, Timestamp,
+};
+
+#[test]
+fn a_delta_is_published_only_when_it_pays_and_it_reproduces_the_target() {
+    let d = tempfile::tempdir().expect("tmp");
+    let old = testkit::bytes(1 << 20, 1);
+    let mut new = old.clone();
+    new[300_000..310_000].copy_from_slice(&testkit::bytes(10_000, 2));
+    let unrelated = testkit::bytes(1 << 20, 3);
+    for (name, bytes) in [("old", &old), ("new", &new), ("unrelated", &unrelated)] {
+        std::fs::write(d.path().join(name), bytes).expect("write");
+    }
+    let keys = TestKeys::default();
+    let now = Timestamp::from_unix(1_800_000_000);
+    let r = release::build(&BuildRequest {
+        target: d.path().join("new"),
+        product: "p".into(),
+        hardware: vec!["h".into()],
+        version: "2".into(),
+        counter: 2,
+        created: now,
+        expires: now.saturating_add(Duration::from_secs(86_400)),
+        keys: vec![keys.release.clone()],
+        out: d.path().join("rel"),
+        zstd_level: 3,
+        zstd_workers: 0,
+        root: Some(keys.root(now, Duration::from_secs(86_400 * 30))),
+        bases: vec![d.path().join("old"), d.path().join("unrelated")],
+    })
+    .expect("build");
+    let m = &r.manifest.manifest;
+    assert_eq!(m.artifacts.len(), 2, "full + one delta: {:?}", m.artifacts);
+    assert!(
+        m.delta_from(&Hash::of(&unrelated)).is_none(),
+        "an unrelated base gets the full image"
+    );
+    let a = m.delta_from(&Hash::of(&old)).expect("delta from old");
+    assert_eq!(
+        a.kind,
+        ArtifactKind::Delta {
+            base: Hash::of(&old)
+        }
+    );
+    let full = m.full().expect("full");
+    assert!(
+        a.length * 10 <= full.length,
+        "delta {} vs full {}",
+        a.length,
+        full.length
+    );
+    // The published delta applies to the old image and gives the signed target.
+    let path = d.path().join("rel").join(ARTIFACTS_DIR).join(a.file_name());
+    let mut out = Vec::new();
+    delta::apply(
+        || std::fs::File::open(&path),
+        std::io::Cursor::new(&old),
+        m.target.length,
+    )
+    .expect("apply")
+    .read_to_end(&mut out)
+    .expect("read");
+    assert_eq!(Hash::of(&out), m.target.hash);
+    release::verify_dir(&d.path().join("rel"), None, None).expect("the release verifies");
+}
