@@ -221,7 +221,31 @@ impl FileSlots {
     }
     fn load(&self) -> Result<BootFile, SlotError> {
         let p = self.boot_path();
-        let bytes = fs::read(&p).map_err(io_at(&p))?;
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // First start: the factory image in slot A is the committed one.
+                let a = self.image_path(SlotId::A);
+                if !a.is_file() {
+                    return Err(SlotError::Io {
+                        path: a,
+                        source: io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "no factory image: put the provisioned image in slot-a.img",
+                        ),
+                    });
+                }
+                let b = BootFile {
+                    committed: SlotId::A,
+                    try_slot: None,
+                    tries_left: 0,
+                    booted: SlotId::A,
+                };
+                self.save(&b)?;
+                return Ok(b);
+            }
+            Err(e) => return Err(SlotError::Io { path: p, source: e }),
+        };
         serde_json::from_slice(&bytes).map_err(|e| SlotError::Corrupt {
             path: p,
             reason: e.to_string(),
@@ -464,6 +488,12 @@ mod tests {
     #[test]
     fn file_slots_boot_once_then_fall_back() -> Result<(), SlotError> {
         let d = tempfile::tempdir().map_err(SlotError::Source)?;
+        // A folder with only a factory image starts committed on slot A; an empty one is an error.
+        let bare = FileSlots::new(d.path().join("bare"));
+        assert!(bare.boot().is_err());
+        fs::create_dir_all(d.path().join("bare")).map_err(SlotError::Source)?;
+        fs::write(bare.image_path(SlotId::A), b"img").map_err(SlotError::Source)?;
+        assert_eq!(bare.boot()?.committed, SlotId::A);
         let s = FileSlots::provision(d.path(), b"factory")?;
         assert_eq!(s.boot()?.booted, SlotId::A);
         assert!(matches!(
