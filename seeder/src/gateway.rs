@@ -1071,7 +1071,11 @@ async fn download(s: &Arc<Shared>, need: &Need) -> Result<(), WanError> {
         return Ok(());
     }
     let ob = Arc::new(outboard_for(s, need).await?);
-    let missing = GroupSetExt::missing(&entry.have());
+    let have = entry.have();
+    let missing: Vec<_> = wardswarm_node::groups::GroupSet::full(have.len())
+        .difference(&have)
+        .runs()
+        .collect();
     let per_req = s.cfg.range_bytes / GROUP_BYTES;
     let u = url(
         s,
@@ -1214,15 +1218,5 @@ async fn receive(
             root,
             reason: e.to_string(),
         }),
-    }
-}
-
-/// Runs of groups not yet verified.
-struct GroupSetExt;
-impl GroupSetExt {
-    fn missing(have: &wardswarm_node::groups::GroupSet) -> Vec<std::ops::Range<u64>> {
-        let mut all = wardswarm_node::groups::GroupSet::full(have.len());
-        all = all.difference(have);
-        all.runs().collect()
     }
 }

@@ -391,6 +391,16 @@ impl Shared {
             .get(peer)
             .copied()
     }
+    /// Admitted peers, optionally only those with `role`.
+    fn admitted_peers(&self, role: Option<Role>) -> Vec<PeerId> {
+        self.admitted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, r)| role.is_none_or(|want| **r == want))
+            .map(|(p, _)| *p)
+            .collect()
+    }
     fn source_label(role: Option<Role>) -> &'static str {
         match role {
             Some(Role::Gateway) => "gateway",
@@ -765,15 +775,7 @@ impl Actor {
                 let _ = reply.send(self.manifests.values().cloned().collect());
             }
             Command::Report { body } => {
-                let gateways: Vec<PeerId> = self
-                    .shared
-                    .admitted
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .filter(|(_, r)| **r == Role::Gateway)
-                    .map(|(p, _)| *p)
-                    .collect();
+                let gateways = self.shared.admitted_peers(Some(Role::Gateway));
                 for p in gateways {
                     tokio::spawn(send_frame(
                         self.shared.clone(),
@@ -1119,14 +1121,7 @@ impl Actor {
         }
         let bytes = Arc::new(bytes);
         self.manifests.insert(id, bytes.clone());
-        let peers: Vec<PeerId> = self
-            .shared
-            .admitted
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let peers = self.shared.admitted_peers(None);
         for p in peers.into_iter().filter(|p| Some(*p) != from) {
             tokio::spawn(send_frame(
                 self.shared.clone(),
@@ -1204,14 +1199,7 @@ impl Actor {
             self.have_dirty.clear();
             return;
         }
-        let peers: Vec<PeerId> = self
-            .shared
-            .admitted
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let peers = self.shared.admitted_peers(None);
         for root in std::mem::take(&mut self.have_dirty) {
             let Some(e) = self.shared.store.get(&root) else {
                 continue;
