@@ -186,6 +186,9 @@ pub struct GatewayFile {
     /// LAN upload cap (to the ward).
     #[serde(default)]
     pub upload: CapFile,
+    /// Super-seeding: show each device only groups no device has yet (default on).
+    #[serde(default = "yes")]
+    pub super_seed: bool,
 }
 
 fn read_doc(p: &Path, max: usize) -> Result<Vec<u8>> {
@@ -368,6 +371,7 @@ pub fn run_seeder(config: PathBuf) -> Result<()> {
     cfg.poll_interval = f.poll_interval;
     cfg.api_listen = f.api_listen;
     cfg.prefetch = f.prefetch;
+    cfg.super_seed = f.super_seed;
     cfg.wan = f.wan.schedule().map_err(anyhow::Error::msg)?;
     if let Some(r) = &f.range_bytes {
         cfg.range_bytes = wardswarm_node::units::parse_size(r).map_err(anyhow::Error::msg)?;

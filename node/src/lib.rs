@@ -14,6 +14,7 @@
 //! | [`outboard`] | bao outboards in 16 KiB chunk groups, artifact verification |
 //! | [`release`] | release directories: build, verify, summarise |
 //! | [`verify`] | the device's verification API: accept or refuse, with a typed reason |
+//! | [`seeding`] | the gateway's super-seeding policy (what to show which device) |
 //! | [`delta`] | binary deltas: create (bidiff + zstd), apply as a bounded stream |
 //! | [`index`] | the origin's signed index of releases |
 //! | [`store`] | the crash-consistent verified chunk store |
@@ -37,6 +38,7 @@ pub mod outboard;
 pub mod release;
 pub mod root;
 pub mod scheduler;
+pub mod seeding;
 pub mod signed;
 pub mod store;
 pub mod testkit;

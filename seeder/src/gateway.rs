@@ -68,6 +68,10 @@ pub struct GatewayConfig {
     pub prefetch: bool,
     /// A device not heard from for this long counts as offline (`stale` in the API).
     pub offline_after: Duration,
+    /// Super-seed the ward (default on): show each device only groups no device has yet, so each
+    /// byte leaves the gateway about once (see `wardswarm_node::seeding`). Ignored if `node.seeding`
+    /// is set already.
+    pub super_seed: bool,
 }
 
 impl GatewayConfig {
@@ -84,6 +88,7 @@ impl GatewayConfig {
             range_bytes: 4 << 20,
             prefetch: false,
             offline_after: Duration::from_secs(60),
+            super_seed: true,
         }
     }
 }
@@ -309,8 +314,11 @@ impl Gateway {
         std::fs::create_dir_all(cfg.dir.join("outboards")).map_err(io(&cfg.dir))?;
         let store = Arc::new(Store::open(cfg.dir.join("store"))?);
         let db = Db::open(&cfg.dir.join("gateway.redb"))?;
-        let (node, _join) =
-            node::spawn(cfg.node.clone(), keypair, cert, root.clone(), store.clone())?;
+        let mut ncfg = cfg.node.clone();
+        if cfg.super_seed && ncfg.seeding.is_none() {
+            ncfg.seeding = Some(Default::default());
+        }
+        let (node, _join) = node::spawn(ncfg, keypair, cert, root.clone(), store.clone())?;
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.http_timeout)
             .read_timeout(cfg.http_timeout)

@@ -33,11 +33,13 @@ use super::{
     wire::{self, Get, Have, Status},
 };
 use crate::{
+    groups::GroupSet,
     hash::Hash,
     manifest::SignedManifest,
     membership::{Certificate, Role},
     root::TrustRoot,
     scheduler::{self, Action, Input, Outcome, ReqId, Scheduler},
+    seeding::{self, SuperSeed},
     store::{Entry, ReceiveError, Store},
     time::Timestamp,
 };
@@ -84,6 +86,9 @@ pub struct Config {
     pub tick: Duration,
     /// Scheduler policy.
     pub scheduler: scheduler::Config,
+    /// Super-seeding (the ward gateway): show each device only groups no device has yet, so each byte
+    /// leaves this node about once (default off; the gateway turns it on).
+    pub seeding: Option<seeding::Config>,
     /// Fault injection (tests and simulations only).
     pub fault: Option<Fault>,
 }
@@ -108,6 +113,7 @@ impl Default for Config {
             have_interval: Duration::from_millis(250),
             tick: Duration::from_millis(100),
             scheduler: scheduler::Config::default(),
+            seeding: None,
             fault: None,
         }
     }
@@ -560,6 +566,8 @@ pub fn spawn(
         downloads: HashMap::new(),
         peer_haves: HashMap::new(),
         have_dirty: HashSet::new(),
+        have_force: false,
+        seeds: HashMap::new(),
         manifests: BTreeMap::new(),
         listen_addrs: vec![],
         epoch: Instant::now(),
@@ -585,6 +593,10 @@ struct Actor {
     downloads: HashMap<Hash, Download>,
     peer_haves: HashMap<PeerId, HashMap<Hash, Have>>,
     have_dirty: HashSet<Hash>,
+    /// Resend every availability in full at the next round (heals lost HAVE frames).
+    have_force: bool,
+    /// Super-seeding state per artifact (gateway only).
+    seeds: HashMap<Hash, SuperSeed<PeerId>>,
     manifests: BTreeMap<Hash, Arc<Vec<u8>>>,
     listen_addrs: Vec<Multiaddr>,
     epoch: Instant,
@@ -728,6 +740,9 @@ impl Actor {
     fn peer_gone(&mut self, peer: PeerId) {
         let was = self.peers.remove(&peer).is_some_and(|p| p.cert.is_some());
         self.peer_haves.remove(&peer);
+        for seed in self.seeds.values_mut() {
+            seed.peer_gone(&peer);
+        }
         self.shared
             .admitted
             .write()
@@ -820,6 +835,8 @@ impl Actor {
         cfg.seed ^= u64::from_le_bytes(self.peer_id.to_bytes()[2..10].try_into().unwrap_or([0; 8]));
         let sched = Scheduler::new(cfg, entry.have());
         tracing::info!(%root, length, have = entry.have().count(), "fetch started");
+        // Even an empty HAVE tells a super-seeding gateway that we are fetching.
+        self.have_dirty.insert(root);
         self.downloads.insert(
             root,
             Download {
@@ -971,15 +988,16 @@ impl Actor {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.cert = Some(*cert);
                 }
-                // Tell the newcomer what we have and what we know.
-                if self.shared.upload.rate() != Some(0) {
+                // Tell the newcomer what we have (a super-seeding gateway shows it its view at the
+                // next round instead) and what we know.
+                if self.shared.cfg.seeding.is_none() {
                     for e in self.shared.store.list() {
                         let have = Have {
                             root: e.root(),
                             length: e.length(),
-                            groups: e.have(),
+                            groups: self.announced(&e),
                         };
-                        if !have.groups.is_empty() {
+                        if !have.groups.is_empty() || self.downloads.contains_key(&have.root) {
                             tokio::spawn(send_frame(
                                 self.shared.clone(),
                                 self.control.clone(),
@@ -1015,6 +1033,13 @@ impl Actor {
                     return;
                 }
                 m.insert(have.root, have.clone());
+                if self.shared.cfg.seeding.is_some()
+                    && self.shared.role_of(&peer) == Some(Role::Device)
+                {
+                    if let Some(seed) = self.seed(have.root) {
+                        seed.peer_has(now, peer, have.groups.clone());
+                    }
+                }
                 let gateway = self.shared.role_of(&peer) == Some(Role::Gateway);
                 if let Some(d) = self.downloads.get_mut(&have.root) {
                     if d.entry.length() == have.length {
@@ -1167,10 +1192,11 @@ impl Actor {
     fn on_slow_tick(&mut self) {
         // Availability is re-sent in full every few seconds, so a dropped HAVE heals by itself.
         for e in self.shared.store.list() {
-            if !e.have().is_empty() {
+            if !e.have().is_empty() || self.downloads.contains_key(&e.root()) {
                 self.have_dirty.insert(e.root());
             }
         }
+        self.have_force = true;
         // Redial bootstrap peers we lost (the gateway restarts; a device reboots).
         for b in self.shared.cfg.bootstrap.clone() {
             let peer = b.iter().find_map(|p| {
@@ -1194,31 +1220,93 @@ impl Actor {
             .set(self.shared.cfg.download.rate_at(now));
     }
 
+    /// What we announce of an artifact: our verified groups, or none if we do not upload (leech only).
+    fn announced(&self, e: &Entry) -> GroupSet {
+        if self.shared.upload.rate() == Some(0) {
+            GroupSet::new(e.have().len())
+        } else {
+            e.have()
+        }
+    }
+
+    /// Super-seeding state for `root`, if we seed and hold (part of) it.
+    fn seed(&mut self, root: Hash) -> Option<&mut SuperSeed<PeerId>> {
+        let cfg = self.shared.cfg.seeding.clone()?;
+        if !self.seeds.contains_key(&root) {
+            let e = self.shared.store.get(&root)?;
+            self.seeds.insert(root, SuperSeed::new(cfg, e.have().len()));
+        }
+        self.seeds.get_mut(&root)
+    }
+
+    /// One availability round: changed HAVEs to every admitted peer; a super-seeding gateway sends each
+    /// device its own view, every round (views grow as devices fetch).
     fn broadcast_haves(&mut self) {
-        if self.have_dirty.is_empty() || self.shared.upload.rate() == Some(0) {
-            self.have_dirty.clear();
+        let now = self.now_ms();
+        let force = std::mem::take(&mut self.have_force);
+        let dirty = std::mem::take(&mut self.have_dirty);
+        let mut roots: Vec<Hash> = dirty.iter().copied().collect();
+        roots.extend(self.seeds.keys().filter(|r| !dirty.contains(r)).copied());
+        if roots.is_empty() {
             return;
         }
         let peers = self.shared.admitted_peers(None);
-        for root in std::mem::take(&mut self.have_dirty) {
+        let mut frames: Vec<(PeerId, Vec<u8>)> = Vec::new();
+        for root in roots {
             let Some(e) = self.shared.store.get(&root) else {
+                self.seeds.remove(&root);
                 continue;
             };
-            let bytes = Have {
-                root,
-                length: e.length(),
-                groups: e.have(),
+            let mine = self.announced(&e);
+            if mine.is_empty() && !self.downloads.contains_key(&root) {
+                continue;
             }
-            .to_bytes();
+            let length = e.length();
+            let frame = |groups: GroupSet| {
+                Have {
+                    root,
+                    length,
+                    groups,
+                }
+                .to_bytes()
+            };
+            let seeding = self.shared.upload.rate() != Some(0) && self.seed(root).is_some();
+            if !seeding {
+                if dirty.contains(&root) || force {
+                    let bytes = frame(mine);
+                    frames.extend(peers.iter().map(|p| (*p, bytes.clone())));
+                }
+                continue;
+            }
+            let devices: Vec<PeerId> = peers
+                .iter()
+                .filter(|p| self.shared.role_of(p) == Some(Role::Device))
+                .copied()
+                .collect();
+            let full = frame(mine.clone());
+            let Some(seed) = self.seeds.get_mut(&root) else {
+                continue;
+            };
+            seed.local_has(&mine);
             for p in &peers {
-                tokio::spawn(send_frame(
-                    self.shared.clone(),
-                    self.control.clone(),
-                    *p,
-                    wire::HAVE,
-                    bytes.clone(),
-                ));
+                if devices.contains(p) {
+                    // A device that has not said it fetches this artifact is shown nothing yet.
+                    if let Some(v) = seed.view(now, p, force) {
+                        frames.push((*p, frame(v)));
+                    }
+                } else if dirty.contains(&root) || force {
+                    frames.push((*p, full.clone()));
+                }
             }
+        }
+        for (p, bytes) in frames {
+            tokio::spawn(send_frame(
+                self.shared.clone(),
+                self.control.clone(),
+                p,
+                wire::HAVE,
+                bytes,
+            ));
         }
     }
 }
