@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 mod daemon;
 mod demo;
+mod sim;
 use clap::{Args, Parser, Subcommand};
 use wardswarm_node::{
     fsutil,
@@ -50,6 +51,8 @@ enum Cmd {
     Release(ReleaseCmd),
     /// Run the chain of custody end to end on this machine and print what happened.
     Demo(demo::DemoArgs),
+    /// Simulate a ward (or a hospital of wards) from a scenario file and report against the bound.
+    Sim(sim::SimArgs),
     /// Print the libp2p peer id of a key file (a node's identity).
     PeerId {
         #[arg(long)]
@@ -323,7 +326,7 @@ fn parse_threshold(s: &str) -> Result<(RoleName, u32), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo draws its own progress; daemons log their transitions.
-    let default_filter = if matches!(cli.cmd, Cmd::Demo(_)) {
+    let default_filter = if matches!(cli.cmd, Cmd::Demo(_) | Cmd::Sim(_)) {
         "error"
     } else {
         "warn,wardswarm=info,wardswarm_node=info,wardswarm_seeder=info"
@@ -339,7 +342,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<sim::Exit>() {
+                Some(x) => ExitCode::from(x.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -356,6 +362,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Root(c) => root_cmd(c, now),
         Cmd::Release(c) => release_cmd(c, now),
         Cmd::Demo(a) => demo::run(&a, now),
+        Cmd::Sim(a) => sim::run(&a),
         Cmd::PeerId { key } => {
             println!(
                 "{}",

@@ -659,32 +659,45 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
     }
 
     /// Rarest needed, unrequested group this peer has, extended forward into a run of at most `limit`.
+    /// Ties go to the first group at or after this node's rotation, so nodes start in different places.
     fn pick(&self, p: &Peer, limit: u64) -> Option<Range<u64>> {
         let n = self.have.len();
         let missing = n - self.have.count();
         // A seed serves what no peer has; in the tail it may serve anything, to finish sooner.
         let seed_only_fresh = p.seed && missing > self.cfg.endgame_groups * 4;
-        let mut best: Option<(u32, u64, u64)> = None; // (availability, rotated index, group)
-        for g in self.open.iter() {
-            if !p.has.contains(g) || (seed_only_fresh && self.peer_avail[g as usize] > 0) {
-                continue;
-            }
-            let key = (
-                self.avail[g as usize],
-                (g + n - self.rotation) % n.max(1),
-                g,
-            );
-            if best.is_none_or(|b| key < b) {
-                best = Some(key);
+        let eligible = |g: u64| !(seed_only_fresh && self.peer_avail[g as usize] > 0);
+        // Scan open groups this peer has, a word at a time, in rotated order; a group only this peer
+        // has (availability 1) cannot be beaten by a later one.
+        let mut best: Option<(u32, u64)> = None; // (availability, group)
+        'scan: for range in [self.rotation..n, 0..self.rotation] {
+            let (open, has) = (self.open.words(), p.has.words());
+            let mut w = (range.start / 64) as usize;
+            while (w as u64) * 64 < range.end {
+                let mut bits = open[w] & has[w];
+                while bits != 0 {
+                    let g = w as u64 * 64 + u64::from(bits.trailing_zeros());
+                    bits &= bits - 1;
+                    if g < range.start || g >= range.end || !eligible(g) {
+                        continue;
+                    }
+                    let a = self.avail[g as usize];
+                    if best.is_none_or(|(b, _)| a < b) {
+                        best = Some((a, g));
+                        if a <= 1 {
+                            break 'scan;
+                        }
+                    }
+                }
+                w += 1;
             }
         }
-        let (_, _, start) = best?;
+        let (_, start) = best?;
         let mut end = start + 1;
         while end < n
             && end - start < limit
             && p.has.contains(end)
             && self.open.contains(end)
-            && !(seed_only_fresh && self.peer_avail[end as usize] > 0)
+            && eligible(end)
         {
             end += 1;
         }

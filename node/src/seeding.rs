@@ -174,9 +174,7 @@ impl<P: Ord + Clone> SuperSeed<P> {
         let incomplete = self.incomplete().max(1) as u64;
         let window =
             (self.cfg.ahead_groups / incomplete).clamp(self.cfg.min_window, self.cfg.max_window);
-        let Some(d) = self.devices.get(peer) else {
-            return None;
-        };
+        let d = self.devices.get(peer)?;
         let view = if d.has.is_full() {
             d.has.clone()
         } else if now.saturating_sub(d.grew_at) >= self.cfg.starve_ms {

@@ -1,0 +1,4 @@
+use crate::{RunOutcome, Scenario};
+pub fn run(_sc: &Scenario) -> anyhow::Result<RunOutcome> {
+    anyhow::bail!("todo")
+}
