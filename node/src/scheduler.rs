@@ -13,8 +13,9 @@
 //! - **Liars:** a request that ends `Corrupt` bans the peer for this artifact; its requests are
 //!   cancelled and its groups fetched elsewhere.
 //! - **Gateway last:** a peer marked as a seed (the ward gateway, whose upload the whole ward shares) is
-//!   asked only for groups that no other peer has, except in the tail, so one copy enters the ward and
-//!   devices spread it.
+//!   offered work after the other peers. Which of its groups a device sees at all is the gateway's
+//!   super-seeding policy ([`crate::seeding`]): fresh groups first, so one copy enters the ward and
+//!   devices spread it, then the rarest, so its upload never idles while devices still need data.
 //! - **Endgame:** once every needed group is in flight and at most `endgame_groups` remain, idle peers
 //!   duplicate the oldest outstanding groups; the first copy to verify wins and the others are cancelled.
 
@@ -196,8 +197,6 @@ pub struct Scheduler<P: Ord + Clone + Debug> {
     requested: Vec<u8>,
     /// Number of usable peers that have each group.
     avail: Vec<u32>,
-    /// Number of usable non-seed peers that have each group.
-    peer_avail: Vec<u32>,
     /// Needed groups with no request outstanding (what `pick` chooses from).
     open: GroupSet,
     peers: BTreeMap<P, Peer>,
@@ -218,7 +217,6 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
             cfg,
             requested: vec![0; n as usize],
             avail: vec![0; n as usize],
-            peer_avail: vec![0; n as usize],
             open: GroupSet::full(n).difference(&have),
             have,
             peers: BTreeMap::new(),
@@ -231,22 +229,14 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         }
     }
 
-    /// Marks a peer as a seed (the ward gateway): it is asked only for groups no other peer has,
-    /// except in the tail. Call before or after its first `PeerHas`.
+    /// Marks a peer as a seed (the ward gateway): it is offered work after the other peers. Call
+    /// before or after its first `PeerHas`.
     pub fn mark_seed(&mut self, peer: P) {
         let len = self.have.len();
-        let p = self.peers.entry(peer).or_insert_with(|| Peer::new(len));
-        if p.seed {
-            return;
-        }
-        p.seed = true;
-        let has = p.has.clone();
-        // Its groups no longer count as held by a peer.
-        for g in has.iter() {
-            if let Some(c) = self.peer_avail.get_mut(g as usize) {
-                *c = c.saturating_sub(1);
-            }
-        }
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(len))
+            .seed = true;
     }
 
     /// Verified groups.
@@ -316,7 +306,7 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
                 };
                 if let Some(p) = removed {
                     let empty = GroupSet::new(self.have.len());
-                    self.adjust_avail(&p.has, &empty, p.seed);
+                    self.adjust_avail(&p.has, &empty);
                     for req in p.in_flight {
                         self.drop_request(req);
                     }
@@ -379,13 +369,12 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         }
         let old = std::mem::replace(&mut entry.has, groups);
         let new = entry.has.clone();
-        let seed = entry.seed;
-        self.adjust_avail(&old, &new, seed);
+        self.adjust_avail(&old, &new);
         self.mark(&peer);
     }
 
     /// Updates availability counts for the groups that differ between `old` and `new`.
-    fn adjust_avail(&mut self, old: &GroupSet, new: &GroupSet, seed: bool) {
+    fn adjust_avail(&mut self, old: &GroupSet, new: &GroupSet) {
         for (w, (a, b)) in old.words().iter().zip(new.words()).enumerate() {
             let mut changed = a ^ b;
             while changed != 0 {
@@ -403,26 +392,28 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
                 if let Some(c) = self.avail.get_mut(g as usize) {
                     bump(c);
                 }
-                if !seed {
-                    if let Some(c) = self.peer_avail.get_mut(g as usize) {
-                        bump(c);
-                    }
-                }
             }
         }
     }
 
+    /// A group verified and was stored. It counts even if its request was cancelled meanwhile (a
+    /// transfer can verify a group between our cancel and its noticing): the store has it, so the
+    /// scheduler must too, or it would ask for it forever.
     fn progress(&mut self, now: u64, req: ReqId, group: u64, out: &mut Vec<Action<P>>) {
-        let Some(r) = self.reqs.get_mut(&req) else {
-            return;
-        };
-        if !r.groups.contains(&group) {
+        if group >= self.have.len() {
             return;
         }
-        r.last_progress = now;
-        r.remaining = r.remaining.saturating_sub(1);
-        let peer = r.peer.clone();
-        if let Some(p) = self.peers.get_mut(&peer) {
+        let mut own = false;
+        let peer = match self.reqs.get_mut(&req) {
+            Some(r) if r.groups.contains(&group) => {
+                r.last_progress = now;
+                r.remaining = r.remaining.saturating_sub(1);
+                own = true;
+                Some(r.peer.clone())
+            }
+            _ => None,
+        };
+        if let Some(p) = peer.and_then(|peer| self.peers.get_mut(&peer)) {
             p.delivered += 1;
             p.failures = 0;
             p.outstanding = p.outstanding.saturating_sub(1);
@@ -444,8 +435,9 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
             return;
         }
         self.open.remove(group);
-        // Endgame: cancel other requests whose every group has now arrived.
-        if self.requested[group as usize] > 1 {
+        // Endgame (or a late group of a cancelled request): cancel other requests whose every group
+        // has now arrived.
+        if self.requested[group as usize] > u8::from(own) {
             let redundant: Vec<ReqId> = self
                 .reqs
                 .iter()
@@ -482,9 +474,8 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
                 let len = self.have.len();
                 if let Some(p) = self.peers.get_mut(&peer) {
                     let has = std::mem::replace(&mut p.has, GroupSet::new(len));
-                    let seed = p.seed;
                     let empty = GroupSet::new(len);
-                    self.adjust_avail(&has, &empty, seed);
+                    self.adjust_avail(&has, &empty);
                 }
                 self.back_off(now, &peer);
             }
@@ -502,8 +493,7 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         p.banned = true;
         let has = std::mem::replace(&mut p.has, GroupSet::new(len));
         let reqs: Vec<ReqId> = p.in_flight.iter().copied().collect();
-        let seed = p.seed;
-        self.adjust_avail(&has, &GroupSet::new(len), seed);
+        self.adjust_avail(&has, &GroupSet::new(len));
         self.stats.bans += 1;
         for id in reqs {
             if self.drop_request(id).is_some() {
@@ -591,20 +581,20 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         if self.open.is_empty() && missing > self.cfg.endgame_groups {
             return;
         }
-        // Peers that delivered most go first; ties in key order (deterministic).
-        let mut order: Vec<(u64, P)> = candidates
+        // Other peers before seeds, then those that delivered most; ties in key order (deterministic).
+        let mut order: Vec<(bool, u64, P)> = candidates
             .into_iter()
             .filter_map(|k| {
                 self.peers
                     .get(&k)
                     .filter(|p| self.usable(p, now))
-                    .map(|p| (p.delivered, k))
+                    .map(|p| (!p.seed, p.delivered, k))
             })
             .collect();
-        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        order.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)).then_with(|| a.2.cmp(&b.2)));
         loop {
             let mut issued = false;
-            for (_, peer) in &order {
+            for (_, _, peer) in &order {
                 let Some(p) = self.peers.get(peer) else {
                     continue;
                 };
@@ -662,10 +652,6 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
     /// Ties go to the first group at or after this node's rotation, so nodes start in different places.
     fn pick(&self, p: &Peer, limit: u64) -> Option<Range<u64>> {
         let n = self.have.len();
-        let missing = n - self.have.count();
-        // A seed serves what no peer has; in the tail it may serve anything, to finish sooner.
-        let seed_only_fresh = p.seed && missing > self.cfg.endgame_groups * 4;
-        let eligible = |g: u64| !(seed_only_fresh && self.peer_avail[g as usize] > 0);
         // Scan open groups this peer has, a word at a time, in rotated order; a group only this peer
         // has (availability 1) cannot be beaten by a later one.
         let mut best: Option<(u32, u64)> = None; // (availability, group)
@@ -677,7 +663,7 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
                 while bits != 0 {
                     let g = w as u64 * 64 + u64::from(bits.trailing_zeros());
                     bits &= bits - 1;
-                    if g < range.start || g >= range.end || !eligible(g) {
+                    if g < range.start || g >= range.end {
                         continue;
                     }
                     let a = self.avail[g as usize];
@@ -693,12 +679,7 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         }
         let (_, start) = best?;
         let mut end = start + 1;
-        while end < n
-            && end - start < limit
-            && p.has.contains(end)
-            && self.open.contains(end)
-            && eligible(end)
-        {
+        while end < n && end - start < limit && p.has.contains(end) && self.open.contains(end) {
             end += 1;
         }
         Some(start..end)

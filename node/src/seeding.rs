@@ -6,7 +6,9 @@
 //! same fresh groups and it uploads the artifact several times (3.4 to 3.9 copies for 12 devices,
 //! measured before this module). So, like BitTorrent's super-seeding mode, it tells each device only
 //! about a few groups that no device has yet and that it has not shown to another device recently;
-//! once a device holds a group, the others fetch it from that device.
+//! once a device holds a group, the others fetch it from that device. When no fresh group is left, it
+//! shows the rarest groups a device lacks: in an upload-bound ward the gateway's upload is part of the
+//! capacity the bound counts on, and leaving it idle after one copy costs u_s / (u_s + Σu_i) of it.
 //!
 //! A pure state machine like [`crate::scheduler`]: the node feeds it what devices announce and asks it,
 //! each availability round, what to announce to whom. No clock: the caller passes `now` in ms.
@@ -73,6 +75,8 @@ pub struct SuperSeed<P: Ord + Clone> {
     pending: Vec<u32>,
     /// When each group was last shown.
     shown_at: Vec<u64>,
+    /// Where the next rarest-first scan starts, so devices are shown different rare groups.
+    turn: u64,
 }
 
 impl<P: Ord + Clone> SuperSeed<P> {
@@ -85,6 +89,7 @@ impl<P: Ord + Clone> SuperSeed<P> {
             copies: vec![0; len as usize],
             pending: vec![0; len as usize],
             shown_at: vec![0; len as usize],
+            turn: 0,
         }
     }
 
@@ -225,6 +230,57 @@ impl<P: Ord + Clone> SuperSeed<P> {
                     outstanding += 1;
                     g += 1;
                 }
+            }
+        }
+        if outstanding < window {
+            self.refill_rarest(now, peer, window - outstanding);
+        }
+    }
+
+    /// Shows `peer` up to `room` of the groups it lacks that the fewest devices hold, in runs, starting
+    /// at a rotating offset.
+    fn refill_rarest(&mut self, now: u64, peer: &P, mut room: u64) {
+        let n = self.local.len();
+        let Some(d) = self.devices.get(peer) else {
+            return;
+        };
+        let lacks = |g: u64| self.local.contains(g) && !d.has.contains(g) && !d.shown.contains(g);
+        let Some(min) = (0..n)
+            .filter(|g| lacks(*g))
+            .map(|g| self.copies[g as usize])
+            .min()
+        else {
+            return;
+        };
+        let start = self.turn % n.max(1);
+        let mut picked = Vec::new();
+        let mut k = 0;
+        while k < n && room > 0 {
+            let g = (start + k) % n;
+            k += 1;
+            if !lacks(g) || self.copies[g as usize] != min {
+                continue;
+            }
+            // A run of up to run_groups from here.
+            let mut h = g;
+            while room > 0
+                && h < n
+                && h - g < self.cfg.run_groups
+                && lacks(h)
+                && self.copies[h as usize] == min
+            {
+                picked.push(h);
+                room -= 1;
+                h += 1;
+            }
+            k += h - g - 1;
+        }
+        self.turn = self.turn.wrapping_add(self.cfg.run_groups * 7 + 1);
+        if let Some(d) = self.devices.get_mut(peer) {
+            for g in picked {
+                d.shown.insert(g);
+                self.pending[g as usize] += 1;
+                self.shown_at[g as usize] = now;
             }
         }
     }

@@ -396,3 +396,34 @@ fn resumes_from_what_it_has() {
         "only the missing groups are requested"
     );
 }
+
+#[test]
+fn a_group_verified_after_its_request_was_cancelled_still_counts() {
+    // A transfer can verify and store a group between the scheduler's cancel and the task noticing.
+    // The store has it; the scheduler must count it or it asks for it forever (seen live).
+    let mut s: Scheduler<u32> = Scheduler::new(
+        Config {
+            stall_timeout_ms: 1_000,
+            ..Config::default()
+        },
+        GroupSet::new(4),
+    );
+    let out = s.step(
+        0,
+        Input::PeerHas {
+            peer: 1,
+            groups: GroupSet::full(4),
+        },
+    );
+    let Some(Action::Request { req, .. }) = out.first().cloned() else {
+        panic!("expected a request, got {out:?}");
+    };
+    // It stalls and is cancelled...
+    let out = s.step(2_000, Input::Tick);
+    assert!(out.contains(&Action::Cancel { peer: 1, req }), "{out:?}");
+    // ...then its groups verify anyway.
+    for g in 0..4 {
+        s.step(2_001, Input::Progress { req, group: g });
+    }
+    assert!(s.is_complete(), "late groups of a cancelled request count");
+}

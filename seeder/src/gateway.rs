@@ -30,7 +30,7 @@ use wardswarm_node::{
     manifest::{Artifact, SignedManifest},
     membership::{Certificate, Role},
     net::{
-        caps::{Cap, CellMeter, Schedule},
+        caps::{Cap, Schedule},
         node::{self, Event, Handle},
     },
     outboard::{self, GROUP_BYTES},
@@ -1121,7 +1121,6 @@ async fn download(s: &Arc<Shared>, need: &Need) -> Result<(), WanError> {
             };
             let mut buf: Vec<u8> = Vec::with_capacity((batch_groups * GROUP_BYTES) as usize);
             let mut buf_group = g;
-            let mut meter = CellMeter::default();
             let want = end - start;
             let mut got = 0u64;
             let mut cut = None;
@@ -1139,9 +1138,8 @@ async fn download(s: &Arc<Shared>, need: &Need) -> Result<(), WanError> {
                     }
                 };
                 count_wan(s, c.len() as u64);
-                let cells = meter.add(c.len() as u64);
                 tokio::select! {
-                    _ = s.wan_cap.acquire_cells(cells) => {}
+                    _ = s.wan_cap.acquire_bytes(c.len() as u64) => {}
                     _ = s.stop.cancelled() => return Err(WanError::Stopped),
                 }
                 if skip > 0 {

@@ -1,4 +1,652 @@
-use crate::{RunOutcome, Scenario};
-pub fn run(_sc: &Scenario) -> anyhow::Result<RunOutcome> {
-    anyhow::bail!("todo")
+//! The live engine: every part real, in one process on loopback. A signed release on an HTTP origin,
+//! the ward gateway (WAN cap, LAN cap, super-seeding), and one libp2p node per device with the real
+//! limiters; honest devices run the device agent with file-backed A/B slots and commit the update.
+//! Hostile devices are real nodes with a fault (corrupt or stalling server) or a certificate from a
+//! foreign membership key. Up to about 50 devices on this machine.
+//!
+//! Times count from the moment the gateway is told to poll the origin. `completed_s` is when a device's
+//! node holds every verified group (what the bound is about); `updated_s` when its agent committed.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use libp2p::{identity::Keypair, Multiaddr};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wardswarm_node::{
+    agent::{
+        runtime::{Agent, AgentConfig, Exit, Report},
+        slots::{FileSlots, Slots},
+    },
+    membership::{Certificate, Role as MemberRole},
+    net::{
+        caps::Schedule,
+        node::{self, Config, Event as NodeEvent, Fault, Handle},
+    },
+    release::{self, BuildRequest},
+    root::{Role, RoleName, TrustRoot},
+    store::Store,
+    Hash, SecretKey, Timestamp,
+};
+use wardswarm_seeder::{origin, Gateway, GatewayConfig};
+
+use crate::{
+    report::{CapSample, DeviceOutcome, RunOutcome, Series},
+    scenario::{Behaviour, Event, Installed, Scenario},
+};
+
+const WARD: &str = "sim-ward";
+const HARDWARE: &str = "sim-device";
+
+/// Runs one ward of the scenario live (a scenario of several wards runs its first ward only).
+pub fn run(sc: &Scenario) -> Result<RunOutcome> {
+    if sc.devices.len() > 60 {
+        bail!(
+            "the live engine runs up to 60 devices in one process; {} has {} (use --engine model)",
+            sc.name,
+            sc.devices.len()
+        );
+    }
+    if sc.events.iter().any(|e| matches!(e, Event::Cap { .. })) {
+        bail!("the live engine does not run cap events yet: a node's caps follow its configured schedule (use --engine model)");
+    }
+    if sc.devices.iter().any(|d| d.installed == Installed::New) {
+        bail!(
+            "the live engine does not support installed = \"new\" devices yet (use --engine model)"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(sc))
+}
+
+/// Keys, trust root and certificates of a simulated ward, deterministic for the seed.
+pub struct Ward {
+    pub root: TrustRoot,
+    pub release_key: SecretKey,
+    member_key: SecretKey,
+    foreign_key: SecretKey,
+    now: Timestamp,
+}
+
+impl std::fmt::Debug for Ward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ward").finish_non_exhaustive()
+    }
+}
+
+impl Ward {
+    pub fn new(seed: u64) -> Result<Self> {
+        let now = Timestamp::now();
+        let key = |n: u8| {
+            let mut s = [n; 32];
+            s[..8].copy_from_slice(&seed.to_le_bytes());
+            SecretKey::from_seed(s)
+        };
+        let (root_key, release_key, member_key) = (key(1), key(2), key(3));
+        let role = |name, k: &SecretKey| Role::new(name, vec![k.public_id()], 1);
+        let mut root = TrustRoot::new(
+            1,
+            now.saturating_add(Duration::from_secs(365 * 86_400)),
+            role(RoleName::Root, &root_key)?,
+            role(RoleName::Release, &release_key)?,
+            role(RoleName::Membership, &member_key)?,
+        )?;
+        root.sign(&root_key, None)?;
+        Ok(Self {
+            root,
+            release_key,
+            member_key,
+            foreign_key: key(9),
+            now,
+        })
+    }
+
+    /// A membership certificate (a non-member's is signed by a key outside the trust root).
+    pub fn cert(
+        &self,
+        key: &Keypair,
+        name: &str,
+        role: MemberRole,
+        member: bool,
+    ) -> Result<Certificate> {
+        let signer = if member {
+            &self.member_key
+        } else {
+            &self.foreign_key
+        };
+        Ok(Certificate::issue(
+            WARD,
+            name,
+            role,
+            &key.public().to_peer_id().to_string(),
+            self.now.saturating_add(Duration::from_secs(86_400)),
+            std::slice::from_ref(signer),
+        )?)
+    }
+
+    /// Builds release 2.0.0 (an incompressible image of `size` bytes, so the artifact is about `size`)
+    /// into `origin/releases/2.0.0` and publishes the signed index. Returns the artifact root and length.
+    pub fn publish(
+        &self,
+        origin_dir: &Path,
+        image: &Path,
+        size: u64,
+        seed: u64,
+    ) -> Result<(Hash, u64)> {
+        write_random(image, size, seed)?;
+        std::fs::create_dir_all(origin_dir.join("releases"))?;
+        let report = release::build(&BuildRequest {
+            target: image.to_path_buf(),
+            product: "sim-product".into(),
+            hardware: vec![HARDWARE.into()],
+            version: "2.0.0".into(),
+            counter: 2,
+            created: self.now,
+            expires: self.now.saturating_add(Duration::from_secs(30 * 86_400)),
+            keys: vec![self.release_key.clone()],
+            out: origin_dir.join("releases").join("2.0.0"),
+            zstd_level: 1,
+            zstd_workers: 0,
+            root: Some(self.root.clone()),
+            bases: vec![],
+        })?;
+        origin::publish(
+            origin_dir,
+            std::slice::from_ref(&self.release_key),
+            self.now.saturating_add(Duration::from_secs(7 * 86_400)),
+            self.now,
+        )?;
+        let full = report
+            .manifest
+            .manifest
+            .full()
+            .context("release has a full image")?
+            .clone();
+        Ok((full.root, full.length))
+    }
+}
+
+/// Incompressible bytes (xorshift), so the compressed artifact is about as large as the image.
+pub fn write_random(path: &Path, size: u64, seed: u64) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = size;
+    while left > 0 {
+        for c in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+struct Device {
+    id: String,
+    behaviour: Behaviour,
+    measured: bool,
+    key: Keypair,
+    dir: PathBuf,
+    up: Option<u64>,
+    down: Option<u64>,
+    node: Option<Handle>,
+    /// Bytes sent at the last series sample.
+    sampled: u64,
+    stop: CancellationToken,
+    status: Option<watch::Receiver<Report>>,
+    store: Option<Arc<Store>>,
+    /// Bytes sent by earlier incarnations (a restart starts counters at zero).
+    sent_before: u64,
+    from_gateway_before: u64,
+    from_peers_before: u64,
+    completed: Option<f64>,
+    updated: Option<f64>,
+    banned: usize,
+}
+
+struct Live {
+    ward: Ward,
+    root_hash: Hash,
+    length: u64,
+    factory: Arc<Vec<u8>>,
+    boot: Vec<Multiaddr>,
+    events: tokio::sync::mpsc::Sender<(usize, NodeEvent)>,
+}
+
+async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+    let d = tmp.path().to_path_buf();
+    let ward = Ward::new(sc.seed)?;
+    let origin_dir = d.join("origin");
+    let (root_hash, length) = ward.publish(
+        &origin_dir,
+        &d.join("image-2.0.0.img"),
+        sc.artifact,
+        sc.seed,
+    )?;
+    let stop = CancellationToken::new();
+    let (origin_addr, _o) = origin::spawn(origin_dir, "127.0.0.1:0".parse()?, stop.clone()).await?;
+    let gw_key = Keypair::generate_ed25519();
+    let mut gcfg = GatewayConfig::new(
+        format!("http://{origin_addr}/").parse()?,
+        d.join("gateway"),
+        node_config(vec![], sc.gateway.upload, None),
+    );
+    gcfg.wan = Schedule::fixed(sc.gateway.wan);
+    gcfg.poll_interval = Duration::from_secs(3600);
+    gcfg.prefetch = true;
+    let gw = Gateway::start(
+        gcfg,
+        gw_key.clone(),
+        &ward.cert(&gw_key, "gateway", MemberRole::Gateway, true)?,
+        ward.root.clone(),
+    )
+    .await?;
+    let gw_node = gw.node().clone();
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(4096);
+    let mut live = Live {
+        boot: vec![first_addr(&gw_node).await?],
+        ward,
+        root_hash,
+        length,
+        factory: Arc::new(vec![0x11; 64 * 1024]),
+        events: ev_tx,
+    };
+    let mut devices: Vec<Device> = sc
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Device {
+            id: format!("w01-d{:03}", i + 1),
+            behaviour: s.behaviour,
+            measured: s.measured(),
+            key: Keypair::generate_ed25519(),
+            dir: d.join(format!("d{:03}", i + 1)),
+            up: s.upload,
+            down: s.download,
+            node: None,
+            sampled: 0,
+            stop: CancellationToken::new(),
+            status: None,
+            store: None,
+            sent_before: 0,
+            from_gateway_before: 0,
+            from_peers_before: 0,
+            completed: None,
+            updated: None,
+            banned: 0,
+        })
+        .collect();
+
+    // Timed actions: joins, crashes and restarts, cap changes, the gateway leaving.
+    #[derive(Debug)]
+    enum Act {
+        Join(usize),
+        Crash(usize, Option<Duration>),
+        GatewayLeaves,
+    }
+    let mut plan: Vec<(Duration, Act)> = sc
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.join, Act::Join(i)))
+        .collect();
+    let mut leave_after_copy = false;
+    for e in &sc.events {
+        match e {
+            Event::Crash {
+                at,
+                device,
+                restart_after,
+            } => plan.push((*at, Act::Crash(*device, *restart_after))),
+            Event::Cap { .. } => {}
+            Event::GatewayLeaves { at: Some(at) } => plan.push((*at, Act::GatewayLeaves)),
+            Event::GatewayLeaves { at: None } => leave_after_copy = true,
+        }
+    }
+    plan.sort_by_key(|(t, _)| *t);
+    let mut plan: std::collections::VecDeque<(Duration, Act)> = plan.into();
+
+    // Devices that join at 0 start before the gateway polls, as a ward that is up when a release lands.
+    while plan
+        .front()
+        .is_some_and(|(t, a)| t.is_zero() && matches!(a, Act::Join(_)))
+    {
+        if let Some((_, Act::Join(i))) = plan.pop_front() {
+            live.start(&mut devices[i]).await?;
+        }
+    }
+    let start = Instant::now();
+    gw.poll_now();
+    let mut out = RunOutcome::new("live", sc);
+    out.series = Series::new(0.5);
+    let mut caps = CapSample::default();
+    let mut last_sent: HashMap<usize, (u64, Instant)> = HashMap::new();
+    let mut gw_last = (0u64, Instant::now());
+    let mut gw_sampled = 0u64;
+    let mut wan_last = (0u64, Instant::now());
+    let mut gateway_up = true;
+    let mut sample = tokio::time::interval(Duration::from_millis(500));
+    let mut cap_tick = tokio::time::interval(Duration::from_secs(1));
+    let deadline = start + sc.timeout;
+    loop {
+        let all_done = devices
+            .iter()
+            .all(|d| !d.measured || (d.completed.is_some() && d.updated.is_some()));
+        if all_done || Instant::now() > deadline {
+            break;
+        }
+        // The next timed action, if it is due.
+        while plan.front().is_some_and(|(t, _)| start.elapsed() >= *t) {
+            let Some((_, act)) = plan.pop_front() else {
+                break;
+            };
+            match act {
+                Act::Join(i) => live.start(&mut devices[i]).await?,
+                Act::Crash(i, restart) => {
+                    live.crash(&mut devices[i]).await;
+                    if let Some(r) = restart {
+                        let at = start.elapsed() + r;
+                        let pos = plan.iter().position(|(t, _)| *t > at).unwrap_or(plan.len());
+                        plan.insert(pos, (at, Act::Join(i)));
+                    }
+                }
+                Act::GatewayLeaves => {
+                    if gateway_up {
+                        gateway_up = false;
+                        out.gateway_left_s = Some(start.elapsed().as_secs_f64());
+                        gw_node.shutdown().await.ok();
+                    }
+                }
+            }
+        }
+        if leave_after_copy && gateway_up && seeded_once(&devices, root_hash) {
+            gateway_up = false;
+            out.gateway_left_s = Some(start.elapsed().as_secs_f64());
+            gw_node.shutdown().await.ok();
+        }
+        tokio::select! {
+            Some((i, ev)) = ev_rx.recv() => match ev {
+                NodeEvent::Complete { root } if root == root_hash => {
+                    let t = start.elapsed().as_secs_f64();
+                    devices[i].completed.get_or_insert(t);
+                }
+                NodeEvent::PeerBanned { root, .. } if root == root_hash => devices[i].banned += 1,
+                _ => {}
+            },
+            _ = sample.tick() => {
+                let t = start.elapsed().as_secs_f64();
+                for d in &mut devices {
+                    if d.updated.is_none() && d.status.as_ref().is_some_and(|s| committed(&s.borrow())) {
+                        d.updated = Some(t);
+                    }
+                }
+                let mut rates = Vec::new();
+                for d in &mut devices {
+                    if let Some(n) = &d.node {
+                        let now = n.metrics().sent_all.get();
+                        rates.push(now.saturating_sub(d.sampled) as f64 / 0.5);
+                        d.sampled = now;
+                    } else {
+                        d.sampled = 0;
+                    }
+                }
+                let g = gw_node.metrics().sent_all.get();
+                let gr = g.saturating_sub(gw_sampled) as f64 / 0.5;
+                gw_sampled = g;
+                let done = devices.iter().filter(|d| d.measured && d.completed.is_some()).count();
+                out.series.push(t, if gateway_up { gr } else { 0.0 }, &rates, gw.wan_bytes(), done);
+            }
+            _ = cap_tick.tick() => {
+                // Rates over the last second against the caps in force.
+                for (i, d) in devices.iter().enumerate() {
+                    if let Some(n) = &d.node {
+                        let now = n.metrics().sent_all.get();
+                        if let Some((prev, at)) = last_sent.get(&i).copied() {
+                            let secs = at.elapsed().as_secs_f64();
+                            if let Some(cap) = n.upload_cap().rate().filter(|c| *c > 0) {
+                                if secs > 0.5 {
+                                    caps.observe("device upload", start.elapsed().as_secs_f64(), now.saturating_sub(prev) as f64 / secs / cap as f64);
+                                }
+                            }
+                        }
+                        last_sent.insert(i, (now, Instant::now()));
+                    }
+                }
+                if gateway_up {
+                    let g = gw_node.metrics().sent_all.get();
+                    let secs = gw_last.1.elapsed().as_secs_f64();
+                    if let Some(cap) = gw_node.upload_cap().rate().filter(|c| *c > 0) {
+                        if secs > 0.5 {
+                            caps.observe("gateway upload", start.elapsed().as_secs_f64(), g.saturating_sub(gw_last.0) as f64 / secs / cap as f64);
+                        }
+                    }
+                    gw_last = (g, Instant::now());
+                    let w = gw.wan_bytes();
+                    let secs = wan_last.1.elapsed().as_secs_f64();
+                    if let (Some(cap), true) = (sc.gateway.wan.filter(|c| *c > 0), secs > 0.5) {
+                        caps.observe("gateway WAN", start.elapsed().as_secs_f64(), w.saturating_sub(wan_last.0) as f64 / secs / cap as f64);
+                    }
+                    wan_last = (w, Instant::now());
+                }
+            }
+        }
+    }
+    out.elapsed_s = start.elapsed().as_secs_f64();
+    out.caps = caps;
+    out.artifact_bytes = length;
+    out.wan_per_ward.push(gw.wan_bytes());
+    out.gateway_upload_per_ward
+        .push(gw_node.metrics().sent_all.get());
+    let label = root_hash.short();
+    for d in &devices {
+        let (mut from_gw, mut from_peers, mut sent) =
+            (d.from_gateway_before, d.from_peers_before, d.sent_before);
+        if let Some(n) = &d.node {
+            let m = n.metrics();
+            from_gw += m.received_total(&label, "gateway");
+            from_peers += m.received_total(&label, "peer");
+            sent += m.sent_all.get();
+        }
+        if let Some(e) = d.store.as_ref().and_then(|s| s.get(&root_hash)) {
+            tracing::info!(device = %d.id, have = e.have().count(), total = e.have().len(), "store at the end");
+        }
+        if d.behaviour == Behaviour::NonMember {
+            let admitted = match &d.node {
+                Some(n) => n.peers().await.map(|p| p.len()).unwrap_or(0),
+                None => 0,
+            };
+            if admitted == 0 {
+                out.refused_admission += 1;
+            }
+        }
+        out.devices.push(DeviceOutcome {
+            ward: 0,
+            id: d.id.clone(),
+            behaviour: d.behaviour,
+            measured: d.measured,
+            completed_s: d.completed,
+            updated_s: d.updated,
+            from_gateway: from_gw,
+            from_peers,
+            uploaded: sent,
+            banned: d.banned,
+        });
+    }
+    stop.cancel();
+    for d in &devices {
+        d.stop.cancel();
+        if let Some(n) = &d.node {
+            let _ = tokio::time::timeout(Duration::from_secs(5), n.shutdown()).await;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), gw.shutdown()).await;
+    Ok(out)
+}
+
+fn committed(r: &Report) -> bool {
+    r.state == "idle" && r.version == "2.0.0"
+}
+
+/// Is every group held by some honest, running device (one copy is in the ward)?
+fn seeded_once(devices: &[Device], root: Hash) -> bool {
+    let mut union: Option<wardswarm_node::groups::GroupSet> = None;
+    for d in devices {
+        if d.behaviour != Behaviour::Honest || d.node.is_none() {
+            continue;
+        }
+        if let Some(e) = d.store.as_ref().and_then(|s| s.get(&root)) {
+            match &mut union {
+                None => union = Some(e.have()),
+                Some(u) => u.union_with(&e.have()),
+            }
+        }
+    }
+    union.is_some_and(|u| u.is_full())
+}
+
+fn node_config(bootstrap: Vec<Multiaddr>, up: Option<u64>, down: Option<u64>) -> Config {
+    Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("literal address")],
+        bootstrap,
+        mdns: false,
+        ward: WARD.into(),
+        upload: Schedule::fixed(up),
+        download: Schedule::fixed(down),
+        ..Config::default()
+    }
+}
+
+impl Live {
+    /// Starts (or restarts) a device: its node, and for an honest device its agent.
+    async fn start(&mut self, d: &mut Device) -> Result<()> {
+        let mut cfg = node_config(self.boot.clone(), d.up, d.down);
+        cfg.fault = match d.behaviour {
+            Behaviour::Corrupt => Some(Fault::CorruptServe),
+            Behaviour::Stall => Some(Fault::StallServe),
+            _ => None,
+        };
+        let member = d.behaviour != Behaviour::NonMember;
+        let store = Arc::new(Store::open(d.dir.join("store"))?);
+        let cert = self.ward.cert(&d.key, &d.id, MemberRole::Device, member)?;
+        let (h, _j) = node::spawn(
+            cfg,
+            d.key.clone(),
+            &cert,
+            self.ward.root.clone(),
+            store.clone(),
+        )?;
+        let i: usize = d.id[5..].parse::<usize>().unwrap_or(1) - 1;
+        let mut rx = h.subscribe();
+        let tx = self.events.clone();
+        tokio::spawn(async move {
+            while let Ok(ev) = rx.recv().await {
+                if tx.send((i, ev)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        d.stop = CancellationToken::new();
+        match d.behaviour {
+            Behaviour::Honest => {
+                let slots_dir = d.dir.join("slots");
+                let slots: Arc<dyn Slots> = if slots_dir.exists() {
+                    Arc::new(FileSlots::new(&slots_dir))
+                } else {
+                    Arc::new(FileSlots::provision(&slots_dir, &self.factory)?)
+                };
+                let mut acfg = AgentConfig::new(d.dir.join("agent"), HARDWARE);
+                acfg.product = Some("sim-product".into());
+                acfg.factory_version = "1.0.0".into();
+                acfg.factory_counter = 1;
+                acfg.health_check = Some("true".into());
+                acfg.report_interval = Duration::from_secs(2);
+                let (mut agent, status) = Agent::new(
+                    acfg,
+                    slots,
+                    store.clone(),
+                    h.clone(),
+                    self.ward.root.clone(),
+                )?;
+                d.status = Some(status);
+                let stop = d.stop.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match agent.run_boot(&stop).await {
+                            Ok(Exit::Reboot) => continue,
+                            Ok(Exit::Stopped) => break,
+                            Err(e) => {
+                                tracing::error!(error = %e, "device agent failed");
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+            Behaviour::Corrupt | Behaviour::Stall => {
+                // A member gone bad: it fetches the release honestly, then serves it wrongly.
+                let h2 = h.clone();
+                let (root, len) = (self.root_hash, self.length);
+                let stop = d.stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = h2.fetch(root, len) => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+            Behaviour::NonMember => {}
+        }
+        if member
+            && !self
+                .boot
+                .iter()
+                .any(|a| a.to_string().contains(&h.peer_id().to_string()))
+        {
+            self.boot.push(first_addr(&h).await?);
+        }
+        d.node = Some(h);
+        d.store = Some(store);
+        Ok(())
+    }
+
+    /// Kills a device: agent and node stop at once (its store and slots stay, as after a power cut
+    /// that fsync ordering survives).
+    async fn crash(&mut self, d: &mut Device) {
+        d.stop.cancel();
+        if let Some(n) = d.node.take() {
+            let m = n.metrics();
+            let label = self.root_hash.short();
+            d.sent_before += m.sent_all.get();
+            d.from_gateway_before += m.received_total(&label, "gateway");
+            d.from_peers_before += m.received_total(&label, "peer");
+            let _ = tokio::time::timeout(Duration::from_secs(5), n.shutdown()).await;
+        }
+        d.store = None;
+        d.status = None;
+    }
+}
+
+async fn first_addr(h: &Handle) -> Result<Multiaddr> {
+    for _ in 0..500 {
+        if let Some(a) = h.listen_addrs().await?.into_iter().next() {
+            return Ok(a);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("node did not start listening")
 }

@@ -823,7 +823,13 @@ impl<'a> Ward<'a> {
             let rate = n.sample_uploaded as f64 / secs;
             n.sample_uploaded = 0;
             if let Some(cap) = n.up.filter(|c| *c > 0) {
-                self.caps.observe(rate / cap as f64);
+                let what = if i == 0 {
+                    "gateway upload"
+                } else {
+                    "device upload"
+                };
+                self.caps
+                    .observe(what, self.now as f64 / 1e6, rate / cap as f64);
             }
             if i == 0 {
                 gateway = rate;

@@ -21,14 +21,14 @@ pub fn svg(path: &Path, sc: &Scenario, run: &RunOutcome, report: &Report) -> Plo
         sc.name,
         run.engine,
         report.json["devices"],
-        sc.artifact as f64 / 1e6
+        run.artifact_bytes as f64 / 1e6
     );
     let root = root.titled(&title, ("sans-serif", 24))?;
     let panels = root.split_evenly((2, 2));
-    let b = Bound::of(sc);
+    let b = Bound::of(sc, run.artifact_bytes);
     cdf(&panels[0], run, &b)?;
     uploads(&panels[1], sc, run)?;
-    wan(&panels[2], sc, run)?;
+    wan(&panels[2], run)?;
     summary(&panels[3], report, &b)?;
     root.present()?;
     Ok(())
@@ -165,14 +165,10 @@ fn uploads(
     Ok(())
 }
 
-fn wan(
-    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
-    sc: &Scenario,
-    run: &RunOutcome,
-) -> PlotResult {
+fn wan(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, run: &RunOutcome) -> PlotResult {
     let s = &run.series;
     let mb = 1e6;
-    let f = sc.artifact as f64 / mb;
+    let f = run.artifact_bytes as f64 / mb;
     let xmax = s.t.last().copied().unwrap_or(1.0).max(1.0);
     let ymax = s.wan.iter().map(|v| *v as f64 / mb).fold(f, f64::max) * 1.15;
     let mut c = ChartBuilder::on(area)

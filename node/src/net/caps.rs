@@ -1,7 +1,7 @@
 //! Bandwidth caps: one limiter per direction per node, shared by every peer, connection and transfer.
 //!
 //! Bytes are counted in cells of 1 KiB (1-byte cells ran 7 % over at high rates from rounding; measured
-//! in `../shared/docs/measured-here.md`), with an explicit burst of 50 ms of traffic (at least one 16 KiB
+//! in `../shared/docs/measured-here.md`), with an explicit burst of 20 ms of traffic (at least one 16 KiB
 //! chunk group), so the rate over any second stays within a few percent of the cap. A cap can change at
 //! run time (schedules); `None` means unlimited, `Some(0)` means nothing passes (upload: leech only).
 
@@ -11,10 +11,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter as Limiter, Quota, RateLimiter};
 
 /// Bytes per limiter cell.
 pub const CELL: u64 = 1024;
+/// Largest slice passed through a limiter at once (one chunk group).
+const MAX_SLICE: usize = 16 * 1024;
+
+fn slice_for(rate: u64) -> usize {
+    ((rate / 200) as usize).clamp(CELL as usize, MAX_SLICE)
+}
 
 /// A rate cap that can be changed while in use.
 #[derive(Debug, Clone)]
@@ -24,8 +30,11 @@ pub struct Cap {
 
 #[derive(Debug)]
 struct CapState {
+    /// Bytes not yet a whole cell, summed over every transfer through this cap (a per-transfer
+    /// remainder would let each short transfer pass up to 1 KiB free: 3 % over at 500 KB/s).
+    pending: CellMeter,
     rate: Option<u64>,
-    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    limiter: Option<Arc<Limiter>>,
     burst_cells: u32,
 }
 
@@ -34,6 +43,7 @@ impl Cap {
     pub fn new(rate: Option<u64>) -> Self {
         let c = Self {
             inner: Arc::new(RwLock::new(CapState {
+                pending: CellMeter::default(),
                 rate: None,
                 limiter: None,
                 burst_cells: 0,
@@ -55,8 +65,9 @@ impl Cap {
         if let Some(r) = rate.filter(|r| *r > 0) {
             let cells_per_sec = (r as f64 / CELL as f64).max(1e-3);
             let period = Duration::from_secs_f64(1.0 / cells_per_sec);
-            // Burst: 50 ms of traffic, at least one 16 KiB group.
-            let burst = ((cells_per_sec * 0.05).ceil() as u32).max(16);
+            // Burst: 20 ms of traffic (2 % of any one-second window), at least one slice.
+            let slice_cells = slice_for(r).div_ceil(CELL as usize) as u32;
+            let burst = ((cells_per_sec * 0.02).ceil() as u32).max(slice_cells);
             if let (Some(q), Some(b)) = (Quota::with_period(period), NonZeroU32::new(burst)) {
                 st.limiter = Some(Arc::new(RateLimiter::direct(q.allow_burst(b))));
                 st.burst_cells = burst;
@@ -64,9 +75,28 @@ impl Cap {
         }
     }
 
+    /// How many bytes to pass through this cap at a time: 5 ms of traffic, 1 to 16 KiB. Tokens are
+    /// taken before a slice is written, and a slice held up by back-pressure goes out later in a lump;
+    /// with several transfers each may hold one, so slices must be small next to the cap.
+    pub fn slice_bytes(&self) -> usize {
+        self.rate().map_or(MAX_SLICE, slice_for)
+    }
+
     /// The current cap.
     pub fn rate(&self) -> Option<u64> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).rate
+    }
+
+    /// Waits until `bytes` more bytes may pass (counted in cells, the remainder carried over to the next
+    /// caller); returns how long it waited.
+    pub async fn acquire_bytes(&self, bytes: u64) -> Duration {
+        let cells = self
+            .inner
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .add(bytes);
+        self.acquire_cells(cells).await
     }
 
     /// Waits until `cells` cells may pass; returns how long it waited (time throttled).

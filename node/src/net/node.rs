@@ -28,7 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    caps::{Cap, CellMeter, Schedule},
+    caps::{Cap, Schedule},
     metrics::{DirectionLabels, Metrics, TransferLabels},
     wire::{self, Get, Have, Status},
 };
@@ -1537,7 +1537,6 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
                 stream: st,
                 rt,
                 shared: s2,
-                meter: CellMeter::default(),
                 label,
             },
         );
@@ -1564,14 +1563,16 @@ struct BlockingWriter {
     stream: Stream,
     rt: tokio::runtime::Handle,
     shared: Arc<Shared>,
-    meter: CellMeter,
     label: TransferLabels,
 }
 
 impl Write for BlockingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let cells = self.meter.add(buf.len() as u64);
-        let waited = self.rt.block_on(self.shared.upload.acquire_cells(cells));
+        // Small slices keep the rate over any second close to the cap (see `Cap::slice_bytes`).
+        let buf = &buf[..buf.len().min(self.shared.upload.slice_bytes())];
+        let waited = self
+            .rt
+            .block_on(self.shared.upload.acquire_bytes(buf.len() as u64));
         if !waited.is_zero() {
             self.shared
                 .metrics
@@ -1611,7 +1612,6 @@ struct BlockingReader {
     stream: Stream,
     rt: tokio::runtime::Handle,
     shared: Arc<Shared>,
-    meter: CellMeter,
     label: TransferLabels,
     cancel: CancellationToken,
 }
@@ -1621,6 +1621,8 @@ impl Read for BlockingReader {
         let t = self.shared.cfg.io_timeout;
         let stream = &mut self.stream;
         let cancel = self.cancel.clone();
+        let max = buf.len().min(self.shared.download.slice_bytes());
+        let buf = &mut buf[..max];
         let n = self.rt.block_on(async {
             tokio::select! {
                 r = timed(t, stream.read(buf)) => r,
@@ -1633,8 +1635,9 @@ impl Read for BlockingReader {
             .get_or_create(&self.label)
             .inc_by(n as u64);
         self.shared.metrics.received_all.inc_by(n as u64);
-        let cells = self.meter.add(n as u64);
-        let waited = self.rt.block_on(self.shared.download.acquire_cells(cells));
+        let waited = self
+            .rt
+            .block_on(self.shared.download.acquire_bytes(n as u64));
         if !waited.is_zero() {
             self.shared
                 .metrics
@@ -1715,7 +1718,6 @@ async fn request_task(
         stream: st,
         rt,
         shared: s.clone(),
-        meter: CellMeter::default(),
         label,
         cancel: cancel.clone(),
     };
