@@ -53,6 +53,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Simulate a ward (or a hospital of wards) from a scenario file and report against the bound.
     Sim(sim::SimArgs),
+    /// Helpers the netns simulation runs inside namespaces.
+    #[command(subcommand, hide = true)]
+    SimTool(sim::SimTool),
     /// Print the libp2p peer id of a key file (a node's identity).
     PeerId {
         #[arg(long)]
@@ -363,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Release(c) => release_cmd(c, now),
         Cmd::Demo(a) => demo::run(&a, now),
         Cmd::Sim(a) => sim::run(&a),
+        Cmd::SimTool(t) => sim::tool(&t),
         Cmd::PeerId { key } => {
             println!(
                 "{}",

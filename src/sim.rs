@@ -110,3 +110,90 @@ pub fn run(args: &SimArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Helpers the netns engine runs inside namespaces (hidden from `--help`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SimTool {
+    /// GET a URL and print the body (the gateway API, from inside its namespace).
+    Get { url: String },
+    /// Send a paced TCP stream (the clinical flow).
+    Send {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        /// Bytes per second.
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        seconds: u64,
+    },
+    /// Receive one TCP stream for SECONDS from its first byte; print its throughput as JSON.
+    Recv {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        seconds: u64,
+    },
+}
+
+pub fn tool(t: &SimTool) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match t {
+            SimTool::Get { url } => {
+                let body = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(5))
+                    .build()?
+                    .get(url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .text()
+                    .await?;
+                print!("{body}");
+            }
+            SimTool::Send { to, rate, seconds } => {
+                let mut s = tokio::net::TcpStream::connect(to).await?;
+                let chunk = vec![0x5au8; 16 * 1024];
+                let start = Instant::now();
+                let mut sent = 0u64;
+                while start.elapsed().as_secs() < *seconds {
+                    // Paced: never ahead of rate x elapsed.
+                    let due = sent as f64 / *rate as f64;
+                    let now = start.elapsed().as_secs_f64();
+                    if due > now {
+                        tokio::time::sleep(std::time::Duration::from_secs_f64(due - now)).await;
+                    }
+                    s.write_all(&chunk).await?;
+                    sent += chunk.len() as u64;
+                }
+            }
+            SimTool::Recv { listen, seconds } => {
+                let l = tokio::net::TcpListener::bind(listen).await?;
+                let (mut s, _) = tokio::time::timeout(std::time::Duration::from_secs(30), l.accept())
+                    .await
+                    .context("no clinical sender connected within 30 s")??;
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = s.read(&mut buf).await?;
+                let start = Instant::now();
+                let mut got = n as u64;
+                let window = std::time::Duration::from_secs(*seconds);
+                while start.elapsed() < window {
+                    match tokio::time::timeout(window.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
+                        Ok(Ok(0)) | Err(_) => break,
+                        Ok(Ok(n)) => got += n as u64,
+                        Ok(Err(e)) => return Err(e.into()),
+                    }
+                }
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "{}",
+                    serde_json::json!({"bytes": got, "seconds": secs, "bytes_per_s": got as f64 / secs})
+                );
+            }
+        }
+        Ok(())
+    })
+}

@@ -40,8 +40,10 @@ use crate::{
     scenario::{Behaviour, Event, Installed, Scenario},
 };
 
-const WARD: &str = "sim-ward";
-const HARDWARE: &str = "sim-device";
+/// The simulated ward's name, hardware id and product.
+pub const WARD: &str = "sim-ward";
+pub const HARDWARE: &str = "sim-device";
+pub const PRODUCT: &str = "sim-product";
 
 /// Runs one ward of the scenario live (a scenario of several wards runs its first ward only).
 pub fn run(sc: &Scenario) -> Result<RunOutcome> {
@@ -132,8 +134,8 @@ impl Ward {
     }
 
     /// Builds release 2.0.0 (an incompressible image of `size` bytes, so the artifact is about `size`)
-    /// into `origin/releases/2.0.0` and publishes the signed index. Returns the artifact root and length.
-    pub fn publish(
+    /// into `origin/releases/2.0.0`. Returns the artifact root and length.
+    pub fn build_release(
         &self,
         origin_dir: &Path,
         image: &Path,
@@ -144,7 +146,7 @@ impl Ward {
         std::fs::create_dir_all(origin_dir.join("releases"))?;
         let report = release::build(&BuildRequest {
             target: image.to_path_buf(),
-            product: "sim-product".into(),
+            product: PRODUCT.into(),
             hardware: vec![HARDWARE.into()],
             version: "2.0.0".into(),
             counter: 2,
@@ -157,12 +159,6 @@ impl Ward {
             root: Some(self.root.clone()),
             bases: vec![],
         })?;
-        origin::publish(
-            origin_dir,
-            std::slice::from_ref(&self.release_key),
-            self.now.saturating_add(Duration::from_secs(7 * 86_400)),
-            self.now,
-        )?;
         let full = report
             .manifest
             .manifest
@@ -170,6 +166,30 @@ impl Ward {
             .context("release has a full image")?
             .clone();
         Ok((full.root, full.length))
+    }
+
+    /// Writes the origin's signed index (the release appears to gateways at their next poll).
+    pub fn publish_index(&self, origin_dir: &Path) -> Result<()> {
+        origin::publish(
+            origin_dir,
+            std::slice::from_ref(&self.release_key),
+            self.now.saturating_add(Duration::from_secs(7 * 86_400)),
+            self.now,
+        )?;
+        Ok(())
+    }
+
+    /// Builds release 2.0.0 and publishes the index.
+    pub fn publish(
+        &self,
+        origin_dir: &Path,
+        image: &Path,
+        size: u64,
+        seed: u64,
+    ) -> Result<(Hash, u64)> {
+        let r = self.build_release(origin_dir, image, size, seed)?;
+        self.publish_index(origin_dir)?;
+        Ok(r)
     }
 }
 
@@ -570,7 +590,7 @@ impl Live {
                     Arc::new(FileSlots::provision(&slots_dir, &self.factory)?)
                 };
                 let mut acfg = AgentConfig::new(d.dir.join("agent"), HARDWARE);
-                acfg.product = Some("sim-product".into());
+                acfg.product = Some(PRODUCT.into());
                 acfg.factory_version = "1.0.0".into();
                 acfg.factory_counter = 1;
                 acfg.health_check = Some("true".into());

@@ -247,8 +247,7 @@ impl<'a> Ward<'a> {
         )];
         for d in &sc.devices {
             let mut n = Node::new(d.behaviour, d.measured(), d.upload, d.download, groups);
-            if d.installed == Installed::New || d.behaviour != Behaviour::Honest {
-                // Hostile peers hold the artifact (they fetched it honestly before misbehaving).
+            if d.installed == Installed::New {
                 n.has = GroupSet::full(groups);
             }
             nodes.push(n);
@@ -449,9 +448,10 @@ impl<'a> Ward<'a> {
                 );
             }
         }
-        // It hears the release announcement and starts fetching.
+        // It hears the release announcement and starts fetching (a hostile member fetches honestly
+        // too, as in the live engine: it misbehaves only when serving).
         let n = &mut self.nodes[i];
-        if n.measured && n.completed.is_none() {
+        if n.completed.is_none() && !n.has.is_full() {
             let cfg = scheduler::Config {
                 seed: self.sc.seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
                 ..Default::default()
@@ -507,6 +507,18 @@ impl<'a> Ward<'a> {
         }
     }
 
+    /// Does every group exist on some honest, running device (one copy is in the ward)? The scenario
+    /// harness knows who is honest; the gateway does not, so this is not the gateway's own test.
+    fn seeded_once(&self) -> bool {
+        let mut union = GroupSet::new(self.groups);
+        for n in self.nodes.iter().skip(1) {
+            if n.alive && n.behaviour == Behaviour::Honest {
+                union.union_with(&n.has);
+            }
+        }
+        union.is_full()
+    }
+
     fn announced(&self, i: usize) -> GroupSet {
         let n = &self.nodes[i];
         if n.up == Some(0) {
@@ -525,7 +537,7 @@ impl<'a> Ward<'a> {
         let at = self.now + self.lat();
         let now_ms = self.now / 1000;
         if i == 0 {
-            if self.leave_after_copy && self.gateway_left.is_none() && self.seed.seeded_once() {
+            if self.leave_after_copy && self.gateway_left.is_none() && self.seeded_once() {
                 self.gateway_left = Some(self.now);
                 self.leave(0);
                 return;
