@@ -25,8 +25,11 @@ use std::{
     ops::Range,
 };
 
+use std::time::Duration;
+
 use wardswarm_node::{
     groups::GroupSet,
+    net::node::have_period,
     scheduler::{self, Action, Input, Outcome as ReqOutcome, ReqId, Scheduler},
     seeding::{self, SuperSeed},
 };
@@ -362,7 +365,12 @@ impl<'a> Ward<'a> {
         match ev {
             Ev::HaveRound(i) => {
                 self.have_round(i);
-                self.push(now + HAVE_EVERY, Ev::HaveRound(i));
+                // As the node: longer rounds in larger wards (`node::have_period`).
+                let peers = (0..self.nodes.len())
+                    .filter(|&p| p != i && self.nodes[p].alive && self.nodes[p].admitted)
+                    .count();
+                let period = have_period(Duration::from_micros(HAVE_EVERY), peers);
+                self.push(now + period.as_micros() as u64, Ev::HaveRound(i));
             }
             Ev::Tick(i) => {
                 if self.nodes[i].sched.is_some() {
