@@ -62,8 +62,12 @@ pub fn run(sc: &Scenario) -> Result<RunOutcome> {
             "the live engine does not support installed = \"new\" devices yet (use --engine model)"
         );
     }
+    // Every transfer holds a blocking thread (the bao encode and decode bridges) for its duration, and
+    // here every node shares one runtime: 50 nodes serving up to 32 transfers each outgrow tokio's
+    // default 512 blocking threads, and queued transfers stall. Separate processes each have their own.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(64 * (sc.devices.len() + 1))
         .build()?;
     rt.block_on(run_async(sc))
 }
