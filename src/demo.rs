@@ -33,6 +33,7 @@ use wardswarm_node::{
     SecretKey, Timestamp,
 };
 use wardswarm_seeder::{origin, Gateway, GatewayConfig};
+use wardswarm_sim::live::first_addr;
 
 /// Demo options.
 #[derive(Debug, Clone, clap::Args)]
@@ -465,14 +466,4 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         bail!("not every device committed the release");
     }
     Ok(())
-}
-
-async fn first_addr(h: &Handle) -> Result<libp2p::Multiaddr> {
-    for _ in 0..500 {
-        if let Some(a) = h.listen_addrs().await?.into_iter().next() {
-            return Ok(a);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    bail!("node did not start listening")
 }

@@ -155,7 +155,20 @@ pub fn tool(t: &SimTool) -> Result<()> {
                 print!("{body}");
             }
             SimTool::Send { to, rate, seconds } => {
-                let mut s = tokio::net::TcpStream::connect(to).await?;
+                // The receiver may still be starting (a process in another namespace): retry for 10 s.
+                let mut tries = 0;
+                let mut s = loop {
+                    match tokio::net::TcpStream::connect(to).await {
+                        Ok(s) => break s,
+                        Err(e) if tries >= 100 => {
+                            return Err(anyhow::Error::new(e).context(format!("connect to {to}")))
+                        }
+                        Err(_) => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                };
                 let chunk = vec![0x5au8; 16 * 1024];
                 let start = Instant::now();
                 let mut sent = 0u64;

@@ -665,7 +665,8 @@ impl Live {
     }
 }
 
-async fn first_addr(h: &Handle) -> Result<Multiaddr> {
+/// A node's first listen address with `/p2p/<peer id>`, once it listens (bounded wait).
+pub async fn first_addr(h: &Handle) -> Result<Multiaddr> {
     for _ in 0..500 {
         if let Some(a) = h.listen_addrs().await?.into_iter().next() {
             return Ok(a);

@@ -230,6 +230,46 @@ fn identity(ward: &Ward, dir: &Path, name: &str, role: MemberRole) -> Result<Nod
     })
 }
 
+/// Seconds the clinical flow is measured.
+const CLINICAL_SECS: u64 = 5;
+
+/// A paced TCP stream from `dev_ns` to the station for `CLINICAL_SECS`; its throughput at the station.
+fn clinical_flow(bin: &Path, dev_ns: &str, station: &(String, String), rate: u64) -> Option<f64> {
+    let to = format!("{}:9000", station.1);
+    let secs = CLINICAL_SECS.to_string();
+    let recv = Command::new("ip")
+        .args(["netns", "exec", &station.0])
+        .arg(bin)
+        .args(["sim-tool", "recv", "--listen", &to, "--seconds", &secs])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut send = Command::new("ip")
+        .args(["netns", "exec", dev_ns])
+        .arg(bin)
+        .args([
+            "sim-tool",
+            "send",
+            "--to",
+            &to,
+            "--rate",
+            &rate.to_string(),
+            "--seconds",
+        ])
+        .arg((CLINICAL_SECS + 1).to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let o = recv.wait_with_output().ok();
+    let _ = send.kill();
+    let _ = send.wait();
+    let v: serde_json::Value = serde_json::from_slice(&o?.stdout).ok()?;
+    v["bytes_per_s"].as_f64()
+}
+
 fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOutcome> {
     let work = out.join("netns");
     if work.exists() {
@@ -422,51 +462,11 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
     }
 
     // The clinical flow alone, as a baseline.
-    let clinical_secs = 5u64;
-    let clinical = |dev_ns: &str, station: &(String, String), rate: u64| -> Result<f64> {
-        let recv = Command::new("ip")
-            .args(["netns", "exec", &station.0])
-            .arg(bin)
-            .args([
-                "sim-tool",
-                "recv",
-                "--listen",
-                &format!("{}:9000", station.1),
-                "--seconds",
-                &clinical_secs.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        std::thread::sleep(Duration::from_millis(300));
-        let send = Command::new("ip")
-            .args(["netns", "exec", dev_ns])
-            .arg(bin)
-            .args([
-                "sim-tool",
-                "send",
-                "--to",
-                &format!("{}:9000", station.1),
-                "--rate",
-                &rate.to_string(),
-                "--seconds",
-                &(clinical_secs + 1).to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let o = recv.wait_with_output()?;
-        let mut send = send;
-        let _ = send.kill();
-        let _ = send.wait();
-        let v: serde_json::Value =
-            serde_json::from_slice(&o.stdout).context("clinical receiver output")?;
-        v["bytes_per_s"]
-            .as_f64()
-            .context("clinical receiver output")
-    };
     let baseline = match (&sc.clinical, &station) {
-        (Some(c), Some(st)) => Some(clinical(&devices[c.device].0, st, c.rate)?),
+        (Some(c), Some(st)) => Some(
+            clinical_flow(bin, &devices[c.device].0, st, c.rate)
+                .context("the clinical flow did not run")?,
+        ),
         _ => None,
     };
 
@@ -478,46 +478,9 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
             let (dev_ns, st, rate) = (devices[c.device].0.clone(), st.clone(), c.rate);
             let bin = bin.to_path_buf();
             Some(std::thread::spawn(move || {
-                // Start once the devices are fetching.
+                // Once the devices are fetching.
                 std::thread::sleep(Duration::from_secs(2));
-                let recv = Command::new("ip")
-                    .args(["netns", "exec", &st.0])
-                    .arg(&bin)
-                    .args([
-                        "sim-tool",
-                        "recv",
-                        "--listen",
-                        &format!("{}:9000", st.1),
-                        "--seconds",
-                        &clinical_secs.to_string(),
-                    ])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()?;
-                std::thread::sleep(Duration::from_millis(300));
-                let mut send = Command::new("ip")
-                    .args(["netns", "exec", &dev_ns])
-                    .arg(&bin)
-                    .args([
-                        "sim-tool",
-                        "send",
-                        "--to",
-                        &format!("{}:9000", st.1),
-                        "--rate",
-                        &rate.to_string(),
-                        "--seconds",
-                        &(clinical_secs + 1).to_string(),
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()?;
-                let o = recv.wait_with_output().ok()?;
-                let _ = send.kill();
-                let _ = send.wait();
-                let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-                v["bytes_per_s"].as_f64()
+                clinical_flow(&bin, &dev_ns, &st, rate)
             }))
         }
         _ => None,
