@@ -93,15 +93,6 @@ impl<P: Ord + Clone> SuperSeed<P> {
         }
     }
 
-    /// Groups of the artifact.
-    pub fn len(&self) -> u64 {
-        self.local.len()
-    }
-    /// The artifact has no groups.
-    pub fn is_empty(&self) -> bool {
-        self.local.len() == 0
-    }
-
     /// The gateway's own verified groups (only these are ever shown).
     pub fn local_has(&mut self, groups: &GroupSet) {
         if groups.len() == self.local.len() {
@@ -161,16 +152,6 @@ impl<P: Ord + Clone> SuperSeed<P> {
     /// Devices still missing groups.
     pub fn incomplete(&self) -> usize {
         self.devices.values().filter(|d| !d.has.is_full()).count()
-    }
-
-    /// Is every group the gateway has held by at least one device (one copy is in the ward)?
-    pub fn seeded_once(&self) -> bool {
-        self.local.is_full() && self.copies.iter().all(|c| *c > 0)
-    }
-
-    /// Devices known for this artifact.
-    pub fn devices(&self) -> impl Iterator<Item = &P> {
-        self.devices.keys()
     }
 
     /// What to announce to `peer` now; `None` if it is what was last announced (unless `force`).
@@ -390,6 +371,5 @@ mod tests {
         s.peer_has(5_001, 1, part);
         let v = s.view(5_001, &1, true).expect("view");
         assert!(v.count() > 1 && v.count() <= 16);
-        assert!(!s.seeded_once());
     }
 }

@@ -486,9 +486,6 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
             from_peers += m.received_total(&label, "peer");
             sent += m.sent_all.get();
         }
-        if let Some(e) = d.store.as_ref().and_then(|s| s.get(&root_hash)) {
-            tracing::info!(device = %d.id, have = e.have().count(), total = e.have().len(), "store at the end");
-        }
         if d.behaviour == Behaviour::NonMember {
             let admitted = match &d.node {
                 Some(n) => n.peers().await.map(|p| p.len()).unwrap_or(0),
