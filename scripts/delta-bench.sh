@@ -7,12 +7,26 @@
 # (GNU time's maximum resident set size), and a check that the applied output equals the new image.
 # Needs: bsdiff, xdelta3, zstd, time (apt-get install bsdiff xdelta3 zstd time) and a release build of
 # wardswarm (cargo build --release). Prints a Markdown table.
+#
+# Debian's bsdiff sorts suffixes with qsufsort, which takes hours on a disk image with long zero runs.
+# It runs under a time limit (BSDIFF_TIMEOUT seconds, default 3600). The row "bsdiff-sa" is bsdiff 4.3's
+# patch computed with a divsufsort suffix array (scripts/bsdiff-sa.c, built here if cc, libbz2-dev and
+# libdivsufsort-dev are present): the last column says whether it is byte-identical to Debian's bsdiff
+# where that finished, and its patch is applied with Debian's bspatch.
 set -euo pipefail
 CORPUS=${1:?usage: $0 CORPUS_DIR [OUT_DIR]}
 OUT=${2:-$(mktemp -d)}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 WS=${WARDSWARM:-$HERE/target/release/wardswarm}
 mkdir -p "$OUT"
+BSDIFF_TIMEOUT=${BSDIFF_TIMEOUT:-3600}
+SA=""
+if command -v cc >/dev/null && cc -O2 -I/usr/include/x86_64-linux-gnu -o "$OUT/bsdiff-sa" \
+    "$HERE/scripts/bsdiff-sa.c" -ldivsufsort -lbz2 2>"$OUT/bsdiff-sa.build.err"; then
+    SA="$OUT/bsdiff-sa"
+else
+    echo "bsdiff-sa not built (needs cc, libbz2-dev, libdivsufsort-dev): $(cat "$OUT/bsdiff-sa.build.err")" >&2
+fi
 for t in bsdiff bspatch xdelta3 zstd /usr/bin/time "$WS"; do
     command -v "$t" >/dev/null || { echo "missing: $t" >&2; exit 1; }
 done
@@ -36,15 +50,22 @@ for dir in "$CORPUS"/pairs/*/; do
     size=$(stat -c %s "$new")
     zstd -q -19 -T1 -f "$new" -o "$OUT/$name.zst"
     zsize=$(stat -c %s "$OUT/$name.zst")
-    for tool in wardswarm bsdiff xdelta3 zstd-patch-from; do
+    for tool in wardswarm bsdiff ${SA:+bsdiff-sa} xdelta3 zstd-patch-from; do
         d="$OUT/$name.$tool.delta"; o="$OUT/$name.$tool.out"
         rm -f "$d" "$o"
+        if [ "$tool" = bsdiff ] && ! c=$(run "$name.$tool.create" timeout "$BSDIFF_TIMEOUT" bsdiff "$old" "$new" "$d"); then
+            echo "| $name | bsdiff | $(mib "$size") | $(mib "$zsize") | did not finish in $BSDIFF_TIMEOUT s | | | | | | |"
+            rm -f "$d"
+            continue
+        fi
         case $tool in
             wardswarm)
                 c=$(run "$name.$tool.create" "$WS" delta create --base "$old" --target "$new" --out "$d")
                 a=$(run "$name.$tool.apply" "$WS" delta apply --base "$old" --delta "$d" --out "$o") ;;
             bsdiff)
-                c=$(run "$name.$tool.create" bsdiff "$old" "$new" "$d")
+                a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
+            bsdiff-sa)
+                c=$(run "$name.$tool.create" "$SA" "$old" "$new" "$d")
                 a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
             xdelta3)
                 c=$(run "$name.$tool.create" xdelta3 -9 -S djw -f -e -s "$old" "$new" "$d")
@@ -55,6 +76,13 @@ for dir in "$CORPUS"/pairs/*/; do
         esac
         dsize=$(stat -c %s "$d")
         ok=no; cmp -s "$o" "$new" && ok=yes
+        if [ "$tool" = bsdiff-sa ]; then
+            if [ -f "$OUT/$name.bsdiff.delta" ]; then
+                cmp -s "$d" "$OUT/$name.bsdiff.delta" && ok="$ok; identical to bsdiff" || ok="$ok; DIFFERS from bsdiff"
+            else
+                ok="$ok; bsdiff did not finish"
+            fi
+        fi
         read -r cs cm <<<"$c"; read -r as am <<<"$a"
         echo "| $name | $tool | $(mib "$size") | $(mib "$zsize") | $(mib "$dsize") | $(pct "$dsize" "$size") | $cs | $(awk -v k="$cm" 'BEGIN{printf "%.0f", k/1024}') | $as | $(awk -v k="$am" 'BEGIN{printf "%.0f", k/1024}') | $ok |"
         rm -f "$o"

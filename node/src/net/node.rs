@@ -1544,130 +1544,210 @@ async fn inbound_transfer(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     let Some(entry) = entry else {
         return;
     };
-    let rt = tokio::runtime::Handle::current();
     let label = TransferLabels {
         artifact: get.root.short(),
         source: Shared::source_label(role).into(),
     };
-    let s2 = s.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut w = io::BufWriter::with_capacity(
-            256 * 1024,
-            BlockingWriter {
-                stream: st,
-                rt,
-                shared: s2,
-                label,
-            },
-        );
-        let r = entry.serve(&get.runs, &mut w);
-        let flushed = w.flush();
-        if let Ok(mut inner) = w.into_inner().map_err(|e| e.into_error()) {
-            let _ = inner
-                .rt
-                .clone()
-                .block_on(async { timed(inner.shared.cfg.io_timeout, inner.stream.close()).await });
-        }
-        r.map_err(|e| e.to_string())
-            .and(flushed.map_err(|e| e.to_string()))
-    })
-    .await;
+    // The encoder reads the store on a blocking thread and hands the bao stream over in large
+    // buffers; this task passes them to the peer under the upload cap. One thread handoff per
+    // `PIPE_BUF` bytes, not one per cap slice.
+    let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+    let encoder = tokio::task::spawn_blocking(move || {
+        let mut w = PipeWriter::new(tx);
+        entry
+            .serve(&get.runs, &mut w)
+            .map_err(|e| e.to_string())
+            .and(w.flush().map_err(|e| e.to_string()))
+    });
+    let sent = send_pipe(&s, &mut st, rx, &label).await;
+    let encoded = encoder.await;
     drop(permit);
-    if let Ok(Err(e)) = result {
-        tracing::debug!(%peer, error = %e, "serving stopped");
+    match (encoded, sent) {
+        (Ok(Err(e)), _) => tracing::debug!(%peer, error = %e, "serving stopped"),
+        (Err(e), _) => tracing::debug!(%peer, error = %e, "serving task failed"),
+        (_, Err(e)) => tracing::debug!(%peer, error = %e, "serving stopped: the stream failed"),
+        _ => {}
     }
 }
 
-/// Writes bao-encoded bytes to a peer from a blocking thread, under the upload cap.
-struct BlockingWriter {
-    stream: Stream,
-    rt: tokio::runtime::Handle,
-    shared: Arc<Shared>,
-    label: TransferLabels,
+/// Bytes move between a blocking bao encoder or decoder and the async stream in buffers of this size.
+const PIPE_BUF: usize = 64 * 1024;
+/// Buffers in flight per transfer, each way: with `PIPE_BUF`, at most 256 KiB per transfer.
+const PIPE_DEPTH: usize = 4;
+
+/// The blocking encoder's output: fills `PIPE_BUF` buffers and hands them to `send_pipe`.
+struct PipeWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
 }
 
-impl Write for BlockingWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // Small slices keep the rate over any second close to the cap (see `Cap::slice_bytes`).
-        let buf = &buf[..buf.len().min(self.shared.upload.slice_bytes())];
-        let waited = self
-            .rt
-            .block_on(self.shared.upload.acquire_bytes(buf.len() as u64));
-        if !waited.is_zero() {
-            self.shared
-                .metrics
-                .throttled_seconds
-                .get_or_create(&DirectionLabels {
-                    direction: "upload".into(),
-                })
-                .inc_by(waited.as_secs_f64());
+impl PipeWriter {
+    fn new(tx: mpsc::Sender<Vec<u8>>) -> Self {
+        Self {
+            tx,
+            buf: Vec::with_capacity(PIPE_BUF),
         }
-        let t = self.shared.cfg.io_timeout;
-        let mut data = buf.to_vec();
-        if self.shared.cfg.fault == Some(Fault::CorruptServe) && data.len() >= 1024 {
-            // Flip a byte deep in the payload: the receiver's verification must catch it.
-            let i = data.len() / 2;
-            data[i] ^= 0x5a;
-        }
-        let stream = &mut self.stream;
-        self.rt
-            .block_on(async { timed(t, stream.write_all(&data)).await })?;
-        self.shared
-            .metrics
-            .sent_bytes
-            .get_or_create(&self.label)
-            .inc_by(buf.len() as u64);
-        self.shared.metrics.sent_all.inc_by(buf.len() as u64);
-        Ok(buf.len())
     }
-    fn flush(&mut self) -> io::Result<()> {
-        let t = self.shared.cfg.io_timeout;
-        let stream = &mut self.stream;
-        self.rt.block_on(async { timed(t, stream.flush()).await })
+
+    fn hand_over(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_BUF));
+        self.tx.blocking_send(full).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the stream to the peer closed before the response was sent",
+            )
+        })
     }
 }
 
-/// Reads a bao response from a peer into a blocking decoder, under the download cap, cancellable.
-struct BlockingReader {
-    stream: Stream,
-    rt: tokio::runtime::Handle,
-    shared: Arc<Shared>,
-    label: TransferLabels,
-    cancel: CancellationToken,
-}
-
-impl Read for BlockingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let t = self.shared.cfg.io_timeout;
-        let stream = &mut self.stream;
-        let cancel = self.cancel.clone();
-        let max = buf.len().min(self.shared.download.slice_bytes());
-        let buf = &mut buf[..max];
-        let n = self.rt.block_on(async {
-            tokio::select! {
-                r = timed(t, stream.read(buf)) => r,
-                _ = cancel.cancelled() => Err(io::Error::new(io::ErrorKind::Interrupted, "request cancelled")),
-            }
-        })?;
-        self.shared
-            .metrics
-            .received_bytes
-            .get_or_create(&self.label)
-            .inc_by(n as u64);
-        self.shared.metrics.received_all.inc_by(n as u64);
-        let waited = self
-            .rt
-            .block_on(self.shared.download.acquire_bytes(n as u64));
-        if !waited.is_zero() {
-            self.shared
-                .metrics
-                .throttled_seconds
-                .get_or_create(&DirectionLabels {
-                    direction: "download".into(),
-                })
-                .inc_by(waited.as_secs_f64());
+impl Write for PipeWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(PIPE_BUF - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PIPE_BUF {
+            self.hand_over()?;
         }
         Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            self.hand_over()
+        }
+    }
+}
+
+/// Sends the encoder's buffers to the peer in cap slices, then closes the stream. Returns when the
+/// encoder is done (its sender dropped) or the stream fails; dropping `rx` then stops the encoder.
+async fn send_pipe(
+    s: &Shared,
+    st: &mut Stream,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    label: &TransferLabels,
+) -> io::Result<()> {
+    let t = s.cfg.io_timeout;
+    while let Some(mut buf) = rx.recv().await {
+        if s.cfg.fault == Some(Fault::CorruptServe) && buf.len() >= 1024 {
+            // Flip a byte deep in the payload: the receiver's verification must catch it.
+            let i = buf.len() / 2;
+            buf[i] ^= 0x5a;
+        }
+        let mut at = 0;
+        while at < buf.len() {
+            // Small slices keep the rate over any second close to the cap (see `Cap::slice_bytes`).
+            let end = buf.len().min(at + s.upload.slice_bytes());
+            let n = (end - at) as u64;
+            let waited = s.upload.acquire_bytes(n).await;
+            if !waited.is_zero() {
+                s.metrics
+                    .throttled_seconds
+                    .get_or_create(&DirectionLabels {
+                        direction: "upload".into(),
+                    })
+                    .inc_by(waited.as_secs_f64());
+            }
+            timed(t, st.write_all(&buf[at..end])).await?;
+            s.metrics.sent_bytes.get_or_create(label).inc_by(n);
+            s.metrics.sent_all.inc_by(n);
+            at = end;
+        }
+    }
+    timed(t, st.flush()).await?;
+    timed(t, st.close()).await
+}
+
+/// The blocking decoder's input: buffers filled by `receive_pipe`. The end of the channel is the end
+/// of the stream; a stream error arrives as an error.
+struct PipeReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl PipeReader {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        Self {
+            rx,
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// `receive_pipe` hands bytes to the decoder once it holds this many: one chunk group, the least the
+/// decoder can verify. Handing over less would wake the decoder's thread for nothing, and progress
+/// lags the wire by at most one group.
+const HANDOVER_BYTES: usize = crate::outboard::GROUP_BYTES as usize;
+
+/// Reads a response from the peer under the download cap and hands it to the decoder a group or more
+/// at a time. Stops at the end of the stream, or on a stream error (passed on to the decoder).
+async fn receive_pipe(
+    s: &Shared,
+    st: &mut Stream,
+    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+    label: &TransferLabels,
+) {
+    let t = s.cfg.io_timeout;
+    let mut buf = vec![0u8; PIPE_BUF];
+    let mut filled = 0;
+    loop {
+        let end = PIPE_BUF.min(filled + s.download.slice_bytes());
+        let (n, failed) = match timed(t, st.read(&mut buf[filled..end])).await {
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(e)),
+        };
+        if n > 0 {
+            filled += n;
+            s.metrics
+                .received_bytes
+                .get_or_create(label)
+                .inc_by(n as u64);
+            s.metrics.received_all.inc_by(n as u64);
+            let waited = s.download.acquire_bytes(n as u64).await;
+            if !waited.is_zero() {
+                s.metrics
+                    .throttled_seconds
+                    .get_or_create(&DirectionLabels {
+                        direction: "download".into(),
+                    })
+                    .inc_by(waited.as_secs_f64());
+            }
+        }
+        let ended = n == 0;
+        if filled > 0 && (filled >= HANDOVER_BYTES || ended) {
+            let out = buf[..filled].to_vec();
+            filled = 0;
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = tx.send(Err(e)).await;
+        }
+        if ended {
+            return;
+        }
     }
 }
 
@@ -1709,7 +1789,7 @@ async fn request_task(
         outcome,
         local_error,
     };
-    let (st, status) = match opened {
+    let (mut st, status) = match opened {
         Ok(x) => x,
         Err(e) => {
             tracing::debug!(%peer, %root, error = %e, "transfer request failed");
@@ -1729,28 +1809,28 @@ async fn request_task(
             return;
         }
     }
-    let rt = tokio::runtime::Handle::current();
     let label = TransferLabels {
         artifact: root.short(),
         source: Shared::source_label(s.role_of(&peer)).into(),
     };
-    let reader = BlockingReader {
-        stream: st,
-        rt,
-        shared: s.clone(),
-        label,
-        cancel: cancel.clone(),
-    };
     let progress = s.internal.clone();
     let runs = get.runs.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        // Buffered: the decoder reads 64-byte parents and 16 KiB groups; each raw read crosses into async.
-        let reader = io::BufReader::with_capacity(256 * 1024, reader);
-        entry.receive(&runs, reader, |group| {
+    let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+    let decoder = tokio::task::spawn_blocking(move || {
+        entry.receive(&runs, PipeReader::new(rx), |group| {
             let _ = progress.blocking_send(Internal::Progress { root, req, group });
         })
-    })
-    .await;
+    });
+    // Cancelling drops the pipe's sender: the decoder sees the stream end and stops. A decoder that
+    // stops first (all verified, or a corrupt group) closes the pipe, and reading stops at once.
+    let watch = tx.clone();
+    tokio::select! {
+        _ = receive_pipe(&s, &mut st, tx, &label) => {},
+        _ = watch.closed() => {},
+        _ = cancel.cancelled() => {},
+    }
+    drop(watch);
+    let result = decoder.await;
     if cancel.is_cancelled() {
         return;
     }
