@@ -13,6 +13,10 @@
  * size, each a sign-magnitude little-endian 64-bit integer), then three bzip2 streams: control
  * triples (add length, copy length, seek), add bytes (new minus old), copy bytes.
  *
+ * With BSDIFF_SA_PROGRESS set, prints every 10 s how far the scan is (stderr): bsdiff's scan re-searches
+ * at every byte of a long zero run when the previous match's offset almost fits, and each search
+ * compares the whole run, so the scan is quadratic in the run's length.
+ *
  * Build: cc -O2 -o bsdiff-sa bsdiff-sa.c -ldivsufsort -lbz2  (Debian: libdivsufsort-dev, libbz2-dev)
  */
 #include <bzlib.h>
@@ -23,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static void die(const char *what, const char *detail)
 {
@@ -147,11 +152,19 @@ int main(int argc, char **argv)
         die(argv[3], "write failed");
     BZFILE *ctrl = bz_open(out);
 
+    int progress = getenv("BSDIFF_SA_PROGRESS") != NULL;
+    time_t started = time(NULL), reported = started;
+    uint64_t searches = 0;
     int64_t scan = 0, len = 0, pos = 0, lastscan = 0, lastpos = 0, lastoffset = 0;
     while (scan < newlen) {
         int64_t oldscore = 0, scsc;
         for (scsc = scan += len; scan < newlen; scan++) {
             len = longest_match(sa, old, oldlen, new + scan, newlen - scan, 0, oldlen, &pos);
+            if (progress && (++searches & 255) == 0 && time(NULL) - reported >= 10) {
+                reported = time(NULL);
+                fprintf(stderr, "%lds: scan at %ld of %ld, %lu searches, last match %ld bytes\n",
+                        (long)(reported - started), (long)scan, (long)newlen, (unsigned long)searches, (long)len);
+            }
             for (; scsc < scan + len; scsc++)
                 if (scsc + lastoffset < oldlen && old[scsc + lastoffset] == new[scsc])
                     oldscore++;

@@ -12,7 +12,10 @@
 # It runs under a time limit (BSDIFF_TIMEOUT seconds, default 3600). The row "bsdiff-sa" is bsdiff 4.3's
 # patch computed with a divsufsort suffix array (scripts/bsdiff-sa.c, built here if cc, libbz2-dev and
 # libdivsufsort-dev are present): the last column says whether it is byte-identical to Debian's bsdiff
-# where that finished, and its patch is applied with Debian's bspatch.
+# where that finished, and its patch is applied with Debian's bspatch. It runs under the same limit: on
+# long zero runs bsdiff's scan itself is quadratic. If qbsdiff is on PATH (cargo install qbsdiff
+# --features cmd), it adds a row: a bsdiff-format diff that finishes on disk images, applied with
+# Debian's bspatch.
 set -euo pipefail
 CORPUS=${1:?usage: $0 CORPUS_DIR [OUT_DIR]}
 OUT=${2:-$(mktemp -d)}
@@ -50,13 +53,17 @@ for dir in "$CORPUS"/pairs/*/; do
     size=$(stat -c %s "$new")
     zstd -q -19 -T1 -f "$new" -o "$OUT/$name.zst"
     zsize=$(stat -c %s "$OUT/$name.zst")
-    for tool in wardswarm bsdiff ${SA:+bsdiff-sa} xdelta3 zstd-patch-from; do
+    QB=""; command -v qbsdiff >/dev/null && QB=qbsdiff
+    for tool in wardswarm bsdiff ${SA:+bsdiff-sa} $QB xdelta3 zstd-patch-from; do
         d="$OUT/$name.$tool.delta"; o="$OUT/$name.$tool.out"
         rm -f "$d" "$o"
-        if [ "$tool" = bsdiff ] && ! c=$(run "$name.$tool.create" timeout "$BSDIFF_TIMEOUT" bsdiff "$old" "$new" "$d"); then
-            echo "| $name | bsdiff | $(mib "$size") | $(mib "$zsize") | did not finish in $BSDIFF_TIMEOUT s | | | | | | |"
-            rm -f "$d"
-            continue
+        if [ "$tool" = bsdiff ] || [ "$tool" = bsdiff-sa ]; then
+            exe=bsdiff; [ "$tool" = bsdiff-sa ] && exe=$SA
+            if ! c=$(run "$name.$tool.create" timeout "$BSDIFF_TIMEOUT" "$exe" "$old" "$new" "$d"); then
+                echo "| $name | $tool | $(mib "$size") | $(mib "$zsize") | did not finish in $BSDIFF_TIMEOUT s | | | | | | |"
+                rm -f "$d"
+                continue
+            fi
         fi
         case $tool in
             wardswarm)
@@ -65,7 +72,9 @@ for dir in "$CORPUS"/pairs/*/; do
             bsdiff)
                 a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
             bsdiff-sa)
-                c=$(run "$name.$tool.create" "$SA" "$old" "$new" "$d")
+                a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
+            qbsdiff)
+                c=$(run "$name.$tool.create" qbsdiff "$old" "$new" "$d")
                 a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
             xdelta3)
                 c=$(run "$name.$tool.create" xdelta3 -9 -S djw -f -e -s "$old" "$new" "$d")
