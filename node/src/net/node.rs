@@ -1619,6 +1619,19 @@ impl Write for PipeWriter {
     }
 }
 
+/// Waits until `bytes` may pass `cap`, and counts the time held up as throttled in `direction`.
+async fn pass_cap(s: &Shared, cap: &Cap, direction: &str, bytes: u64) {
+    let waited = cap.acquire_bytes(bytes).await;
+    if !waited.is_zero() {
+        s.metrics
+            .throttled_seconds
+            .get_or_create(&DirectionLabels {
+                direction: direction.into(),
+            })
+            .inc_by(waited.as_secs_f64());
+    }
+}
+
 /// Sends the encoder's buffers to the peer in cap slices, then closes the stream. Returns when the
 /// encoder is done (its sender dropped) or the stream fails; dropping `rx` then stops the encoder.
 async fn send_pipe(
@@ -1639,15 +1652,7 @@ async fn send_pipe(
             // Small slices keep the rate over any second close to the cap (see `Cap::slice_bytes`).
             let end = buf.len().min(at + s.upload.slice_bytes());
             let n = (end - at) as u64;
-            let waited = s.upload.acquire_bytes(n).await;
-            if !waited.is_zero() {
-                s.metrics
-                    .throttled_seconds
-                    .get_or_create(&DirectionLabels {
-                        direction: "upload".into(),
-                    })
-                    .inc_by(waited.as_secs_f64());
-            }
+            pass_cap(s, &s.upload, "upload", n).await;
             timed(t, st.write_all(&buf[at..end])).await?;
             s.metrics.sent_bytes.get_or_create(label).inc_by(n);
             s.metrics.sent_all.inc_by(n);
@@ -1724,15 +1729,7 @@ async fn receive_pipe(
                 .get_or_create(label)
                 .inc_by(n as u64);
             s.metrics.received_all.inc_by(n as u64);
-            let waited = s.download.acquire_bytes(n as u64).await;
-            if !waited.is_zero() {
-                s.metrics
-                    .throttled_seconds
-                    .get_or_create(&DirectionLabels {
-                        direction: "download".into(),
-                    })
-                    .inc_by(waited.as_secs_f64());
-            }
+            pass_cap(s, &s.download, "download", n as u64).await;
         }
         let ended = n == 0;
         if filled > 0 && (filled >= HANDOVER_BYTES || ended) {
