@@ -60,7 +60,9 @@ for dir in "$CORPUS"/pairs/*/; do
         if [ "$tool" = bsdiff ] || [ "$tool" = bsdiff-sa ]; then
             exe=bsdiff; [ "$tool" = bsdiff-sa ] && exe=$SA
             if ! c=$(run "$name.$tool.create" timeout "$BSDIFF_TIMEOUT" "$exe" "$old" "$new" "$d"); then
-                echo "| $name | $tool | $(mib "$size") | $(mib "$zsize") | did not finish in $BSDIFF_TIMEOUT s | | | | | | |"
+                why="failed (see $OUT/$name.$tool.create.time)"
+                grep -q 'status 124' "$OUT/$name.$tool.create.time" && why="did not finish in $BSDIFF_TIMEOUT s"
+                echo "| $name | $tool | $(mib "$size") | $(mib "$zsize") | $why | | | | | | |"
                 rm -f "$d"
                 continue
             fi
@@ -69,9 +71,7 @@ for dir in "$CORPUS"/pairs/*/; do
             wardswarm)
                 c=$(run "$name.$tool.create" "$WS" delta create --base "$old" --target "$new" --out "$d")
                 a=$(run "$name.$tool.apply" "$WS" delta apply --base "$old" --delta "$d" --out "$o") ;;
-            bsdiff)
-                a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
-            bsdiff-sa)
+            bsdiff|bsdiff-sa)
                 a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;
             qbsdiff)
                 c=$(run "$name.$tool.create" qbsdiff "$old" "$new" "$d")
