@@ -11,17 +11,16 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 use wardswarm_node::{
     agent::{
-        runtime::{Agent, AgentConfig, AgentFault, Exit},
+        runtime::{set_test_fault, AgentConfig},
         slots::{BlockSlots, BootCommands, FileSlots, Slots},
     },
+    device::{self, Device},
     membership::Certificate,
-    net::node::{self, Config, Handle},
+    net::{Config, Handle},
     root::TrustRoot,
     signed::DocKind,
-    store::Store,
     units::CapFile,
     SecretKey,
 };
@@ -89,9 +88,26 @@ pub struct AgentFile {
     pub report_interval: Duration,
     /// The slots.
     pub slots: SlotsFile,
-    /// Test-only fault injection.
+    /// Test-only fault injection: refused unless this build has the `test-faults` feature and
+    /// `WARDSWARM_TEST_FAULTS=1` is set (see [`agent_fault`]).
     #[serde(default)]
-    pub fault: Option<AgentFault>,
+    pub fault: Option<String>,
+}
+
+/// The environment variable that lets a build with test faults accept `agent.fault`.
+pub const TEST_FAULTS_ENV: &str = "WARDSWARM_TEST_FAULTS";
+
+/// Checks the `agent.fault` key. A production build has no faults and refuses the key; a build with
+/// test faults accepts it only with `WARDSWARM_TEST_FAULTS=1`, so a test config copied to a device
+/// fails loudly.
+fn agent_fault(a: &AgentFile, cfg: &mut AgentConfig) -> Result<()> {
+    let Some(name) = &a.fault else {
+        return Ok(());
+    };
+    if std::env::var(TEST_FAULTS_ENV).as_deref() != Ok("1") {
+        bail!("agent.fault = {name:?}: fault injection is for tests only; remove the `fault` key");
+    }
+    set_test_fault(cfg, name).with_context(|| format!("agent.fault = {name:?}"))
 }
 
 /// `[agent.slots]`.
@@ -269,9 +285,38 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+fn slots(s: &SlotsFile) -> Arc<dyn Slots> {
+    match s {
+        SlotsFile::File { dir } => Arc::new(FileSlots::new(dir)),
+        SlotsFile::Block { a, b, commands } => Arc::new(BlockSlots {
+            a: a.clone(),
+            b: b.clone(),
+            commands: commands.clone(),
+        }),
+    }
+}
+
+fn agent_config(a: &AgentFile) -> Result<AgentConfig> {
+    let mut acfg = AgentConfig::new(&a.state, &a.hardware);
+    acfg.product = a.product.clone();
+    acfg.factory_version = a.factory_version.clone();
+    acfg.factory_counter = a.factory_counter;
+    acfg.health_check = a.health_check.clone();
+    acfg.health_timeout = a.health_timeout;
+    acfg.report_interval = a.report_interval;
+    agent_fault(a, &mut acfg)?;
+    Ok(acfg)
+}
+
 /// Runs the node (and its agent) until SIGTERM or Ctrl-C.
 pub fn run_node(config: PathBuf) -> Result<()> {
     let f: NodeFile = read_config(&config, "node")?;
+    let agent = f
+        .agent
+        .as_ref()
+        .map(|a| Ok::<_, anyhow::Error>((agent_config(a)?, slots(&a.slots))))
+        .transpose()
+        .with_context(|| format!("{}: [agent]", config.display()))?;
     let (keypair, cert, root) = identity(&f.key, &f.certificate, &f.trust_root, &f.ward)?;
     let cfg = Config {
         listen: parse_addrs(&f.listen)?,
@@ -283,67 +328,25 @@ pub fn run_node(config: PathBuf) -> Result<()> {
         ..Config::default()
     };
     runtime()?.block_on(async move {
-        let store = Arc::new(Store::open(&f.store)?);
-        let (handle, join) = node::spawn(cfg, keypair, &cert, root.clone(), store.clone())?;
-        let stop = CancellationToken::new();
-        let agent_task = match &f.agent {
-            None => None,
-            Some(a) => {
-                let slots: Arc<dyn Slots> = match &a.slots {
-                    SlotsFile::File { dir } => Arc::new(FileSlots::new(dir)),
-                    SlotsFile::Block { a, b, commands } => Arc::new(BlockSlots {
-                        a: a.clone(),
-                        b: b.clone(),
-                        commands: commands.clone(),
-                    }),
-                };
-                let mut acfg = AgentConfig::new(&a.state, &a.hardware);
-                acfg.product = a.product.clone();
-                acfg.factory_version = a.factory_version.clone();
-                acfg.factory_counter = a.factory_counter;
-                acfg.health_check = a.health_check.clone();
-                acfg.health_timeout = a.health_timeout;
-                acfg.report_interval = a.report_interval;
-                acfg.fault = a.fault;
-                let (mut agent, _status) =
-                    Agent::new(acfg, slots, store.clone(), handle.clone(), root.clone())?;
-                let stop = stop.clone();
-                Some(tokio::spawn(async move {
-                    loop {
-                        match agent.run_boot(&stop).await {
-                            Ok(Exit::Reboot) => {
-                                tracing::info!(
-                                    "simulated reboot (file slots): restarting the agent"
-                                );
-                                continue;
-                            }
-                            Ok(Exit::Stopped) => return Ok(()),
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }))
-            }
-        };
-        print_addrs(&handle).await?;
-        let failed = match agent_task {
-            Some(mut t) => tokio::select! {
-                r = terminated() => { r?; None }
-                r = &mut t => Some(r),
-            },
-            None => {
-                terminated().await?;
-                None
-            }
+        let mut dev = Device::start(device::Spec {
+            store: f.store.clone(),
+            node: cfg,
+            keypair,
+            cert,
+            root,
+            agent,
+        })?;
+        print_addrs(&dev.node).await?;
+        let failed = tokio::select! {
+            r = terminated() => { r?; None }
+            r = dev.agent_stopped() => Some(r),
         };
         tracing::info!("stopping");
-        stop.cancel();
-        handle.shutdown().await?;
-        let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
+        let stopped = dev.stop().await;
         println!("stopped");
         match failed {
-            Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the device agent failed")),
-            Some(Err(e)) => Err(anyhow::anyhow!("the device agent panicked: {e}")),
-            _ => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(stopped?),
         }
     })
 }

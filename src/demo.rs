@@ -19,17 +19,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wardswarm_node::{
     agent::{
-        runtime::{Agent, AgentConfig, Exit, Report},
+        machine::{DeviceState, UpdateResult},
+        runtime::{AgentConfig, Report},
         slots::{FileSlots, Slots},
     },
+    device::{self, Device},
     membership::{Certificate, Role as MemberRole},
-    net::{
-        caps::Schedule,
-        node::{self, Config, Handle},
-    },
+    net::{caps::Schedule, Config},
     release::{self, BuildRequest},
     root::{Role, RoleName, TrustRoot},
-    store::Store,
+    testkit::Rng,
     SecretKey, Timestamp,
 };
 use wardswarm_seeder::{origin, Gateway, GatewayConfig};
@@ -76,8 +75,8 @@ fn parse_rate(s: &str) -> Result<Option<u64>> {
 fn write_image(path: &Path, size: u64, seed: u64, variant: u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut y = (seed ^ variant.wrapping_mul(0xd1b5_4a32_d192_ed03)) | 1;
+    let mut x = Rng::new(seed);
+    let mut y = Rng::from_state((seed ^ variant.wrapping_mul(0xd1b5_4a32_d192_ed03)) | 1);
     let mut block = vec![0u8; 64 * 1024];
     let mut written = 0u64;
     let mut i = 0u64;
@@ -88,15 +87,9 @@ fn write_image(path: &Path, size: u64, seed: u64, variant: u64) -> Result<()> {
             block[..n].fill(0);
         } else {
             for b in &mut block[..n] {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let mut v = x;
+                let mut v = x.next_u64();
                 if changed {
-                    y ^= y << 13;
-                    y ^= y >> 7;
-                    y ^= y << 17;
-                    v = y;
+                    v = y.next_u64();
                 }
                 *b = (v >> 56) as u8 & 0x7f;
             }
@@ -109,31 +102,23 @@ fn write_image(path: &Path, size: u64, seed: u64, variant: u64) -> Result<()> {
     Ok(())
 }
 
-struct Device {
+/// A demo device: its id, the running device, and its agent's status.
+struct Pump {
     id: String,
-    node: Handle,
+    dev: Device,
     status: watch::Receiver<Report>,
 }
 
 /// Starts one device: node, file slots provisioned with the factory image, agent (with its reboot loop).
-async fn start_device(
+fn start_device(
     dir: &Path,
     id: &str,
     cfg: Config,
     cert_for: &dyn Fn(&libp2p::identity::Keypair, &str) -> Result<Certificate>,
     root: &TrustRoot,
     factory: &[u8],
-    stop: &CancellationToken,
-) -> Result<Device> {
+) -> Result<Pump> {
     let key = libp2p::identity::Keypair::generate_ed25519();
-    let store = Arc::new(Store::open(dir.join(id).join("store"))?);
-    let (h, _j) = node::spawn(
-        cfg,
-        key.clone(),
-        &cert_for(&key, id)?,
-        root.clone(),
-        store.clone(),
-    )?;
     let slots: Arc<dyn Slots> =
         Arc::new(FileSlots::provision(&dir.join(id).join("slots"), factory)?);
     let mut acfg = AgentConfig::new(dir.join(id).join("agent"), "pump-rev-c");
@@ -142,33 +127,32 @@ async fn start_device(
     acfg.factory_counter = 1;
     acfg.health_check = Some("true".into());
     acfg.report_interval = Duration::from_secs(1);
-    let (mut agent, status) = Agent::new(acfg, slots, store, h.clone(), root.clone())?;
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            match agent.run_boot(&stop).await {
-                Ok(Exit::Reboot) => continue,
-                Ok(Exit::Stopped) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "device agent failed");
-                    break;
-                }
-            }
-        }
-    });
-    Ok(Device {
+    let dev = Device::start(device::Spec {
+        store: dir.join(id).join("store"),
+        node: cfg,
+        cert: cert_for(&key, id)?,
+        keypair: key,
+        root: root.clone(),
+        agent: Some((acfg, slots)),
+    })?;
+    let status = dev
+        .status
+        .clone()
+        .context("a device with an agent has a status")?;
+    Ok(Pump {
         id: id.into(),
-        node: h,
+        dev,
         status,
     })
 }
 
-fn finished(r: &Report) -> Option<&str> {
-    if r.state != "idle" {
+/// How the device's attempt at 2.0.0 ended, once it is idle again.
+fn finished(r: &Report) -> Option<UpdateResult> {
+    if r.state != DeviceState::Idle {
         return None;
     }
     match &r.last {
-        Some(l) if l.version == "2.0.0" => Some(l.result.as_str()),
+        Some(l) if l.version == "2.0.0" => Some(l.result),
         _ => None,
     }
 }
@@ -303,7 +287,7 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         );
         println!(
             "ward     devices run 1.0.0 and need the {} artifact: {} B, root {}",
-            full.kind_str(),
+            full.kind_name().as_str(),
             full.length,
             full.root.short()
         );
@@ -327,10 +311,8 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             &cert_for,
             &root,
             &factory,
-            &stop,
-        )
-        .await?;
-        boot.push(first_addr(&dev.node).await?);
+        )?;
+        boot.push(first_addr(&dev.dev.node).await?);
         devices.push(dev);
     }
     gw.poll_now();
@@ -352,14 +334,14 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             }
             let key = match finished(&r) {
                 Some(res) => res.to_string(),
-                None => r.state.clone(),
+                None => r.state.to_string(),
             };
             *states.entry(key).or_default() += 1;
         }
         if !args.json {
             let lan: u64 = devices
                 .iter()
-                .map(|d| d.node.metrics().received_all.get())
+                .map(|d| d.dev.node.metrics().received_all.get())
                 .sum();
             let st: Vec<String> = states.iter().map(|(k, v)| format!("{v} {k}")).collect();
             eprint!(
@@ -380,10 +362,10 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     let mut rows = Vec::new();
     for (i, dev) in devices.iter().enumerate() {
         let r = dev.status.borrow().clone();
-        let m = dev.node.metrics();
+        let m = dev.dev.node.metrics();
         rows.push(serde_json::json!({
             "id": dev.id,
-            "result": finished(&r).unwrap_or("timed_out"),
+            "result": finished(&r).map_or("timed_out", UpdateResult::as_str),
             "installed": r.version,
             "seconds": done_at[i].unwrap_or(start.elapsed().as_secs_f64()),
             "bytes_from_gateway": m.received_total(&label, "gateway"),
@@ -394,14 +376,14 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     let gateway_lan = gw.node().metrics().sent_all.get();
     let lan: u64 = devices
         .iter()
-        .map(|d| d.node.metrics().received_all.get())
+        .map(|d| d.dev.node.metrics().received_all.get())
         .sum();
     let naive = full.length * args.devices as u64;
     let ok = rows.iter().all(|r| r["result"] == "committed");
     if args.json {
         let v = serde_json::json!({
             "artifact_bytes": full.length,
-            "artifact_kind": full.kind_str(),
+            "artifact_kind": full.kind_name().as_str(),
             "full_artifact_bytes": full_len,
             "wan_metadata_bytes": gw.wan_metadata_bytes(),
             "image_bytes": report.manifest.manifest.target.length,
@@ -433,7 +415,7 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         println!(
             "\nartifact            {:>14} B  ({}; the full image artifact is {} B)",
             full.length,
-            full.kind_str(),
+            full.kind_name().as_str(),
             full_len
         );
         println!(
@@ -458,8 +440,10 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         );
     }
     stop.cancel();
-    for dev in &devices {
-        let _ = dev.node.shutdown().await;
+    for p in devices {
+        if let Err(e) = p.dev.stop().await {
+            tracing::warn!(device = %p.id, error = %e, "device stopped with an error");
+        }
     }
     gw.shutdown().await;
     if !ok {

@@ -42,15 +42,8 @@ fn fails(dir: &Path, args: &[&str]) -> String {
 
 /// A deterministic 3 MiB image: pseudo-random bytes then zeros, so zstd has something to do.
 fn write_image(path: &Path, seed: u64) {
-    let mut x = seed | 1;
-    let mut v: Vec<u8> = (0..2 * 1024 * 1024)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let mut x = wardswarm_node::testkit::Rng::from_state(seed | 1);
+    let mut v: Vec<u8> = (0..2 * 1024 * 1024).map(|_| x.next_u64() as u8).collect();
     v.resize(3 * 1024 * 1024, 0);
     fs::write(path, v).expect("write image");
 }
@@ -542,4 +535,34 @@ fn release_threshold_two_of_two() {
     ok(d, &["release", "verify", "--root", "root2.json", "two"]);
     let err = fails(d, &["release", "verify", "--root", "root.json", "two"]);
     assert!(err.contains("not a key of the release role"), "{err}");
+}
+
+/// A device config naming a test fault is refused, with the key named, before anything starts:
+/// production builds have no faults, and a test build accepts them only with
+/// `WARDSWARM_TEST_FAULTS=1` (which this process does not set).
+#[test]
+fn a_node_config_with_a_fault_key_is_refused_and_names_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("device.toml");
+    fs::write(
+        &cfg,
+        "ward = \"icu-3\"\nkey = \"k\"\ncertificate = \"c\"\ntrust_root = \"r\"\nstore = \"s\"\n\
+         [agent]\nstate = \"a\"\nhardware = \"h\"\nfault = \"pause-install\"\n\
+         [agent.slots]\nbackend = \"file\"\ndir = \"slots\"\n",
+    )
+    .expect("config");
+    let o = Command::new(env!("CARGO_BIN_EXE_wardswarm"))
+        .current_dir(dir.path())
+        .env_remove("WARDSWARM_TEST_FAULTS")
+        .args(["node", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!o.status.success(), "a fault key was accepted");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("agent.fault"), "the key is not named: {err}");
+    assert!(
+        !dir.path().join("s").exists() && !dir.path().join("a").exists(),
+        "state was created before the config was refused"
+    );
 }

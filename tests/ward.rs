@@ -12,22 +12,20 @@ use std::{
 };
 
 use wardswarm_node::{
+    agent::machine::DeviceState,
     agent::{
         runtime::{Agent, AgentConfig, Exit},
         slots::{FileSlots, Slots},
     },
     membership::{Certificate, Role},
-    net::{
-        caps::Schedule,
-        node::{self, Config},
-    },
+    net::{self as node, caps::Schedule, Config},
     release::{self, BuildRequest},
     root::TrustRoot,
     store::Store,
     testkit::{self, TestKeys},
     SecretKey, Timestamp,
 };
-use wardswarm_seeder::{origin, Gateway, GatewayConfig};
+use wardswarm_seeder::{gateway::ReleaseStatus, origin, Gateway, GatewayConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wardswarm");
 const WARD: &str = "icu-3";
@@ -195,6 +193,8 @@ impl Proc {
             .current_dir(dir)
             .args(args)
             .env("RUST_LOG", "info")
+            // The pump-killed device's config names a test fault; the test build honours it only so.
+            .env("WARDSWARM_TEST_FAULTS", "1")
             .stdout(Stdio::piped())
             .stderr(err)
             .spawn()
@@ -681,7 +681,7 @@ fn the_gateway_refuses_unsigned_expired_and_tampered_releases() {
             ("2.2.0", "signed index says"),
         ] {
             let x = r.iter().find(|x| x.version == v).expect("release listed");
-            assert_eq!(x.status, "refused", "{v}: {x:?}");
+            assert_eq!(x.status, ReleaseStatus::Refused, "{v}: {x:?}");
             let reason = x.reason.clone().unwrap_or_default();
             assert!(reason.contains(why), "{v}: {reason}");
         }
@@ -856,7 +856,7 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
         // Give the swarm the chance to do harm, then check none was done.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let r = status.borrow().clone();
-        assert_eq!(r.state, "idle", "{r:?}");
+        assert_eq!(r.state, DeviceState::Idle, "{r:?}");
         assert_eq!(r.version, "1.0.0");
         assert!(
             !d.join("dev/slots/slot-b.img").exists(),

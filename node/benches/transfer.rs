@@ -21,7 +21,7 @@ use libp2p::{identity::Keypair, Multiaddr, StreamProtocol};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use wardswarm_node::{
     membership::{Certificate, Role},
-    net::node::{self, Config},
+    net::{self as node, Config},
     outboard,
     root::TrustRoot,
     store::Store,
@@ -127,23 +127,11 @@ async fn child(dir: PathBuf, boot: Multiaddr, root: Hash, len: u64) -> R<()> {
 }
 
 fn write_artifact(path: &Path, len: u64) -> R<()> {
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for c in buf.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.flush()?;
-    Ok(())
+    Ok(testkit::write_stream(
+        path,
+        len,
+        testkit::Rng::from_state(0x2545_f491_4f6c_dd1d),
+    )?)
 }
 
 /// Plain tokio TCP: file -> socket -> file (or discarded when `dst` is None).

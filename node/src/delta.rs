@@ -38,7 +38,14 @@ pub enum DeltaError {
     #[error("delta is malformed: {0}")]
     Malformed(String),
     #[error("delta I/O: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<io::Error> for DeltaError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

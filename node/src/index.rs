@@ -64,13 +64,20 @@ pub enum IndexError {
     #[error(transparent)]
     Document(#[from] DocError),
     #[error("index signatures: {0}")]
-    Signatures(#[from] SignatureError),
+    Signatures(SignatureError),
     #[error("index: {0}")]
     Invalid(String),
     #[error("index version {version} expired at {expires} (stale origin metadata: a freeze attack or an unmaintained origin)")]
     Expired { version: u64, expires: Timestamp },
     #[error("index version {found} is older than version {seen} already seen (rollback of origin metadata)")]
     Rollback { found: u64, seen: u64 },
+}
+
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<SignatureError> for IndexError {
+    fn from(e: SignatureError) -> Self {
+        Self::Signatures(e)
+    }
 }
 
 /// A parsed index.

@@ -25,14 +25,14 @@ const MAX_KEY_FILE_BYTES: u64 = 16 * 1024;
 /// Loading, writing or parsing a key failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {path}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("cannot read key file {path}: {cause}")]
+    Read { path: String, cause: io::Error },
     #[error(
         "{path} already exists; refusing to overwrite a key (move it away or pick another path)"
     )]
     Exists { path: String },
-    #[error("cannot write key file {path}: {source}")]
-    Write { path: String, source: io::Error },
+    #[error("cannot write key file {path}: {cause}")]
+    Write { path: String, cause: io::Error },
     #[error("{path} is not an ed25519 PKCS#8 PEM private key ({reason})")]
     Malformed { path: String, reason: String },
     #[error("key file {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
@@ -159,7 +159,7 @@ impl SecretKey {
             } else {
                 KeyError::Write {
                     path: p.clone(),
-                    source,
+                    cause: source,
                 }
             }
         })
@@ -171,7 +171,7 @@ impl SecretKey {
         let p = path.display().to_string();
         let read_err = |source| KeyError::Read {
             path: p.clone(),
-            source,
+            cause: source,
         };
         let mode = std::fs::metadata(path)
             .map_err(read_err)?

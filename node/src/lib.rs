@@ -20,12 +20,19 @@
 //! | [`store`] | the crash-consistent verified chunk store |
 //! | [`net`] | the ward swarm (libp2p): admission, availability, transfer, reports |
 //! | [`agent`] | the device agent: A/B slots, the pure update state machine, the audit log |
+//! | [`device`] | starting a device: store, node, slots, agent and its boot loop |
 //! | [`fsutil`] | crash-safe file writes |
+//! | [`groups`] | `GroupSet`: bitmaps of chunk groups |
+//! | [`membership`] | ward membership certificates |
+//! | [`scheduler`] | the pure swarm scheduler (which groups to ask which peer for) |
+//! | [`testkit`] | the seeded generator and fixtures for tests, benches and simulations |
+//! | [`units`] | human-readable sizes, rates and cap schedules in config files |
 //!
 //! The trust model and formats are described in `docs/trust-model.md` and `docs/formats.md`.
 
 pub mod agent;
 pub mod delta;
+pub mod device;
 pub mod fsutil;
 pub mod groups;
 pub mod hash;

@@ -36,8 +36,35 @@ pub enum ArtifactKind {
     },
 }
 
+/// An artifact's kind without its data, as offers, reports and the API spell it: `full` or `delta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The whole target image.
+    Full,
+    /// A delta from a base image.
+    Delta,
+}
+
+impl Kind {
+    /// The manifest spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Delta => "delta",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How an artifact's bytes are encoded on top of its kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// zstd frames.
     Zstd,
@@ -52,6 +79,12 @@ impl Compression {
             Self::Zstd => "zstd",
             Self::None => "none",
         }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -70,10 +103,10 @@ pub struct Artifact {
 
 impl Artifact {
     /// `full` or `delta`.
-    pub fn kind_str(&self) -> &'static str {
+    pub fn kind_name(&self) -> Kind {
         match self.kind {
-            ArtifactKind::Full => "full",
-            ArtifactKind::Delta { .. } => "delta",
+            ArtifactKind::Full => Kind::Full,
+            ArtifactKind::Delta { .. } => Kind::Delta,
         }
     }
     /// The base image hash of a delta.
@@ -169,7 +202,14 @@ pub enum ManifestError {
         supported: &'static str,
     },
     #[error("release manifest signatures: {0}")]
-    Signatures(#[from] SignatureError),
+    Signatures(SignatureError),
+}
+
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<SignatureError> for ManifestError {
+    fn from(e: SignatureError) -> Self {
+        Self::Signatures(e)
+    }
 }
 
 fn check_name(what: &str, s: &str) -> Result<(), ManifestError> {
@@ -292,7 +332,7 @@ impl Manifest {
                 .artifacts
                 .iter()
                 .map(|a| ArtifactWire {
-                    kind: a.kind_str().into(),
+                    kind: a.kind_name().as_str().into(),
                     base: a.base().map(|b| b.to_string()),
                     compression: a.compression.as_str().into(),
                     length: a.length,

@@ -66,7 +66,7 @@ pub enum CertError {
     #[error(transparent)]
     Document(#[from] DocError),
     #[error("membership certificate signatures: {0}")]
-    Signatures(#[from] SignatureError),
+    Signatures(SignatureError),
     #[error("membership certificate: {0}")]
     Invalid(String),
     #[error("certificate is for peer {cert}, but the connection is from {actual}")]
@@ -75,6 +75,13 @@ pub enum CertError {
     WrongWard { cert: String, ours: String },
     #[error("certificate for {device} expired at {expires}")]
     Expired { device: String, expires: Timestamp },
+}
+
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<SignatureError> for CertError {
+    fn from(e: SignatureError) -> Self {
+        Self::Signatures(e)
+    }
 }
 
 /// A parsed membership certificate (signatures not yet checked).

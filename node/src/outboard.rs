@@ -62,7 +62,14 @@ pub enum ArtifactError {
     #[error("content hash {actual} differs from the signed {expected}")]
     HashMismatch { expected: Hash, actual: Hash },
     #[error("I/O error while verifying: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<io::Error> for ArtifactError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// Writes the pre-order outboard of `data` (exactly `length` bytes) into `out`, streaming in bounded

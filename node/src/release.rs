@@ -56,15 +56,15 @@ pub struct ReleaseError {
 /// The fault behind a [`ReleaseError`].
 #[derive(Debug, thiserror::Error)]
 pub enum Fault {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("already exists; refusing to overwrite a release")]
     Exists,
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("{0}")]
+    #[error(transparent)]
     Root(#[from] RootError),
-    #[error("{0}")]
+    #[error(transparent)]
     Artifact(#[from] ArtifactError),
     #[error("release {version} expired at {expires}")]
     Expired { version: String, expires: Timestamp },
@@ -517,7 +517,7 @@ impl fmt::Display for Summary<'_> {
             writeln!(
                 f,
                 "  {:<5} {:>14} bytes  {}  {}{}",
-                a.kind_str(),
+                a.kind_name().as_str(),
                 a.length,
                 a.compression.as_str(),
                 a.root,
@@ -545,7 +545,7 @@ pub fn summary_json(sm: &SignedManifest) -> serde_json::Value {
         "expires": m.expires.to_string(),
         "target": { "hash": m.target.hash.to_string(), "length": m.target.length },
         "artifacts": m.artifacts.iter().map(|a| serde_json::json!({
-            "kind": a.kind_str(),
+            "kind": a.kind_name().as_str(),
             "base": a.base().map(|b| b.to_string()),
             "compression": a.compression.as_str(),
             "length": a.length,

@@ -162,7 +162,7 @@ impl Role {
         for k in &w.keys {
             keys.push(k.parse::<PublicKeyId>().map_err(|source| DocError::Id {
                 kind: DocKind::Root.type_str(),
-                source,
+                cause: source,
             })?);
         }
         let role = Self::new(name, keys.clone(), w.threshold)?;
@@ -190,11 +190,8 @@ impl Role {
 pub enum RootError {
     #[error(transparent)]
     Document(#[from] DocError),
-    #[error("root version {version}: {source}")]
-    Signatures {
-        version: u64,
-        source: SignatureError,
-    },
+    #[error("root version {version}: {cause}")]
+    Signatures { version: u64, cause: SignatureError },
     #[error("{role} role is invalid: {reason}")]
     InvalidRole { role: RoleName, reason: String },
     #[error(
@@ -307,7 +304,7 @@ impl TrustRoot {
             .check_signatures(&[self.root.requirement("root".into())])
             .map_err(|source| RootError::Signatures {
                 version: self.version,
-                source,
+                cause: source,
             })
     }
 
@@ -330,7 +327,7 @@ impl TrustRoot {
             ])
             .map_err(|source| RootError::Signatures {
                 version: next.version,
-                source,
+                cause: source,
             })?;
         Ok(next)
     }
@@ -363,7 +360,7 @@ impl TrustRoot {
         if !allowed {
             return Err(RootError::Signatures {
                 version: self.version,
-                source: SignatureError::SignerNotInRole {
+                cause: SignatureError::SignerNotInRole {
                     key: id,
                     roles: "root".into(),
                 },

@@ -82,8 +82,11 @@ pub enum Outcome {
     Corrupt,
     /// The stream broke or ended early (transient network fault).
     Truncated,
-    /// The peer refused for now (rate limited, busy): try later.
-    Refused,
+    /// The peer refused for now (rate limited, busy): try it again after a back-off.
+    Limited,
+    /// The peer does not admit us (it does not see us as a ward member): forget what it offered
+    /// until it announces again, which it does only once it admits us.
+    Forbidden,
     /// The peer does not have what it announced.
     NotFound,
 }
@@ -178,6 +181,8 @@ pub struct Stats {
     pub duplicates: u64,
     /// Groups that verified while another copy had already arrived (endgame waste).
     pub wasted_groups: u64,
+    /// Requests a peer answered "forbidden" (it does not admit us).
+    pub forbidden: u64,
 }
 
 /// Which peers may have new work since the last assignment.
@@ -468,17 +473,26 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         match outcome {
             Outcome::Done => {}
             Outcome::Corrupt => self.ban(&peer, out),
-            Outcome::Truncated | Outcome::Refused => self.back_off(now, &peer),
-            Outcome::NotFound => {
-                // It does not have what it said: forget its availability until it announces again.
-                let len = self.have.len();
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    let has = std::mem::replace(&mut p.has, GroupSet::new(len));
-                    let empty = GroupSet::new(len);
-                    self.adjust_avail(&has, &empty);
-                }
+            Outcome::Truncated | Outcome::Limited => self.back_off(now, &peer),
+            Outcome::Forbidden => {
+                self.stats.forbidden += 1;
+                self.forget(&peer);
                 self.back_off(now, &peer);
             }
+            Outcome::NotFound => {
+                // It does not have what it said: forget its availability until it announces again.
+                self.forget(&peer);
+                self.back_off(now, &peer);
+            }
+        }
+    }
+
+    /// Forgets what `peer` said it has, until it announces again.
+    fn forget(&mut self, peer: &P) {
+        let len = self.have.len();
+        if let Some(p) = self.peers.get_mut(peer) {
+            let has = std::mem::replace(&mut p.has, GroupSet::new(len));
+            self.adjust_avail(&has, &GroupSet::new(len));
         }
     }
 

@@ -92,10 +92,10 @@ pub enum DocError {
         found: u64,
         supported: u32,
     },
-    #[error("{kind}: {source}")]
+    #[error("{kind}: {cause}")]
     Id {
         kind: &'static str,
-        source: IdParseError,
+        cause: IdParseError,
     },
     #[error("{kind} has {count} {what}, more than the limit of {max}")]
     TooMany {
@@ -268,7 +268,7 @@ impl<B: Serialize + DeserializeOwned> Signed<B> {
             let key: PublicKeyId = s
                 .key
                 .parse()
-                .map_err(|source| DocError::Id { kind: k, source })?;
+                .map_err(|cause| DocError::Id { kind: k, cause })?;
             let mut sig = [0u8; 64];
             if s.sig.len() != 128 || hex::decode_to_slice(&s.sig, &mut sig).is_err() {
                 return Err(DocError::Malformed {

@@ -49,8 +49,8 @@ use crate::{
 /// A store operation failed on this node (disk, or a caller asking for something impossible).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store I/O on {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("store I/O on {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("artifact {root} is stored with length {stored}, but {requested} was requested")]
     LengthMismatch {
         root: Hash,
@@ -68,7 +68,7 @@ pub enum StoreError {
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -478,7 +478,7 @@ impl Store {
         let text = fs::read_to_string(&lp).map_err(io_err(&lp))?;
         let length: u64 = text.trim().parse().map_err(|_| StoreError::Io {
             path: lp.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidData, "length file is not a number"),
+            cause: io::Error::new(io::ErrorKind::InvalidData, "length file is not a number"),
         })?;
         let open = |n: &str, len: u64| -> Result<File, StoreError> {
             let p = path.join(n);

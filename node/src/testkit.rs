@@ -9,17 +9,71 @@ use crate::{
     time::Timestamp,
 };
 
-/// `len` pseudo-random bytes from a xorshift generator (incompressible; same bytes for the same seed).
+/// The one seeded generator for tests, benchmarks, simulations and the demo's images: xorshift64
+/// (Marsaglia's 13/7/17 triple). Fast, not cryptographic; a seed gives the same sequence on every
+/// machine, so print it when a test fails.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value, zero included: it is mixed into a non-zero state).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    /// A generator that starts at `state` as given (zero becomes one), for sequences that must
+    /// match those of earlier versions.
+    pub fn from_state(state: u64) -> Self {
+        Self(state.max(1))
+    }
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A value in `0..n` (`n` > 0; modulo bias is negligible for the small `n` used here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// `true` with probability `p`, in steps of one in a million.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.below(1_000_000) as f64) / 1e6 < p
+    }
+    /// Fills `buf`, 8 bytes (little-endian) per step.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let x = self.next_u64().to_le_bytes();
+            c.copy_from_slice(&x[..c.len()]);
+        }
+    }
+}
+
+/// `len` pseudo-random bytes, one per step of [`Rng::new`]`(seed)` (incompressible; same bytes for
+/// the same seed).
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut r = Rng::new(seed);
+    (0..len).map(|_| r.next_u64() as u8).collect()
+}
+
+/// Writes `size` incompressible bytes from [`Rng::new`]`(seed)` to `path`.
+pub fn write_random(path: &std::path::Path, size: u64, seed: u64) -> std::io::Result<()> {
+    write_stream(path, size, Rng::new(seed))
+}
+
+/// Writes `size` bytes of `rng`'s stream ([`Rng::fill`]) to `path`.
+pub fn write_stream(path: &std::path::Path, size: u64, mut rng: Rng) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = size;
+    while left > 0 {
+        rng.fill(&mut buf);
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()
 }
 
 /// Keys of a test trust root, each role 1-of-1, from fixed seeds.

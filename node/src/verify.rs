@@ -36,7 +36,7 @@ pub struct DevicePolicy<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestRefusal {
     #[error("trust root: {0}")]
-    Root(#[from] RootError),
+    Root(RootError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("release {version} expired at {expires} (stale metadata: a freeze attack or a late rollout)")]
@@ -52,13 +52,20 @@ pub enum ManifestRefusal {
     NotNewer { counter: u64, floor: u64 },
 }
 
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<RootError> for ManifestRefusal {
+    fn from(e: RootError) -> Self {
+        Self::Root(e)
+    }
+}
+
 /// Why a device refuses an artifact.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactRefusal {
     #[error("artifact {root} is not part of release {version} (mix-and-match of releases)")]
     NotInRelease { root: Hash, version: String },
-    #[error("artifact {root}: {source}")]
-    Bytes { root: Hash, source: ArtifactError },
+    #[error("artifact {root}: {cause}")]
+    Bytes { root: Hash, cause: ArtifactError },
 }
 
 /// A manifest the device has accepted.
@@ -94,7 +101,7 @@ impl VerifiedManifest {
         let a = self.artifact(root)?;
         outboard::verify_files(data, ob, a).map_err(|source| ArtifactRefusal::Bytes {
             root: *root,
-            source,
+            cause: source,
         })
     }
     /// Verifies a stream of artifact bytes (exact length, BLAKE3 root).
@@ -106,7 +113,7 @@ impl VerifiedManifest {
         let a = self.artifact(root)?;
         outboard::verify_stream(data, a).map_err(|source| ArtifactRefusal::Bytes {
             root: *root,
-            source,
+            cause: source,
         })
     }
 }

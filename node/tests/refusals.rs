@@ -268,7 +268,7 @@ fn manifest_refusals_table() {
             none(),
             ManifestError::Document(DocError::Id {
                 kind: "wardswarm/release",
-                source: IdParseError::UnknownAlgorithm {
+                cause: IdParseError::UnknownAlgorithm {
                     what: "key",
                     expected: "ed25519",
                     alg: "rsa4096".into(),
@@ -412,7 +412,7 @@ fn artifact_refusals_table() {
         std::fs::write(&dp, &bad).expect("write");
         match vm.check_artifact_files(&art.root, &open(&dp), &open(&op)) {
             Err(ArtifactRefusal::Bytes {
-                source: ArtifactError::GroupMismatch { group: g, .. },
+                cause: ArtifactError::GroupMismatch { group: g, .. },
                 ..
             }) => {
                 assert_eq!(g, group, "byte {offset}")
@@ -424,7 +424,7 @@ fn artifact_refusals_table() {
         assert!(matches!(
             vm.check_artifact_stream(&art.root, &bad[..]),
             Err(ArtifactRefusal::Bytes {
-                source: ArtifactError::HashMismatch { .. },
+                cause: ArtifactError::HashMismatch { .. },
                 ..
             })
         ));
@@ -437,14 +437,14 @@ fn artifact_refusals_table() {
     assert!(matches!(
         vm.check_artifact_files(&art.root, &open(&dp), &open(&op)),
         Err(ArtifactRefusal::Bytes {
-            source: ArtifactError::TooLong { .. },
+            cause: ArtifactError::TooLong { .. },
             ..
         })
     ));
     let endless = std::io::repeat(7u8);
     match vm.check_artifact_stream(&art.root, endless) {
         Err(ArtifactRefusal::Bytes {
-            source: ArtifactError::TooLong { signed, actual },
+            cause: ArtifactError::TooLong { signed, actual },
             ..
         }) => {
             assert_eq!(
@@ -459,7 +459,7 @@ fn artifact_refusals_table() {
     assert!(matches!(
         vm.check_artifact_files(&art.root, &open(&dp), &open(&op)),
         Err(ArtifactRefusal::Bytes {
-            source: ArtifactError::Truncated { .. },
+            cause: ArtifactError::Truncated { .. },
             ..
         })
     ));
@@ -472,7 +472,7 @@ fn artifact_refusals_table() {
     assert!(matches!(
         vm.check_artifact_files(&art.root, &open(&dp), &open(&op)),
         Err(ArtifactRefusal::Bytes {
-            source: ArtifactError::OutboardCorrupt { .. },
+            cause: ArtifactError::OutboardCorrupt { .. },
             ..
         })
     ));
@@ -490,7 +490,7 @@ fn artifact_refusals_table() {
     assert!(matches!(
         vm.check_artifact_files(&art.root, &open(&dp2), &open(&op2)),
         Err(ArtifactRefusal::Bytes {
-            source: ArtifactError::OutboardCorrupt { .. } | ArtifactError::GroupMismatch { .. },
+            cause: ArtifactError::OutboardCorrupt { .. } | ArtifactError::GroupMismatch { .. },
             ..
         })
     ));
@@ -535,7 +535,7 @@ fn root_rotation_refusals() {
         w.root.verify_successor(&v2(&[old_key])).map(|_| ()),
         Err(RootError::Signatures {
             version: 2,
-            source: SignatureError::BelowThreshold {
+            cause: SignatureError::BelowThreshold {
                 role: "root of version 2".into(),
                 valid: 0,
                 threshold: 2
@@ -549,7 +549,7 @@ fn root_rotation_refusals() {
             .map(|_| ()),
         Err(RootError::Signatures {
             version: 2,
-            source: SignatureError::BelowThreshold {
+            cause: SignatureError::BelowThreshold {
                 role: "root of version 1".into(),
                 valid: 0,
                 threshold: 1
@@ -563,7 +563,7 @@ fn root_rotation_refusals() {
             .map(|_| ()),
         Err(RootError::Signatures {
             version: 2,
-            source: SignatureError::BelowThreshold {
+            cause: SignatureError::BelowThreshold {
                 role: "root of version 2".into(),
                 valid: 1,
                 threshold: 2
@@ -601,7 +601,7 @@ fn root_rotation_refusals() {
     assert!(matches!(
         r.sign(&w.release_keys[0], Some(&w.root)),
         Err(RootError::Signatures {
-            source: SignatureError::SignerNotInRole { .. },
+            cause: SignatureError::SignerNotInRole { .. },
             ..
         })
     ));

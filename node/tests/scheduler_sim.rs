@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use wardswarm_node::{
     groups::GroupSet,
     scheduler::{Action, Config, Input, Outcome, ReqId, Scheduler},
+    testkit::Rng,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -16,19 +17,6 @@ enum Role {
     Liar,
     /// Announces everything, accepts requests, never sends.
     Staller,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 1_000_000) as f64 / 1e6 < p
-    }
 }
 
 struct Served {
@@ -107,7 +95,7 @@ impl Sim {
             upload_per_tick: 2,
             drop_rate: 0.0,
             cuts: vec![],
-            rng: Rng(seed | 1),
+            rng: Rng::from_state(seed | 1),
             now: 0,
             tick_ms: 10,
             dropped: BTreeMap::new(),

@@ -7,9 +7,10 @@ use libp2p::{identity::Keypair, swarm::SwarmEvent, Multiaddr};
 use wardswarm_node::{
     membership::{Certificate, Role},
     net::{
+        self as node,
         caps::Schedule,
-        node::{self, Config, Event, Fault, Handle},
         wire::{self, Get, Status},
+        Config, Event, Fault, Handle,
     },
     outboard,
     root::TrustRoot,

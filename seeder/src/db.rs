@@ -10,13 +10,22 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const DEVICES: TableDefinition<'_, &str, &str> = TableDefinition::new("devices");
 const RELEASES: TableDefinition<'_, &str, &str> = TableDefinition::new("releases");
 
-/// A database fault.
+/// A database fault (local: the gateway's own disk or file).
 #[derive(Debug, thiserror::Error)]
-#[error("gateway database: {0}")]
-pub struct DbError(String);
+pub enum DbError {
+    #[error("gateway database {path}: {cause}")]
+    Open {
+        path: std::path::PathBuf,
+        cause: Box<redb::DatabaseError>,
+    },
+    #[error("gateway database: {0}")]
+    Redb(Box<redb::Error>),
+    #[error("gateway database record: {0}")]
+    Json(serde_json::Error),
+}
 
-fn e(x: impl std::fmt::Display) -> DbError {
-    DbError(x.to_string())
+fn e(x: impl Into<redb::Error>) -> DbError {
+    DbError::Redb(Box::new(x.into()))
 }
 
 /// The gateway database.
@@ -46,7 +55,10 @@ impl Table {
 impl Db {
     /// Opens or creates the database file.
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let db = Database::create(path).map_err(|x| DbError(format!("{}: {x}", path.display())))?;
+        let db = Database::create(path).map_err(|cause| DbError::Open {
+            path: path.into(),
+            cause: Box::new(cause),
+        })?;
         let w = db.begin_write().map_err(e)?;
         w.open_table(META).map_err(e)?;
         w.open_table(DEVICES).map_err(e)?;
@@ -74,7 +86,7 @@ impl Db {
 
     /// Stores a JSON record.
     pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<(), DbError> {
-        let json = serde_json::to_string(value).map_err(e)?;
+        let json = serde_json::to_string(value).map_err(DbError::Json)?;
         let w = self.db.begin_write().map_err(e)?;
         {
             let mut t = w.open_table(table.def()).map_err(e)?;
@@ -105,7 +117,7 @@ mod tests {
 
     #[test]
     fn records_survive_reopening() -> Result<(), DbError> {
-        let d = tempfile::tempdir().map_err(e)?;
+        let d = tempfile::tempdir().expect("tmp");
         let p = d.path().join("g.redb");
         {
             let db = Db::open(&p)?;

@@ -26,14 +26,21 @@ pub enum PublishError {
     #[error("{path}: {reason}")]
     Release { path: PathBuf, reason: String },
     #[error("index: {0}")]
-    Index(#[from] wardswarm_node::index::IndexError),
-    #[error("{path}: {source}")]
+    Index(wardswarm_node::index::IndexError),
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Usage(String),
+}
+
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<wardswarm_node::index::IndexError> for PublishError {
+    fn from(e: wardswarm_node::index::IndexError) -> Self {
+        Self::Index(e)
+    }
 }
 
 /// Finds release directories (folders with a `manifest.json`) up to three levels under `dir`.
@@ -45,7 +52,7 @@ fn find_releases(
 ) -> Result<(), PublishError> {
     let io = |source| PublishError::Io {
         path: dir.into(),
-        source,
+        cause: source,
     };
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(io)?
@@ -137,7 +144,7 @@ pub fn publish(
     )?;
     fsutil::replace(&index_path, &index.to_bytes(), 0o644).map_err(|source| PublishError::Io {
         path: index_path.clone(),
-        source,
+        cause: source,
     })?;
     Ok(Published {
         index,

@@ -20,17 +20,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wardswarm_node::{
     agent::{
-        runtime::{Agent, AgentConfig, Exit, Report},
+        machine::DeviceState,
+        runtime::{AgentConfig, Report},
         slots::{FileSlots, Slots},
     },
+    device::{self, Device as Running},
     membership::{Certificate, Role as MemberRole},
-    net::{
-        caps::Schedule,
-        node::{self, Config, Event as NodeEvent, Fault, Handle},
-    },
+    net::{caps::Schedule, Config, Event as NodeEvent, Handle},
     release::{self, BuildRequest},
     root::{Role, RoleName, TrustRoot},
-    store::Store,
     Hash, SecretKey, Timestamp,
 };
 use wardswarm_seeder::{origin, Gateway, GatewayConfig};
@@ -197,26 +195,9 @@ impl Ward {
     }
 }
 
-/// Incompressible bytes (xorshift), so the compressed artifact is about as large as the image.
+/// Incompressible bytes, so the compressed artifact is about as large as the image.
 pub fn write_random(path: &Path, size: u64, seed: u64) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut left = size;
-    while left > 0 {
-        for c in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    f.flush()?;
-    Ok(())
+    Ok(wardswarm_node::testkit::write_random(path, size, seed)?)
 }
 
 struct Device {
@@ -227,12 +208,12 @@ struct Device {
     dir: PathBuf,
     up: Option<u64>,
     down: Option<u64>,
-    node: Option<Handle>,
+    /// The running device (none while crashed).
+    running: Option<Running>,
     /// Bytes sent at the last series sample.
     sampled: u64,
+    /// Stops a hostile member's honest first fetch.
     stop: CancellationToken,
-    status: Option<watch::Receiver<Report>>,
-    store: Option<Arc<Store>>,
     /// Bytes sent by earlier incarnations (a restart starts counters at zero).
     sent_before: u64,
     from_gateway_before: u64,
@@ -302,11 +283,9 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
             dir: d.join(format!("d{:03}", i + 1)),
             up: s.upload,
             down: s.download,
-            node: None,
+            running: None,
             sampled: 0,
             stop: CancellationToken::new(),
-            status: None,
-            store: None,
             sent_before: 0,
             from_gateway_before: 0,
             from_peers_before: 0,
@@ -415,13 +394,13 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
             _ = sample.tick() => {
                 let t = start.elapsed().as_secs_f64();
                 for d in &mut devices {
-                    if d.updated.is_none() && d.status.as_ref().is_some_and(|s| committed(&s.borrow())) {
+                    if d.updated.is_none() && d.status().is_some_and(|s| committed(&s.borrow())) {
                         d.updated = Some(t);
                     }
                 }
                 let mut rates = Vec::new();
                 for d in &mut devices {
-                    if let Some(n) = &d.node {
+                    if let Some(n) = d.node() {
                         let now = n.metrics().sent_all.get();
                         rates.push(now.saturating_sub(d.sampled) as f64 / 0.5);
                         d.sampled = now;
@@ -438,7 +417,7 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
             _ = cap_tick.tick() => {
                 // Rates over the last second against the caps in force.
                 for (i, d) in devices.iter().enumerate() {
-                    if let Some(n) = &d.node {
+                    if let Some(n) = d.node() {
                         let now = n.metrics().sent_all.get();
                         if let Some((prev, at)) = last_sent.get(&i).copied() {
                             let secs = at.elapsed().as_secs_f64();
@@ -480,14 +459,14 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
     for d in &devices {
         let (mut from_gw, mut from_peers, mut sent) =
             (d.from_gateway_before, d.from_peers_before, d.sent_before);
-        if let Some(n) = &d.node {
+        if let Some(n) = d.node() {
             let m = n.metrics();
             from_gw += m.received_total(&label, "gateway");
             from_peers += m.received_total(&label, "peer");
             sent += m.sent_all.get();
         }
         if d.behaviour == Behaviour::NonMember {
-            let admitted = match &d.node {
+            let admitted = match d.node() {
                 Some(n) => n.peers().await.map(|p| p.len()).unwrap_or(0),
                 None => 0,
             };
@@ -509,10 +488,10 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
         });
     }
     stop.cancel();
-    for d in &devices {
+    for d in &mut devices {
         d.stop.cancel();
-        if let Some(n) = &d.node {
-            let _ = tokio::time::timeout(Duration::from_secs(5), n.shutdown()).await;
+        if let Some(r) = d.running.take() {
+            let _ = r.stop().await;
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(10), gw.shutdown()).await;
@@ -520,17 +499,26 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
 }
 
 fn committed(r: &Report) -> bool {
-    r.state == "idle" && r.version == "2.0.0"
+    r.state == DeviceState::Idle && r.version == "2.0.0"
+}
+
+impl Device {
+    fn node(&self) -> Option<&Handle> {
+        self.running.as_ref().map(|r| &r.node)
+    }
+    fn status(&self) -> Option<&watch::Receiver<Report>> {
+        self.running.as_ref().and_then(|r| r.status.as_ref())
+    }
 }
 
 /// Is every group held by some honest, running device (one copy is in the ward)?
 fn seeded_once(devices: &[Device], root: Hash) -> bool {
     let mut union: Option<wardswarm_node::groups::GroupSet> = None;
     for d in devices {
-        if d.behaviour != Behaviour::Honest || d.node.is_none() {
+        if d.behaviour != Behaviour::Honest {
             continue;
         }
-        if let Some(e) = d.store.as_ref().and_then(|s| s.get(&root)) {
+        if let Some(e) = d.running.as_ref().and_then(|r| r.store.get(&root)) {
             match &mut union {
                 None => union = Some(e.have()),
                 Some(u) => u.union_with(&e.have()),
@@ -555,22 +543,48 @@ fn node_config(bootstrap: Vec<Multiaddr>, up: Option<u64>, down: Option<u64>) ->
 impl Live {
     /// Starts (or restarts) a device: its node, and for an honest device its agent.
     async fn start(&mut self, d: &mut Device) -> Result<()> {
+        #[cfg_attr(not(feature = "test-faults"), allow(unused_mut))]
         let mut cfg = node_config(self.boot.clone(), d.up, d.down);
-        cfg.fault = match d.behaviour {
-            Behaviour::Corrupt => Some(Fault::CorruptServe),
-            Behaviour::Stall => Some(Fault::StallServe),
-            _ => None,
-        };
+        match d.behaviour {
+            #[cfg(feature = "test-faults")]
+            Behaviour::Corrupt => cfg.fault = Some(wardswarm_node::net::Fault::CorruptServe),
+            #[cfg(feature = "test-faults")]
+            Behaviour::Stall => cfg.fault = Some(wardswarm_node::net::Fault::StallServe),
+            #[cfg(not(feature = "test-faults"))]
+            Behaviour::Corrupt | Behaviour::Stall => bail!(
+                "hostile devices (corrupt, stall) need a build with the test-faults feature: \
+                 cargo build --release --features test-faults"
+            ),
+            Behaviour::Honest | Behaviour::NonMember => {}
+        }
         let member = d.behaviour != Behaviour::NonMember;
-        let store = Arc::new(Store::open(d.dir.join("store"))?);
         let cert = self.ward.cert(&d.key, &d.id, MemberRole::Device, member)?;
-        let (h, _j) = node::spawn(
-            cfg,
-            d.key.clone(),
-            &cert,
-            self.ward.root.clone(),
-            store.clone(),
-        )?;
+        let agent = if d.behaviour == Behaviour::Honest {
+            let slots_dir = d.dir.join("slots");
+            let slots: Arc<dyn Slots> = if slots_dir.exists() {
+                Arc::new(FileSlots::new(&slots_dir))
+            } else {
+                Arc::new(FileSlots::provision(&slots_dir, &self.factory)?)
+            };
+            let mut acfg = AgentConfig::new(d.dir.join("agent"), HARDWARE);
+            acfg.product = Some(PRODUCT.into());
+            acfg.factory_version = "1.0.0".into();
+            acfg.factory_counter = 1;
+            acfg.health_check = Some("true".into());
+            acfg.report_interval = Duration::from_secs(2);
+            Some((acfg, slots))
+        } else {
+            None
+        };
+        let running = Running::start(device::Spec {
+            store: d.dir.join("store"),
+            node: cfg,
+            keypair: d.key.clone(),
+            cert,
+            root: self.ward.root.clone(),
+            agent,
+        })?;
+        let h = running.node.clone();
         let i: usize = d.id[5..].parse::<usize>().unwrap_or(1) - 1;
         let mut rx = h.subscribe();
         let tx = self.events.clone();
@@ -582,55 +596,17 @@ impl Live {
             }
         });
         d.stop = CancellationToken::new();
-        match d.behaviour {
-            Behaviour::Honest => {
-                let slots_dir = d.dir.join("slots");
-                let slots: Arc<dyn Slots> = if slots_dir.exists() {
-                    Arc::new(FileSlots::new(&slots_dir))
-                } else {
-                    Arc::new(FileSlots::provision(&slots_dir, &self.factory)?)
-                };
-                let mut acfg = AgentConfig::new(d.dir.join("agent"), HARDWARE);
-                acfg.product = Some(PRODUCT.into());
-                acfg.factory_version = "1.0.0".into();
-                acfg.factory_counter = 1;
-                acfg.health_check = Some("true".into());
-                acfg.report_interval = Duration::from_secs(2);
-                let (mut agent, status) = Agent::new(
-                    acfg,
-                    slots,
-                    store.clone(),
-                    h.clone(),
-                    self.ward.root.clone(),
-                )?;
-                d.status = Some(status);
-                let stop = d.stop.clone();
-                tokio::spawn(async move {
-                    loop {
-                        match agent.run_boot(&stop).await {
-                            Ok(Exit::Reboot) => continue,
-                            Ok(Exit::Stopped) => break,
-                            Err(e) => {
-                                tracing::error!(error = %e, "device agent failed");
-                                break;
-                            }
-                        }
-                    }
-                });
-            }
-            Behaviour::Corrupt | Behaviour::Stall => {
-                // A member gone bad: it fetches the release honestly, then serves it wrongly.
-                let h2 = h.clone();
-                let (root, len) = (self.root_hash, self.length);
-                let stop = d.stop.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = h2.fetch(root, len) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                });
-            }
-            Behaviour::NonMember => {}
+        if matches!(d.behaviour, Behaviour::Corrupt | Behaviour::Stall) {
+            // A member gone bad: it fetches the release honestly, then serves it wrongly.
+            let (root, len) = (self.root_hash, self.length);
+            let stop = d.stop.clone();
+            let h2 = h.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = h2.fetch(root, len) => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
         }
         if member
             && !self
@@ -640,8 +616,7 @@ impl Live {
         {
             self.boot.push(first_addr(&h).await?);
         }
-        d.node = Some(h);
-        d.store = Some(store);
+        d.running = Some(running);
         Ok(())
     }
 
@@ -649,16 +624,16 @@ impl Live {
     /// that fsync ordering survives).
     async fn crash(&mut self, d: &mut Device) {
         d.stop.cancel();
-        if let Some(n) = d.node.take() {
-            let m = n.metrics();
+        if let Some(r) = d.running.take() {
+            let m = r.node.metrics();
             let label = self.root_hash.short();
             d.sent_before += m.sent_all.get();
             d.from_gateway_before += m.received_total(&label, "gateway");
             d.from_peers_before += m.received_total(&label, "peer");
-            let _ = tokio::time::timeout(Duration::from_secs(5), n.shutdown()).await;
+            if let Err(e) = r.stop().await {
+                tracing::warn!(device = %d.id, error = %e, "device stopped with an error");
+            }
         }
-        d.store = None;
-        d.status = None;
     }
 }
 

@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use wardswarm_node::{membership::Role as MemberRole, SecretKey};
+use wardswarm_node::{agent::machine::DeviceState, membership::Role as MemberRole, SecretKey};
 
 use crate::{
     live::{Ward, HARDWARE, PRODUCT, WARD},
@@ -512,13 +512,14 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
             if let Ok(serde_json::Value::Array(list)) = serde_json::from_str(&body) {
                 for d in list {
                     let id = d["id"].as_str().unwrap_or("").to_string();
-                    let state = d["state"].as_str().unwrap_or("");
+                    let state: DeviceState =
+                        serde_json::from_value(d["state"].clone()).unwrap_or(DeviceState::Unknown);
                     let version = d["installed"].as_str().unwrap_or("");
                     let new = version == "2.0.0";
-                    if new || !matches!(state, "idle" | "fetching") {
+                    if new || !matches!(state, DeviceState::Idle | DeviceState::Fetching) {
                         completed.entry(id.clone()).or_insert(t);
                     }
-                    if new && state == "idle" {
+                    if new && state == DeviceState::Idle {
                         updated.entry(id).or_insert(t);
                     }
                 }

@@ -235,11 +235,8 @@ struct ClinicalFile {
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("cannot read scenario {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read scenario {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("scenario {path}: {reason}")]
     Invalid { path: String, reason: String },
 }
@@ -253,7 +250,7 @@ impl Scenario {
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
             path: path.display().to_string(),
-            source,
+            cause: source,
         })?;
         Self::parse(&text).map_err(|reason| ScenarioError::Invalid {
             path: path.display().to_string(),

@@ -27,8 +27,8 @@ const MAX_LINE: usize = 64 * 1024;
 /// A fault in an audit log.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit log {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("audit log {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("audit log {path}, line {line}: {reason}")]
     Broken {
         path: PathBuf,
@@ -60,7 +60,7 @@ pub struct AuditLog {
 fn scan(path: &Path) -> Result<(u64, Hash, u64, bool), AuditError> {
     let io = |source| AuditError::Io {
         path: path.into(),
-        source,
+        cause: source,
     };
     let f = match File::open(path) {
         Ok(f) => f,
@@ -123,7 +123,7 @@ impl AuditLog {
         let (seq, last, good, torn) = scan(&path)?;
         let io = |source| AuditError::Io {
             path: path.clone(),
-            source,
+            cause: source,
         };
         let file = OpenOptions::new()
             .create(true)
@@ -149,7 +149,7 @@ impl AuditLog {
     pub fn append(&mut self, record: &impl Serialize) -> Result<Hash, AuditError> {
         let io = |source| AuditError::Io {
             path: self.path.clone(),
-            source,
+            cause: source,
         };
         let record = serde_json::to_value(record).map_err(|e| io(io::Error::other(e)))?;
         let line = Line {
@@ -205,7 +205,7 @@ mod tests {
     fn the_chain_detects_edits_and_survives_a_torn_line() -> Result<(), AuditError> {
         let d = tempfile::tempdir().map_err(|e| AuditError::Io {
             path: "tmp".into(),
-            source: e,
+            cause: e,
         })?;
         let p = d.path().join("audit.jsonl");
         let mut log = AuditLog::open(&p)?;
@@ -215,13 +215,13 @@ mod tests {
         assert_eq!(verify(&p)?.0, 3);
         let text = std::fs::read_to_string(&p).map_err(|e| AuditError::Io {
             path: p.clone(),
-            source: e,
+            cause: e,
         })?;
         // Edit line 2: line 3's prev no longer matches.
         let edited = text.replacen("{\"i\":1}", "{\"i\":9}", 1);
         std::fs::write(&p, &edited).map_err(|e| AuditError::Io {
             path: p.clone(),
-            source: e,
+            cause: e,
         })?;
         match verify(&p) {
             Err(AuditError::Broken { line: 3, .. }) => {}
@@ -231,7 +231,7 @@ mod tests {
         let dropped: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
         std::fs::write(&p, dropped).map_err(|e| AuditError::Io {
             path: p.clone(),
-            source: e,
+            cause: e,
         })?;
         assert!(matches!(
             verify(&p),
@@ -240,7 +240,7 @@ mod tests {
         // A torn tail is cut off on open, and the cut is logged.
         std::fs::write(&p, format!("{text}{{\"seq\":3,\"ti")).map_err(|e| AuditError::Io {
             path: p.clone(),
-            source: e,
+            cause: e,
         })?;
         assert!(verify(&p).is_err());
         let log = AuditLog::open(&p)?;

@@ -20,7 +20,103 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::slots::{BootState, SlotId};
-use crate::hash::Hash;
+use crate::{
+    hash::Hash,
+    manifest::{Compression, Kind},
+};
+
+/// A device's update state as it reports it (`Report::state`, the audit log, the gateway's API and
+/// metrics). The names are the JSON spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// The agent has not read its state yet.
+    Starting,
+    /// Running the committed slot; nothing pending.
+    Idle,
+    /// Fetching the artifact from the ward swarm.
+    Fetching,
+    /// Writing the image into the inactive slot and verifying it.
+    Installing,
+    /// Setting the new slot to boot once.
+    Activating,
+    /// The new slot boots once at the next reboot.
+    Rebooting,
+    /// Booted the new slot; health check running.
+    HealthCheck,
+    /// Making the new slot the committed one.
+    Committing,
+    /// Cancelling the try-boot and returning to the committed slot.
+    RollingBack,
+    /// A state this build does not know (a newer device agent).
+    #[serde(other)]
+    Unknown,
+}
+
+impl DeviceState {
+    /// Every state a device of this build reports.
+    pub const ALL: [Self; 9] = [
+        Self::Starting,
+        Self::Idle,
+        Self::Fetching,
+        Self::Installing,
+        Self::Activating,
+        Self::Rebooting,
+        Self::HealthCheck,
+        Self::Committing,
+        Self::RollingBack,
+    ];
+    /// The JSON spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Idle => "idle",
+            Self::Fetching => "fetching",
+            Self::Installing => "installing",
+            Self::Activating => "activating",
+            Self::Rebooting => "rebooting",
+            Self::HealthCheck => "health_check",
+            Self::Committing => "committing",
+            Self::RollingBack => "rolling_back",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an update attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateResult {
+    /// The new image is committed.
+    Committed,
+    /// The new image did not pass its boot or health check; the device runs the old one.
+    RolledBack,
+    /// The attempt stopped before activation (install or fetch failure).
+    Failed,
+}
+
+impl UpdateResult {
+    /// The JSON spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Committed => "committed",
+            Self::RolledBack => "rolled_back",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for UpdateResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A release the device accepted (signatures, expiry, hardware, counter all checked) and plans to install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,9 +132,9 @@ pub struct Offer {
     /// Its signed length.
     pub artifact_length: u64,
     /// `full` or `delta`.
-    pub kind: String,
+    pub kind: Kind,
     /// `zstd` or `none`.
-    pub compression: String,
+    pub compression: Compression,
     /// For a delta: the BLAKE3 of the image it applies to (the committed image).
     #[serde(default)]
     pub base: Option<Hash>,
@@ -90,17 +186,17 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// The phase's name, as reported.
-    pub fn name(&self) -> &'static str {
+    /// The state this phase reports.
+    pub fn state(&self) -> DeviceState {
         match self {
-            Self::Idle => "idle",
-            Self::Fetching { .. } => "fetching",
-            Self::Installing { .. } => "installing",
-            Self::Activating { .. } => "activating",
-            Self::Trying { .. } => "rebooting",
-            Self::Checking { .. } => "health_check",
-            Self::Committing { .. } => "committing",
-            Self::RollingBack { .. } => "rolling_back",
+            Self::Idle => DeviceState::Idle,
+            Self::Fetching { .. } => DeviceState::Fetching,
+            Self::Installing { .. } => DeviceState::Installing,
+            Self::Activating { .. } => DeviceState::Activating,
+            Self::Trying { .. } => DeviceState::Rebooting,
+            Self::Checking { .. } => DeviceState::HealthCheck,
+            Self::Committing { .. } => DeviceState::Committing,
+            Self::RollingBack { .. } => DeviceState::RollingBack,
         }
     }
     /// The offer in progress, if any.
@@ -121,8 +217,8 @@ impl Phase {
 /// How the last update attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// `committed`, `rolled_back` or `failed`.
-    pub result: String,
+    /// How it ended.
+    pub result: UpdateResult,
     /// The release.
     pub version: String,
     /// Why, for anything but `committed`.
@@ -195,18 +291,18 @@ pub enum Action {
 /// A transition, for the audit log and the gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Transition {
-    /// Phase name before.
-    pub from: &'static str,
-    /// Phase name after.
-    pub to: &'static str,
+    /// State before.
+    pub from: DeviceState,
+    /// State after.
+    pub to: DeviceState,
     /// What caused it.
     pub event: String,
     /// The release involved.
     pub version: Option<String>,
     /// Details (errors, slots).
     pub detail: Option<String>,
-    /// How the attempt ended, when this transition ends one (`committed`, `rolled_back`, `failed`).
-    pub result: Option<String>,
+    /// How the attempt ended, when this transition ends one.
+    pub result: Option<UpdateResult>,
 }
 
 impl State {
@@ -233,12 +329,12 @@ impl State {
         }
     }
 
-    fn end(&mut self, offer: &Offer, result: &str, reason: Option<String>) {
-        if result != "committed" {
+    fn end(&mut self, offer: &Offer, result: UpdateResult, reason: Option<String>) {
+        if result != UpdateResult::Committed {
             self.failed.insert(offer.manifest);
         }
         self.last = Some(Outcome {
-            result: result.into(),
+            result,
             version: offer.version.clone(),
             reason,
         });
@@ -248,7 +344,7 @@ impl State {
     /// Applies one input. Returns the actions to perform (after persisting `self`) and the transition,
     /// or `None` when the input does not apply to the current phase (it is then ignored).
     pub fn step(&mut self, input: Input) -> Option<(Vec<Action>, Transition)> {
-        let from = self.phase.name();
+        let from = self.phase.state();
         let version = self.phase.offer().map(|o| o.version.clone());
         let inactive = self.installed.slot.other();
         let mut detail = None;
@@ -321,7 +417,7 @@ impl State {
                 detail = Some(e.clone());
                 // A local fault (disk): give up this attempt but do not blacklist the release.
                 self.last = Some(Outcome {
-                    result: "failed".into(),
+                    result: UpdateResult::Failed,
                     version: offer.version.clone(),
                     reason: Some(e),
                 });
@@ -345,7 +441,7 @@ impl State {
             }
             (Phase::Installing { offer, .. }, Input::InstallFailed(e)) => {
                 detail = Some(e.clone());
-                self.end(&offer, "failed", Some(e));
+                self.end(&offer, UpdateResult::Failed, Some(e));
                 vec![Action::Release(offer.artifact)]
             }
             (Phase::Activating { offer, slot }, Input::Booted(_)) => {
@@ -380,7 +476,7 @@ impl State {
                         b.booted
                     );
                     detail = Some(reason.clone());
-                    self.end(&offer, "rolled_back", Some(reason));
+                    self.end(&offer, UpdateResult::RolledBack, Some(reason));
                     vec![Action::Rollback]
                 }
             }
@@ -409,7 +505,7 @@ impl State {
                     length: offer.target_length,
                     slot,
                 };
-                self.end(&offer, "committed", None);
+                self.end(&offer, UpdateResult::Committed, None);
                 vec![]
             }
             (
@@ -429,7 +525,7 @@ impl State {
                     vec![Action::Rollback]
                 } else {
                     // The reboot after the rollback happened: we run the committed slot.
-                    self.end(&offer, "rolled_back", Some(reason));
+                    self.end(&offer, UpdateResult::RolledBack, Some(reason));
                     vec![]
                 }
             }
@@ -470,17 +566,17 @@ impl State {
             }
         };
         let version = self.phase.offer().map(|o| o.version.clone()).or(version);
-        let ended = matches!(self.phase, Phase::Idle) && from != "idle";
+        let ended = matches!(self.phase, Phase::Idle) && from != DeviceState::Idle;
         Some((
             actions,
             Transition {
                 from,
-                to: self.phase.name(),
+                to: self.phase.state(),
                 event,
                 version,
                 detail,
                 result: if ended {
-                    self.last.as_ref().map(|l| l.result.clone())
+                    self.last.as_ref().map(|l| l.result)
                 } else {
                     None
                 },
@@ -500,8 +596,8 @@ mod tests {
             counter,
             artifact: Hash::of(b"artifact"),
             artifact_length: 10,
-            kind: "full".into(),
-            compression: "zstd".into(),
+            kind: Kind::Full,
+            compression: Compression::Zstd,
             base: None,
             target: Hash::of(b"image"),
             target_length: 5,
@@ -588,8 +684,8 @@ mod tests {
         assert_eq!(s.phase, Phase::Idle);
         assert_eq!(s.installed.counter, 1);
         assert_eq!(
-            s.last.as_ref().map(|l| l.result.as_str()),
-            Some("rolled_back")
+            s.last.as_ref().map(|l| l.result),
+            Some(UpdateResult::RolledBack)
         );
         assert!(!s.wants(&o));
         assert!(s.wants(&offer(3)), "a newer release is still welcome");

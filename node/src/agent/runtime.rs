@@ -17,27 +17,55 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     audit::{AuditError, AuditLog},
-    machine::{Action, Input, Installed, Offer, Outcome, State, Transition},
+    machine::{Action, DeviceState, Input, Installed, Offer, Outcome, State, Transition},
     slots::{BootState, Reboot, SlotError, SlotId, Slots},
 };
 use crate::{
     fsutil,
     hash::{hash_reader, Hash},
-    manifest::Compression,
-    net::node::{Event, Handle},
+    manifest::{Compression, Kind},
+    net::{Event, Handle},
     root::TrustRoot,
     store::Store,
     time::Timestamp,
     verify::{DevicePolicy, ManifestRefusal},
 };
 
-/// Test-only fault injection (set from a hidden configuration key).
+/// Test-only fault injection (feature `test-faults`; never in a production build).
+#[cfg(feature = "test-faults")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AgentFault {
     /// Halfway through writing the slot, create `install-paused` in the state folder and block, so a
     /// test can kill the process mid-install at a known point.
     PauseInstall,
+}
+
+/// A named test fault could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    #[error("this build has no test faults (they compile only with the `test-faults` feature)")]
+    NotCompiled,
+    #[error("{0:?} is not a test fault of this build (known: pause-install)")]
+    Unknown(String),
+}
+
+/// Sets the test fault named `name` (as in a config file: `pause-install`). A production build
+/// has none and always refuses.
+pub fn set_test_fault(cfg: &mut AgentConfig, name: &str) -> Result<(), FaultError> {
+    #[cfg(feature = "test-faults")]
+    {
+        cfg.fault = Some(
+            serde_json::from_value(serde_json::Value::String(name.into()))
+                .map_err(|_| FaultError::Unknown(name.into()))?,
+        );
+        Ok(())
+    }
+    #[cfg(not(feature = "test-faults"))]
+    {
+        let _ = (cfg, name);
+        Err(FaultError::NotCompiled)
+    }
 }
 
 /// Agent settings.
@@ -60,6 +88,7 @@ pub struct AgentConfig {
     /// How often to report status to the gateway while nothing changes.
     pub report_interval: Duration,
     /// Test-only fault.
+    #[cfg(feature = "test-faults")]
     pub fault: Option<AgentFault>,
 }
 
@@ -75,6 +104,7 @@ impl AgentConfig {
             health_check: None,
             health_timeout: Duration::from_secs(60),
             report_interval: Duration::from_secs(5),
+            #[cfg(feature = "test-faults")]
             fault: None,
         }
     }
@@ -116,7 +146,7 @@ pub struct Report {
     /// The committed slot.
     pub slot: SlotId,
     /// The phase (`idle`, `fetching`, …).
-    pub state: String,
+    pub state: DeviceState,
     /// The release in progress.
     pub target: Option<String>,
     /// Fetch progress of the artifact in progress.
@@ -187,7 +217,7 @@ impl Agent {
             counter: cfg.factory_counter,
             image: Hash::from_bytes([0; 32]),
             slot: SlotId::A,
-            state: "starting".into(),
+            state: DeviceState::Starting,
             target: None,
             progress: None,
             last: None,
@@ -274,7 +304,7 @@ impl Agent {
                 .map(|s| s.installed.image)
                 .unwrap_or(Hash::from_bytes([0; 32])),
             slot: s.map(|s| s.installed.slot).unwrap_or(SlotId::A),
-            state: s.map(|s| s.phase.name()).unwrap_or("starting").into(),
+            state: s.map_or(DeviceState::Starting, |s| s.phase.state()),
             target: s.and_then(|s| s.phase.offer().map(|o| o.version.clone())),
             progress: self.progress,
             last: s.and_then(|s| s.last.clone()),
@@ -311,7 +341,7 @@ impl Agent {
     }
 
     fn log(&mut self, t: &Transition) -> Result<(), AgentError> {
-        tracing::info!(from = t.from, to = t.to, event = %t.event, version = ?t.version, detail = ?t.detail, "update transition");
+        tracing::info!(from = %t.from, to = %t.to, event = %t.event, version = ?t.version, detail = ?t.detail, "update transition");
         self.audit.append(t)?;
         Ok(())
     }
@@ -348,8 +378,8 @@ impl Agent {
             counter: m.counter,
             artifact: a.root,
             artifact_length: a.length,
-            kind: a.kind_str().into(),
-            compression: a.compression.as_str().into(),
+            kind: a.kind_name(),
+            compression: a.compression,
             base: a.base(),
             target: m.target.hash,
             target_length: m.target.length,
@@ -438,6 +468,25 @@ impl Agent {
         }
     }
 
+    /// What the install passes the decoded image through: nothing in a production build; with the
+    /// `pause-install` test fault, a reader that stops halfway (see [`AgentFault::PauseInstall`]).
+    fn install_hook(&self, _o: &Offer) -> SourceHook {
+        #[cfg(feature = "test-faults")]
+        if self.cfg.fault == Some(AgentFault::PauseInstall) {
+            let at = _o.target_length / 2;
+            let marker = self.cfg.dir.join("install-paused");
+            return Box::new(move |inner| {
+                Box::new(PauseAt {
+                    inner,
+                    n: 0,
+                    at,
+                    marker,
+                })
+            });
+        }
+        Box::new(|r| r)
+    }
+
     /// Starts an action. Quick ones run inline and yield their input through a ready future.
     fn start(
         &mut self,
@@ -467,21 +516,18 @@ impl Agent {
             }
             Action::Install(o, slot) => {
                 let store = self.store.clone();
-                let dir = self.cfg.dir.clone();
-                let fault = self.cfg.fault;
                 let base = self
                     .state
                     .as_ref()
                     .map(|s| (s.installed.slot, s.installed.length));
+                let hook = self.install_hook(&o);
                 Some(Box::pin(async move {
-                    let r = blocking(move || {
-                        install(&store, slots.as_ref(), &o, slot, base, &dir, fault)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
+                    let r = blocking(move || install(&store, slots.as_ref(), &o, slot, base, hook))
+                        .await;
                     Done::Input(Box::new(match r {
-                        Ok(()) => Input::Installed,
-                        Err(e) => Input::InstallFailed(e),
+                        Ok(Ok(())) => Input::Installed,
+                        Ok(Err(e)) => Input::InstallFailed(e.to_string()),
+                        Err(e) => Input::InstallFailed(e.to_string()),
                     }))
                 }))
             }
@@ -580,29 +626,78 @@ async fn health_check(cmd: Option<&str>, timeout: Duration, version: &str) -> In
     }
 }
 
+/// Wraps the decoded image before it is hashed and written (see `Agent::install_hook`).
+type SourceHook = Box<dyn FnOnce(Box<dyn Read>) -> Box<dyn Read> + Send>;
+
+/// The `pause-install` test fault: creates `marker` once `at` bytes passed, then blocks for good,
+/// so a test can kill the process mid-install at a known point.
+#[cfg(feature = "test-faults")]
+struct PauseAt {
+    inner: Box<dyn Read>,
+    n: u64,
+    at: u64,
+    marker: PathBuf,
+}
+
+#[cfg(feature = "test-faults")]
+impl Read for PauseAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.n >= self.at {
+            let _ = std::fs::write(&self.marker, b"");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
 /// Hashes what passes through.
 struct Hashing<R> {
     inner: R,
     hasher: blake3::Hasher,
-    n: u64,
-    pause_at: Option<(u64, PathBuf)>,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some((at, marker)) = &self.pause_at {
-            if self.n >= *at {
-                let _ = std::fs::write(marker, b"");
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
-            }
-        }
         let k = self.inner.read(buf)?;
         self.hasher.update(&buf[..k]);
-        self.n += k as u64;
         Ok(k)
     }
+}
+
+/// Why installing into the inactive slot failed. Every variant is a fault of this device or of the
+/// artifact it verified: the install is retried only with another artifact or after a fix here.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("artifact {0} is not complete in the store")]
+    NotStored(Hash),
+    #[error("opening the artifact {path}: {cause}")]
+    Open { path: PathBuf, cause: io::Error },
+    #[error("zstd: {0}")]
+    Zstd(io::Error),
+    #[error("no committed image to apply a delta to")]
+    NoBase,
+    #[error("delta without a base image in its offer")]
+    DeltaWithoutBase,
+    #[error("{0}")]
+    Delta(crate::delta::DeltaError),
+    #[error("{0}")]
+    Slot(SlotError),
+    #[error("decoded image hashes to {actual}, the manifest says {expected}")]
+    Decoded { actual: Hash, expected: Hash },
+    #[error("reading slot {slot} back: {cause}")]
+    ReadBack { slot: SlotId, cause: io::Error },
+    #[error("slot {slot} reads back as {actual} ({length} bytes), the manifest says {expected} ({expected_length} bytes)")]
+    Written {
+        slot: SlotId,
+        actual: Hash,
+        length: u64,
+        expected: Hash,
+        expected_length: u64,
+    },
 }
 
 /// Decodes the stored artifact into `slot`, then reads the slot back and checks the image's BLAKE3.
@@ -612,63 +707,67 @@ fn install(
     o: &Offer,
     slot: SlotId,
     base: Option<(SlotId, u64)>,
-    dir: &std::path::Path,
-    fault: Option<AgentFault>,
-) -> Result<(), String> {
+    hook: SourceHook,
+) -> Result<(), InstallError> {
     let entry = store
         .get(&o.artifact)
         .filter(|e| e.is_complete())
-        .ok_or_else(|| format!("artifact {} is not complete in the store", o.artifact))?;
-    let f = File::open(entry.data_path()).map_err(|e| format!("opening the artifact: {e}"))?;
-    let source: Box<dyn Read> = match (o.kind.as_str(), o.base) {
-        ("full", _) if o.compression == Compression::Zstd.as_str() => {
-            Box::new(zstd::Decoder::new(f).map_err(|e| format!("zstd: {e}"))?)
-        }
-        ("full", _) => Box::new(f),
-        ("delta", Some(want)) => {
+        .ok_or(InstallError::NotStored(o.artifact))?;
+    let path = entry.data_path();
+    let open = || {
+        File::open(&path).map_err(|cause| InstallError::Open {
+            path: path.clone(),
+            cause,
+        })
+    };
+    let source: Box<dyn Read> = match o.kind {
+        Kind::Full => match o.compression {
+            Compression::Zstd => Box::new(zstd::Decoder::new(open()?).map_err(InstallError::Zstd)?),
+            Compression::None => Box::new(open()?),
+        },
+        Kind::Delta => {
+            let want = o.base.ok_or(InstallError::DeltaWithoutBase)?;
             // The base is the committed slot; check it is the image the delta was made from
             // before anything is written.
-            let (base_slot, base_len) = base.ok_or("no committed image to apply a delta to")?;
-            let mut b = slots.open_seek(base_slot).map_err(|e| e.to_string())?;
-            crate::delta::check_base(&mut b, base_len, &want).map_err(|e| e.to_string())?;
-            drop(f);
-            let path = entry.data_path();
+            let (base_slot, base_len) = base.ok_or(InstallError::NoBase)?;
+            let mut b = slots.open_seek(base_slot).map_err(InstallError::Slot)?;
+            crate::delta::check_base(&mut b, base_len, &want).map_err(InstallError::Delta)?;
+            open()?;
             Box::new(
                 crate::delta::apply(|| File::open(&path), b, o.target_length)
-                    .map_err(|e| e.to_string())?,
+                    .map_err(InstallError::Delta)?,
             )
         }
-        (k, _) => return Err(format!("{k} artifacts are not supported by this agent")),
     };
     let mut h = Hashing {
-        inner: source,
+        inner: hook(source),
         hasher: blake3::Hasher::new(),
-        n: 0,
-        pause_at: (fault == Some(AgentFault::PauseInstall))
-            .then(|| (o.target_length / 2, dir.join("install-paused"))),
     };
     slots
         .write(slot, &mut h, o.target_length)
-        .map_err(|e| e.to_string())?;
+        .map_err(InstallError::Slot)?;
     let streamed: Hash = h.hasher.finalize().into();
     if streamed != o.target {
-        return Err(format!(
-            "decoded image hashes to {streamed}, the manifest says {}",
-            o.target
-        ));
+        return Err(InstallError::Decoded {
+            actual: streamed,
+            expected: o.target,
+        });
     }
     // Read back what the slot holds: catches a write the storage silently got wrong.
     let (written, n) = hash_reader(
         slots
             .open(slot, o.target_length)
-            .map_err(|e| e.to_string())?,
+            .map_err(InstallError::Slot)?,
     )
-    .map_err(|e| format!("reading slot {slot} back: {e}"))?;
+    .map_err(|cause| InstallError::ReadBack { slot, cause })?;
     if written != o.target || n != o.target_length {
-        return Err(format!(
-            "slot {slot} reads back as {written} ({n} bytes), the manifest says {} ({} bytes)",
-            o.target, o.target_length
-        ));
+        return Err(InstallError::Written {
+            slot,
+            actual: written,
+            length: n,
+            expected: o.target,
+            expected_length: o.target_length,
+        });
     }
     Ok(())
 }
@@ -702,8 +801,8 @@ mod tests {
             counter: 2,
             artifact,
             artifact_length: len,
-            kind: "delta".into(),
-            compression: "zstd".into(),
+            kind: Kind::Delta,
+            compression: Compression::Zstd,
             base: Some(base),
             target: Hash::of(target),
             target_length: target.len() as u64,
@@ -729,8 +828,7 @@ mod tests {
             &o,
             SlotId::B,
             Some((SlotId::A, base.len() as u64)),
-            d.path(),
-            None,
+            Box::new(|r| r),
         )
         .expect("install");
         assert_eq!(
@@ -747,11 +845,10 @@ mod tests {
             &o,
             SlotId::B,
             Some((SlotId::A, other.len() as u64)),
-            d.path(),
-            None,
+            Box::new(|r| r),
         )
         .expect_err("wrong base");
-        assert!(e.contains("base"), "{e}");
+        assert!(matches!(e, InstallError::Delta(_)), "{e}");
         assert!(
             !slots.image_path(SlotId::B).exists(),
             "the inactive slot was written"

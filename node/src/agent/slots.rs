@@ -77,8 +77,8 @@ pub struct BootState {
 /// A slot operation failed on this device.
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
-    #[error("slot I/O on {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("slot I/O on {path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("boot command `{command}` failed: {reason}")]
     Command { command: String, reason: String },
     #[error("boot state {path} is corrupt: {reason}")]
@@ -98,7 +98,7 @@ pub enum SlotError {
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SlotError + '_ {
     move |source| SlotError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
@@ -229,7 +229,7 @@ impl FileSlots {
                 if !a.is_file() {
                     return Err(SlotError::Io {
                         path: a,
-                        source: io::Error::new(
+                        cause: io::Error::new(
                             io::ErrorKind::NotFound,
                             "no factory image: put the provisioned image in slot-a.img",
                         ),
@@ -244,7 +244,7 @@ impl FileSlots {
                 self.save(&b)?;
                 return Ok(b);
             }
-            Err(e) => return Err(SlotError::Io { path: p, source: e }),
+            Err(e) => return Err(SlotError::Io { path: p, cause: e }),
         };
         serde_json::from_slice(&bytes).map_err(|e| SlotError::Corrupt {
             path: p,

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub throttled_seconds: Family<DirectionLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Admitted ward peers currently connected.
     pub peers_admitted: Gauge,
+    /// Inbound streams dropped because their protocol's handlers were all busy.
+    pub inbound_streams_dropped: Counter,
+    /// Frames (HAVE, ANNOUNCE, REPORT) dropped because a peer's outbox was full.
+    pub outbound_frames_dropped: Counter,
 }
 
 impl Metrics {
@@ -109,6 +113,16 @@ impl Metrics {
             "peers_admitted",
             "Admitted ward peers connected",
             self.peers_admitted.clone(),
+        );
+        r.register(
+            "inbound_streams_dropped",
+            "Inbound streams dropped: every handler of their protocol was busy",
+            self.inbound_streams_dropped.clone(),
+        );
+        r.register(
+            "outbound_frames_dropped",
+            "HAVE, ANNOUNCE and REPORT frames dropped: the peer's outbox was full",
+            self.outbound_frames_dropped.clone(),
         );
     }
 

@@ -6,14 +6,41 @@
 //! never using more bandwidth than the node's caps. Non-goals: NAT traversal and relays (a ward is one
 //! LAN), QUIC (later, behind a feature: it costs an extra C build).
 //!
-//! - [`wire`]: message formats as plain async functions, with size caps.
-//! - [`caps`]: upload and download limiters (governor) and schedules.
-//! - [`metrics`]: per-node Prometheus metrics.
-//! - [`node`]: the actor that owns the `Swarm` and drives [`crate::scheduler`], and its [`node::Handle`].
+//! | module | what it owns |
+//! |---|---|
+//! | [`config`] | [`Config`]: defaults, `validate` |
+//! | [`handle`] | [`Handle`] (commands over a bounded channel), [`Event`], [`NodeError`] |
+//! | [`actor`] | the run loop that owns the `Swarm`, the admitted set and the outboxes; [`spawn`] |
+//! | `fetch` | the actor's downloads: feeding the pure [`crate::scheduler`] and doing what it says |
+//! | [`admission`] | `/wardswarm/admission/1`: certificates, [`admission::Members`] |
+//! | [`availability`] | `/wardswarm/have/1`: inbound HAVE frames |
+//! | [`announce`] | `/wardswarm/announce/1` and `/wardswarm/report/1` |
+//! | [`transfer`] | `/wardswarm/transfer/1`: the server and the client, with their pipes |
+//! | [`policy`] | pure decisions shared with the simulations: serve or refuse, the HAVE round |
+//! | [`streams`] | time limits, opening streams, each peer's bounded outbox |
+//! | [`wire`] | message formats as plain async functions, with size caps |
+//! | [`caps`] | upload and download limiters (governor) and schedules |
+//! | [`metrics`] | per-node Prometheus metrics |
+//! | `faults` | deliberate misbehaviour (feature `test-faults` only) |
 
+pub mod actor;
+pub mod admission;
+pub mod announce;
+pub mod availability;
 pub mod caps;
+pub mod config;
+#[cfg(feature = "test-faults")]
+pub mod faults;
+mod fetch;
+pub mod handle;
 pub mod metrics;
-pub mod node;
+pub mod policy;
+pub mod streams;
+pub mod transfer;
 pub mod wire;
 
-pub use node::{Config, Event, FetchReport, Handle, NodeError};
+pub use actor::spawn;
+pub use config::{Config, ConfigError};
+#[cfg(feature = "test-faults")]
+pub use faults::Fault;
+pub use handle::{AnnounceError, Event, FetchReport, Handle, NodeError, TransportError};

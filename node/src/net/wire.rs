@@ -27,6 +27,53 @@ pub const ANNOUNCE: StreamProtocol = StreamProtocol::new("/wardswarm/announce/1"
 pub const TRANSFER: StreamProtocol = StreamProtocol::new("/wardswarm/transfer/1");
 /// Device status reports to the ward gateway: one JSON frame per stream.
 pub const REPORT: StreamProtocol = StreamProtocol::new("/wardswarm/report/1");
+/// The ward protocols, for dispatching inbound streams by an exhaustive match: a stream of any
+/// other protocol is refused during protocol negotiation and never reaches a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// [`ADMISSION`].
+    Admission,
+    /// [`HAVE`].
+    Have,
+    /// [`ANNOUNCE`].
+    Announce,
+    /// [`TRANSFER`].
+    Transfer,
+    /// [`REPORT`].
+    Report,
+}
+
+impl Protocol {
+    /// Every protocol a node accepts.
+    pub const ALL: [Self; 5] = [
+        Self::Admission,
+        Self::Have,
+        Self::Announce,
+        Self::Transfer,
+        Self::Report,
+    ];
+    /// The versioned protocol id.
+    pub const fn id(self) -> StreamProtocol {
+        match self {
+            Self::Admission => ADMISSION,
+            Self::Have => HAVE,
+            Self::Announce => ANNOUNCE,
+            Self::Transfer => TRANSFER,
+            Self::Report => REPORT,
+        }
+    }
+    /// The protocol of an id, if it is one of ours.
+    pub fn from_id(id: &StreamProtocol) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.id() == *id)
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id().as_ref())
+    }
+}
+
 /// Largest status report.
 pub const MAX_REPORT_FRAME: usize = 16 * 1024;
 

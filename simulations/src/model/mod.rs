@@ -29,29 +29,46 @@ use std::time::Duration;
 
 use wardswarm_node::{
     groups::GroupSet,
-    net::node::have_period,
+    membership::Role,
+    net::{
+        config::defaults,
+        policy::{self, HaveArtifact, ServeRequest},
+        wire::Status,
+    },
+    outboard::GROUP_BYTES,
     scheduler::{self, Action, Input, Outcome as ReqOutcome, ReqId, Scheduler},
     seeding::{self, SuperSeed},
+    testkit::Rng,
 };
+use wardswarm_seeder::gateway::VERIFY_BATCH_BYTES;
+
+mod flows;
+
+use flows::{Flow, Flows};
 
 use crate::{
     report::{CapSample, DeviceOutcome, RunOutcome, Series},
     scenario::{Behaviour, CapTarget, Event, Installed, Scenario},
 };
 
-/// Bytes per chunk group.
-const GROUP: u64 = 16 * 1024;
+/// Bytes per chunk group, as the node's.
+const GROUP: u64 = GROUP_BYTES;
 /// Proof bytes per group on the wire (one 64-byte parent per group in a run).
 const PROOF: u64 = 64;
 /// A port without a cap: 1 Gbit/s.
 const PORT: f64 = 125e6;
 /// Network step, µs.
 const STEP: u64 = 5_000;
-const HAVE_EVERY: u64 = 250_000;
-const TICK_EVERY: u64 = 100_000;
+/// The node's availability round and scheduler tick, µs.
+const HAVE_EVERY: u64 = defaults::HAVE_INTERVAL.as_micros() as u64;
+const TICK_EVERY: u64 = defaults::TICK.as_micros() as u64;
+/// Rounds between full availability refreshes, as the node's.
+const REFRESH_ROUNDS: u64 = (policy::HAVE_REFRESH.as_micros() as u64) / HAVE_EVERY;
 const SAMPLE_EVERY: u64 = 500_000;
-const MAX_INBOUND: usize = 32;
-const VERIFY_BATCH: u64 = 1 << 20;
+/// Transfers a node serves at once, as the node's default.
+const MAX_INBOUND: usize = defaults::MAX_INBOUND_TRANSFERS;
+/// The gateway's verify-and-seed batch.
+const VERIFY_BATCH: u64 = VERIFY_BATCH_BYTES;
 
 #[derive(Debug)]
 enum Ev {
@@ -105,66 +122,6 @@ struct Node {
     banned: BTreeSet<usize>,
 }
 
-/// Transfers in progress: a slab, with an index by (client, request).
-#[derive(Debug, Default)]
-struct Flows {
-    slots: Vec<Option<Flow>>,
-    free: Vec<usize>,
-    by_req: HashMap<(usize, ReqId), usize>,
-}
-
-impl Flows {
-    fn insert(&mut self, f: Flow) {
-        let key = (f.client, f.req);
-        let k = match self.free.pop() {
-            Some(k) => {
-                self.slots[k] = Some(f);
-                k
-            }
-            None => {
-                self.slots.push(Some(f));
-                self.slots.len() - 1
-            }
-        };
-        self.by_req.insert(key, k);
-    }
-    fn remove(&mut self, k: usize) -> Option<Flow> {
-        let f = self.slots.get_mut(k)?.take()?;
-        self.free.push(k);
-        self.by_req.remove(&(f.client, f.req));
-        Some(f)
-    }
-    fn get(&self, k: usize) -> Option<&Flow> {
-        self.slots.get(k)?.as_ref()
-    }
-    fn get_mut(&mut self, k: usize) -> Option<&mut Flow> {
-        self.slots.get_mut(k)?.as_mut()
-    }
-    fn find(&self, client: usize, req: ReqId) -> Option<usize> {
-        self.by_req.get(&(client, req)).copied()
-    }
-    fn keys(&self) -> Vec<usize> {
-        (0..self.slots.len())
-            .filter(|k| self.slots[*k].is_some())
-            .collect()
-    }
-    fn is_empty(&self) -> bool {
-        self.by_req.is_empty()
-    }
-}
-
-#[derive(Debug)]
-struct Flow {
-    server: usize,
-    client: usize,
-    req: ReqId,
-    next: u64,
-    end: u64,
-    /// Bytes of the current group received so far.
-    got: f64,
-    rate: f64,
-}
-
 struct Ward<'a> {
     sc: &'a Scenario,
     ward: usize,
@@ -184,7 +141,7 @@ struct Ward<'a> {
     leave_after_copy: bool,
     /// Measured devices not complete yet.
     remaining: usize,
-    rng: u64,
+    rng: Rng,
     series: Series,
     caps: CapSample,
 }
@@ -275,7 +232,9 @@ impl<'a> Ward<'a> {
             gateway_left: None,
             leave_after_copy: false,
             remaining: sc.measured(),
-            rng: sc.seed ^ (ward as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
+            rng: Rng::from_state(
+                sc.seed ^ (ward as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
+            ),
             series: Series::new(SAMPLE_EVERY as f64 / 1e6),
             caps: CapSample::default(),
         };
@@ -316,10 +275,7 @@ impl<'a> Ward<'a> {
     }
 
     fn rand(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+        self.rng.next_u64()
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
@@ -369,7 +325,7 @@ impl<'a> Ward<'a> {
                 let peers = (0..self.nodes.len())
                     .filter(|&p| p != i && self.nodes[p].alive && self.nodes[p].admitted)
                     .count();
-                let period = have_period(Duration::from_micros(HAVE_EVERY), peers);
+                let period = policy::have_period(Duration::from_micros(HAVE_EVERY), peers);
                 self.push(now + period.as_micros() as u64, Ev::HaveRound(i));
             }
             Ev::Tick(i) => {
@@ -541,51 +497,50 @@ impl<'a> Ward<'a> {
             return;
         }
         self.nodes[i].rounds += 1;
-        let force = self.nodes[i].rounds % 8 == 0;
+        let refresh = self.nodes[i].rounds % REFRESH_ROUNDS == 0;
         let at = self.now + self.lat();
         let now_ms = self.now / 1000;
-        if i == 0 {
-            if self.leave_after_copy && self.gateway_left.is_none() && self.seeded_once() {
-                self.gateway_left = Some(self.now);
-                self.leave(0);
-                return;
-            }
-            let local = self.nodes[0].has.clone();
-            self.seed.local_has(&local);
-            for d in 1..self.nodes.len() {
-                if self.nodes[d].alive && self.nodes[d].admitted {
-                    if let Some(v) = self.seed.view(now_ms, &d, force) {
-                        self.push(
-                            at,
-                            Ev::Have {
-                                from: 0,
-                                to: d,
-                                groups: v,
-                            },
-                        );
-                    }
-                }
-            }
+        if i == 0 && self.leave_after_copy && self.gateway_left.is_none() && self.seeded_once() {
+            self.gateway_left = Some(self.now);
+            self.leave(0);
             return;
         }
-        let mine = self.announced(i);
-        let fetching = self.nodes[i].sched.is_some();
+        let peers: Vec<(usize, Role)> = (0..self.nodes.len())
+            .filter(|&p| p != i && self.nodes[p].alive && self.nodes[p].admitted)
+            .map(|p| (p, if p == 0 { Role::Gateway } else { Role::Device }))
+            .collect();
+        let mine = if i == 0 {
+            self.nodes[0].has.clone()
+        } else {
+            self.announced(i)
+        };
         let changed = self.nodes[i].sent.as_ref() != Some(&mine);
-        if !(changed || force) || (mine.is_empty() && !fetching) {
-            return;
+        let fetching = self.nodes[i].sched.is_some();
+        // The gateway super-seeds (the node's `seed` for an uploading gateway).
+        let seed = (i == 0).then_some(&mut self.seed);
+        let frames = policy::have_round(
+            now_ms,
+            refresh,
+            HaveArtifact {
+                mine: &mine,
+                changed,
+                fetching,
+                seed,
+            },
+            &peers,
+        );
+        if !frames.is_empty() && i != 0 {
+            self.nodes[i].sent = Some(mine);
         }
-        self.nodes[i].sent = Some(mine.clone());
-        for p in 0..self.nodes.len() {
-            if p != i && self.nodes[p].alive && self.nodes[p].admitted {
-                self.push(
-                    at,
-                    Ev::Have {
-                        from: i,
-                        to: p,
-                        groups: mine.clone(),
-                    },
-                );
-            }
+        for (to, groups) in frames {
+            self.push(
+                at,
+                Ev::Have {
+                    from: i,
+                    to,
+                    groups,
+                },
+            );
         }
     }
 
@@ -608,16 +563,22 @@ impl<'a> Ward<'a> {
             return; // cancelled meanwhile
         }
         let s = &self.nodes[server];
-        let reply = if !s.alive {
-            Some(ReqOutcome::Truncated)
-        } else if s.behaviour == Behaviour::Stall {
+        if s.alive && s.behaviour == Behaviour::Stall {
             return; // accepts and never answers: the client's stall timer ends it
-        } else if !groups.clone().all(|g| s.has.contains(g)) {
-            Some(ReqOutcome::NotFound)
-        } else if s.up == Some(0) || s.serving >= MAX_INBOUND {
-            Some(ReqOutcome::Refused)
-        } else {
-            None
+        }
+        let status = policy::serve(ServeRequest {
+            admitted: self.nodes[client].admitted,
+            uploads: s.up != Some(0),
+            holds: groups.clone().all(|g| s.has.contains(g)),
+            serving: s.serving,
+            max_serving: MAX_INBOUND,
+        });
+        let reply = match status {
+            _ if !s.alive => Some(ReqOutcome::Truncated),
+            Status::Ok => None,
+            Status::NotFound => Some(ReqOutcome::NotFound),
+            Status::Limited => Some(ReqOutcome::Limited),
+            Status::Forbidden => Some(ReqOutcome::Forbidden),
         };
         if let Some(outcome) = reply {
             let at = self.now + self.lat();
@@ -693,145 +654,6 @@ impl<'a> Ward<'a> {
                     return;
                 }
             }
-        }
-    }
-
-    /// Max-min fair rates by progressive filling over each node's upload and download caps.
-    fn allocate(&mut self) {
-        let n = self.nodes.len();
-        let cap = |c: Option<u64>| c.map_or(PORT, |r| r as f64);
-        let mut rem: Vec<f64> = Vec::with_capacity(2 * n);
-        for node in &self.nodes {
-            rem.push(cap(node.up));
-            rem.push(cap(node.down));
-        }
-        let keys = self.flows.keys();
-        let mut users: Vec<Vec<usize>> = vec![Vec::new(); 2 * n];
-        let ends: Vec<(usize, usize)> = keys
-            .iter()
-            .filter_map(|k| self.flows.get(*k).map(|f| (2 * f.server, 2 * f.client + 1)))
-            .collect();
-        for (fi, (u, d)) in ends.iter().enumerate() {
-            users[*u].push(fi);
-            users[*d].push(fi);
-        }
-        let mut count: Vec<usize> = users.iter().map(Vec::len).collect();
-        let mut rate: Vec<Option<f64>> = vec![None; keys.len()];
-        loop {
-            let mut best: Option<(f64, usize)> = None;
-            for c in 0..2 * n {
-                if count[c] > 0 {
-                    let share = rem[c].max(0.0) / count[c] as f64;
-                    if best.is_none_or(|(b, _)| share < b) {
-                        best = Some((share, c));
-                    }
-                }
-            }
-            let Some((share, c)) = best else { break };
-            for &fi in &users[c] {
-                if rate[fi].is_some() {
-                    continue;
-                }
-                rate[fi] = Some(share);
-                let (u, d) = ends[fi];
-                let other = if u == c { d } else { u };
-                rem[other] -= share;
-                count[other] -= 1;
-            }
-            count[c] = 0;
-        }
-        for (k, r) in keys.iter().zip(rate) {
-            if let Some(f) = self.flows.get_mut(*k) {
-                f.rate = r.unwrap_or(0.0);
-            }
-        }
-    }
-
-    fn net_step(&mut self) {
-        let dt = STEP as f64 / 1e6;
-        // WAN: outboard first, then the artifact in order, usable per verified MiB.
-        if self.nodes[0].alive && !self.nodes[0].has.is_full() {
-            let total = (self.sc.artifact + self.wan_meta) as f64;
-            let r = self.wan_rate.map_or(PORT, |r| r as f64);
-            self.wan_bytes = (self.wan_bytes + r * dt).min(total);
-            let payload = (self.wan_bytes - self.wan_meta as f64).max(0.0) as u64;
-            let verified = if payload >= self.sc.artifact {
-                self.groups
-            } else {
-                (payload / VERIFY_BATCH) * (VERIFY_BATCH / GROUP)
-            };
-            if verified > self.nodes[0].has.count() {
-                self.nodes[0].has.insert_range(0..verified.min(self.groups));
-            }
-        }
-        if self.flows.is_empty() {
-            return;
-        }
-        if self.dirty {
-            self.allocate();
-            self.dirty = false;
-        }
-        for k in self.flows.keys() {
-            let Some(f) = self.flows.get_mut(k) else {
-                continue;
-            };
-            let bytes = f.rate * dt;
-            f.got += bytes;
-            let (server, client) = (f.server, f.client);
-            self.nodes[server].uploaded += bytes as u64;
-            self.nodes[server].sample_uploaded += bytes as u64;
-            if server == 0 {
-                self.nodes[client].from_gateway += bytes as u64;
-            } else {
-                self.nodes[client].from_peers += bytes as u64;
-            }
-            while let Some(f) = self.flows.get(k) {
-                let need = self.group_bytes(f.next) as f64;
-                if f.got < need {
-                    break;
-                }
-                let (req, g, corrupt) = (
-                    f.req,
-                    f.next,
-                    self.nodes[f.server].behaviour == Behaviour::Corrupt,
-                );
-                let last = g + 1 >= f.end;
-                if let Some(f) = self.flows.get_mut(k) {
-                    f.got -= need;
-                    f.next += 1;
-                }
-                if corrupt {
-                    self.end_flow(k);
-                    self.drive(
-                        client,
-                        Input::Finished {
-                            req,
-                            outcome: ReqOutcome::Corrupt,
-                        },
-                    );
-                    break;
-                }
-                self.nodes[client].has.insert(g);
-                self.drive(client, Input::Progress { req, group: g });
-                if last {
-                    self.end_flow(k);
-                    self.drive(
-                        client,
-                        Input::Finished {
-                            req,
-                            outcome: ReqOutcome::Done,
-                        },
-                    );
-                    break;
-                }
-            }
-        }
-    }
-
-    fn end_flow(&mut self, k: usize) {
-        if let Some(f) = self.flows.remove(k) {
-            self.nodes[f.server].serving = self.nodes[f.server].serving.saturating_sub(1);
-            self.dirty = true;
         }
     }
 

@@ -1,0 +1,784 @@
+//! The node actor: owns the libp2p `Swarm`, the admitted set ([`Members`]), the peers' outboxes,
+//! the downloads (one [`crate::scheduler::Scheduler`] each, driven in [`super::fetch`]) and the
+//! known manifests. Protocol handlers run as bounded tasks and report to it over one bounded channel
+//! ([`Internal`]); applications talk to it through [`Handle`].
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    connection_limits, identify,
+    identity::Keypair,
+    mdns,
+    multiaddr::Protocol as Addr,
+    noise, ping,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, PeerId, Stream, Swarm,
+};
+use tokio::sync::{broadcast, mpsc, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    admission::{self, Members},
+    announce, availability,
+    caps::Cap,
+    config::{Config, ConfigError},
+    fetch::Download,
+    handle::{AnnounceError, Command, Event, FetchReply, Handle, NodeError, TransportError},
+    metrics::Metrics,
+    policy::{self, HaveArtifact},
+    streams::Outbox,
+    transfer,
+    wire::{Have, Protocol},
+};
+use crate::{
+    groups::GroupSet,
+    hash::Hash,
+    manifest::SignedManifest,
+    membership::{Certificate, Role},
+    root::TrustRoot,
+    scheduler::{Outcome, ReqId},
+    seeding::SuperSeed,
+    store::{Entry, Store, StoreError},
+    time::Timestamp,
+};
+
+/// What the protocol handlers and transfer tasks share with the actor (read-only for them).
+pub(super) struct Shared {
+    pub cfg: Config,
+    pub root: TrustRoot,
+    /// Our certificate, as sent.
+    pub cert: Vec<u8>,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub upload: Cap,
+    pub download: Cap,
+    /// The admitted set; only the actor writes it.
+    pub members: watch::Receiver<Members>,
+    /// Transfers served at once (`cfg.max_inbound_transfers` permits).
+    pub serving: Arc<Semaphore>,
+    /// To the actor.
+    pub internal: mpsc::Sender<Internal>,
+    pub shutdown: CancellationToken,
+}
+
+/// A fault on this node while fetching: never the peer's.
+#[derive(Debug, Clone)]
+pub(super) enum LocalFailure {
+    Store(Arc<StoreError>),
+    Task(String),
+}
+
+impl LocalFailure {
+    pub(super) fn into_error(self, root: Hash) -> NodeError {
+        match self {
+            Self::Store(cause) => NodeError::Local { root, cause },
+            Self::Task(cause) => NodeError::Task { root, cause },
+        }
+    }
+}
+
+/// What handlers and tasks tell the actor.
+pub(super) enum Internal {
+    Admitted {
+        peer: PeerId,
+        cert: Box<Certificate>,
+    },
+    Refused {
+        peer: PeerId,
+        reason: String,
+    },
+    Have {
+        peer: PeerId,
+        have: Have,
+    },
+    Announce {
+        peer: PeerId,
+        bytes: Vec<u8>,
+    },
+    Report {
+        peer: PeerId,
+        body: Vec<u8>,
+    },
+    /// The store entry of a fetch is ready (created off the actor's task: it touches the disk).
+    Created {
+        root: Hash,
+        entry: Result<Arc<Entry>, NodeError>,
+    },
+    Progress {
+        root: Hash,
+        req: ReqId,
+        group: u64,
+    },
+    Finished {
+        root: Hash,
+        req: ReqId,
+        outcome: Outcome,
+        local: Option<LocalFailure>,
+    },
+}
+
+/// Messages from handlers and tasks waiting for the actor. Progress arrives once per verified group
+/// (64 per MiB): 4,096 is a second of a fast transfer, and past it handlers wait, they are not lost.
+const INTERNAL_QUEUE: usize = 4096;
+/// Events buffered for a slow subscriber before it starts missing them.
+const EVENT_QUEUE: usize = 1024;
+
+#[derive(NetworkBehaviour)]
+pub(super) struct Behaviour {
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    stream: libp2p_stream::Behaviour,
+}
+
+pub(super) struct PeerState {
+    connected_at: Instant,
+    cert: Option<Certificate>,
+    /// Frames to this peer (admitted peers only).
+    outbox: Option<Outbox>,
+}
+
+/// Most artifacts a peer's availability is remembered for.
+const MAX_HAVES_PER_PEER: usize = 16;
+/// Most manifests remembered (and re-announced to newcomers).
+const MAX_MANIFESTS: usize = 32;
+
+/// Inbound streams handled at once, per protocol; past it a new stream is dropped at once (the
+/// opener sees a reset). Handlers are short: they read one frame, or a GET and a status byte (the
+/// serving itself is bounded by `max_inbound_transfers`).
+fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
+    match p {
+        Protocol::Admission | Protocol::Announce => 64,
+        Protocol::Have | Protocol::Report => 256,
+        Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
+    }
+}
+
+fn build_swarm(cfg: &Config, keypair: Keypair) -> Result<Swarm<Behaviour>, NodeError> {
+    let mdns_cfg = mdns::Config {
+        query_interval: cfg.mdns_query_interval,
+        ..Default::default()
+    };
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(cfg.max_connections))
+        .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
+        .with_max_pending_incoming(Some(64));
+    let use_mdns = cfg.mdns;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(TransportError::Noise)?
+        .with_behaviour(|key| {
+            let mdns = if use_mdns {
+                mdns::tokio::Behaviour::new(mdns_cfg, key.public().to_peer_id()).ok()
+            } else {
+                None
+            };
+            Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/wardswarm/1.0.0".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                mdns: Toggle::from(mdns),
+                stream: libp2p_stream::Behaviour::new(),
+            }
+        })
+        .map_err(|e| -> NodeError { match e {} })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts a node. It listens, dials its bootstrap peers, and runs until `Handle::shutdown`.
+pub fn spawn(
+    cfg: Config,
+    keypair: Keypair,
+    cert: &Certificate,
+    root: TrustRoot,
+    store: Arc<Store>,
+) -> Result<(Handle, tokio::task::JoinHandle<()>), NodeError> {
+    cfg.validate()?;
+    let peer_id = keypair.public().to_peer_id();
+    if cert.peer != peer_id.to_string() {
+        return Err(ConfigError::CertificateForAnotherPeer {
+            certificate: cert.peer.clone(),
+            key: peer_id.to_string(),
+        }
+        .into());
+    }
+    let mut swarm = build_swarm(&cfg, keypair)?;
+    for a in &cfg.listen {
+        swarm
+            .listen_on(a.clone())
+            .map_err(|cause| TransportError::Listen {
+                addr: a.clone(),
+                cause,
+            })?;
+    }
+    let now = Timestamp::now().as_unix();
+    let upload = Cap::new(cfg.upload.rate_at(now));
+    let download = Cap::new(cfg.download.rate_at(now));
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = mpsc::channel(super::handle::COMMAND_QUEUE);
+    let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_QUEUE);
+    let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let (members, members_rx) = watch::channel(Members::default());
+    let shared = Arc::new(Shared {
+        serving: Arc::new(Semaphore::new(cfg.max_inbound_transfers)),
+        cfg,
+        root,
+        cert: cert.to_bytes(),
+        store,
+        metrics: metrics.clone(),
+        upload: upload.clone(),
+        download: download.clone(),
+        members: members_rx,
+        internal: internal_tx,
+        shutdown: CancellationToken::new(),
+    });
+    let control = swarm.behaviour().stream.new_control();
+    let handle = Handle {
+        tx,
+        peer_id,
+        events: events.clone(),
+        metrics,
+        upload,
+        download,
+    };
+    let mut actor = Actor {
+        swarm,
+        control,
+        shared,
+        members,
+        rx,
+        internal_rx,
+        events,
+        peers: HashMap::new(),
+        creating: HashMap::new(),
+        downloads: HashMap::new(),
+        peer_haves: HashMap::new(),
+        have_dirty: HashSet::new(),
+        have_force: false,
+        last_have: 0,
+        seeds: HashMap::new(),
+        manifests: BTreeMap::new(),
+        listen_addrs: vec![],
+        epoch: Instant::now(),
+        peer_id,
+    };
+    actor.start_inbound()?;
+    for b in actor.shared.cfg.bootstrap.clone() {
+        let _ = actor.swarm.dial(b);
+    }
+    let span = tracing::info_span!("node", id = %peer_id);
+    let join = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
+    Ok((handle, join))
+}
+
+pub(super) struct Actor {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) control: libp2p_stream::Control,
+    pub(super) shared: Arc<Shared>,
+    /// The one writer of the admitted set.
+    pub(super) members: watch::Sender<Members>,
+    rx: mpsc::Receiver<Command>,
+    internal_rx: mpsc::Receiver<Internal>,
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) peers: HashMap<PeerId, PeerState>,
+    /// Fetches waiting for their store entry.
+    pub(super) creating: HashMap<Hash, (u64, Vec<FetchReply>)>,
+    pub(super) downloads: HashMap<Hash, Download>,
+    pub(super) peer_haves: HashMap<PeerId, HashMap<Hash, Have>>,
+    pub(super) have_dirty: HashSet<Hash>,
+    /// Resend every availability in full at the next round (heals lost HAVE frames).
+    have_force: bool,
+    /// When the last availability round went out (ms since `epoch`).
+    last_have: u64,
+    /// Super-seeding state per artifact (gateway only).
+    seeds: HashMap<Hash, SuperSeed<PeerId>>,
+    manifests: BTreeMap<Hash, Arc<Vec<u8>>>,
+    listen_addrs: Vec<Multiaddr>,
+    epoch: Instant,
+    pub(super) peer_id: PeerId,
+}
+
+async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream) {
+    match proto {
+        Protocol::Admission => admission::inbound(s, peer, stream).await,
+        Protocol::Have => availability::inbound(s, peer, stream).await,
+        Protocol::Announce => announce::inbound_announce(s, peer, stream).await,
+        Protocol::Report => announce::inbound_report(s, peer, stream).await,
+        Protocol::Transfer => transfer::server::inbound(s, peer, stream).await,
+    }
+}
+
+impl Actor {
+    pub(super) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub(super) fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    pub(super) fn role_of(&self, peer: &PeerId) -> Option<Role> {
+        self.members.borrow().role_of(peer)
+    }
+
+    /// One accept loop per protocol. A loop only takes a permit and spawns, so libp2p-stream never
+    /// drops a stream for want of a reader; past the protocol's limit a stream is dropped here.
+    fn start_inbound(&mut self) -> Result<(), NodeError> {
+        for proto in Protocol::ALL {
+            let mut incoming =
+                self.control
+                    .accept(proto.id())
+                    .map_err(|_| TransportError::Protocol {
+                        protocol: proto.id(),
+                    })?;
+            let shared = self.shared.clone();
+            let limit = Arc::new(Semaphore::new(inbound_limit(proto, &shared.cfg)));
+            tokio::spawn(async move {
+                loop {
+                    let next = tokio::select! {
+                        n = incoming.next() => n,
+                        _ = shared.shutdown.cancelled() => None,
+                    };
+                    let Some((peer, stream)) = next else { break };
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        shared.metrics.inbound_streams_dropped.inc();
+                        tracing::debug!(%peer, %proto, "too many inbound streams: dropped");
+                        continue;
+                    };
+                    let s = shared.clone();
+                    tokio::spawn(async move {
+                        dispatch(s, proto, peer, stream).await;
+                        drop(permit);
+                    });
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.shared.cfg.tick);
+        let mut have_tick = tokio::time::interval(self.shared.cfg.have_interval);
+        let mut slow_tick = tokio::time::interval(policy::HAVE_REFRESH);
+        let reply = loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                cmd = self.rx.recv() => match cmd {
+                    None => break None,
+                    Some(Command::Shutdown { reply }) => break Some(reply),
+                    Some(c) => self.on_command(c),
+                },
+                Some(i) = self.internal_rx.recv() => self.on_internal(i),
+                _ = tick.tick() => self.on_tick(),
+                _ = have_tick.tick() => self.broadcast_haves(),
+                _ = slow_tick.tick() => self.on_slow_tick(),
+            }
+        };
+        self.stop().await;
+        if let Some(r) = reply {
+            let _ = r.send(());
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.shared.shutdown.cancel();
+        for d in self.downloads.values_mut() {
+            d.cancel_all();
+            for w in d.waiters.drain(..) {
+                let _ = w.send(Err(NodeError::Stopped));
+            }
+        }
+        for (_, (_, waiters)) in self.creating.drain() {
+            for w in waiters {
+                let _ = w.send(Err(NodeError::Stopped));
+            }
+        }
+        // The fsyncs run on a blocking thread: the runtime's other tasks go on meanwhile.
+        let store = self.shared.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for e in store.list() {
+                if let Err(e) = e.sync() {
+                    tracing::warn!(error = %e, "syncing the store at stop failed");
+                }
+            }
+        })
+        .await;
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with_p2p(self.peer_id).unwrap_or_else(|a| a);
+                tracing::info!(addr = %full, "listening");
+                self.listen_addrs.push(full);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.peers.entry(peer_id).or_insert(PeerState {
+                    connected_at: Instant::now(),
+                    cert: None,
+                    outbox: None,
+                });
+                let admitted = self.role_of(&peer_id).is_some();
+                if endpoint.is_dialer() && !admitted && num_established.get() == 1 {
+                    tokio::spawn(admission::outbound(
+                        self.shared.clone(),
+                        self.control.clone(),
+                        peer_id,
+                    ));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.peer_gone(peer_id),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                for (peer, addr) in list {
+                    if peer != self.peer_id && !self.swarm.is_connected(&peer) {
+                        let _ = self.swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn peer_gone(&mut self, peer: PeerId) {
+        self.peers.remove(&peer);
+        self.peer_haves.remove(&peer);
+        for seed in self.seeds.values_mut() {
+            seed.peer_gone(&peer);
+        }
+        if self.members.send_if_modified(|m| m.remove(&peer)) {
+            self.shared.metrics.peers_admitted.dec();
+        }
+        self.downloads_peer_gone(peer);
+    }
+
+    /// Queues a frame for an admitted peer.
+    pub(super) fn send_to(&self, peer: &PeerId, proto: Protocol, body: Arc<Vec<u8>>) {
+        let Some(outbox) = self.peers.get(peer).and_then(|p| p.outbox.as_ref()) else {
+            return;
+        };
+        if !outbox.push(proto, body) {
+            self.shared.metrics.outbound_frames_dropped.inc();
+            tracing::debug!(%peer, %proto, "outbox full: frame dropped");
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Fetch {
+                root,
+                length,
+                reply,
+            } => self.start_fetch(root, length, reply),
+            Command::Announce { bytes, reply } => {
+                let r = self.accept_manifest(bytes, None);
+                let _ = reply.send(r.map(|_| ()));
+            }
+            Command::ListenAddrs { reply } => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::Peers { reply } => {
+                let v = self
+                    .peers
+                    .iter()
+                    .filter_map(|(p, s)| s.cert.as_ref().map(|c| (*p, c.role, c.device.clone())))
+                    .collect();
+                let _ = reply.send(v);
+            }
+            Command::Dial { addr } => {
+                let _ = self.swarm.dial(addr);
+            }
+            Command::HaveChanged { root } => {
+                self.have_dirty.insert(root);
+            }
+            Command::Manifests { reply } => {
+                let _ = reply.send(self.manifests.values().cloned().collect());
+            }
+            Command::Report { body } => {
+                let body = Arc::new(body);
+                let gateways = self.members.borrow().peers(Some(Role::Gateway));
+                for p in gateways {
+                    self.send_to(&p, Protocol::Report, body.clone());
+                }
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn on_internal(&mut self, i: Internal) {
+        match i {
+            Internal::Admitted { peer, cert } => self.on_admitted(peer, *cert),
+            Internal::Refused { peer, reason } => {
+                self.shared.metrics.admission_refused.inc();
+                tracing::warn!(target: "wardswarm::security", %peer, %reason, "admission refused");
+                self.emit(Event::PeerRefused { peer, reason });
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Internal::Have { peer, have } => self.on_have(peer, have),
+            Internal::Announce { peer, bytes } => {
+                if self.role_of(&peer).is_some() {
+                    if let Err(e) = self.accept_manifest(bytes, Some(peer)) {
+                        self.shared.metrics.announcements_refused.inc();
+                        tracing::warn!(target: "wardswarm::security", %peer, error = %e, "announcement refused");
+                    }
+                }
+            }
+            Internal::Report { peer, body } => {
+                let device = self
+                    .peers
+                    .get(&peer)
+                    .and_then(|p| p.cert.as_ref())
+                    .map(|c| c.device.clone());
+                if let Some(device) = device {
+                    self.emit(Event::Report {
+                        peer,
+                        device,
+                        body: Arc::new(body),
+                    });
+                }
+            }
+            Internal::Created { root, entry } => self.on_created(root, entry),
+            Internal::Progress { root, req, group } => self.on_progress(root, req, group),
+            Internal::Finished {
+                root,
+                req,
+                outcome,
+                local,
+            } => self.on_finished(root, req, outcome, local),
+        }
+    }
+
+    fn on_admitted(&mut self, peer: PeerId, cert: Certificate) {
+        if !self.peers.contains_key(&peer) {
+            // Its connection closed while its certificate was being checked.
+            return;
+        }
+        let role = cert.role;
+        tracing::info!(%peer, device = %cert.device, role = role.as_str(), "peer admitted");
+        self.emit(Event::PeerAdmitted {
+            peer,
+            role,
+            device: cert.device.clone(),
+        });
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.cert = Some(cert);
+        if state.outbox.is_none() {
+            state.outbox = Some(Outbox::spawn(
+                self.shared.clone(),
+                self.control.clone(),
+                peer,
+            ));
+        }
+        if !self.members.send_if_modified(|m| m.insert(peer, role)) {
+            return;
+        }
+        self.shared.metrics.peers_admitted.inc();
+        // Tell the newcomer what we have (a super-seeding gateway shows it its view at the next
+        // round instead) and what we know.
+        if self.shared.cfg.seeding.is_none() {
+            for e in self.shared.store.list() {
+                let have = Have {
+                    root: e.root(),
+                    length: e.length(),
+                    groups: self.announced(&e),
+                };
+                if !have.groups.is_empty() || self.downloads.contains_key(&have.root) {
+                    self.send_to(&peer, Protocol::Have, Arc::new(have.to_bytes()));
+                }
+            }
+        }
+        for m in self.manifests.values() {
+            self.send_to(&peer, Protocol::Announce, m.clone());
+        }
+    }
+
+    fn on_have(&mut self, peer: PeerId, have: Have) {
+        let Some(role) = self.role_of(&peer) else {
+            return;
+        };
+        let m = self.peer_haves.entry(peer).or_default();
+        if m.len() >= MAX_HAVES_PER_PEER && !m.contains_key(&have.root) {
+            return;
+        }
+        m.insert(have.root, have.clone());
+        if self.shared.cfg.seeding.is_some() && role == Role::Device {
+            let now = self.now_ms();
+            if let Some(seed) = self.seed(have.root) {
+                seed.peer_has(now, peer, have.groups.clone());
+            }
+        }
+        self.download_peer_has(peer, role, have);
+    }
+
+    /// Verifies a manifest (format, signatures, expiry), remembers it and floods it to admitted peers.
+    fn accept_manifest(&mut self, bytes: Vec<u8>, from: Option<PeerId>) -> Result<bool, NodeError> {
+        let sm = SignedManifest::parse(&bytes).map_err(AnnounceError::Manifest)?;
+        sm.check_signatures(&self.shared.root)
+            .map_err(AnnounceError::Manifest)?;
+        if Timestamp::now() >= sm.manifest.expires {
+            return Err(AnnounceError::Expired {
+                version: sm.manifest.version.clone(),
+                expires: sm.manifest.expires,
+            }
+            .into());
+        }
+        let id = sm.id();
+        if self.manifests.contains_key(&id) {
+            return Ok(false);
+        }
+        if self.manifests.len() >= MAX_MANIFESTS {
+            if let Some(oldest) = self.manifests.keys().next().copied() {
+                self.manifests.remove(&oldest);
+            }
+        }
+        let bytes = Arc::new(bytes);
+        self.manifests.insert(id, bytes.clone());
+        let peers = self.members.borrow().peers(None);
+        for p in peers.iter().filter(|p| Some(**p) != from) {
+            self.send_to(p, Protocol::Announce, bytes.clone());
+        }
+        self.emit(Event::Manifest { bytes, from });
+        Ok(true)
+    }
+
+    fn on_tick(&mut self) {
+        self.downloads_tick();
+        // Peers that did not prove membership in time are disconnected.
+        let late: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(p, s)| {
+                s.cert.is_none()
+                    && self.role_of(p).is_none()
+                    && s.connected_at.elapsed() > self.shared.cfg.admission_timeout
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in late {
+            self.shared.metrics.admission_refused.inc();
+            tracing::warn!(target: "wardswarm::security", peer = %p, "no membership proof in time: disconnecting");
+            self.emit(Event::PeerRefused {
+                peer: p,
+                reason: "no membership certificate in time".into(),
+            });
+            self.peers.remove(&p);
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+    }
+
+    fn on_slow_tick(&mut self) {
+        // Availability is re-sent in full every few seconds, so a dropped HAVE heals by itself.
+        for e in self.shared.store.list() {
+            if !e.have().is_empty() || self.downloads.contains_key(&e.root()) {
+                self.have_dirty.insert(e.root());
+            }
+        }
+        self.have_force = true;
+        // Redial bootstrap peers we lost (the gateway restarts; a device reboots).
+        for b in self.shared.cfg.bootstrap.clone() {
+            let peer = b.iter().find_map(|p| match p {
+                Addr::P2p(id) => Some(id),
+                _ => None,
+            });
+            if let Some(peer) = peer {
+                if !self.swarm.is_connected(&peer) {
+                    let _ = self.swarm.dial(b);
+                }
+            }
+        }
+        // Caps follow their schedules.
+        let now = Timestamp::now().as_unix();
+        self.shared.upload.set(self.shared.cfg.upload.rate_at(now));
+        self.shared
+            .download
+            .set(self.shared.cfg.download.rate_at(now));
+    }
+
+    /// What we announce of an artifact: our verified groups, or none if we do not upload (leech only).
+    pub(super) fn announced(&self, e: &Entry) -> GroupSet {
+        if self.shared.upload.rate() == Some(0) {
+            GroupSet::new(e.have().len())
+        } else {
+            e.have()
+        }
+    }
+
+    /// Super-seeding state for `root`, if we seed and hold (part of) it.
+    fn seed(&mut self, root: Hash) -> Option<&mut SuperSeed<PeerId>> {
+        let cfg = self.shared.cfg.seeding.clone()?;
+        if !self.seeds.contains_key(&root) {
+            let e = self.shared.store.get(&root)?;
+            self.seeds.insert(root, SuperSeed::new(cfg, e.have().len()));
+        }
+        self.seeds.get_mut(&root)
+    }
+
+    /// One availability round ([`policy::have_round`] per artifact), at most once per
+    /// [`policy::have_period`].
+    fn broadcast_haves(&mut self) {
+        let now = self.now_ms();
+        let peers = self.members.borrow().with_roles();
+        let period = policy::have_period(self.shared.cfg.have_interval, peers.len());
+        if now.saturating_sub(self.last_have) < period.as_millis() as u64 {
+            return;
+        }
+        self.last_have = now;
+        let refresh = std::mem::take(&mut self.have_force);
+        let dirty = std::mem::take(&mut self.have_dirty);
+        let mut roots: Vec<Hash> = dirty.iter().copied().collect();
+        roots.extend(self.seeds.keys().filter(|r| !dirty.contains(r)).copied());
+        let uploads = self.shared.upload.rate() != Some(0);
+        for root in roots {
+            let Some(e) = self.shared.store.get(&root) else {
+                self.seeds.remove(&root);
+                continue;
+            };
+            let mine = self.announced(&e);
+            let fetching = self.downloads.contains_key(&root);
+            let seed = if uploads { self.seed(root) } else { None };
+            let a = HaveArtifact {
+                mine: &mine,
+                changed: dirty.contains(&root),
+                fetching,
+                seed,
+            };
+            for (p, groups) in policy::have_round(now, refresh, a, &peers) {
+                let frame = Have {
+                    root,
+                    length: e.length(),
+                    groups,
+                };
+                self.send_to(&p, Protocol::Have, Arc::new(frame.to_bytes()));
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The swarm's decisions as pure functions, called by the node and by the simulations' model engine
+//! alike, so a simulated ward and a real one decide the same way:
+//!
+//! - [`serve`]: answer a transfer request with data, "limited, retry later", "not found" or
+//!   "forbidden";
+//! - [`have_round`]: which groups of an artifact to show which peer in one availability round;
+//! - [`have_period`]: how long availability rounds are in a ward of a given size.
+//!
+//! No clock, no I/O: the caller passes what it knows.
+
+use std::time::Duration;
+
+use super::wire::Status;
+use crate::{groups::GroupSet, membership::Role, seeding::SuperSeed};
+
+/// Availability is re-sent in full this often, so a HAVE frame lost on the way heals by itself.
+pub const HAVE_REFRESH: Duration = Duration::from_secs(2);
+
+/// What a node knows when a transfer request arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeRequest {
+    /// The requester proved ward membership.
+    pub admitted: bool,
+    /// Our upload cap is not zero (a zero cap makes a node leech only).
+    pub uploads: bool,
+    /// We hold every requested group, at the requested length.
+    pub holds: bool,
+    /// Transfers we serve right now.
+    pub serving: usize,
+    /// Transfers we serve at most (`Config::max_inbound_transfers`).
+    pub max_serving: usize,
+}
+
+/// The answer to a transfer request. A non-member learns nothing else; "limited" (retry later, not
+/// the requester's fault) is kept apart from "forbidden" (the requester is not a member here).
+pub fn serve(r: ServeRequest) -> Status {
+    if !r.admitted {
+        Status::Forbidden
+    } else if !r.uploads {
+        Status::Limited
+    } else if !r.holds {
+        Status::NotFound
+    } else if r.serving >= r.max_serving {
+        Status::Limited
+    } else {
+        Status::Ok
+    }
+}
+
+/// How often a node with `peers` admitted peers sends availability: `base` up to 8 peers, then
+/// proportionally longer, so the HAVE streams a node opens stay about 32 per second however large
+/// the ward (each HAVE is a stream; 50 devices at 250 ms opened 10,000 streams per second and the
+/// live 50-device ward ran at a tenth of its bound).
+pub fn have_period(base: Duration, peers: usize) -> Duration {
+    base * peers.div_ceil(8).max(1) as u32
+}
+
+/// One artifact as a node sees it at an availability round.
+#[derive(Debug)]
+pub struct HaveArtifact<'a, P: Ord + Clone> {
+    /// The groups we announce (none when we do not upload).
+    pub mine: &'a GroupSet,
+    /// What we announce changed since the last round.
+    pub changed: bool,
+    /// We are fetching it (then even an empty set is worth sending: a super-seeding gateway waits
+    /// for it before it shows us anything).
+    pub fetching: bool,
+    /// Super-seeding state, if we super-seed this artifact (the gateway, uploading).
+    pub seed: Option<&'a mut SuperSeed<P>>,
+}
+
+/// Which groups of one artifact to show which admitted peer in this round: a device sends its set
+/// when it changed (or on a `refresh` round) to every peer; a super-seeding gateway sends each
+/// device its own view, every round (views grow as devices fetch), and other gateways its full set.
+pub fn have_round<P: Ord + Clone>(
+    now_ms: u64,
+    refresh: bool,
+    a: HaveArtifact<'_, P>,
+    peers: &[(P, Role)],
+) -> Vec<(P, GroupSet)> {
+    if a.mine.is_empty() && !a.fetching {
+        return vec![];
+    }
+    let send_full = a.changed || refresh;
+    let Some(seed) = a.seed else {
+        if !send_full {
+            return vec![];
+        }
+        return peers
+            .iter()
+            .map(|(p, _)| (p.clone(), a.mine.clone()))
+            .collect();
+    };
+    seed.local_has(a.mine);
+    let mut out = Vec::new();
+    for (p, role) in peers {
+        if *role == Role::Device {
+            // A device that has not said it fetches this artifact is shown nothing yet.
+            if let Some(v) = seed.view(now_ms, p, refresh) {
+                out.push((p.clone(), v));
+            }
+        } else if send_full {
+            out.push((p.clone(), a.mine.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seeding;
+
+    fn ask() -> ServeRequest {
+        ServeRequest {
+            admitted: true,
+            uploads: true,
+            holds: true,
+            serving: 0,
+            max_serving: 2,
+        }
+    }
+
+    #[test]
+    fn serve_keeps_forbidden_limited_and_not_found_apart() {
+        assert_eq!(serve(ask()), Status::Ok);
+        let r = |f: fn(&mut ServeRequest)| {
+            let mut a = ask();
+            f(&mut a);
+            serve(a)
+        };
+        assert_eq!(r(|a| a.admitted = false), Status::Forbidden);
+        // A non-member learns nothing, not even whether we hold the data.
+        assert_eq!(
+            r(|a| {
+                a.admitted = false;
+                a.holds = false
+            }),
+            Status::Forbidden
+        );
+        assert_eq!(r(|a| a.uploads = false), Status::Limited);
+        assert_eq!(r(|a| a.holds = false), Status::NotFound);
+        assert_eq!(r(|a| a.serving = 2), Status::Limited);
+    }
+
+    #[test]
+    fn have_periods_grow_with_the_ward() {
+        let b = Duration::from_millis(250);
+        assert_eq!(have_period(b, 0), b);
+        assert_eq!(have_period(b, 8), b);
+        assert_eq!(have_period(b, 9), b * 2);
+        assert_eq!(have_period(b, 50), b * 7);
+    }
+
+    #[test]
+    fn a_device_sends_changes_and_refreshes_and_a_gateway_sends_views() {
+        let mut mine = GroupSet::new(8);
+        mine.insert(1);
+        let peers = [(1u32, Role::Device), (2, Role::Gateway)];
+        let unchanged = HaveArtifact {
+            mine: &mine,
+            changed: false,
+            fetching: true,
+            seed: None,
+        };
+        assert!(have_round(0, false, unchanged, &peers).is_empty());
+        let changed = HaveArtifact {
+            mine: &mine,
+            changed: true,
+            fetching: true,
+            seed: None,
+        };
+        assert_eq!(have_round(0, false, changed, &peers).len(), 2);
+        let nothing = GroupSet::new(8);
+        let idle = HaveArtifact {
+            mine: &nothing,
+            changed: true,
+            fetching: false,
+            seed: None,
+        };
+        assert!(have_round(0, true, idle, &peers).is_empty());
+
+        // A gateway shows a device nothing until the device says it fetches; then a window of
+        // fresh groups, not all it has.
+        const N: u64 = 4096;
+        let mut seed = SuperSeed::new(seeding::Config::default(), N);
+        let full = GroupSet::full(N);
+        let round = |seed: &mut SuperSeed<u32>, refresh| {
+            have_round(
+                0,
+                refresh,
+                HaveArtifact {
+                    mine: &full,
+                    changed: false,
+                    fetching: false,
+                    seed: Some(seed),
+                },
+                &peers,
+            )
+        };
+        assert!(round(&mut seed, false).is_empty());
+        seed.peer_has(0, 1, GroupSet::new(N));
+        let out = round(&mut seed, false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 1);
+        assert!(
+            !out[0].1.is_empty() && out[0].1.count() < N,
+            "a view, not all"
+        );
+        // Other gateways get the full set on a refresh round.
+        assert!(round(&mut seed, true)
+            .iter()
+            .any(|(p, g)| *p == 2 && g.is_full()));
+    }
+}

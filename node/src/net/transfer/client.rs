@@ -1,0 +1,228 @@
+//! The requester's side of a transfer: one GET to one peer, the response read under the download cap
+//! and verified group by group into the store on a blocking thread, each verified group reported to
+//! the actor (and so to the scheduler).
+
+use std::{
+    io::{self, Read},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::AsyncReadExt;
+use libp2p::{PeerId, Stream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{pass_cap, PIPE_BUF, PIPE_DEPTH};
+use crate::{
+    net::{
+        actor::{Internal, LocalFailure, Shared},
+        admission::source_label,
+        metrics::TransferLabels,
+        streams::{open, timed},
+        wire::{self, Get, Protocol, Status},
+    },
+    scheduler::{Outcome, ReqId},
+    store::{Entry, ReceiveError},
+};
+
+/// A request the scheduler asked for.
+#[derive(Debug)]
+pub(in crate::net) struct Request {
+    pub entry: Arc<Entry>,
+    pub peer: PeerId,
+    pub req: ReqId,
+    pub get: Get,
+    pub cancel: CancellationToken,
+}
+
+/// How a response status ends a request, if it does.
+fn refused(status: Status) -> Option<Outcome> {
+    match status {
+        Status::Ok => None,
+        Status::NotFound => Some(Outcome::NotFound),
+        Status::Limited => Some(Outcome::Limited),
+        Status::Forbidden => Some(Outcome::Forbidden),
+    }
+}
+
+/// Runs one request to its end and tells the actor how it ended (not when it was cancelled).
+pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Control, r: Request) {
+    let Request {
+        entry,
+        peer,
+        req,
+        get,
+        cancel,
+    } = r;
+    let root = get.root;
+    let t = s.cfg.io_timeout;
+    // libp2p-stream buffers one inbound stream per connection: a burst of opens can see a stream dropped
+    // by the responder before it is read. That is not the peer's fault; retry a few times, jittered.
+    let mut attempt = 0u64;
+    let opened = loop {
+        let r = tokio::select! {
+            r = async {
+                let mut st = open(&mut control, peer, Protocol::Transfer, t).await?;
+                let status = timed(t, wire::send_get(&mut st, &get)).await?;
+                Ok::<_, io::Error>((st, status))
+            } => r,
+            _ = cancel.cancelled() => return,
+        };
+        attempt += 1;
+        match r {
+            Err(e) if attempt < 5 && e.kind() != io::ErrorKind::TimedOut => {
+                tokio::time::sleep(Duration::from_millis(5 + (req * 7 + attempt * 13) % 40)).await;
+            }
+            other => break other,
+        }
+    };
+    let finish = |outcome, local| Internal::Finished {
+        root,
+        req,
+        outcome,
+        local,
+    };
+    let (mut st, status) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(%peer, %root, error = %e, "transfer request failed");
+            let _ = s.internal.send(finish(Outcome::Truncated, None)).await;
+            return;
+        }
+    };
+    tracing::debug!(%peer, %root, ?status, runs = get.runs.len(), "transfer status");
+    if let Some(outcome) = refused(status) {
+        let _ = s.internal.send(finish(outcome, None)).await;
+        return;
+    }
+    let label = TransferLabels {
+        artifact: root.short(),
+        source: source_label(s.members.borrow().role_of(&peer)).into(),
+    };
+    let progress = s.internal.clone();
+    let runs = get.runs.clone();
+    let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+    let decoder = tokio::task::spawn_blocking(move || {
+        entry.receive(&runs, PipeReader::new(rx), |group| {
+            let _ = progress.blocking_send(Internal::Progress { root, req, group });
+        })
+    });
+    // Cancelling drops the pipe's sender: the decoder sees the stream end and stops. A decoder that
+    // stops first (all verified, or a corrupt group) closes the pipe, and reading stops at once.
+    let watch = tx.clone();
+    tokio::select! {
+        _ = receive_pipe(&s, &mut st, tx, &label) => {},
+        _ = watch.closed() => {},
+        _ = cancel.cancelled() => {},
+    }
+    drop(watch);
+    let result = decoder.await;
+    if cancel.is_cancelled() {
+        return;
+    }
+    let msg = match result {
+        Ok(Ok(_)) => finish(Outcome::Done, None),
+        Ok(Err(ReceiveError::Corrupt(detail))) => {
+            tracing::warn!(target: "wardswarm::security", %peer, %root, %detail, "peer sent data that does not verify");
+            finish(Outcome::Corrupt, None)
+        }
+        Ok(Err(ReceiveError::Truncated(e))) => {
+            tracing::debug!(%peer, %root, error = %e, "transfer truncated");
+            finish(Outcome::Truncated, None)
+        }
+        Ok(Err(ReceiveError::Local(e))) => {
+            finish(Outcome::Truncated, Some(LocalFailure::Store(Arc::new(e))))
+        }
+        Err(e) => finish(
+            Outcome::Truncated,
+            Some(LocalFailure::Task(format!("receive task failed: {e}"))),
+        ),
+    };
+    let _ = s.internal.send(msg).await;
+}
+
+/// The blocking decoder's input: buffers filled by `receive_pipe`. The end of the channel is the end
+/// of the stream; a stream error arrives as an error.
+struct PipeReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl PipeReader {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        Self {
+            rx,
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// `receive_pipe` hands bytes to the decoder once it holds this many: one chunk group, the least the
+/// decoder can verify. Handing over less would wake the decoder's thread for nothing, and progress
+/// lags the wire by at most one group.
+const HANDOVER_BYTES: usize = crate::outboard::GROUP_BYTES as usize;
+
+/// Reads a response from the peer under the download cap and hands it to the decoder a group or more
+/// at a time. Stops at the end of the stream, or on a stream error (passed on to the decoder).
+async fn receive_pipe(
+    s: &Shared,
+    st: &mut Stream,
+    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+    label: &TransferLabels,
+) {
+    let t = s.cfg.io_timeout;
+    let mut buf = vec![0u8; PIPE_BUF];
+    let mut filled = 0;
+    loop {
+        let end = PIPE_BUF.min(filled + s.download.slice_bytes());
+        let (n, failed) = match timed(t, st.read(&mut buf[filled..end])).await {
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(e)),
+        };
+        if n > 0 {
+            filled += n;
+            s.metrics
+                .received_bytes
+                .get_or_create(label)
+                .inc_by(n as u64);
+            s.metrics.received_all.inc_by(n as u64);
+            pass_cap(s, &s.download, "download", n as u64).await;
+        }
+        let ended = n == 0;
+        if filled > 0 && (filled >= HANDOVER_BYTES || ended) {
+            let out = buf[..filled].to_vec();
+            filled = 0;
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = tx.send(Err(e)).await;
+        }
+        if ended {
+            return;
+        }
+    }
+}
