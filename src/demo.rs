@@ -360,8 +360,10 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     // 4. Summary.
     let label = full.root.short();
     let mut rows = Vec::new();
+    let mut ok = true;
     for (i, dev) in devices.iter().enumerate() {
         let r = dev.status.borrow().clone();
+        ok &= finished(&r) == Some(UpdateResult::Committed);
         let m = dev.dev.node.metrics();
         rows.push(serde_json::json!({
             "id": dev.id,
@@ -379,7 +381,6 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         .map(|d| d.dev.node.metrics().received_all.get())
         .sum();
     let naive = full.length * args.devices as u64;
-    let ok = rows.iter().all(|r| r["result"] == "committed");
     if args.json {
         let v = serde_json::json!({
             "artifact_bytes": full.length,

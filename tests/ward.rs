@@ -14,9 +14,10 @@ use std::{
 use wardswarm_node::{
     agent::machine::DeviceState,
     agent::{
-        runtime::{Agent, AgentConfig, Exit},
+        runtime::AgentConfig,
         slots::{FileSlots, Slots},
     },
+    device::{self, Device},
     membership::{Certificate, Role},
     net::{self as node, caps::Schedule, Config},
     release::{self, BuildRequest},
@@ -796,26 +797,23 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
 
         // The device.
         let dkp = libp2p::identity::Keypair::generate_ed25519();
-        let store = Arc::new(Store::open(d.join("dev/store")).expect("store"));
-        let (dev, _) = node::spawn(
-            loopback(vec![gw_addr]),
-            dkp.clone(),
-            &cert(&f, &dkp, "pump-1", Role::Device),
-            f.root.clone(),
-            store.clone(),
-        )
-        .expect("device node");
         let slots: Arc<dyn Slots> =
             Arc::new(FileSlots::provision(&d.join("dev/slots"), &f.factory).expect("slots"));
         let mut acfg = AgentConfig::new(d.join("dev/agent"), "pump-rev-c");
         acfg.factory_counter = 1;
         acfg.factory_version = "1.0.0".into();
-        let (mut agent, status) =
-            Agent::new(acfg, slots, store.clone(), dev.clone(), f.root.clone()).expect("agent");
-        let stop = tokio_util::sync::CancellationToken::new();
-        let s2 = stop.clone();
-        let task =
-            tokio::spawn(async move { while let Ok(Exit::Reboot) = agent.run_boot(&s2).await {} });
+        let device = Device::start(device::Spec {
+            store: d.join("dev/store"),
+            node: loopback(vec![gw_addr]),
+            cert: cert(&f, &dkp, "pump-1", Role::Device),
+            keypair: dkp,
+            root: f.root.clone(),
+            agent: Some((acfg, slots)),
+        })
+        .expect("device");
+        let dev = device.node.clone();
+        let store = device.store.clone();
+        let status = device.status.clone().expect("agent status");
 
         // The gateway announces to newcomers on admission; the device's node refuses the forgery.
         let end = Instant::now() + Duration::from_secs(30);
@@ -865,8 +863,7 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
         for (_, root) in &announced {
             assert!(store.get(root).is_none(), "the device fetched {root}");
         }
-        stop.cancel();
-        let _ = task.await;
+        device.stop().await.expect("the device stops cleanly");
         let _ = dev.shutdown().await;
         let _ = gw.shutdown().await;
     });
