@@ -1270,3 +1270,97 @@ fn the_gateway_survives_cut_connections_and_refuses_corrupt_origin_data() {
         stop.cancel();
     });
 }
+
+/// Peer exchange: a gateway and six device processes, mDNS off, each device bootstrapped only to
+/// the gateway (as `docs/examples/device.toml` suggests). The devices find each other through the
+/// gateway's peer lists and most of their bytes come from each other; the super-seeding gateway
+/// uploads at most 1.5 artifact copies. Without peer exchange each device gets a full copy from the
+/// gateway (6 copies).
+#[test]
+fn devices_bootstrapped_only_to_the_gateway_form_a_swarm() {
+    let f = Fixture::new();
+    let d = f.path();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    let artifact = f.release("2.0.0", 2, 48 << 20, &f.keys.release, far);
+    f.publish();
+    let (_origin, url) = start_origin(d);
+    f.member("gw", Role::Gateway);
+    // The gateway's LAN upload is the ward's scarce resource; the devices' is plentiful.
+    let gw_cfg = gateway_toml(&url, "[upload]\ndefault = \"2MB\"\n");
+    std::fs::write(d.join("gateway.toml"), gw_cfg).expect("config");
+    let gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
+    let gw_addr = gw
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_string();
+    let api = api_of(&gw);
+    let names: Vec<String> = (1..=6).map(|i| format!("pump-{i}")).collect();
+    let mut procs = Vec::new();
+    for name in &names {
+        f.member(name, Role::Device);
+        FileSlots::provision(&d.join(name).join("slots"), &f.factory).expect("provision");
+        let cfg = device_toml(name, &gw_addr, "true", "");
+        assert!(
+            cfg.contains(&format!("bootstrap = [\"{gw_addr}\"]")) && cfg.contains("mdns = false"),
+            "each device knows only the gateway"
+        );
+        std::fs::write(d.join(format!("{name}.toml")), cfg).expect("config");
+        procs.push(Proc::start(
+            d,
+            &["node", "--config", &format!("{name}.toml")],
+            &format!("{name}.log"),
+        ));
+    }
+    wait_in(
+        Some(d),
+        "every device to commit 2.0.0",
+        Duration::from_secs(240),
+        || {
+            names
+                .iter()
+                .all(|n| result_of(&device_state(d, n)).as_deref() == Some("committed"))
+        },
+    );
+    // The last reports carry each device's byte counts.
+    let (mut from_gw, mut from_peers) = (0u64, 0u64);
+    wait_for(
+        "the gateway to hear every device's final report",
+        Duration::from_secs(30),
+        || {
+            let v = json_get(api, "/api/v1/devices");
+            let list = v.as_array().cloned().unwrap_or_default();
+            let done = list
+                .iter()
+                .filter(|x| x["last_result"] == "committed")
+                .count();
+            from_gw = list
+                .iter()
+                .map(|x| x["bytes_from_gateway"].as_u64().unwrap_or(0))
+                .sum();
+            from_peers = list
+                .iter()
+                .map(|x| x["bytes_from_peers"].as_u64().unwrap_or(0))
+                .sum();
+            done == names.len()
+        },
+    );
+    let metrics = http_get(api, "/metrics");
+    let gw_sent: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("wardswarm_lan_sent_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no LAN counter in\n{metrics}"));
+    let copies = gw_sent / artifact as f64;
+    eprintln!(
+        "swarm formation: {from_peers} B from peers, {from_gw} B from the gateway, gateway uploaded {copies:.2} copies"
+    );
+    assert!(
+        from_peers > from_gw,
+        "most device bytes must come from peers: {from_peers} from peers, {from_gw} from the gateway"
+    );
+    assert!(
+        copies <= 1.5,
+        "the gateway uploaded {copies:.2} artifact copies"
+    );
+}

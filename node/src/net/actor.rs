@@ -27,6 +27,7 @@ use super::{
     announce, availability,
     caps::Cap,
     config::{Config, ConfigError},
+    exchange::{self, PeerList},
     fetch::Download,
     handle::{AnnounceError, Command, Event, FetchReply, Handle, NodeError, TransportError},
     metrics::Metrics,
@@ -104,6 +105,10 @@ pub(super) enum Internal {
         peer: PeerId,
         body: Vec<u8>,
     },
+    Peers {
+        from: PeerId,
+        list: PeerList,
+    },
     /// The store entry of a fetch is ready (created off the actor's task: it touches the disk).
     Created {
         root: Hash,
@@ -142,6 +147,10 @@ pub(super) struct PeerState {
     cert: Option<Certificate>,
     /// Frames to this peer (admitted peers only).
     outbox: Option<Outbox>,
+    /// Where it says it listens (identify), for peer exchange.
+    addrs: Vec<Multiaddr>,
+    /// It reached us over loopback: loopback addresses are of use to it.
+    loopback: bool,
 }
 
 /// Most artifacts a peer's availability is remembered for.
@@ -154,7 +163,7 @@ const MAX_MANIFESTS: usize = 32;
 /// serving itself is bounded by `max_inbound_transfers`).
 fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
     match p {
-        Protocol::Admission | Protocol::Announce => 64,
+        Protocol::Admission | Protocol::Announce | Protocol::Peers => 64,
         Protocol::Have | Protocol::Report => 256,
         Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
     }
@@ -277,6 +286,7 @@ pub fn spawn(
         listen_addrs: vec![],
         epoch: Instant::now(),
         peer_id,
+        pex_dirty: false,
     };
     actor.start_inbound()?;
     for b in actor.shared.cfg.bootstrap.clone() {
@@ -312,7 +322,13 @@ pub(super) struct Actor {
     listen_addrs: Vec<Multiaddr>,
     epoch: Instant,
     pub(super) peer_id: PeerId,
+    /// Members or their addresses changed since the last peer lists went out.
+    pex_dirty: bool,
 }
+
+/// Peers a node dials from one peer list at most, and the connections above which it dials none:
+/// enough for a ward, well inside the connection limit.
+const PEX_DIALS_PER_LIST: usize = 64;
 
 async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream) {
     match proto {
@@ -321,6 +337,7 @@ async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream)
         Protocol::Announce => announce::inbound_announce(s, peer, stream).await,
         Protocol::Report => announce::inbound_report(s, peer, stream).await,
         Protocol::Transfer => transfer::server::inbound(s, peer, stream).await,
+        Protocol::Peers => exchange::inbound(s, peer, stream).await,
     }
 }
 
@@ -386,7 +403,11 @@ impl Actor {
                 },
                 Some(i) = self.internal_rx.recv() => self.on_internal(i),
                 _ = tick.tick() => self.on_tick(),
-                _ = have_tick.tick() => self.broadcast_haves(),
+                _ = have_tick.tick() => {
+                    // Membership changes reach the members within a round.
+                    self.send_peer_lists();
+                    self.broadcast_haves();
+                }
                 _ = slow_tick.tick() => self.on_slow_tick(),
             }
         };
@@ -434,10 +455,17 @@ impl Actor {
                 num_established,
                 ..
             } => {
+                let loopback = endpoint.get_remote_address().iter().any(|p| match p {
+                    Addr::Ip4(ip) => ip.is_loopback(),
+                    Addr::Ip6(ip) => ip.is_loopback(),
+                    _ => false,
+                });
                 self.peers.entry(peer_id).or_insert(PeerState {
                     connected_at: Instant::now(),
                     cert: None,
                     outbox: None,
+                    addrs: vec![],
+                    loopback,
                 });
                 let admitted = self.role_of(&peer_id).is_some();
                 if endpoint.is_dialer() && !admitted && num_established.get() == 1 {
@@ -460,6 +488,24 @@ impl Actor {
                     }
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    let addrs: Vec<Multiaddr> = info
+                        .listen_addrs
+                        .into_iter()
+                        .filter(exchange::shareable)
+                        .take(exchange::MAX_ADDRS)
+                        .collect();
+                    if p.addrs != addrs {
+                        p.addrs = addrs;
+                        self.pex_dirty = true;
+                    }
+                }
+            }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
             }
@@ -475,6 +521,7 @@ impl Actor {
         }
         if self.members.send_if_modified(|m| m.remove(&peer)) {
             self.shared.metrics.peers_admitted.dec();
+            self.pex_dirty = true;
         }
         self.downloads_peer_gone(peer);
     }
@@ -564,6 +611,7 @@ impl Actor {
                     });
                 }
             }
+            Internal::Peers { from, list } => self.on_peer_list(from, list),
             Internal::Created { root, entry } => self.on_created(root, entry),
             Internal::Progress { root, req, group } => self.on_progress(root, req, group),
             Internal::Finished {
@@ -602,6 +650,7 @@ impl Actor {
             return;
         }
         self.shared.metrics.peers_admitted.inc();
+        self.pex_dirty = true;
         // Tell the newcomer what we have (a super-seeding gateway shows it its view at the next
         // round instead) and what we know.
         if self.shared.cfg.seeding.is_none() {
@@ -723,6 +772,69 @@ impl Actor {
             .set(self.shared.cfg.download.rate_at(now));
     }
 
+    /// Peer exchange: after a change, tells each admitted member where the others listen (loopback
+    /// addresses only to a member that reached us over loopback).
+    fn send_peer_lists(&mut self) {
+        if !self.shared.cfg.peer_exchange || !std::mem::take(&mut self.pex_dirty) {
+            return;
+        }
+        let members = self.members.borrow().peers(None);
+        let known: Vec<(PeerId, &PeerState)> = members
+            .iter()
+            .filter_map(|p| self.peers.get(p).map(|s| (*p, s)))
+            .filter(|(_, s)| !s.addrs.is_empty())
+            .collect();
+        let mut frames = Vec::new();
+        for to in &members {
+            let loopback_ok = self.peers.get(to).is_some_and(|s| s.loopback);
+            let list = PeerList(
+                known
+                    .iter()
+                    .filter(|(p, _)| p != to)
+                    .map(|(p, s)| {
+                        let addrs = s
+                            .addrs
+                            .iter()
+                            .filter(|a| loopback_ok || !is_loopback(a))
+                            .cloned()
+                            .collect::<Vec<_>>();
+                        (*p, addrs)
+                    })
+                    .filter(|(_, a)| !a.is_empty())
+                    .take(exchange::MAX_PEERS)
+                    .collect(),
+            );
+            if !list.0.is_empty() {
+                frames.push((*to, Arc::new(list.to_bytes())));
+            }
+        }
+        for (to, body) in frames {
+            self.send_to(&to, Protocol::Peers, body);
+        }
+    }
+
+    /// Dials the members a member told us of (admission follows, as for any connection).
+    fn on_peer_list(&mut self, from: PeerId, list: PeerList) {
+        if !self.shared.cfg.peer_exchange || self.role_of(&from).is_none() {
+            return;
+        }
+        let room = (self.shared.cfg.max_connections as usize / 2).saturating_sub(self.peers.len());
+        let new: Vec<(PeerId, Vec<Multiaddr>)> = list
+            .0
+            .into_iter()
+            .filter(|(p, a)| *p != self.peer_id && !a.is_empty() && !self.swarm.is_connected(p))
+            .take(room.min(PEX_DIALS_PER_LIST))
+            .collect();
+        for (peer, addrs) in new {
+            tracing::debug!(%peer, via = %from, "dialing a member learned by peer exchange");
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
     /// What we announce of an artifact: our verified groups, or none if we do not upload (leech only).
     pub(super) fn announced(&self, e: &Entry) -> GroupSet {
         if self.shared.upload.rate() == Some(0) {
@@ -781,4 +893,12 @@ impl Actor {
             }
         }
     }
+}
+
+fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Addr::Ip4(ip) => ip.is_loopback(),
+        Addr::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }

@@ -17,6 +17,9 @@ pub struct Config {
     pub bootstrap: Vec<Multiaddr>,
     /// Discover ward peers by mDNS (default on).
     pub mdns: bool,
+    /// Exchange admitted members' addresses with admitted members, and dial the ones learned
+    /// (default on): a ward forms a full swarm from one bootstrap address where multicast is blocked.
+    pub peer_exchange: bool,
     /// How often mDNS re-queries (default 5 s; libp2p's 5-minute default is far too slow for a ward).
     pub mdns_query_interval: Duration,
     /// The ward this node belongs to; certificates for other wards are refused.
@@ -70,6 +73,7 @@ impl Default for Config {
                 .with(Protocol::Tcp(0))],
             bootstrap: vec![],
             mdns: true,
+            peer_exchange: true,
             mdns_query_interval: Duration::from_secs(5),
             ward: "ward".into(),
             upload: Schedule::default(),

@@ -15,6 +15,7 @@
 //! | [`admission`] | `/wardswarm/admission/1`: certificates, [`admission::Members`] |
 //! | [`availability`] | `/wardswarm/have/1`: inbound HAVE frames |
 //! | [`announce`] | `/wardswarm/announce/1` and `/wardswarm/report/1` |
+//! | [`exchange`] | `/wardswarm/peers/1`: where the other admitted members listen |
 //! | [`transfer`] | `/wardswarm/transfer/1`: the server and the client, with their pipes |
 //! | [`policy`] | pure decisions shared with the simulations: serve or refuse, the HAVE round |
 //! | [`streams`] | time limits, opening streams, each peer's bounded outbox |
@@ -29,6 +30,7 @@ pub mod announce;
 pub mod availability;
 pub mod caps;
 pub mod config;
+pub mod exchange;
 #[cfg(feature = "test-faults")]
 pub mod faults;
 mod fetch;

@@ -25,6 +25,8 @@ pub const HAVE: StreamProtocol = StreamProtocol::new("/wardswarm/have/1");
 pub const ANNOUNCE: StreamProtocol = StreamProtocol::new("/wardswarm/announce/1");
 /// Chunk-group transfer.
 pub const TRANSFER: StreamProtocol = StreamProtocol::new("/wardswarm/transfer/1");
+/// Peer exchange: where the other admitted members listen (see `net::exchange`).
+pub const PEERS: StreamProtocol = StreamProtocol::new("/wardswarm/peers/1");
 /// Device status reports to the ward gateway: one JSON frame per stream.
 pub const REPORT: StreamProtocol = StreamProtocol::new("/wardswarm/report/1");
 /// The ward protocols, for dispatching inbound streams by an exhaustive match: a stream of any
@@ -41,16 +43,19 @@ pub enum Protocol {
     Transfer,
     /// [`REPORT`].
     Report,
+    /// [`PEERS`].
+    Peers,
 }
 
 impl Protocol {
     /// Every protocol a node accepts.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Admission,
         Self::Have,
         Self::Announce,
         Self::Transfer,
         Self::Report,
+        Self::Peers,
     ];
     /// The versioned protocol id.
     pub const fn id(self) -> StreamProtocol {
@@ -60,6 +65,7 @@ impl Protocol {
             Self::Announce => ANNOUNCE,
             Self::Transfer => TRANSFER,
             Self::Report => REPORT,
+            Self::Peers => PEERS,
         }
     }
     /// The protocol of an id, if it is one of ours.

@@ -1,0 +1,187 @@
+//! Peer exchange (`/wardswarm/peers/1`): admitted members tell each other where the other admitted
+//! members listen, so a ward whose devices know only the gateway's address (hospital VLANs often
+//! block mDNS multicast) still forms a full swarm.
+//!
+//! The model is BitTorrent's peer exchange (PEX): peers already in the swarm gossip the addresses of
+//! the others. A standard libp2p mechanism was weighed and not taken: a rendezvous server answers
+//! DISCOVER from any connected peer, before and without admission, and identify push carries only a
+//! node's own addresses. Here a list goes only to admitted members and names only admitted members
+//! with the addresses they announced themselves (identify's listen addresses). A listed address is
+//! only a hint: dialing it leads to the usual admission, so a wrong or forged entry costs one failed
+//! dial, never membership.
+//!
+//! Goals: a full swarm from one bootstrap address; bounded work per list. Non-goals: NAT traversal,
+//! peers outside the ward's LAN.
+
+use std::sync::Arc;
+
+use libp2p::{Multiaddr, PeerId, Stream};
+
+use super::{
+    actor::{Internal, Shared},
+    availability::member_frame,
+};
+
+/// Peers one list names at most: a ward's devices, with room to spare; more are left out.
+pub const MAX_PEERS: usize = 256;
+/// Addresses per peer at most (a device listens on a few interfaces).
+pub const MAX_ADDRS: usize = 8;
+/// Longest address, in bytes (an `/ip6/…/tcp/…` address is under 30).
+const MAX_ADDR_BYTES: usize = 128;
+/// Largest list frame.
+pub const MAX_FRAME: usize = 2 + MAX_PEERS * (1 + 64 + 1 + MAX_ADDRS * (1 + MAX_ADDR_BYTES));
+
+/// Where admitted members listen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerList(pub Vec<(PeerId, Vec<Multiaddr>)>);
+
+fn invalid(msg: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("peer list: {msg}"))
+}
+
+impl PeerList {
+    /// The frame body: a count, then per peer its id and addresses, each length-prefixed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let peers: Vec<_> = self.0.iter().take(MAX_PEERS).collect();
+        let mut b = Vec::new();
+        b.extend_from_slice(&(peers.len() as u16).to_be_bytes());
+        for (p, addrs) in peers {
+            let id = p.to_bytes();
+            b.push(id.len() as u8);
+            b.extend_from_slice(&id);
+            let addrs: Vec<Vec<u8>> = addrs
+                .iter()
+                .map(|a| a.to_vec())
+                .filter(|a| a.len() <= MAX_ADDR_BYTES)
+                .take(MAX_ADDRS)
+                .collect();
+            b.push(addrs.len() as u8);
+            for a in addrs {
+                b.push(a.len() as u8);
+                b.extend_from_slice(&a);
+            }
+        }
+        b
+    }
+
+    /// Parses a frame body, refusing anything over the caps or malformed.
+    pub fn from_bytes(b: &[u8]) -> std::io::Result<Self> {
+        let mut r = b;
+        let mut take = |n: usize| -> std::io::Result<&[u8]> {
+            if r.len() < n {
+                return Err(invalid("truncated"));
+            }
+            let (h, t) = r.split_at(n);
+            r = t;
+            Ok(h)
+        };
+        let count = u16::from_be_bytes([take(1)?[0], take(1)?[0]]) as usize;
+        if count > MAX_PEERS {
+            return Err(invalid("too many peers"));
+        }
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let n = take(1)?[0] as usize;
+            let peer = PeerId::from_bytes(take(n)?).map_err(|_| invalid("bad peer id"))?;
+            let k = take(1)?[0] as usize;
+            if k > MAX_ADDRS {
+                return Err(invalid("too many addresses"));
+            }
+            let mut addrs = Vec::with_capacity(k);
+            for _ in 0..k {
+                let n = take(1)?[0] as usize;
+                if n > MAX_ADDR_BYTES {
+                    return Err(invalid("address too long"));
+                }
+                addrs.push(
+                    Multiaddr::try_from(take(n)?.to_vec()).map_err(|_| invalid("bad address"))?,
+                );
+            }
+            out.push((peer, addrs));
+        }
+        if !r.is_empty() {
+            return Err(invalid("trailing bytes"));
+        }
+        Ok(Self(out))
+    }
+}
+
+/// An inbound peer list from an admitted member.
+pub(super) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
+    if let Some(b) = member_frame(&s, &peer, &mut st, MAX_FRAME).await {
+        match PeerList::from_bytes(&b) {
+            Ok(list) => {
+                let _ = s.internal.send(Internal::Peers { from: peer, list }).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "bad peer list"),
+        }
+    }
+}
+
+/// Whether an address a peer announced is worth passing on: not a wildcard, and dialable by TCP.
+pub(super) fn shareable(a: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    let mut it = a.iter();
+    let host_ok = match it.next() {
+        Some(Protocol::Ip4(ip)) => !ip.is_unspecified() && !ip.is_multicast(),
+        Some(Protocol::Ip6(ip)) => !ip.is_unspecified() && !ip.is_multicast(),
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)) => true,
+        _ => false,
+    };
+    host_ok && matches!(it.next(), Some(Protocol::Tcp(p)) if p != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn peer(seed: u8) -> PeerId {
+        crate::SecretKey::from_seed([seed; 32])
+            .to_libp2p()
+            .public()
+            .to_peer_id()
+    }
+
+    proptest! {
+        #[test]
+        fn peer_lists_round_trip(n in 0usize..20, k in 0usize..MAX_ADDRS, port in 1u16..) {
+            let list = PeerList((0..n).map(|i| {
+                let addrs = (0..k).map(|j| format!("/ip4/10.0.{i}.{j}/tcp/{port}").parse().expect("addr")).collect();
+                (peer(i as u8 + 1), addrs)
+            }).collect());
+            prop_assert_eq!(PeerList::from_bytes(&list.to_bytes()).expect("valid"), list);
+        }
+
+        #[test]
+        fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = PeerList::from_bytes(&b);
+        }
+    }
+
+    #[test]
+    fn malformed_lists_are_refused_and_only_dialable_addresses_are_shared() {
+        let list = PeerList(vec![(
+            peer(1),
+            vec!["/ip4/10.0.0.1/tcp/4001".parse().expect("a")],
+        )]);
+        let b = list.to_bytes();
+        assert!(
+            PeerList::from_bytes(&b[..b.len() - 1]).is_err(),
+            "truncated"
+        );
+        let mut long = b.clone();
+        long.push(0);
+        assert!(PeerList::from_bytes(&long).is_err(), "trailing");
+        assert!(
+            PeerList::from_bytes(&[0xff, 0xff]).is_err(),
+            "over the peer cap"
+        );
+        let ok = |s: &str| shareable(&s.parse().expect("addr"));
+        assert!(ok("/ip4/10.0.0.1/tcp/4001"));
+        assert!(ok("/ip4/127.0.0.1/tcp/4001"));
+        assert!(!ok("/ip4/0.0.0.0/tcp/4001"));
+        assert!(!ok("/ip4/10.0.0.1/tcp/0"));
+        assert!(!ok("/ip4/10.0.0.1/udp/4001/quic-v1"));
+    }
+}
