@@ -1364,3 +1364,96 @@ fn devices_bootstrapped_only_to_the_gateway_form_a_swarm() {
         "the gateway uploaded {copies:.2} artifact copies"
     );
 }
+
+/// Connection defences: 200 sockets from one host (127.0.0.2) that connect to the gateway and never
+/// start a handshake, reopened as soon as the gateway drops them, must not lock a member out. Before
+/// per-IP limits and the short handshake timeout, 64 such sockets held every pending slot for 10 s
+/// at a time. The device (127.0.0.1) is admitted, and its first report reaches the gateway, while
+/// the flood runs.
+#[test]
+fn a_member_is_admitted_while_idle_sockets_flood_the_gateway() {
+    let f = Fixture::new();
+    let d = f.path();
+    f.release(
+        "2.0.0",
+        2,
+        1 << 20,
+        &f.keys.release,
+        f.now.saturating_add(Duration::from_secs(86_400 * 7)),
+    );
+    f.publish();
+    let (_origin, url) = start_origin(d);
+    f.member("gw", Role::Gateway);
+    std::fs::write(d.join("gateway.toml"), gateway_toml(&url, "")).expect("config");
+    let gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
+    let gw_addr = gw
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_string();
+    let api = api_of(&gw);
+    let port: u16 = gw_addr
+        .split('/')
+        .nth(4)
+        .and_then(|p| p.parse().ok())
+        .expect("tcp port");
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let opened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..200 {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        rt.spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(sock) = tokio::net::TcpSocket::new_v4() else {
+                    return;
+                };
+                if sock.bind(([127, 0, 0, 2], 0).into()).is_err() {
+                    return;
+                }
+                let conn = tokio::time::timeout(Duration::from_secs(2), sock.connect(target));
+                let Ok(Ok(mut c)) = conn.await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Say nothing; wait for the gateway to drop us, then come back at once.
+                let mut buf = [0u8; 64];
+                tokio::select! {
+                    _ = tokio::io::AsyncReadExt::read(&mut c, &mut buf) => {}
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                }
+            }
+        });
+    }
+    wait_for(
+        "the flood to hold 200 sockets",
+        Duration::from_secs(20),
+        || opened.load(std::sync::atomic::Ordering::Relaxed) >= 200,
+    );
+
+    f.member("pump-1", Role::Device);
+    FileSlots::provision(&d.join("pump-1").join("slots"), &f.factory).expect("provision");
+    std::fs::write(
+        d.join("pump-1.toml"),
+        device_toml("pump-1", &gw_addr, "true", ""),
+    )
+    .expect("config");
+    let _dev = Proc::start(d, &["node", "--config", "pump-1.toml"], "pump-1.log");
+    // A report reaches the gateway only over an admitted connection.
+    wait_in(
+        Some(d),
+        "the device's admission and first report during the flood",
+        Duration::from_secs(15),
+        || {
+            json_get(api, "/api/v1/devices")
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["id"] == "pump-1"))
+        },
+    );
+    let during = opened.load(std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
+    eprintln!("idle flood: {during} sockets opened by the time the device was admitted");
+    assert!(during >= 200, "the flood was running");
+}

@@ -30,6 +30,7 @@ use super::{
     exchange::{self, PeerList},
     fetch::Download,
     handle::{AnnounceError, Command, Event, FetchReply, Handle, NodeError, TransportError},
+    ip_limits,
     metrics::Metrics,
     policy::{self, HaveArtifact},
     streams::Outbox,
@@ -136,6 +137,7 @@ const EVENT_QUEUE: usize = 1024;
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     limits: connection_limits::Behaviour,
+    ip_limits: ip_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
@@ -152,6 +154,9 @@ pub(super) struct PeerState {
     /// It reached us over loopback: loopback addresses are of use to it.
     loopback: bool,
 }
+
+/// What identify tells peers this node runs.
+pub const AGENT_VERSION: &str = concat!("wardswarm/", env!("CARGO_PKG_VERSION"));
 
 /// Most artifacts a peer's availability is remembered for.
 const MAX_HAVES_PER_PEER: usize = 16;
@@ -177,8 +182,13 @@ fn build_swarm(cfg: &Config, keypair: Keypair) -> Result<Swarm<Behaviour>, NodeE
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(cfg.max_connections))
         .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
-        .with_max_pending_incoming(Some(64));
+        .with_max_pending_incoming(Some(cfg.max_pending_incoming));
+    let per_ip = ip_limits::Limits {
+        pending_per_ip: cfg.max_pending_per_ip,
+        established_per_ip: cfg.max_connections_per_ip,
+    };
     let use_mdns = cfg.mdns;
+    let handshake = cfg.handshake_timeout;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -195,10 +205,11 @@ fn build_swarm(cfg: &Config, keypair: Keypair) -> Result<Swarm<Behaviour>, NodeE
             };
             Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/wardswarm/1.0.0".into(),
-                    key.public(),
-                )),
+                ip_limits: ip_limits::Behaviour::new(per_ip),
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/wardswarm/1.0.0".into(), key.public())
+                        .with_agent_version(AGENT_VERSION.into()),
+                ),
                 ping: ping::Behaviour::default(),
                 mdns: Toggle::from(mdns),
                 stream: libp2p_stream::Behaviour::new(),
@@ -206,6 +217,7 @@ fn build_swarm(cfg: &Config, keypair: Keypair) -> Result<Swarm<Behaviour>, NodeE
         })
         .map_err(|e| -> NodeError { match e {} })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_connection_timeout(handshake)
         .build();
     Ok(swarm)
 }

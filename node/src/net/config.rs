@@ -34,6 +34,16 @@ pub struct Config {
     pub max_connections: u32,
     /// Established connections per peer (default 2: allows a simultaneous dial).
     pub max_connections_per_peer: u32,
+    /// Inbound connections still in their handshake, in total (default 64).
+    pub max_pending_incoming: u32,
+    /// Inbound connections still in their handshake from one IP address (default 8): a host that
+    /// opens sockets and never speaks cannot take every pending slot.
+    pub max_pending_per_ip: usize,
+    /// Established inbound connections from one IP address (default 16; a device uses one or two).
+    pub max_connections_per_ip: usize,
+    /// Time for a connection's TCP, noise and yamux handshake (default 3 s; a ward LAN needs well
+    /// under one): a socket that never speaks frees its slot this fast.
+    pub handshake_timeout: Duration,
     /// Transfers served at once (default 32); more are answered "limited, retry later".
     pub max_inbound_transfers: usize,
     /// Timeout of any one network operation: opening a stream, a read, a write (default 10 s).
@@ -81,6 +91,10 @@ impl Default for Config {
             admission_timeout: Duration::from_secs(5),
             max_connections: 256,
             max_connections_per_peer: 2,
+            max_pending_incoming: 64,
+            max_pending_per_ip: 8,
+            max_connections_per_ip: 16,
+            handshake_timeout: Duration::from_secs(3),
             max_inbound_transfers: defaults::MAX_INBOUND_TRANSFERS,
             io_timeout: Duration::from_secs(10),
             have_interval: defaults::HAVE_INTERVAL,
@@ -126,6 +140,10 @@ impl Config {
                 self.max_connections_per_peer == 0,
             ),
             ("max_inbound_transfers", self.max_inbound_transfers == 0),
+            ("max_pending_incoming", self.max_pending_incoming == 0),
+            ("max_pending_per_ip", self.max_pending_per_ip == 0),
+            ("max_connections_per_ip", self.max_connections_per_ip == 0),
+            ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("io_timeout", self.io_timeout.is_zero()),
             ("tick", self.tick.is_zero()),
             ("have_interval", self.have_interval.is_zero()),

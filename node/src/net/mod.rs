@@ -19,6 +19,7 @@
 //! | [`transfer`] | `/wardswarm/transfer/1`: the server and the client, with their pipes |
 //! | [`policy`] | pure decisions shared with the simulations: serve or refuse, the HAVE round |
 //! | [`streams`] | time limits, opening streams, each peer's bounded outbox |
+//! | [`ip_limits`] | pending and established inbound connections per remote IP |
 //! | [`wire`] | message formats as plain async functions, with size caps |
 //! | [`caps`] | upload and download limiters (governor) and schedules |
 //! | [`metrics`] | per-node Prometheus metrics |
@@ -35,6 +36,7 @@ pub mod exchange;
 pub mod faults;
 mod fetch;
 pub mod handle;
+pub mod ip_limits;
 pub mod metrics;
 pub mod policy;
 pub mod streams;
