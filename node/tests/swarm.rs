@@ -640,3 +640,123 @@ async fn a_stalled_peer_times_out_and_others_finish_the_job() {
         m.handle.shutdown().await.expect("shutdown");
     }
 }
+
+/// A member that dials a peer it has no reason to trust (a wrong bootstrap address, a spoofed mDNS
+/// answer) asks it to prove membership first and gives away nothing: the non-member listener reads
+/// an empty frame, no certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_dialing_a_non_member_shows_no_certificate() {
+    let w = ward();
+    let m = w
+        .start("pump-1", Role::Device, w.config(vec![]), None)
+        .await;
+    let mut sw = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| Intruder {
+            stream: libp2p_stream::Behaviour::new(),
+            ping: Default::default(),
+        })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let mut incoming = sw
+        .behaviour()
+        .stream
+        .new_control()
+        .accept(wire::ADMISSION)
+        .expect("accept");
+    sw.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
+    let fake_id = *sw.local_peer_id();
+    let listen = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = sw.select_next_some().await {
+            break address;
+        }
+    };
+    let driver = tokio::spawn(async move {
+        loop {
+            sw.select_next_some().await;
+        }
+    });
+    m.handle
+        .dial_discovered(listen.with_p2p(fake_id).expect("p2p"))
+        .await
+        .expect("dial");
+    let got = tokio::time::timeout(T, async {
+        let (_, mut st) = incoming.next().await.expect("an admission stream");
+        wire::read_frame(&mut st, wire::MAX_CERT_FRAME).await
+    })
+    .await
+    .expect("in time")
+    .expect("a frame");
+    assert!(
+        got.is_empty(),
+        "the member sent {} bytes of certificate to a stranger",
+        got.len()
+    );
+    driver.abort();
+    m.handle.shutdown().await.expect("shutdown");
+}
+
+/// Two members, one of which trusts the other's peer id (a bootstrap entry), the other not: when
+/// the untrusting one dials, the trusting one shows its certificate first and both are admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_knows_its_dialer_proves_itself_first() {
+    let w = ward();
+    let y_key = Keypair::generate_ed25519();
+    let y_id = y_key.public().to_peer_id();
+    // X knows Y's peer id from its config; the address is dead, so X never reaches Y itself.
+    let dead: Multiaddr = format!("/ip4/127.0.0.1/tcp/9/p2p/{y_id}")
+        .parse()
+        .expect("addr");
+    let x = w
+        .start("pump-x", Role::Device, w.config(vec![dead]), None)
+        .await;
+    let y = w
+        .start("pump-y", Role::Device, w.config(vec![]), Some(y_key))
+        .await;
+    let mut ev = y.handle.subscribe();
+    y.handle
+        .dial_discovered(addr(&x.handle).await)
+        .await
+        .expect("dial");
+    let x_id = x.handle.peer_id();
+    tokio::time::timeout(T, async {
+        loop {
+            match ev.recv().await {
+                Ok(Event::PeerAdmitted { peer, .. }) if peer == x_id => break,
+                Ok(Event::PeerRefused { peer, reason }) if peer == x_id => {
+                    panic!("refused: {reason}")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => panic!("node stopped"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("Y admits X");
+    tokio::time::timeout(T, async {
+        loop {
+            if x.handle
+                .peers()
+                .await
+                .expect("peers")
+                .iter()
+                .any(|(p, _, _)| *p == y_id)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("X admits Y");
+    x.handle.shutdown().await.expect("shutdown");
+    y.handle.shutdown().await.expect("shutdown");
+}

@@ -301,6 +301,14 @@ pub fn spawn(
         pex_dirty: false,
     };
     actor.start_inbound()?;
+    // The operator named these peers: we show them our certificate first.
+    actor.members.send_modify(|m| {
+        for b in &actor.shared.cfg.bootstrap {
+            if let Some(Addr::P2p(p)) = b.iter().find(|p| matches!(p, Addr::P2p(_))) {
+                m.vouch(p);
+            }
+        }
+    });
     for b in actor.shared.cfg.bootstrap.clone() {
         let _ = actor.swarm.dial(b);
     }
@@ -571,7 +579,12 @@ impl Actor {
                     .collect();
                 let _ = reply.send(v);
             }
-            Command::Dial { addr } => {
+            Command::Dial { addr, vouch } => {
+                if let (true, Some(Addr::P2p(p))) = (vouch, addr.iter().last()) {
+                    self.members.send_modify(|m| {
+                        m.vouch(p);
+                    });
+                }
                 let _ = self.swarm.dial(addr);
             }
             Command::HaveChanged { root } => {
@@ -830,6 +843,14 @@ impl Actor {
         if !self.shared.cfg.peer_exchange || self.role_of(&from).is_none() {
             return;
         }
+        // An admitted member vouches for the members it lists.
+        self.members.send_if_modified(|m| {
+            let mut changed = false;
+            for (p, _) in &list.0 {
+                changed |= m.vouch(*p);
+            }
+            changed
+        });
         let room = (self.shared.cfg.max_connections as usize / 2).saturating_sub(self.peers.len());
         let new: Vec<(PeerId, Vec<Multiaddr>)> = list
             .0

@@ -1,7 +1,21 @@
 //! Admission (`/wardswarm/admission/1`): zero-trust ward membership. Right after the noise handshake
-//! the dialer sends its membership certificate and the listener answers with its own. Until a peer
-//! is admitted it can use only identify, ping and admission: the other handlers refuse it, nothing is
-//! sent to it, and the actor disconnects it after `admission_timeout`.
+//! the two sides exchange membership certificates. Until a peer is admitted it can use only
+//! identify, ping and admission: the other handlers refuse it, nothing is sent to it, and the actor
+//! disconnects it after `admission_timeout`.
+//!
+//! Who reveals first: a certificate names the ward, the device and its role, so a node hands it only
+//! to a proven member or to a peer id it has reason to trust ("vouched": a configured bootstrap peer,
+//! a member named in an admitted member's peer list, or a peer admitted before). Like TLS, where the
+//! server proves itself before the client shows its certificate:
+//!
+//! - the dialer trusts the listener's peer id: it sends its certificate; the listener checks it and
+//!   answers with its own;
+//! - otherwise the dialer sends an empty frame ("you first"); a listener that trusts the dialer's peer
+//!   id sends its certificate, the dialer checks it and answers with its own; a listener that does not
+//!   closes the stream, and neither side learned anything.
+//!
+//! A dial to a wrong bootstrap address or a spoofed mDNS answer therefore gives away nothing, and a
+//! non-member dialer gets identify and ping only.
 //!
 //! Goals: a peer proves it belongs to this ward before it gets a byte of ward data; handlers that see
 //! a member's first frames before its admission is recorded wait for it (bounded) instead of dropping
@@ -10,7 +24,11 @@
 //! The admitted set has one owner, the actor: these tasks check certificates and report the verdict;
 //! the actor records it in [`Members`], which handlers read through a `watch` channel and wait on.
 
-use std::{collections::HashMap, io, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    sync::Arc,
+};
 
 use futures::AsyncWriteExt;
 use libp2p::{PeerId, Stream};
@@ -25,11 +43,21 @@ use crate::{
     time::Timestamp,
 };
 
-/// The admitted peers and their roles.
+/// Peer ids a node remembers as vouched for at most: a ward's members many times over.
+const MAX_VOUCHED: usize = 4096;
+
+/// The admitted peers and their roles, and the peer ids vouched for.
 #[derive(Debug, Clone, Default)]
-pub struct Members(HashMap<PeerId, Role>);
+pub struct Members(HashMap<PeerId, Role>, HashSet<PeerId>);
 
 impl Members {
+    /// `peer` is admitted, or vouched for: we may show it our certificate first.
+    pub fn vouches(&self, peer: &PeerId) -> bool {
+        self.0.contains_key(peer) || self.1.contains(peer)
+    }
+    pub(super) fn vouch(&mut self, peer: PeerId) -> bool {
+        self.1.len() < MAX_VOUCHED && self.1.insert(peer)
+    }
     /// The role of an admitted peer.
     pub fn role_of(&self, peer: &PeerId) -> Option<Role> {
         self.0.get(peer).copied()
@@ -57,6 +85,7 @@ impl Members {
         self.0.is_empty()
     }
     pub(super) fn insert(&mut self, peer: PeerId, role: Role) -> bool {
+        self.vouch(peer);
         self.0.insert(peer, role).is_none()
     }
     pub(super) fn remove(&mut self, peer: &PeerId) -> bool {
@@ -112,25 +141,81 @@ fn verdict(s: &Shared, peer: PeerId, r: io::Result<Vec<u8>>) -> Internal {
     }
 }
 
-/// We dialed `peer`: send our certificate, read and check theirs.
-pub(super) async fn outbound(s: Arc<Shared>, mut control: libp2p_stream::Control, peer: PeerId) {
-    let t = s.cfg.io_timeout;
-    let r = async {
-        let mut st = open(&mut control, peer, Protocol::Admission, t).await?;
-        timed(t, wire::write_frame(&mut st, &s.cert)).await?;
-        let theirs = timed(t, wire::read_frame(&mut st, wire::MAX_CERT_FRAME)).await?;
-        let _ = st.close().await;
-        Ok::<_, io::Error>(theirs)
-    }
-    .await;
-    let _ = s.internal.send(verdict(&s, peer, r)).await;
+/// The other side closed instead of proving membership first, and we do not know it.
+fn not_vouched() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "neither side knows the other as a member, so neither shows its certificate first",
+    )
 }
 
-/// `peer` dialed us: read and check its certificate; once the actor has admitted it, answer with
-/// ours, so the dialer's first requests find us ready.
+/// We dialed `peer`. If we trust its peer id, send our certificate and check its answer; else ask it
+/// to go first, check its certificate, and only then send ours.
+pub(super) async fn outbound(s: Arc<Shared>, mut control: libp2p_stream::Control, peer: PeerId) {
+    let t = s.cfg.io_timeout;
+    let first = s.members.borrow().vouches(&peer);
+    let mut st = match open(&mut control, peer, Protocol::Admission, t).await {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = s.internal.send(verdict(&s, peer, Err(e))).await;
+            return;
+        }
+    };
+    let v = if first {
+        let r = async {
+            timed(t, wire::write_frame(&mut st, &s.cert)).await?;
+            timed(t, wire::read_frame(&mut st, wire::MAX_CERT_FRAME)).await
+        }
+        .await;
+        verdict(&s, peer, r)
+    } else {
+        let r = async {
+            timed(t, wire::write_frame(&mut st, &[])).await?;
+            match timed(t, wire::read_frame(&mut st, wire::MAX_CERT_FRAME)).await {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(not_vouched()),
+                other => other,
+            }
+        }
+        .await;
+        let v = verdict(&s, peer, r);
+        if matches!(v, Internal::Admitted { .. }) {
+            // It proved membership: now it may see ours.
+            if let Err(e) = timed(t, wire::write_frame(&mut st, &s.cert)).await {
+                tracing::debug!(%peer, error = %e, "sending our certificate failed");
+            }
+        }
+        v
+    };
+    let _ = timed(t, st.close()).await;
+    let _ = s.internal.send(v).await;
+}
+
+/// `peer` dialed us. If it sent its certificate, check it and, once the actor has admitted it, answer
+/// with ours, so the dialer's first requests find us ready. If it asked us to go first, do so only if
+/// we trust its peer id, then check the certificate it answers with.
 pub(super) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     let t = s.cfg.io_timeout;
     let r = timed(t, wire::read_frame(&mut st, wire::MAX_CERT_FRAME)).await;
+    if r.as_ref().is_ok_and(|b| b.is_empty()) {
+        let v = if s.members.borrow().vouches(&peer) {
+            let theirs = async {
+                timed(t, wire::write_frame(&mut st, &s.cert)).await?;
+                timed(t, wire::read_frame(&mut st, wire::MAX_CERT_FRAME)).await
+            }
+            .await;
+            verdict(&s, peer, theirs)
+        } else {
+            Internal::Refused {
+                peer,
+                reason:
+                    "it asked us to show our certificate first, and we do not know it as a member"
+                        .into(),
+            }
+        };
+        let _ = timed(t, st.close()).await;
+        let _ = s.internal.send(v).await;
+        return;
+    }
     let v = verdict(&s, peer, r);
     let admitted = matches!(v, Internal::Admitted { .. });
     if s.internal.send(v).await.is_err() || !admitted {

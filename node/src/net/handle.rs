@@ -151,6 +151,8 @@ pub(super) enum Command {
     },
     Dial {
         addr: Multiaddr,
+        /// The application named this peer: show it our certificate first.
+        vouch: bool,
     },
     HaveChanged {
         root: Hash,
@@ -238,9 +240,15 @@ impl Handle {
     pub async fn peers(&self) -> Result<Vec<(PeerId, Role, String)>, NodeError> {
         self.call(|reply| Command::Peers { reply }).await
     }
-    /// Dials an address.
+    /// Dials a peer the application names (with `/p2p/<peer id>`), as a bootstrap entry does: this
+    /// node trusts that peer id enough to show it its certificate first.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.send(Command::Dial { addr }).await
+        self.send(Command::Dial { addr, vouch: true }).await
+    }
+    /// Dials a peer found by discovery (as an mDNS answer is): the peer must prove membership
+    /// before it sees this node's certificate, unless it is already known as a member.
+    pub async fn dial_discovered(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.send(Command::Dial { addr, vouch: false }).await
     }
     /// Tells the node a stored artifact changed outside a fetch (e.g. an import), so it re-announces.
     pub async fn have_changed(&self, root: Hash) -> Result<(), NodeError> {
