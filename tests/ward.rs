@@ -5,7 +5,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -1040,6 +1040,15 @@ impl RawGateway {
 
 /// Starts an in-process gateway (prefetch on) against `origin_url`.
 async fn prefetching_gateway(f: &Fixture, origin_url: &str, name: &str) -> Gateway {
+    prefetching_gateway_with(f, origin_url, name, |_| {}).await
+}
+
+async fn prefetching_gateway_with(
+    f: &Fixture,
+    origin_url: &str,
+    name: &str,
+    tune: impl FnOnce(&mut GatewayConfig),
+) -> Gateway {
     let kp = libp2p::identity::Keypair::generate_ed25519();
     let mut cfg = GatewayConfig::new(
         origin_url.parse().expect("url"),
@@ -1049,6 +1058,7 @@ async fn prefetching_gateway(f: &Fixture, origin_url: &str, name: &str) -> Gatew
     cfg.prefetch = true;
     cfg.poll_interval = Duration::from_millis(300);
     cfg.range_bytes = 1 << 20;
+    tune(&mut cfg);
     Gateway::start(
         cfg,
         kp.clone(),
@@ -1456,4 +1466,127 @@ fn a_member_is_admitted_while_idle_sockets_flood_the_gateway() {
     stop.cancel();
     eprintln!("idle flood: {during} sockets opened by the time the device was admitted");
     assert!(during >= 200, "the flood was running");
+}
+
+/// A static origin without range support (it answers every GET with 200 and the whole file, as
+/// some servers and proxies do). With `drip`, artifact bodies come one byte every 200 ms after the
+/// first 64 KiB: an origin that never stalls long enough for a read timeout and never finishes.
+async fn plain_origin(dir: PathBuf, drip: bool) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let a = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+                let (r, mut w) = c.split();
+                let mut lines = BufReader::new(r).lines();
+                let Ok(Some(req)) = lines.next_line().await else {
+                    return;
+                };
+                while let Ok(Some(h)) = lines.next_line().await {
+                    if h.is_empty() {
+                        break;
+                    }
+                }
+                let path = req.split(' ').nth(1).unwrap_or("/").trim_start_matches('/');
+                let Ok(body) = std::fs::read(dir.join(path)) else {
+                    let _ = w
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                if w.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let slow = drip && path.contains("/artifacts/") && !path.ends_with(".obao");
+                if !slow {
+                    let _ = w.write_all(&body).await;
+                    return;
+                }
+                let head_bytes = body.len().min(64 * 1024);
+                if w.write_all(&body[..head_bytes]).await.is_err() {
+                    return;
+                }
+                for b in &body[head_bytes..] {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if w.write_all(std::slice::from_ref(b)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    a
+}
+
+/// An origin that answers 200 (the whole file) to every range request costs about one artifact of
+/// WAN, not one artifact per range: before, each 1 MiB range restarted from byte 0 (about 4.5 x for
+/// 8 MiB).
+#[test]
+fn an_origin_without_range_support_costs_one_artifact_of_wan() {
+    let f = Fixture::new();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    let artifact = f.release("2.0.0", 2, 16 << 20, &f.keys.release, far);
+    f.publish();
+    let rt = runtime();
+    rt.block_on(async {
+        let origin = plain_origin(f.path().join("origin"), false).await;
+        let gw = prefetching_gateway(&f, &format!("http://{origin}/"), "gw-200").await;
+        wait_complete(&gw, "the artifact to complete from a 200-only origin", 120).await;
+        let wan = gw.wan_bytes() - gw.wan_metadata_bytes();
+        assert!(artifact > 4 << 20, "several ranges' worth: {artifact}");
+        assert!(
+            wan as f64 <= artifact as f64 * 1.05,
+            "artifact WAN {wan} for an artifact of {artifact}"
+        );
+        gw.shutdown().await;
+    });
+}
+
+/// An origin that drips an artifact (one byte every 200 ms: every read arrives in time) is cut off
+/// at the minimum rate and tried again later, and index polling goes on meanwhile: a release
+/// published during the stall is seen. Before, the one WAN loop waited on the drip for good.
+#[test]
+fn a_dripping_origin_is_cut_off_and_polling_goes_on() {
+    let f = Fixture::new();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    f.release("2.0.0", 2, 2 << 20, &f.keys.release, far);
+    f.publish();
+    let rt = runtime();
+    rt.block_on(async {
+        let origin = plain_origin(f.path().join("origin"), true).await;
+        let gw = prefetching_gateway_with(&f, &format!("http://{origin}/"), "gw-drip", |c| {
+            c.origin_rate_window = Duration::from_secs(2);
+        })
+        .await;
+        wait_async(
+            "the first release to be judged",
+            Duration::from_secs(30),
+            || gw.releases().iter().any(|r| r.version == "2.0.0"),
+        )
+        .await;
+        // While the artifact drips, a new release appears at the origin.
+        f.release("3.0.0", 3, 1 << 20, &f.keys.release, far);
+        f.publish();
+        wait_async(
+            "the release published during the stall to be seen",
+            Duration::from_secs(30),
+            || gw.releases().iter().any(|r| r.version == "3.0.0"),
+        )
+        .await;
+        wait_async(
+            "the dripping download to be cut off",
+            Duration::from_secs(30),
+            || metric(&gw, "wardswarm_gateway_origin_errors_total") >= 1.0,
+        )
+        .await;
+        gw.shutdown().await;
+    });
 }

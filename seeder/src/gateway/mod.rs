@@ -71,6 +71,12 @@ pub struct GatewayConfig {
     pub node: net::Config,
     /// Time limit for connecting and for each read from the origin (default 30 s).
     pub http_timeout: Duration,
+    /// Slowest origin response tolerated, in bytes per second over `origin_rate_window` (default
+    /// 16 KiB/s, or half the WAN cap if that is lower): an origin that drips bytes, each read in time,
+    /// is cut off and tried again later instead of holding the download for good.
+    pub origin_min_rate: u64,
+    /// The window `origin_min_rate` is judged over (default 30 s).
+    pub origin_rate_window: Duration,
     /// Bytes per range request, a multiple of the 16 KiB chunk group (default 4 MiB).
     pub range_bytes: u64,
     /// Download the newest release's full image before any device asks for it (default off).
@@ -94,6 +100,8 @@ impl GatewayConfig {
             api_listen: None,
             node,
             http_timeout: Duration::from_secs(30),
+            origin_min_rate: 16 * 1024,
+            origin_rate_window: Duration::from_secs(30),
             range_bytes: 4 << 20,
             prefetch: false,
             offline_after: Duration::from_secs(60),
@@ -162,8 +170,10 @@ struct Shared {
     wan_metadata_bytes: AtomicU64,
     state: state::State,
     metrics: views::Metrics,
-    /// Wakes the WAN loop (a device changed state, or `poll_now`).
+    /// Wakes the download loop (a device changed state, a poll found something, `poll_now`).
     wake: Notify,
+    /// Wakes the index poller (`poll_now`).
+    poll: Notify,
     stop: CancellationToken,
 }
 
@@ -247,6 +257,7 @@ impl Gateway {
             state: state::State::new(records),
             metrics,
             wake: Notify::new(),
+            poll: Notify::new(),
             stop: CancellationToken::new(),
         });
         // Re-announce releases verified before a restart, so devices hear of them at once.
@@ -263,7 +274,8 @@ impl Gateway {
             }
         }
         tokio::spawn(reports::collect(shared.clone()));
-        tokio::spawn(download::run_wan(shared.clone()));
+        tokio::spawn(download::run_polls(shared.clone()));
+        tokio::spawn(download::run_downloads(shared.clone()));
         tokio::spawn(run_schedule(shared.clone()));
         let api_addr = match shared.cfg.api_listen {
             Some(a) => Some(
@@ -309,6 +321,7 @@ impl Gateway {
     }
     /// Polls the origin now.
     pub fn poll_now(&self) {
+        self.shared.poll.notify_one();
         self.shared.wake.notify_one();
     }
     /// Stops everything.
