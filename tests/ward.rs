@@ -1590,3 +1590,65 @@ fn a_dripping_origin_is_cut_off_and_polling_goes_on() {
         gw.shutdown().await;
     });
 }
+
+/// A manifest the origin does not serve (a 404 while it is being re-published) is a transient fetch
+/// error, not a security refusal: the release shows as `unavailable`, nothing is counted as refused,
+/// and it verifies once the file is back. A release that leaves the origin's index leaves
+/// `/api/v1/releases`.
+#[test]
+fn a_missing_manifest_is_transient_and_a_release_leaving_the_index_leaves_the_api() {
+    let f = Fixture::new();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
+    f.release("3.0.0", 3, 1 << 20, &f.keys.release, far);
+    f.publish();
+    let m3 = f.path().join("origin/releases/3.0.0/manifest.json");
+    let hidden = f.path().join("manifest-3.json");
+    std::fs::rename(&m3, &hidden).expect("hide the manifest");
+    let rt = runtime();
+    rt.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (origin_addr, _) = origin::spawn(
+            f.path().join("origin"),
+            "127.0.0.1:0".parse().expect("addr"),
+            stop.clone(),
+        )
+        .await
+        .expect("origin");
+        let gw = prefetching_gateway(&f, &format!("http://{origin_addr}/"), "gw-404").await;
+        let status = |v: &str| {
+            gw.releases()
+                .iter()
+                .find(|r| r.version == v)
+                .map(|r| r.status)
+        };
+        wait_async("3.0.0 to be judged", Duration::from_secs(30), || {
+            status("3.0.0").is_some()
+        })
+        .await;
+        assert_eq!(status("3.0.0"), Some(ReleaseStatus::Unavailable));
+        assert_eq!(status("2.0.0"), Some(ReleaseStatus::Verified));
+        assert_eq!(
+            metric(&gw, "wardswarm_gateway_releases_refused_total"),
+            0.0,
+            "a 404 is not a refusal"
+        );
+        std::fs::rename(&hidden, &m3).expect("restore the manifest");
+        wait_async(
+            "3.0.0 to verify once served",
+            Duration::from_secs(30),
+            || status("3.0.0") == Some(ReleaseStatus::Verified),
+        )
+        .await;
+        // The maker withdraws 3.0.0: the index is re-published without it.
+        std::fs::remove_dir_all(f.path().join("origin/releases/3.0.0")).expect("withdraw");
+        f.publish();
+        wait_async("3.0.0 to leave the API", Duration::from_secs(30), || {
+            status("3.0.0").is_none()
+        })
+        .await;
+        assert_eq!(status("2.0.0"), Some(ReleaseStatus::Verified));
+        gw.shutdown().await;
+        stop.cancel();
+    });
+}

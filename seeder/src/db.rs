@@ -95,6 +95,16 @@ impl Db {
         w.commit().map_err(e)
     }
 
+    /// Removes a record (absent is fine).
+    pub fn delete(&self, table: Table, key: &str) -> Result<(), DbError> {
+        let w = self.db.begin_write().map_err(e)?;
+        {
+            let mut t = w.open_table(table.def()).map_err(e)?;
+            t.remove(key).map_err(e)?;
+        }
+        w.commit().map_err(e)
+    }
+
     /// All records of a table, skipping (and logging) any that no longer parse.
     pub fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, DbError> {
         let r = self.db.begin_read().map_err(e)?;

@@ -74,6 +74,25 @@ pub(super) async fn poll_origin(s: &Arc<Shared>) -> Result<(), WanError> {
             "origin index verified"
         );
     }
+    // A release the origin no longer lists is no longer offered: forget it.
+    let listed: std::collections::BTreeSet<Hash> =
+        index.releases.iter().map(|e| e.manifest).collect();
+    let gone: Vec<ReleaseRecord> = {
+        let mut st = s.state.lock();
+        let gone: Vec<Hash> = st
+            .releases
+            .keys()
+            .filter(|h| !listed.contains(h))
+            .copied()
+            .collect();
+        gone.iter().filter_map(|h| st.releases.remove(h)).collect()
+    };
+    for r in gone {
+        tracing::info!(version = %r.version, path = %r.path, "release left the origin's index");
+        if let Err(e) = s.db.delete(Table::Releases, &r.manifest.to_string()) {
+            tracing::error!(error = %e, "cannot forget a release");
+        }
+    }
     for entry in &index.releases {
         // The index names manifests by hash: the same bytes get the same verdict, so a release is
         // judged once, unless its manifest could not be fetched.
@@ -95,6 +114,9 @@ pub(super) async fn poll_origin(s: &Arc<Shared>) -> Result<(), WanError> {
                         tracing::warn!(error = %e, "announcing the release to the ward failed");
                     }
                 }
+            }
+            ReleaseStatus::Unavailable => {
+                tracing::warn!(version = %rec.version, path = %rec.path, reason = rec.reason.as_deref().unwrap_or(""), "release manifest not served by the origin; trying again at the next poll");
             }
             ReleaseStatus::Refused => {
                 s.metrics.releases_refused.inc();
@@ -124,7 +146,15 @@ async fn judge_release(s: &Shared, e: &IndexEntry) -> Result<ReleaseRecord, WanE
         Ok(b) => b,
         Err(WanError::Stopped) => return Err(WanError::Stopped),
         Err(err) => {
-            rec.retry = matches!(err, WanError::Network { .. } | WanError::Status { .. });
+            // The origin did not serve it (a 404 while it is being re-published, a network fault):
+            // nothing was judged, so nothing is refused; the next poll tries again.
+            rec.retry = matches!(
+                err,
+                WanError::Network { .. } | WanError::Status { .. } | WanError::Cut { .. }
+            );
+            if rec.retry {
+                rec.status = ReleaseStatus::Unavailable;
+            }
             rec.reason = Some(err.to_string());
             return Ok(rec);
         }

@@ -31,6 +31,9 @@ pub enum ReleaseStatus {
     Verified,
     /// Not announced; `reason` says why.
     Refused,
+    /// The origin did not serve its manifest (network, HTTP status): nothing was judged; it is tried
+    /// again at the next poll.
+    Unavailable,
 }
 
 impl ReleaseStatus {
@@ -39,6 +42,7 @@ impl ReleaseStatus {
         match self {
             Self::Verified => "verified",
             Self::Refused => "refused",
+            Self::Unavailable => "unavailable",
         }
     }
 }
