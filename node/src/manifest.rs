@@ -463,8 +463,15 @@ impl SignedManifest {
     pub fn signers(&self) -> Vec<crate::keys::PublicKeyId> {
         self.signed.signatures.iter().map(|s| s.key).collect()
     }
-    /// Hash of the canonical file bytes; identifies this exact signed manifest.
+    /// Hash of the canonical file bytes; identifies this exact signed manifest, signatures and all.
     pub fn id(&self) -> Hash {
         Hash::of(&self.to_bytes())
+    }
+    /// Hash of the signed body: identifies the release whatever signatures travel with it. Anyone
+    /// can drop a surplus signature (one above the threshold) and the document still verifies with
+    /// other bytes; this id stays the same, so a device's list of failed releases and a node's list of
+    /// known manifests cannot be sidestepped that way.
+    pub fn release_id(&self) -> Hash {
+        Hash::of(&self.signed.body_bytes)
     }
 }

@@ -201,7 +201,9 @@ impl<B: Serialize + DeserializeOwned> Signed<B> {
             return;
         }
         let sig = key.sign(&signing_message(self.kind, &self.body_bytes));
-        self.signatures.push(Signature { key: id, sig });
+        // Kept in key order: the one canonical order of the envelope.
+        let at = self.signatures.partition_point(|s| s.key < id);
+        self.signatures.insert(at, Signature { key: id, sig });
     }
 
     /// The canonical file bytes.
@@ -275,6 +277,13 @@ impl<B: Serialize + DeserializeOwned> Signed<B> {
                     kind: k,
                     reason: format!("signature by {key} is not 64 bytes of hex"),
                 });
+            }
+            // One spelling of each signature (lowercase hex, as written) and one order (ascending
+            // key): a relay cannot make a second spelling of the same document. A key repeated in
+            // place is left to `check_signatures`, which names it.
+            let in_order = signatures.last().is_none_or(|p: &Signature| p.key <= key);
+            if s.key != key.to_string() || s.sig != hex::encode(sig) || !in_order {
+                return Err(DocError::NotCanonical { kind: k });
             }
             signatures.push(Signature { key, sig });
         }
@@ -402,6 +411,61 @@ mod tests {
         assert!(matches!(
             Signed::<Body>::parse(DocKind::Root, &bytes),
             Err(DocError::WrongType { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn uppercase_hex_and_reordered_signatures_are_not_canonical() -> anyhow::Result<()> {
+        let (a, b) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+        let mut d = Signed::new(DocKind::Release, body())?;
+        // Signed in either order, the bytes are the same.
+        d.sign(&b);
+        d.sign(&a);
+        let mut e = Signed::new(DocKind::Release, body())?;
+        e.sign(&a);
+        e.sign(&b);
+        let bytes = d.to_bytes();
+        assert_eq!(bytes, e.to_bytes());
+        Signed::<Body>::parse(DocKind::Release, &bytes)?;
+        let text = String::from_utf8(bytes)?;
+
+        let sig = hex::encode(d.signatures[0].sig);
+        let upper = text.replacen(&sig, &sig.to_uppercase(), 1);
+        assert_ne!(upper, text);
+        assert!(matches!(
+            Signed::<Body>::parse(DocKind::Release, upper.as_bytes()),
+            Err(DocError::NotCanonical { .. })
+        ));
+
+        let entry = |s: &Signature| {
+            format!(
+                "{{\"key\":\"{}\",\"sig\":\"{}\"}}",
+                s.key,
+                hex::encode(s.sig)
+            )
+        };
+        let (first, second) = (entry(&d.signatures[0]), entry(&d.signatures[1]));
+        let swapped = text.replacen(
+            &format!("{first},{second}"),
+            &format!("{second},{first}"),
+            1,
+        );
+        assert_ne!(swapped, text);
+        assert!(matches!(
+            Signed::<Body>::parse(DocKind::Release, swapped.as_bytes()),
+            Err(DocError::NotCanonical { .. })
+        ));
+        let doubled = text.replacen(&first, &format!("{first},{first}"), 1);
+        let keys = [a.public_id(), b.public_id()];
+        let role = [RoleRequirement {
+            name: "release".into(),
+            keys: &keys,
+            threshold: 2,
+        }];
+        assert!(matches!(
+            Signed::<Body>::parse(DocKind::Release, doubled.as_bytes())?.check_signatures(&role),
+            Err(SignatureError::Duplicate { .. })
         ));
         Ok(())
     }

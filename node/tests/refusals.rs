@@ -630,3 +630,49 @@ fn root_rotation_refusals() {
         }))
     );
 }
+
+/// One byte form per signed document, and an identity a relay cannot change: uppercase signature
+/// hex and reordered signatures are refused; dropping a surplus signature (3 signers, threshold 2)
+/// leaves a document that still verifies, so the release's id is its signed body, the same for both.
+#[test]
+fn signature_spellings_are_refused_and_a_dropped_surplus_signature_keeps_the_release_id() {
+    let w = world();
+    let data = artifact_bytes();
+    let m = manifest(full_artifact(&data));
+    let k = &w.release_keys;
+    let all = signed(m.clone(), &[&k[0], &k[1], &k[2]]);
+    let fewer = signed(m, &[&k[0], &k[1]]);
+    let p = policy(&w.root);
+    let (a, b) = (
+        p.accept_manifest(&all).expect("3 of 3"),
+        p.accept_manifest(&fewer).expect("2 of 3"),
+    );
+    assert_ne!(a.signed().id(), b.signed().id(), "different files");
+    assert_eq!(
+        a.signed().release_id(),
+        b.signed().release_id(),
+        "one release"
+    );
+
+    let text = String::from_utf8(all.clone()).expect("utf-8");
+    let sig_at = text.find("\"sig\":\"").expect("a signature") + 7;
+    let mut upper = text.clone();
+    upper.replace_range(
+        sig_at..sig_at + 128,
+        &text[sig_at..sig_at + 128].to_uppercase(),
+    );
+    assert!(matches!(
+        SignedManifest::parse(upper.as_bytes()),
+        Err(ManifestError::Document(DocError::NotCanonical { .. }))
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&all).expect("json");
+    let sigs = v["signatures"].as_array().expect("signatures");
+    let one = serde_json::to_string(&sigs[0]).expect("json");
+    let two = serde_json::to_string(&sigs[1]).expect("json");
+    let swapped = text.replacen(&format!("{one},{two}"), &format!("{two},{one}"), 1);
+    assert_ne!(swapped, text);
+    assert!(matches!(
+        SignedManifest::parse(swapped.as_bytes()),
+        Err(ManifestError::Document(DocError::NotCanonical { .. }))
+    ));
+}

@@ -121,7 +121,8 @@ impl std::fmt::Display for UpdateResult {
 /// A release the device accepted (signatures, expiry, hardware, counter all checked) and plans to install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
-    /// Hash of the exact signed manifest.
+    /// The release's id ([`crate::manifest::SignedManifest::release_id`]): the hash of the signed
+    /// body, which a relay cannot change by dropping or reordering signatures.
     pub manifest: Hash,
     /// Release version.
     pub version: String,

@@ -373,7 +373,7 @@ impl Agent {
         let m = vm.manifest();
         let a = m.delta_from(&s.installed.image).or_else(|| m.full())?;
         let offer = Offer {
-            manifest: vm.signed().id(),
+            manifest: vm.signed().release_id(),
             version: m.version.clone(),
             counter: m.counter,
             artifact: a.root,

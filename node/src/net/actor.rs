@@ -725,7 +725,7 @@ impl Actor {
             }
             .into());
         }
-        let id = sm.id();
+        let id = sm.release_id();
         if self.manifests.contains_key(&id) {
             return Ok(false);
         }
