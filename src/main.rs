@@ -274,9 +274,14 @@ enum ReleaseCmd {
         /// Human version, e.g. 4.2.1.
         #[arg(long)]
         version: String,
-        /// Monotonic release counter (anti-rollback); must grow with every release.
+        /// Monotonic release counter (anti-rollback); must grow with every release. Counters above
+        /// 2^53 are refused unless --force-counter: a device that commits a counter near u64::MAX can
+        /// never take another release until it is re-provisioned.
         #[arg(long)]
         counter: u64,
+        /// Accept a counter above 2^53.
+        #[arg(long)]
+        force_counter: bool,
         /// How long devices accept the release, e.g. `90d`.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires: Duration,
@@ -784,6 +789,10 @@ fn root_cmd(c: RootCmd, now: Timestamp) -> Result<()> {
     }
 }
 
+/// The largest counter `release build` takes without `--force-counter` (2^53, also the largest
+/// integer a JSON reader with doubles reads exactly).
+const MAX_PLAIN_COUNTER: u64 = 1 << 53;
+
 fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
     match c {
         ReleaseCmd::Build {
@@ -799,7 +808,17 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
             zstd_level,
             zstd_workers,
             bases,
+            force_counter,
         } => {
+            if counter > MAX_PLAIN_COUNTER && !force_counter {
+                bail!(
+                    "--counter {counter} is above 2^53 ({MAX_PLAIN_COUNTER}): a device that commits it \
+                     has almost no counters left for later releases (none at all at {}), and only \
+                     re-provisioning lowers its floor. Use the next counter after your last \
+                     release, or pass --force-counter if you mean it",
+                    u64::MAX
+                );
+            }
             let keys = keys
                 .iter()
                 .map(|k| SecretKey::read(k))

@@ -566,3 +566,164 @@ fn a_node_config_with_a_fault_key_is_refused_and_names_the_key() {
         "state was created before the config was refused"
     );
 }
+
+/// Runs a command that must fail within `limit` (it is killed otherwise, and the test fails): a
+/// refusal, not a hang.
+fn fails_soon(dir: &Path, args: &[&str], limit: std::time::Duration) -> String {
+    let mut child = bin()
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            assert!(!status.success(), "wardswarm {args:?} should have failed");
+            return err;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("wardswarm {args:?} hung instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().expect("mkfifo");
+    assert!(st.success(), "mkfifo");
+}
+
+/// A FIFO given as the target image or as a release's manifest is refused at once, not read.
+#[test]
+fn a_fifo_as_target_or_manifest_is_refused_not_waited_on() {
+    let s = Setup::new();
+    let d = s.path();
+    let o = s.build("rel", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fs::remove_file(d.join("image.img")).expect("rm");
+    mkfifo(&d.join("image.img"));
+    let limit = std::time::Duration::from_secs(20);
+    let err = fails_soon(
+        d,
+        &[
+            "release",
+            "build",
+            "--target",
+            "image.img",
+            "--product",
+            "infusion-pump",
+            "--hardware",
+            "pump-rev-c",
+            "--version",
+            "4.2.2",
+            "--counter",
+            "43",
+            "--expires",
+            "90d",
+            "--key",
+            "release.key",
+            "--out",
+            "rel2",
+        ],
+        limit,
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(!d.join("rel2").exists(), "nothing left behind");
+    fs::remove_file(d.join("rel/manifest.json")).expect("rm");
+    mkfifo(&d.join("rel/manifest.json"));
+    let err = fails_soon(
+        d,
+        &["release", "verify", "--root", "root.json", "rel"],
+        limit,
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+/// A counter near u64::MAX would leave every device that commits it unable to update: refused
+/// unless forced.
+#[test]
+fn a_counter_near_the_maximum_needs_force() {
+    let s = Setup::new();
+    let d = s.path();
+    let args = |counter: &str, out: &str, force: bool| {
+        let mut a = vec![
+            "release",
+            "build",
+            "--target",
+            "image.img",
+            "--product",
+            "infusion-pump",
+            "--hardware",
+            "pump-rev-c",
+            "--version",
+            "9.9.9",
+            "--counter",
+            counter,
+            "--expires",
+            "90d",
+            "--key",
+            "release.key",
+            "--out",
+            out,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        if force {
+            a.push("--force-counter".into());
+        }
+        a
+    };
+    let max = u64::MAX.to_string();
+    let a = args(&max, "huge", false);
+    let err = fails(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("--force-counter"), "{err}");
+    assert!(!d.join("huge").exists());
+    let a = args(&max, "huge", true);
+    ok(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Two releases with one counter cannot be told apart by any device's anti-rollback check: the
+/// index is not published.
+#[test]
+fn origin_publish_refuses_two_releases_with_one_counter() {
+    let s = Setup::new();
+    let d = s.path();
+    fs::create_dir_all(d.join("origin/releases")).expect("mkdir");
+    assert!(s.build("origin/releases/a", &[]).status.success());
+    assert!(s.build("origin/releases/b", &[]).status.success());
+    let err = fails(
+        d,
+        &[
+            "origin",
+            "publish",
+            "origin",
+            "--key",
+            "release.key",
+            "--root",
+            "root.json",
+            "--expires",
+            "7d",
+        ],
+    );
+    assert!(
+        err.contains("counter 42") && err.contains("its own"),
+        "{err}"
+    );
+    assert!(!d.join("origin/index.json").exists(), "no index written");
+}
+
+/// `audit verify` of a file that is not there is an error, not "0 records, chain intact".
+#[test]
+fn audit_verify_of_a_missing_file_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = fails(dir.path(), &["audit", "verify", "agent/audit.jsonl"]);
+    assert!(err.contains("agent/audit.jsonl"), "{err}");
+}

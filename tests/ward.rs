@@ -1652,3 +1652,96 @@ fn a_missing_manifest_is_transient_and_a_release_leaving_the_index_leaves_the_ap
         stop.cancel();
     });
 }
+
+/// A second agent started on the same state folder is refused (two would interleave write-ahead
+/// states and audit lines), as a second gateway already is; the first runs on.
+#[test]
+fn a_second_agent_on_the_same_state_folder_is_refused() {
+    let f = Fixture::new();
+    let d = f.path();
+    f.member("pump-1", Role::Device);
+    FileSlots::provision(&d.join("pump-1").join("slots"), &f.factory).expect("provision");
+    // No gateway is needed: the bootstrap address only has to parse.
+    let nobody = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+    std::fs::write(
+        d.join("pump-1.toml"),
+        device_toml("pump-1", nobody, "true", ""),
+    )
+    .expect("cfg");
+    let first = Proc::start(d, &["node", "--config", "pump-1.toml"], "first.log");
+    first.line("listening on ");
+    let mut second = Proc::start(d, &["node", "--config", "pump-1.toml"], "second.log");
+    let mut status = None;
+    wait_for("the second agent to exit", Duration::from_secs(20), || {
+        status = second.child.try_wait().expect("wait");
+        status.is_some()
+    });
+    assert!(!status.expect("exited").success(), "the second agent ran");
+    let err = std::fs::read_to_string(d.join("second.log")).expect("log");
+    assert!(
+        err.contains("another agent runs on the state folder"),
+        "{err}"
+    );
+    assert!(
+        first.line("listening on ").contains("/p2p/"),
+        "the first runs on"
+    );
+}
+
+/// A verified release the device refuses by policy (here: another hardware's) goes into the
+/// device's audit log (before, only bad signatures did).
+#[test]
+fn a_release_refused_by_policy_is_audited() {
+    let f = Fixture::new();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
+    f.publish();
+    let d = f.path();
+    let rt = runtime();
+    rt.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (origin_addr, _) = origin::spawn(
+            d.join("origin"),
+            "127.0.0.1:0".parse().expect("addr"),
+            stop.clone(),
+        )
+        .await
+        .expect("origin");
+        let gw = prefetching_gateway(&f, &format!("http://{origin_addr}/"), "gw-hw").await;
+        let gw_addr = loop {
+            if let Some(a) = gw.node().listen_addrs().await.expect("addrs").first() {
+                break a.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let kp = libp2p::identity::Keypair::generate_ed25519();
+        let slots: Arc<dyn Slots> =
+            Arc::new(FileSlots::provision(&d.join("odd/slots"), &f.factory).expect("slots"));
+        let mut acfg = AgentConfig::new(d.join("odd/agent"), "pump-rev-x");
+        acfg.factory_counter = 1;
+        let device = Device::start(device::Spec {
+            store: d.join("odd/store"),
+            node: loopback(vec![gw_addr]),
+            cert: cert(&f, &kp, "odd", Role::Device),
+            keypair: kp,
+            root: f.root.clone(),
+            agent: Some((acfg, slots)),
+        })
+        .expect("device");
+        let log = d.join("odd/agent/audit.jsonl");
+        let refusals = || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("release refused") && l.contains("pump-rev-x"))
+                .count()
+        };
+        wait_async("the refusal to be audited", Duration::from_secs(30), || {
+            refusals() >= 1
+        })
+        .await;
+        device.stop().await.expect("stop");
+        gw.shutdown().await;
+        stop.cancel();
+    });
+}

@@ -96,7 +96,7 @@ impl GroupSet {
         std::iter::from_fn(move || {
             while g < self.len && !self.contains(g) {
                 // Skip empty words quickly.
-                if g % 64 == 0 && self.words[(g / 64) as usize] == 0 {
+                if g.is_multiple_of(64) && self.words[(g / 64) as usize] == 0 {
                     g += 64;
                     continue;
                 }

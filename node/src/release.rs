@@ -263,7 +263,7 @@ fn build_delta(
     // Check it applies before publishing it.
     let applied = crate::delta::apply(
         || File::open(&partial),
-        io::BufReader::new(File::open(base_path).map_err(|e| err(base_path, e))?),
+        io::BufReader::new(fsutil::open_regular(base_path).map_err(|e| err(base_path, e))?),
         target.length,
     )
     .map_err(|e| err(&partial, Fault::Invalid(e.to_string())))?;
@@ -303,7 +303,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn compress_and_hash(req: &BuildRequest, out: &Path) -> Result<(Target, u64), ReleaseError> {
     let t = &req.target;
-    let mut src = File::open(t).map_err(|e| err(t, e))?;
+    let mut src = fsutil::open_regular(t).map_err(|e| err(t, e))?;
     let src_len = src.metadata().map_err(|e| err(t, e))?.len();
     let file = OpenOptions::new()
         .write(true)
@@ -365,7 +365,7 @@ fn write_outboard(data_path: &Path, len: u64, dir: &Path) -> Result<(Hash, PathB
         .create_new(true)
         .open(&ob_path)
         .map_err(|e| err(&ob_path, e))?;
-    let data = File::open(data_path).map_err(|e| err(data_path, e))?;
+    let data = fsutil::open_regular(data_path).map_err(|e| err(data_path, e))?;
     let root = outboard::create(data, len, &ob).map_err(|e| err(&ob_path, e))?;
     ob.sync_all().map_err(|e| err(&ob_path, e))?;
     Ok((root, ob_path))
@@ -437,8 +437,8 @@ pub fn verify_dir(
         let op = art_dir.join(format!("{}{OUTBOARD_SUFFIX}", a.file_name()));
         expected.insert(a.file_name());
         expected.insert(format!("{}{OUTBOARD_SUFFIX}", a.file_name()));
-        let data = File::open(&dp).map_err(|e| err(&dp, e))?;
-        let ob = File::open(&op).map_err(|e| err(&op, e))?;
+        let data = fsutil::open_regular(&dp).map_err(|e| err(&dp, e))?;
+        let ob = fsutil::open_regular(&op).map_err(|e| err(&op, e))?;
         outboard::verify_files(&data, &ob, a).map_err(|e| match e {
             ArtifactError::OutboardLength { .. } | ArtifactError::OutboardCorrupt { .. } => {
                 err(&op, e)
@@ -467,7 +467,7 @@ pub fn verify_dir(
 
 /// Decodes a full-image artifact and checks the image's length and hash against the manifest.
 fn check_full_image(path: &Path, a: &Artifact, target: &Target) -> Result<(), ReleaseError> {
-    let f = File::open(path).map_err(|e| err(path, e))?;
+    let f = fsutil::open_regular(path).map_err(|e| err(path, e))?;
     let reader: Box<dyn Read> = match a.compression {
         Compression::None => Box::new(BufReader::with_capacity(IO_BLOCK, f)),
         Compression::Zstd => Box::new(

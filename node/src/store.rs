@@ -311,7 +311,7 @@ impl Entry {
         let start = first_group * GROUP_BYTES;
         let end = (start + data.len() as u64).min(self.length);
         let groups = first_group..outboard::groups(end.max(start + 1)).max(first_group + 1);
-        if end != self.length && data.len() as u64 % GROUP_BYTES != 0 {
+        if end != self.length && !(data.len() as u64).is_multiple_of(GROUP_BYTES) {
             return Err(ReceiveError::Corrupt(
                 "origin data does not end on a chunk-group boundary".into(),
             ));

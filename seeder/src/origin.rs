@@ -110,6 +110,7 @@ pub fn publish(
         )));
     }
     let mut releases = Vec::new();
+    let mut counters = std::collections::BTreeMap::new();
     let mut product = None;
     for p in &paths {
         let d = dir.join(p);
@@ -124,6 +125,17 @@ pub fn publish(
                 reason: format!(
                     "release of {:?}, the others are of {prod:?}",
                     sm.manifest.product
+                ),
+            });
+        }
+        // Devices order releases by counter alone: two releases with one counter would be
+        // interchangeable to every anti-rollback check.
+        if let Some(other) = counters.insert(sm.manifest.counter, p.clone()) {
+            return Err(PublishError::Release {
+                path: d,
+                reason: format!(
+                    "counter {} is also the counter of {other}; every release needs a counter of its own",
+                    sm.manifest.counter
                 ),
             });
         }

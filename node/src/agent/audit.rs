@@ -186,6 +186,13 @@ impl AuditLog {
 
 /// Verifies a log file: returns the number of lines and the chain head, or the first broken line.
 pub fn verify(path: &Path) -> Result<(u64, Hash), AuditError> {
+    // A log that is not there proves nothing: "0 records, chain intact" would read as a clean bill.
+    if let Err(cause) = crate::fsutil::open_regular(path) {
+        return Err(AuditError::Io {
+            path: path.into(),
+            cause,
+        });
+    }
     let (n, head, _, torn) = scan(path)?;
     if torn {
         return Err(AuditError::Broken {

@@ -119,6 +119,10 @@ pub enum AgentError {
     Audit(#[from] AuditError),
     #[error("agent state {path}: {reason}")]
     State { path: PathBuf, reason: String },
+    #[error(
+        "another agent runs on the state folder {dir} (it holds {dir}/agent.lock); stop it first"
+    )]
+    Locked { dir: PathBuf },
 }
 
 /// Fetch progress.
@@ -184,7 +188,14 @@ pub struct Agent {
     state: Option<State>,
     progress: Option<Progress>,
     last_artifact: Option<Hash>,
+    /// Documents refused since this start (their audit line is written once).
+    refused: std::collections::HashSet<Hash>,
+    /// Held for the agent's life: the state folder's lock.
+    _lock: File,
 }
+
+/// Refused documents remembered per start, so each is audited once; past it, none more are.
+const MAX_REFUSED_REMEMBERED: usize = 1024;
 
 enum Done {
     Input(Box<Input>),
@@ -209,6 +220,24 @@ impl Agent {
         root: TrustRoot,
     ) -> Result<(Self, watch::Receiver<Report>), AgentError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| state_err(&cfg.dir, e))?;
+        // One agent per state folder: two would interleave write-ahead states and audit lines. The
+        // lock is the kernel's (flock), so it goes with the process, even on kill -9.
+        let lock_path = cfg.dir.join("agent.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| state_err(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AgentError::Locked {
+                    dir: cfg.dir.clone(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(state_err(&lock_path, e)),
+        }
         let audit = AuditLog::open(cfg.dir.join("audit.jsonl"))?;
         let (status, rx) = watch::channel(Report {
             hardware: cfg.hardware.clone(),
@@ -239,6 +268,8 @@ impl Agent {
                 state: None,
                 progress: None,
                 last_artifact: None,
+                refused: Default::default(),
+                _lock: lock,
             },
             rx,
         ))
@@ -358,15 +389,26 @@ impl Agent {
         };
         let vm = match policy.accept_manifest(bytes) {
             Ok(vm) => vm,
-            Err(ManifestRefusal::NotNewer { .. } | ManifestRefusal::WrongHardware { .. }) => {
-                return None
-            }
+            // The release this device runs, announced again: nothing to refuse.
+            Err(ManifestRefusal::NotNewer { counter, floor }) if counter == floor => return None,
             Err(e) => {
-                tracing::warn!(target: "wardswarm::security", error = %e, "release refused");
-                let _ = self.audit.append(&serde_json::json!({
-                    "event": "release refused",
-                    "reason": e.to_string(),
-                }));
+                // Every refusal (a replay or downgrade, another hardware's release, a bad
+                // signature) goes into the audit log, once per document and boot: announcements
+                // repeat, the log must not.
+                let key = Hash::of(bytes);
+                if self.refused.len() < MAX_REFUSED_REMEMBERED && self.refused.insert(key) {
+                    let security = !matches!(e, ManifestRefusal::WrongHardware { .. });
+                    if security {
+                        tracing::warn!(target: "wardswarm::security", error = %e, "release refused");
+                    } else {
+                        tracing::info!(error = %e, "release for other hardware ignored");
+                    }
+                    let _ = self.audit.append(&serde_json::json!({
+                        "event": "release refused",
+                        "document": key,
+                        "reason": e.to_string(),
+                    }));
+                }
                 return None;
             }
         };

@@ -111,7 +111,7 @@ impl GatewayConfig {
 
     /// Checks rules that span fields.
     pub fn validate(&self) -> Result<(), GatewayError> {
-        if self.range_bytes == 0 || self.range_bytes % GROUP_BYTES != 0 {
+        if self.range_bytes == 0 || !self.range_bytes.is_multiple_of(GROUP_BYTES) {
             return Err(GatewayError::Config(format!(
                 "range_bytes must be a positive multiple of {GROUP_BYTES}"
             )));

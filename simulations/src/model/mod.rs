@@ -497,7 +497,7 @@ impl<'a> Ward<'a> {
             return;
         }
         self.nodes[i].rounds += 1;
-        let refresh = self.nodes[i].rounds % REFRESH_ROUNDS == 0;
+        let refresh = self.nodes[i].rounds.is_multiple_of(REFRESH_ROUNDS);
         let at = self.now + self.lat();
         let now_ms = self.now / 1000;
         if i == 0 && self.leave_after_copy && self.gateway_left.is_none() && self.seeded_once() {
