@@ -760,3 +760,68 @@ async fn a_member_that_knows_its_dialer_proves_itself_first() {
     x.handle.shutdown().await.expect("shutdown");
     y.handle.shutdown().await.expect("shutdown");
 }
+
+/// A certificate that expires while its holder is connected ends the admission: the peer leaves
+/// the admitted set, is refused and disconnected (before, it was served 20 s after expiry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_expiring_while_connected_ends_the_admission() {
+    let w = ward();
+    let gw = w
+        .start("gateway", Role::Gateway, w.config(vec![]), None)
+        .await;
+    let key = Keypair::generate_ed25519();
+    let short = Certificate::issue(
+        WARD,
+        "pump-short",
+        Role::Device,
+        &key.public().to_peer_id().to_string(),
+        Timestamp::now().saturating_add(Duration::from_secs(3)),
+        std::slice::from_ref(&w.membership),
+    )
+    .expect("cert");
+    let store = Arc::new(Store::open(w.dir.path().join("short")).expect("store"));
+    let mut events = gw.handle.subscribe();
+    let (dev, _j) = node::spawn(
+        w.config(vec![addr(&gw.handle).await]),
+        key.clone(),
+        &short,
+        w.root.clone(),
+        store,
+    )
+    .expect("spawn");
+    let id = dev.peer_id();
+    tokio::time::timeout(T, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::PeerAdmitted { peer, .. }) if peer == id => break,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => panic!("stopped"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("admitted while valid");
+    let reason = tokio::time::timeout(T, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::PeerRefused { peer, reason }) if peer == id => break reason,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => panic!("stopped"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the admission ends");
+    assert!(reason.contains("expired"), "{reason}");
+    assert!(
+        !gw.handle
+            .peers()
+            .await
+            .expect("peers")
+            .iter()
+            .any(|(p, _, _)| *p == id),
+        "no longer a member"
+    );
+    dev.shutdown().await.expect("shutdown");
+    gw.handle.shutdown().await.expect("shutdown");
+}

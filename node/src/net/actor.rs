@@ -746,6 +746,7 @@ impl Actor {
 
     fn on_tick(&mut self) {
         self.downloads_tick();
+        self.expire_certificates(Timestamp::now());
         // Peers that did not prove membership in time are disconnected.
         let late: Vec<PeerId> = self
             .peers
@@ -766,6 +767,36 @@ impl Actor {
             });
             self.peers.remove(&p);
             let _ = self.swarm.disconnect_peer_id(p);
+        }
+    }
+
+    /// A member whose certificate expires while connected is no member any more: it leaves the
+    /// admitted set at once (nothing more is served to it or taken from it) and is disconnected; if
+    /// it reconnects, admission refuses the expired certificate.
+    fn expire_certificates(&mut self, now: Timestamp) {
+        let expired: Vec<(PeerId, Timestamp)> = self
+            .peers
+            .iter()
+            .filter_map(|(p, s)| s.cert.as_ref().map(|c| (*p, c.expires)))
+            .filter(|(_, exp)| now >= *exp)
+            .collect();
+        for (peer, expires) in expired {
+            if let Some(s) = self.peers.get_mut(&peer) {
+                s.cert = None;
+                s.outbox = None;
+            }
+            if self.members.send_if_modified(|m| m.remove(&peer)) {
+                self.shared.metrics.peers_admitted.dec();
+                self.pex_dirty = true;
+            }
+            self.shared.metrics.admission_refused.inc();
+            tracing::warn!(target: "wardswarm::security", %peer, %expires, "membership certificate expired: admission ended");
+            self.emit(Event::PeerRefused {
+                peer,
+                reason: format!("membership certificate expired at {expires}"),
+            });
+            self.downloads_peer_gone(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
