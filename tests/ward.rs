@@ -1745,3 +1745,57 @@ fn a_release_refused_by_policy_is_audited() {
         stop.cancel();
     });
 }
+
+/// A gateway whose disk is full does not loop on re-downloads: the local fault pauses the download
+/// (30 s, doubling), so in 10 s it spends less WAN than one artifact. Before, it retried within a
+/// second and spent 27 MB in 20 s on an 8.4 MB artifact. Needs root for the small tmpfs.
+#[test]
+fn a_full_gateway_disk_does_not_loop_on_the_wan() {
+    let f = Fixture::new();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    let artifact = f.release("2.0.0", 2, 8 << 20, &f.keys.release, far);
+    f.publish();
+    let state = f.path().join("gw-full");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&state)
+        .status();
+    if !matches!(mounted, Ok(st) if st.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must not skip this test"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let rt = runtime();
+    rt.block_on(async {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (origin_addr, _) = origin::spawn(
+            f.path().join("origin"),
+            "127.0.0.1:0".parse().expect("addr"),
+            stop.clone(),
+        )
+        .await
+        .expect("origin");
+        let gw = prefetching_gateway(&f, &format!("http://{origin_addr}/"), "gw-full").await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let wan = gw.wan_bytes();
+        let (have, total) = artifact_groups(&gw);
+        assert!(have < total, "the artifact cannot fit");
+        assert!(
+            wan < artifact,
+            "{wan} B of WAN in 10 s on a full disk, for an artifact of {artifact}"
+        );
+        gw.shutdown().await;
+        stop.cancel();
+    });
+}

@@ -64,7 +64,9 @@ pub(super) async fn run_polls(s: Arc<Shared>) {
 /// something new, or a back-off after a failure ends.
 pub(super) async fn run_downloads(s: Arc<Shared>) {
     let mut failures = 0u32;
+    let mut local_failures = 0u32;
     loop {
+        let mut local_pause = None;
         let mut wait = s.cfg.poll_interval;
         for need in needed(&s) {
             if s.store.get(&need.root).is_some_and(|e| e.is_complete()) {
@@ -80,6 +82,7 @@ pub(super) async fn run_downloads(s: Arc<Shared>) {
             match r {
                 Ok(()) => {
                     failures = 0;
+                    local_failures = 0;
                     tracing::info!(root = %need.root, "artifact complete and verified");
                 }
                 Err(WanError::Stopped) => return,
@@ -89,8 +92,14 @@ pub(super) async fn run_downloads(s: Arc<Shared>) {
                         s.metrics.origin_corrupt.inc();
                         tracing::warn!(target: "wardswarm::security", error = %e, "origin served data that fails verification");
                     } else if e.is_local() {
-                        s.metrics.origin_errors.inc();
-                        tracing::error!(error = %e, "download stopped by a local fault; retrying after a pause");
+                        // A full or failing disk here: downloading again at once would only spend
+                        // WAN on bytes that cannot be stored.
+                        local_failures += 1;
+                        let pause = LOCAL_RETRY
+                            .saturating_mul(1 << (local_failures - 1).min(5))
+                            .min(LOCAL_RETRY_MAX);
+                        local_pause = Some(pause);
+                        tracing::error!(error = %e, retry_in = %humantime::format_duration(pause), "download stopped by a local fault (disk full?); retrying later");
                     } else {
                         s.metrics.origin_errors.inc();
                         tracing::warn!(error = %e, "download interrupted; resuming after a pause");
@@ -100,6 +109,14 @@ pub(super) async fn run_downloads(s: Arc<Shared>) {
                 }
             }
         }
+        if let Some(pause) = local_pause {
+            // Not cut short by device reports or polls: only time (or stopping) ends it.
+            tokio::select! {
+                _ = s.stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            continue;
+        }
         tokio::select! {
             _ = s.stop.cancelled() => return,
             _ = s.wake.notified() => {}
@@ -107,6 +124,11 @@ pub(super) async fn run_downloads(s: Arc<Shared>) {
         }
     }
 }
+
+/// First pause after a local fault (full disk, I/O error); it doubles per consecutive fault.
+const LOCAL_RETRY: Duration = Duration::from_secs(30);
+/// Longest pause after local faults.
+const LOCAL_RETRY_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// The slowest rate tolerated from the origin: `origin_min_rate`, or half the WAN cap if lower (we
 /// must not cut off an origin for our own throttling).
