@@ -123,7 +123,7 @@ enum OriginCmd {
         /// The origin folder (index.json and release directories).
         dir: PathBuf,
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, default_value = "127.0.0.1:8000")]
         listen: std::net::SocketAddr,
     },
     /// Sign DIR/index.json over every release directory under DIR (version: previous + 1).
@@ -136,8 +136,8 @@ enum OriginCmd {
         /// The trust root, to check the index verifies before it is written.
         #[arg(long)]
         root: PathBuf,
-        /// How long the index is valid; gateways refuse a stale index.
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        /// How long the index is valid, e.g. `7d`, `12h`; gateways refuse a stale index.
+        #[arg(long, default_value = "7d", value_parser = parse_period)]
         expires: Duration,
     },
 }
@@ -173,8 +173,8 @@ enum CertCmd {
         /// The node's libp2p peer id (`wardswarm peer-id --key FILE`).
         #[arg(long)]
         peer: String,
-        /// How long the certificate is valid.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// How long the certificate is valid, e.g. `365d`, `30d`, `12h`.
+        #[arg(long, value_parser = parse_period)]
         expires: Duration,
         /// Output file; an existing file is never overwritten.
         #[arg(long)]
@@ -205,7 +205,7 @@ enum RootCmd {
         #[command(flatten)]
         keys: RoleKeys,
         /// How long the root stays valid, e.g. `365d`, `2years`.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_period)]
         expires: Duration,
         /// Output file; an existing file is never overwritten.
         #[arg(long)]
@@ -234,8 +234,8 @@ enum RootCmd {
         /// A signing key file (a current or a new root key).
         #[arg(long = "key")]
         signers: Vec<PathBuf>,
-        /// How long the new root stays valid.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// How long the new root stays valid, e.g. `365d`, `2years`.
+        #[arg(long, value_parser = parse_period)]
         expires: Duration,
         /// Output file for the new version.
         #[arg(long)]
@@ -283,7 +283,7 @@ enum ReleaseCmd {
         #[arg(long)]
         force_counter: bool,
         /// How long devices accept the release, e.g. `90d`.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_period)]
         expires: Duration,
         /// Release key file; repeat to meet a threshold.
         #[arg(long = "key", required = true)]
@@ -345,6 +345,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -787,6 +789,19 @@ fn root_cmd(c: RootCmd, now: Timestamp) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Durations on the command line (`90d`, `12h`, `30m`, `2years`, `1d 12h`), with an error that says
+/// how to write one.
+fn parse_period(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| {
+        let t = s.trim();
+        if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
+            format!("{t} needs a unit: {t}d for days, {t}h for hours, {t}m for minutes")
+        } else {
+            format!("{s:?} is not a duration ({e}); write it like 90d, 12h or 2years")
+        }
+    })
 }
 
 /// The largest counter `release build` takes without `--force-counter` (2^53, also the largest

@@ -727,3 +727,43 @@ fn audit_verify_of_a_missing_file_fails() {
     let err = fails(dir.path(), &["audit", "verify", "agent/audit.jsonl"]);
     assert!(err.contains("agent/audit.jsonl"), "{err}");
 }
+
+/// The README's `release build ... --out origin/releases/4.2.1` in a fresh folder makes the folders
+/// it names (before: "origin/releases: No such file or directory").
+#[test]
+fn release_build_makes_the_folders_of_its_output() {
+    let s = Setup::new();
+    let o = s.build("origin/releases/4.2.1", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(s
+        .path()
+        .join("origin/releases/4.2.1/manifest.json")
+        .is_file());
+}
+
+/// A duration without a unit says how to write one (before: "time unit needed"), and `--help`
+/// shows the format.
+#[test]
+fn a_duration_without_a_unit_says_how_to_write_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = fails(
+        dir.path(),
+        &[
+            "root",
+            "init",
+            "--root-key",
+            "a",
+            "--release-key",
+            "b",
+            "--membership-key",
+            "c",
+            "--expires",
+            "365",
+            "--out",
+            "root.json",
+        ],
+    );
+    assert!(err.contains("365d for days"), "{err}");
+    let help = ok(dir.path(), &["root", "init", "--help"]);
+    assert!(help.contains("365d"), "{help}");
+}

@@ -301,7 +301,7 @@ fn device_toml(name: &str, gateway: &str, health: &str, extra_agent: &str) -> St
         .replace("state = \"agent\"", &format!("state = \"{name}/agent\""))
         .replace("dir = \"slots\"", &format!("dir = \"{name}/slots\""))
         .replace(
-            "health_check = \"systemctl is-system-running --wait && /usr/libexec/pump/selftest\"",
+            "health_check = \"true\"",
             &format!("health_check = \"{health}\""),
         )
         .replace(
@@ -449,6 +449,14 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
     assert_eq!(ok["installed"]["slot"], "b");
     let sick = device_state(d, "pump-sick");
     assert_eq!(result_of(&sick).as_deref(), Some("rolled_back"), "{sick}");
+    // A rollback is a warning in the device's log, with plain field values.
+    let log = std::fs::read_to_string(d.join("pump-sick.log")).expect("log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("result=\"rolled_back\"")),
+        "{log}"
+    );
+    assert!(!log.contains("Some(\""), "Option values in the log: {log}");
     assert_eq!(
         sick["installed"]["version"], "1.0.0",
         "floor and slot unchanged"
@@ -1373,6 +1381,15 @@ fn devices_bootstrapped_only_to_the_gateway_form_a_swarm() {
         copies <= 1.5,
         "the gateway uploaded {copies:.2} artifact copies"
     );
+    // A device that stops is offline as soon as its connection closes, not a minute later.
+    let status = procs[5].sigterm();
+    assert!(status.success(), "clean stop");
+    wait_for("pump-6 to show offline", Duration::from_secs(10), || {
+        json_get(api, "/api/v1/devices")
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == "pump-6").cloned())
+            .is_some_and(|x| x["online"] == false && x["stale"] == true)
+    });
 }
 
 /// Connection defences: 200 sockets from one host (127.0.0.2) that connect to the gateway and never
@@ -1686,6 +1703,9 @@ fn a_second_agent_on_the_same_state_folder_is_refused() {
         first.line("listening on ").contains("/p2p/"),
         "the first runs on"
     );
+    // Logs written to a file carry no terminal colour codes.
+    let log = std::fs::read_to_string(d.join("first.log")).expect("log");
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "{log}");
 }
 
 /// A verified release the device refuses by policy (here: another hardware's) goes into the
@@ -1798,4 +1818,38 @@ fn a_full_gateway_disk_does_not_loop_on_the_wan() {
         gw.shutdown().await;
         stop.cancel();
     });
+}
+
+/// Following the README on one machine: a gateway whose `api_listen` port is taken says so, naming
+/// the key, and leaves no state folder behind.
+#[test]
+fn a_taken_api_port_is_named_and_leaves_no_state() {
+    let f = Fixture::new();
+    let d = f.path();
+    f.member("gw", Role::Gateway);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let cfg = gateway_toml("http://127.0.0.1:9/", "").replace(
+        "api_listen = \"127.0.0.1:0\"",
+        &format!("api_listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(d.join("gateway.toml"), &cfg).expect("config");
+    let state = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("state = \""))
+        .and_then(|l| l.split('"').next())
+        .expect("state key")
+        .to_string();
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["seeder", "--config", "gateway.toml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api_listen") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert!(!d.join(&state).exists(), "state folder {state} was created");
 }

@@ -16,6 +16,22 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Creates `dir` and any missing parents, fsyncing each new entry's parent so the folders survive a
+/// power cut.
+pub fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dirs(up)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fsync_dir(parent_dir(dir)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// fsyncs a directory so that a rename or a new entry in it survives a power cut.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -138,6 +138,8 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
         return Err(err(&req.out, Fault::Exists));
     }
     let parent = fsutil::parent_dir(&req.out);
+    // `--out origin/releases/4.2.1` in a fresh folder: make the folders it names.
+    fsutil::create_dirs(parent).map_err(|e| err(parent, e))?;
     let name = req
         .out
         .file_name()

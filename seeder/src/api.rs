@@ -34,13 +34,12 @@ pub fn router(s: ApiState) -> Router {
         .with_state(s)
 }
 
-/// Binds and serves the API until `stop`; returns the bound address.
-pub async fn spawn(
+/// Serves the API on a bound listener until `stop`; returns the bound address.
+pub fn serve(
     s: ApiState,
-    addr: SocketAddr,
+    l: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let l = tokio::net::TcpListener::bind(addr).await?;
     let a = l.local_addr()?;
     let app = router(s);
     tokio::spawn(async move {

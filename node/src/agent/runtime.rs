@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     audit::{AuditError, AuditLog},
-    machine::{Action, DeviceState, Input, Installed, Offer, Outcome, State, Transition},
+    machine::{
+        Action, DeviceState, Input, Installed, Offer, Outcome, State, Transition, UpdateResult,
+    },
     slots::{BootState, Reboot, SlotError, SlotId, Slots},
 };
 use crate::{
@@ -372,7 +374,15 @@ impl Agent {
     }
 
     fn log(&mut self, t: &Transition) -> Result<(), AgentError> {
-        tracing::info!(from = %t.from, to = %t.to, event = %t.event, version = ?t.version, detail = ?t.detail, "update transition");
+        let (version, detail) = (t.version.as_deref(), t.detail.as_deref());
+        match t.result {
+            Some(UpdateResult::RolledBack | UpdateResult::Failed) => {
+                tracing::warn!(from = %t.from, to = %t.to, event = %t.event, version, detail, result = t.result.map(UpdateResult::as_str), "update transition")
+            }
+            _ => {
+                tracing::info!(from = %t.from, to = %t.to, event = %t.event, version, detail, "update transition")
+            }
+        }
         self.audit.append(t)?;
         Ok(())
     }
@@ -660,11 +670,18 @@ async fn health_check(cmd: Option<&str>, timeout: Duration, version: &str) -> In
         )),
         Ok(Err(e)) => Input::Unhealthy(format!("health check `{cmd}` could not run: {e}")),
         Ok(Ok(out)) if out.status.success() => Input::Healthy,
-        Ok(Ok(out)) => Input::Unhealthy(format!(
-            "health check `{cmd}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        Ok(Ok(out)) => {
+            // What the check said: its stderr, else its stdout, else that it said nothing.
+            let said = [&out.stderr, &out.stdout]
+                .into_iter()
+                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .find(|s| !s.is_empty())
+                .unwrap_or_else(|| "it printed nothing".into());
+            Input::Unhealthy(format!(
+                "health check `{cmd}` failed ({}): {said}",
+                out.status
+            ))
+        }
     }
 }
 
@@ -849,6 +866,25 @@ mod tests {
             target: Hash::of(target),
             target_length: target.len() as u64,
         }
+    }
+
+    #[test]
+    fn a_failed_health_check_says_what_it_printed_or_that_it_printed_nothing() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let t = Duration::from_secs(30);
+        let silent = rt.block_on(health_check(Some("exit 1"), t, "2.0.0"));
+        let Input::Unhealthy(why) = silent else {
+            panic!("healthy: {silent:?}")
+        };
+        assert!(why.ends_with("it printed nothing"), "{why}");
+        let loud = rt.block_on(health_check(Some("echo sensor offline; exit 2"), t, "2.0.0"));
+        let Input::Unhealthy(why) = loud else {
+            panic!("healthy: {loud:?}")
+        };
+        assert!(why.ends_with("sensor offline"), "{why}");
     }
 
     #[test]

@@ -542,6 +542,7 @@ impl Actor {
         if self.members.send_if_modified(|m| m.remove(&peer)) {
             self.shared.metrics.peers_admitted.dec();
             self.pex_dirty = true;
+            self.emit(Event::PeerLeft { peer });
         }
         self.downloads_peer_gone(peer);
     }

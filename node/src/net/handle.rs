@@ -109,6 +109,8 @@ pub enum Event {
     },
     /// A peer was refused admission.
     PeerRefused { peer: PeerId, reason: String },
+    /// An admitted peer's last connection closed.
+    PeerLeft { peer: PeerId },
     /// A verified, signed manifest arrived (from a peer or via `announce`).
     Manifest {
         bytes: Arc<Vec<u8>>,

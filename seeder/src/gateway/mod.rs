@@ -136,6 +136,13 @@ pub enum GatewayError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error(
+        "api_listen {addr}: {cause} (set api_listen to a free address, or stop what holds it)"
+    )]
+    ApiListen {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
 }
 
 impl From<DbError> for GatewayError {
@@ -216,6 +223,7 @@ fn open_state(dir: &Path) -> Result<(Arc<Store>, Db, state::Records, u64), Gatew
             .map(|(_, r)| (r.manifest, r))
             .collect(),
         index: Default::default(),
+        connected: Default::default(),
     };
     Ok((store, db, records, wan_bytes))
 }
@@ -230,6 +238,15 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         checked_certificate(cert)?;
         cfg.validate()?;
+        // The API's address first: a taken port must not leave a state folder behind.
+        let api = match cfg.api_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|cause| GatewayError::ApiListen { addr, cause })?,
+            ),
+            None => None,
+        };
         let (store, db, records, wan_bytes) = open_state(&cfg.dir)?;
         let mut ncfg = cfg.node.clone();
         if cfg.super_seed && ncfg.seeding.is_none() {
@@ -277,14 +294,14 @@ impl Gateway {
         tokio::spawn(download::run_polls(shared.clone()));
         tokio::spawn(download::run_downloads(shared.clone()));
         tokio::spawn(run_schedule(shared.clone()));
-        let api_addr = match shared.cfg.api_listen {
-            Some(a) => Some(
-                crate::api::spawn(ApiState(shared.clone()), a, shared.stop.clone())
-                    .await
-                    .map_err(|cause| GatewayError::Io {
-                        path: PathBuf::from(a.to_string()),
+        let api_addr = match api {
+            Some(l) => Some(
+                crate::api::serve(ApiState(shared.clone()), l, shared.stop.clone()).map_err(
+                    |cause| GatewayError::Io {
+                        path: PathBuf::from("api_listen"),
                         cause,
-                    })?,
+                    },
+                )?,
             ),
             None => None,
         };

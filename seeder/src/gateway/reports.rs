@@ -29,6 +29,10 @@ pub(super) async fn collect(s: Arc<Shared>) {
         };
         let (peer, device, body) = match ev {
             Ok(Event::Report { peer, device, body }) => (peer, device, body),
+            Ok(Event::PeerLeft { peer }) => {
+                s.state.lock().connected.remove(&peer.to_string());
+                continue;
+            }
             Ok(_) | Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => return,
         };
@@ -54,6 +58,7 @@ pub(super) async fn collect(s: Arc<Shared>) {
                 .map(|r| (r.report.state, r.report.counter, r.report.image));
             let changed = old != Some((state, rec.report.counter, rec.report.image));
             st.devices.insert(device.clone(), rec.clone());
+            st.connected.insert(rec.peer.clone());
             changed
         };
         let due = last_saved

@@ -107,6 +107,9 @@ pub struct Records {
     pub releases: BTreeMap<Hash, ReleaseRecord>,
     /// The origin's index.
     pub index: IndexState,
+    /// Peer ids of devices connected now (not persisted: after a restart a device is online once
+    /// it reports).
+    pub connected: std::collections::HashSet<String>,
 }
 
 /// [`Records`] behind one lock.

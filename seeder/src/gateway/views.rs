@@ -44,7 +44,10 @@ pub struct DeviceView {
     pub last_seen: Timestamp,
     /// Seconds since then.
     pub seconds_since_seen: u64,
-    /// Not heard from within `offline_after`.
+    /// Connected to the gateway now.
+    pub online: bool,
+    /// Offline: its connection to the gateway closed, or no report came within `offline_after`
+    /// (default 60 s; a device reports every `report_interval`, default 5 s).
     pub stale: bool,
     /// Bytes from the gateway, from peers (current artifact).
     pub bytes_from_gateway: u64,
@@ -169,12 +172,12 @@ impl ApiState {
 
 pub(super) fn devices(s: &Shared) -> Vec<DeviceView> {
     let now = Timestamp::now().as_unix();
-    s.state
-        .lock()
-        .devices
+    let st = s.state.lock();
+    st.devices
         .values()
         .map(|d| {
             let since = now.saturating_sub(d.last_seen.as_unix());
+            let online = st.connected.contains(&d.peer);
             DeviceView {
                 id: d.id.clone(),
                 peer: d.peer.clone(),
@@ -192,7 +195,8 @@ pub(super) fn devices(s: &Shared) -> Vec<DeviceView> {
                 last_reason: d.report.last.as_ref().and_then(|l| l.reason.clone()),
                 last_seen: d.last_seen,
                 seconds_since_seen: since,
-                stale: since > s.cfg.offline_after.as_secs(),
+                online,
+                stale: !online || since > s.cfg.offline_after.as_secs(),
                 bytes_from_gateway: d.report.bytes_from_gateway,
                 bytes_from_peers: d.report.bytes_from_peers,
             }
