@@ -237,7 +237,15 @@ pub struct State {
     pub last: Option<Outcome>,
     /// Manifests that failed on this device (health check, boot); not retried.
     pub failed: BTreeSet<Hash>,
+    /// Try-boots of the current offer so far (bootloader semantics: at most [`MAX_TRY_BOOTS`]).
+    #[serde(default)]
+    pub try_boots: u32,
 }
+
+/// Try-boots of one release before it counts as not booting: a power cut during the health check
+/// (or a watchdog reset) makes the bootloader fall back once, and must not blacklist a good image.
+/// Three is RAUC's and U-Boot's usual boot-attempt limit.
+pub const MAX_TRY_BOOTS: u32 = 3;
 
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,8 +260,12 @@ pub enum Input {
     FetchFailed(Hash, String),
     /// The image was written to the slot, read back, and its BLAKE3 matched the manifest.
     Installed,
-    /// Writing or verifying the image failed.
+    /// Writing or verifying the image failed because of the release (it does not decode to the
+    /// signed image, or it is a delta from another base): not retried.
     InstallFailed(String),
+    /// Writing the image failed because of this device (a full disk, an I/O error): tried again
+    /// later, the artifact kept.
+    InstallFailedLocal(String),
     /// The try-boot is set.
     Activated,
     /// The health check passed.
@@ -287,6 +299,8 @@ pub enum Action {
     Rollback,
     /// Drop a fetched artifact that will not be installed, to free space.
     Release(Hash),
+    /// A local fault stopped the attempt: offer the release again after a back-off.
+    RetryLater,
 }
 
 /// A transition, for the audit log and the gateway.
@@ -314,6 +328,7 @@ impl State {
             phase: Phase::Idle,
             last: None,
             failed: BTreeSet::new(),
+            try_boots: 0,
         }
     }
 
@@ -331,6 +346,7 @@ impl State {
     }
 
     fn end(&mut self, offer: &Offer, result: UpdateResult, reason: Option<String>) {
+        self.try_boots = 0;
         if result != UpdateResult::Committed {
             self.failed.insert(offer.manifest);
         }
@@ -356,6 +372,7 @@ impl State {
             Input::FetchFailed(..) => "fetch failed".into(),
             Input::Installed => "image written and verified".into(),
             Input::InstallFailed(_) => "install failed".into(),
+            Input::InstallFailedLocal(_) => "install failed here (local fault)".into(),
             Input::Activated => "try-boot set".into(),
             Input::Healthy => "health check passed".into(),
             Input::Unhealthy(_) => "health check failed".into(),
@@ -422,7 +439,7 @@ impl State {
                     version: offer.version.clone(),
                     reason: Some(e),
                 });
-                vec![Action::Release(offer.artifact)]
+                vec![Action::RetryLater]
             }
             (Phase::Installing { offer, slot }, Input::Booted(_)) => {
                 // Killed mid-write: the inactive slot is garbage, never activated; write it again.
@@ -445,11 +462,23 @@ impl State {
                 self.end(&offer, UpdateResult::Failed, Some(e));
                 vec![Action::Release(offer.artifact)]
             }
+            (Phase::Installing { offer, .. }, Input::InstallFailedLocal(e)) => {
+                // Not the release's fault: no blacklist; the fetched artifact stays for the retry.
+                detail = Some(e.clone());
+                self.try_boots = 0;
+                self.last = Some(Outcome {
+                    result: UpdateResult::Failed,
+                    version: offer.version.clone(),
+                    reason: Some(e),
+                });
+                vec![Action::RetryLater]
+            }
             (Phase::Activating { offer, slot }, Input::Booted(_)) => {
                 self.phase = Phase::Activating { offer, slot };
                 vec![Action::Activate(slot)]
             }
             (Phase::Activating { offer, slot }, Input::Activated) => {
+                self.try_boots = self.try_boots.saturating_add(1);
                 self.phase = Phase::Trying { offer, slot };
                 vec![Action::Reboot]
             }
@@ -471,9 +500,18 @@ impl State {
                 if b.booted == slot {
                     self.phase = Phase::Checking { offer, slot };
                     vec![Action::HealthCheck]
+                } else if self.try_boots < MAX_TRY_BOOTS {
+                    // The bootloader fell back before a verdict (a power cut during the check, a
+                    // watchdog reset): the image in the slot is still the verified one; try again.
+                    detail = Some(format!(
+                        "slot {slot} did not reach a verdict (try-boot {} of {MAX_TRY_BOOTS}); the bootloader fell back to slot {}: trying again",
+                        self.try_boots, b.booted
+                    ));
+                    self.phase = Phase::Activating { offer, slot };
+                    vec![Action::Activate(slot)]
                 } else {
                     let reason = format!(
-                        "slot {slot} did not boot to a health check; the bootloader fell back to slot {}",
+                        "slot {slot} did not boot to a health verdict in {MAX_TRY_BOOTS} try-boots; the bootloader fell back to slot {}",
                         b.booted
                     );
                     detail = Some(reason.clone());
@@ -726,14 +764,15 @@ mod tests {
                 boot(b, SlotId::A),
                 vec![Action::HealthCheck],
             ),
-            // Killed during the health check: the try was used, the bootloader fell back.
+            // Killed during the health check: the try was used, the bootloader fell back; the
+            // image is still good, so it is tried again (bounded, see the try-boot test).
             (
                 Phase::Checking {
                     offer: o.clone(),
                     slot: b,
                 },
                 boot(SlotId::A, SlotId::A),
-                vec![Action::Rollback],
+                vec![Action::Activate(b)],
             ),
             (
                 Phase::Committing {
@@ -760,6 +799,86 @@ mod tests {
             // Whatever happens, the committed image is still the factory one.
             assert_eq!(s.installed.slot, SlotId::A);
         }
+    }
+
+    /// A local fault while writing the slot (a full disk) is retried later: the release is not
+    /// blacklisted and its artifact is kept; a release fault is blacklisted and its artifact dropped.
+    #[test]
+    fn local_install_faults_are_retried_and_release_faults_are_not() {
+        let mut s = fresh();
+        let o = offer(2);
+        actions(&mut s, Input::Offered(o.clone()));
+        actions(&mut s, Input::Fetched(o.artifact));
+        assert_eq!(
+            actions(
+                &mut s,
+                Input::InstallFailedLocal("No space left on device".into())
+            ),
+            [Action::RetryLater]
+        );
+        assert_eq!(s.phase, Phase::Idle);
+        assert!(s.wants(&o), "offered again after the pause");
+        assert_eq!(
+            s.last.as_ref().map(|l| l.result),
+            Some(UpdateResult::Failed)
+        );
+        actions(&mut s, Input::Offered(o.clone()));
+        actions(&mut s, Input::Fetched(o.artifact));
+        assert_eq!(
+            actions(
+                &mut s,
+                Input::InstallFailed("decoded image hashes to x".into())
+            ),
+            [Action::Release(o.artifact)]
+        );
+        assert!(!s.wants(&o), "a bad release is not retried");
+        // A local fetch fault is retried later too.
+        let o3 = offer(3);
+        actions(&mut s, Input::Offered(o3.clone()));
+        assert_eq!(
+            actions(&mut s, Input::FetchFailed(o3.artifact, "disk full".into())),
+            [Action::RetryLater]
+        );
+        assert!(s.wants(&o3));
+    }
+
+    /// Bootloader semantics: a power cut during the health check is retried, up to
+    /// `MAX_TRY_BOOTS` try-boots; an image that never reaches a verdict is then rolled back.
+    #[test]
+    fn power_cuts_during_the_check_are_retried_up_to_the_try_boot_limit() {
+        let mut s = fresh();
+        let o = offer(2);
+        for i in [
+            Input::Offered(o.clone()),
+            Input::Fetched(o.artifact),
+            Input::Installed,
+        ] {
+            actions(&mut s, i);
+        }
+        for n in 1..=MAX_TRY_BOOTS {
+            assert_eq!(actions(&mut s, Input::Activated), [Action::Reboot]);
+            assert_eq!(s.try_boots, n);
+            assert_eq!(
+                actions(&mut s, boot(SlotId::B, SlotId::A)),
+                [Action::HealthCheck]
+            );
+            // Power cut: the bootloader falls back to the committed slot.
+            let next = actions(&mut s, boot(SlotId::A, SlotId::A));
+            if n < MAX_TRY_BOOTS {
+                assert_eq!(next, [Action::Activate(SlotId::B)], "try-boot {n}");
+                assert!(!s.failed.contains(&o.manifest), "not blacklisted");
+            } else {
+                assert_eq!(next, [Action::Rollback], "after {n} try-boots");
+            }
+        }
+        // The device already runs the committed slot: cancelling the try-boot is all that is left.
+        assert_eq!(s.phase, Phase::Idle);
+        assert!(s.failed.contains(&o.manifest));
+        assert_eq!(s.try_boots, 0);
+        assert_eq!(
+            s.last.as_ref().map(|l| l.result),
+            Some(UpdateResult::RolledBack)
+        );
     }
 
     #[test]

@@ -194,7 +194,17 @@ pub struct Agent {
     refused: std::collections::HashSet<Hash>,
     /// Held for the agent's life: the state folder's lock.
     _lock: File,
+    /// When to offer the known releases again after a local fault, and how many in a row.
+    retry_at: Option<tokio::time::Instant>,
+    local_failures: u32,
 }
+
+/// First pause after a local fault (a full disk while writing the slot); it doubles per fault in a
+/// row, so a device whose disk stays full tries a few times an hour, and one whose space came back
+/// installs within minutes.
+const LOCAL_RETRY: Duration = Duration::from_secs(30);
+/// Longest pause after local faults.
+const LOCAL_RETRY_MAX: Duration = Duration::from_secs(30 * 60);
 
 /// Refused documents remembered per start, so each is audited once; past it, none more are.
 const MAX_REFUSED_REMEMBERED: usize = 1024;
@@ -272,6 +282,8 @@ impl Agent {
                 last_artifact: None,
                 refused: Default::default(),
                 _lock: lock,
+                retry_at: None,
+                local_failures: 0,
             },
             rx,
         ))
@@ -366,6 +378,9 @@ impl Agent {
         let s = state.clone();
         self.persist(&s)?;
         self.log(&t)?;
+        if t.result == Some(UpdateResult::Committed) {
+            self.local_failures = 0;
+        }
         if matches!(s.phase, super::machine::Phase::Idle) {
             self.progress = None;
         }
@@ -480,6 +495,26 @@ impl Agent {
                     d = async { match pending.as_mut() { Some(p) => p.await, None => std::future::pending().await } } => break Some(d),
                     _ = stop.cancelled() => return Ok(Exit::Stopped),
                     _ = ticker.tick() => self.send_report().await,
+                    _ = async {
+                        match self.retry_at {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        self.retry_at = None;
+                        // Offer again what the ward announced: the artifact is usually still in
+                        // the store, so this is an install, not a download.
+                        if let Ok(known) = self.node.manifests().await {
+                            let best = known.iter().filter_map(|b| self.judge(b)).max_by_key(|o| o.counter);
+                            if let Some(o) = best {
+                                let acts = self.apply(Input::Offered(o)).await?;
+                                if !acts.is_empty() {
+                                    queue.extend(acts);
+                                    break None;
+                                }
+                            }
+                        }
+                    }
                     ev = self.events.recv() => match ev {
                         Ok(Event::Manifest { bytes, .. }) => {
                             if let Some(o) = self.judge(&bytes) {
@@ -578,8 +613,9 @@ impl Agent {
                         .await;
                     Done::Input(Box::new(match r {
                         Ok(Ok(())) => Input::Installed,
+                        Ok(Err(e)) if e.is_local() => Input::InstallFailedLocal(e.to_string()),
                         Ok(Err(e)) => Input::InstallFailed(e.to_string()),
-                        Err(e) => Input::InstallFailed(e.to_string()),
+                        Err(e) => Input::InstallFailedLocal(e.to_string()),
                     }))
                 }))
             }
@@ -635,6 +671,15 @@ impl Agent {
             }
             Action::Release(root) => {
                 let _ = self.store.remove(&root);
+                None
+            }
+            Action::RetryLater => {
+                self.local_failures = self.local_failures.saturating_add(1);
+                let pause = LOCAL_RETRY
+                    .saturating_mul(1 << (self.local_failures - 1).min(6))
+                    .min(LOCAL_RETRY_MAX);
+                tracing::warn!(retry_in = %humantime::format_duration(pause), "update attempt stopped by a local fault; trying again later");
+                self.retry_at = Some(tokio::time::Instant::now() + pause);
                 None
             }
         }
@@ -759,6 +804,24 @@ pub enum InstallError {
     },
 }
 
+impl InstallError {
+    /// A fault of this device (disk full, I/O), not of the release: worth trying again later.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::NotStored(_)
+            | Self::Open { .. }
+            | Self::ReadBack { .. }
+            | Self::Written { .. } => true,
+            Self::Slot(SlotError::Source(e)) | Self::Zstd(e) => {
+                e.kind() != io::ErrorKind::InvalidData
+            }
+            Self::Slot(_) => true,
+            Self::Delta(crate::delta::DeltaError::Io(_)) => true,
+            Self::Delta(_) | Self::NoBase | Self::DeltaWithoutBase | Self::Decoded { .. } => false,
+        }
+    }
+}
+
 /// Decodes the stored artifact into `slot`, then reads the slot back and checks the image's BLAKE3.
 fn install(
     store: &Store,
@@ -869,6 +932,25 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_a_local_fault_and_a_bad_image_is_not() {
+        let full = InstallError::Slot(SlotError::Io {
+            path: "slot-b.img".into(),
+            cause: io::Error::from_raw_os_error(28), // ENOSPC
+        });
+        assert!(full.is_local());
+        let undecodable = InstallError::Slot(SlotError::Source(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "zstd: corrupt block",
+        )));
+        assert!(!undecodable.is_local());
+        let wrong = InstallError::Decoded {
+            actual: Hash::of(b"a"),
+            expected: Hash::of(b"b"),
+        };
+        assert!(!wrong.is_local());
+    }
+
+    #[test]
     fn a_failed_health_check_says_what_it_printed_or_that_it_printed_nothing() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -880,7 +962,11 @@ mod tests {
             panic!("healthy: {silent:?}")
         };
         assert!(why.ends_with("it printed nothing"), "{why}");
-        let loud = rt.block_on(health_check(Some("echo sensor offline; exit 2"), t, "2.0.0"));
+        let loud = rt.block_on(health_check(
+            Some("echo sensor offline; exit 2"),
+            t,
+            "2.0.0",
+        ));
         let Input::Unhealthy(why) = loud else {
             panic!("healthy: {loud:?}")
         };
