@@ -767,3 +767,32 @@ fn a_duration_without_a_unit_says_how_to_write_one() {
     let help = ok(dir.path(), &["root", "init", "--help"]);
     assert!(help.contains("365d"), "{help}");
 }
+
+/// Key files are PKCS#8 that OpenSSL reads (`openssl pkey`), and it finds the same public key.
+#[test]
+fn key_files_are_readable_by_openssl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = ok(dir.path(), &["keygen", "--out", "k.pem"]);
+    let out = match Command::new("openssl")
+        .args(["pkey", "-in", "k.pem", "-pubout", "-outform", "DER"])
+        .current_dir(dir.path())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "CI installs openssl: {e}");
+            eprintln!("SKIPPED: no openssl here ({e})");
+            return;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An ed25519 SubjectPublicKeyInfo ends with the 32 key bytes.
+    let der = out.stdout;
+    assert!(der.len() >= 32);
+    let key = hex::encode(&der[der.len() - 32..]);
+    assert_eq!(id.trim(), format!("ed25519:{key}"));
+}

@@ -137,10 +137,14 @@ impl SecretKey {
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.0.sign(msg).to_bytes()
     }
-    /// The key as PKCS#8 PEM text.
+    /// The key as PKCS#8 PEM text: version 1 (RFC 5208, the private key alone), which OpenSSL 3.0
+    /// reads (`openssl pkey`); it refuses ed25519 keys in version 2 with the public key beside.
     pub fn to_pem(&self) -> Result<String, KeyError> {
-        let pem = self
-            .0
+        let v1 = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        };
+        let pem = v1
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| KeyError::Malformed {
                 path: "<memory>".into(),
