@@ -1235,14 +1235,7 @@ fn the_gateway_survives_cut_connections_and_refuses_corrupt_origin_data() {
     f.publish();
     let rt = runtime();
     rt.block_on(async {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (origin_addr, _) = origin::spawn(
-            d.join("origin"),
-            "127.0.0.1:0".parse().expect("addr"),
-            stop.clone(),
-        )
-        .await
-        .expect("origin");
+        let (origin_addr, stop) = dev_origin(&f).await;
         // Every connection is cut after 300 KiB: no range request of 1 MiB ever completes.
         let proxy = cutting_proxy(origin_addr, 300 * 1024).await;
         let gw = prefetching_gateway(&f, &format!("http://{proxy}/"), "gw-cut").await;
@@ -1629,14 +1622,7 @@ fn a_missing_manifest_is_transient_and_a_release_leaving_the_index_leaves_the_ap
     std::fs::rename(&m3, &hidden).expect("hide the manifest");
     let rt = runtime();
     rt.block_on(async {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (origin_addr, _) = origin::spawn(
-            f.path().join("origin"),
-            "127.0.0.1:0".parse().expect("addr"),
-            stop.clone(),
-        )
-        .await
-        .expect("origin");
+        let (origin_addr, stop) = dev_origin(&f).await;
         let gw = prefetching_gateway(&f, &format!("http://{origin_addr}/"), "gw-404").await;
         let status = |v: &str| {
             gw.releases()
@@ -1724,14 +1710,7 @@ fn a_release_refused_by_policy_is_audited() {
     let d = f.path();
     let rt = runtime();
     rt.block_on(async {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (origin_addr, _) = origin::spawn(
-            d.join("origin"),
-            "127.0.0.1:0".parse().expect("addr"),
-            stop.clone(),
-        )
-        .await
-        .expect("origin");
+        let (origin_addr, stop) = dev_origin(&f).await;
         let gw = prefetching_gateway(&f, &format!("http://{origin_addr}/"), "gw-hw").await;
         let gw_addr = loop {
             if let Some(a) = gw.node().listen_addrs().await.expect("addrs").first() {
@@ -1803,14 +1782,7 @@ fn a_full_gateway_disk_does_not_loop_on_the_wan() {
     let _unmount = Unmount(state.clone());
     let rt = runtime();
     rt.block_on(async {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let (origin_addr, _) = origin::spawn(
-            f.path().join("origin"),
-            "127.0.0.1:0".parse().expect("addr"),
-            stop.clone(),
-        )
-        .await
-        .expect("origin");
+        let (origin_addr, stop) = dev_origin(&f).await;
         let gw = prefetching_gateway(&f, &format!("http://{origin_addr}/"), "gw-full").await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         let wan = gw.wan_bytes();
@@ -1857,4 +1829,18 @@ fn a_taken_api_port_is_named_and_leaves_no_state() {
         "{err}"
     );
     assert!(!d.join(&state).exists(), "state folder {state} was created");
+}
+
+/// `wardswarm origin serve`'s server on the fixture's origin folder, in this runtime; cancel the
+/// token to stop it.
+async fn dev_origin(f: &Fixture) -> (SocketAddr, tokio_util::sync::CancellationToken) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _) = origin::spawn(
+        f.path().join("origin"),
+        "127.0.0.1:0".parse().expect("addr"),
+        stop.clone(),
+    )
+    .await
+    .expect("origin");
+    (addr, stop)
 }

@@ -256,15 +256,9 @@ struct Intruder {
     ping: libp2p::ping::Behaviour,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_member_gets_nothing_and_is_disconnected() {
-    let w = ward();
-    let bytes = data(1 << 20, 9);
-    let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
-    let seed_addr = addr(&s.handle).await;
-
-    // A peer that speaks our protocols but has no certificate: it asks for data straight away.
-    let mut sw = libp2p::SwarmBuilder::with_new_identity()
+/// A libp2p peer with our transports and no certificate.
+fn intruder() -> libp2p::Swarm<Intruder> {
+    libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
             libp2p::tcp::Config::default(),
@@ -278,7 +272,18 @@ async fn a_non_member_gets_nothing_and_is_disconnected() {
         })
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_gets_nothing_and_is_disconnected() {
+    let w = ward();
+    let bytes = data(1 << 20, 9);
+    let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
+    let seed_addr = addr(&s.handle).await;
+
+    // A peer that speaks our protocols but has no certificate: it asks for data straight away.
+    let mut sw = intruder();
     let mut control = sw.behaviour().stream.new_control();
     sw.dial(seed_addr).expect("dial");
     let seed_id = s.handle.peer_id();
@@ -661,21 +666,7 @@ async fn a_member_dialing_a_non_member_shows_no_certificate() {
     let m = w
         .start("pump-1", Role::Device, w.config(vec![]), None)
         .await;
-    let mut sw = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| Intruder {
-            stream: libp2p_stream::Behaviour::new(),
-            ping: Default::default(),
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut sw = intruder();
     let mut incoming = sw
         .behaviour()
         .stream
