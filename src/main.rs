@@ -8,9 +8,11 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+mod args;
 mod daemon;
 mod demo;
 mod sim;
+use args::{parse_period, MAX_PLAIN_COUNTER};
 use clap::{Args, Parser, Subcommand};
 use wardswarm_node::{
     fsutil,
@@ -790,23 +792,6 @@ fn root_cmd(c: RootCmd, now: Timestamp) -> Result<()> {
         }
     }
 }
-
-/// Durations on the command line (`90d`, `12h`, `30m`, `2years`, `1d 12h`), with an error that says
-/// how to write one.
-fn parse_period(s: &str) -> std::result::Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| {
-        let t = s.trim();
-        if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
-            format!("{t} needs a unit: {t}d for days, {t}h for hours, {t}m for minutes")
-        } else {
-            format!("{s:?} is not a duration ({e}); write it like 90d, 12h or 2years")
-        }
-    })
-}
-
-/// The largest counter `release build` takes without `--force-counter` (2^53, also the largest
-/// integer a JSON reader with doubles reads exactly).
-const MAX_PLAIN_COUNTER: u64 = 1 << 53;
 
 fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
     match c {

@@ -15,11 +15,12 @@
 
 use std::sync::Arc;
 
-use libp2p::{Multiaddr, PeerId, Stream};
+use libp2p::{multiaddr::Protocol as Addr, Multiaddr, PeerId, Stream};
 
 use super::{
-    actor::{Internal, Shared},
+    actor::{Actor, Internal, PeerState, Shared},
     availability::member_frame,
+    wire::Protocol,
 };
 
 /// Peers one list names at most: a ward's devices, with room to spare; more are left out.
@@ -129,6 +130,92 @@ pub(super) fn shareable(a: &Multiaddr) -> bool {
         _ => false,
     };
     host_ok && matches!(it.next(), Some(Protocol::Tcp(p)) if p != 0)
+}
+
+/// The actor's side of peer exchange.
+impl Actor {
+    /// Peer exchange: after a change, tells each admitted member where the others listen (loopback
+    /// addresses only to a member that reached us over loopback).
+    pub(super) fn send_peer_lists(&mut self) {
+        if !self.shared.cfg.peer_exchange || !std::mem::take(&mut self.pex_dirty) {
+            return;
+        }
+        let members = self.members.borrow().peers(None);
+        let known: Vec<(PeerId, &PeerState)> = members
+            .iter()
+            .filter_map(|p| self.peers.get(p).map(|s| (*p, s)))
+            .filter(|(_, s)| !s.addrs.is_empty())
+            .collect();
+        let mut frames = Vec::new();
+        for to in &members {
+            let loopback_ok = self.peers.get(to).is_some_and(|s| s.loopback);
+            let list = PeerList(
+                known
+                    .iter()
+                    .filter(|(p, _)| p != to)
+                    .map(|(p, s)| {
+                        let addrs = s
+                            .addrs
+                            .iter()
+                            .filter(|a| loopback_ok || !is_loopback(a))
+                            .cloned()
+                            .collect::<Vec<_>>();
+                        (*p, addrs)
+                    })
+                    .filter(|(_, a)| !a.is_empty())
+                    .take(MAX_PEERS)
+                    .collect(),
+            );
+            if !list.0.is_empty() {
+                frames.push((*to, Arc::new(list.to_bytes())));
+            }
+        }
+        for (to, body) in frames {
+            self.send_to(&to, Protocol::Peers, body);
+        }
+    }
+
+    /// Dials the members a member told us of (admission follows, as for any connection).
+    pub(super) fn on_peer_list(&mut self, from: PeerId, list: PeerList) {
+        if !self.shared.cfg.peer_exchange || self.role_of(&from).is_none() {
+            return;
+        }
+        // An admitted member vouches for the members it lists.
+        self.members.send_if_modified(|m| {
+            let mut changed = false;
+            for (p, _) in &list.0 {
+                changed |= m.vouch(*p);
+            }
+            changed
+        });
+        let room = (self.shared.cfg.max_connections as usize / 2).saturating_sub(self.peers.len());
+        let new: Vec<(PeerId, Vec<Multiaddr>)> = list
+            .0
+            .into_iter()
+            .filter(|(p, a)| *p != self.peer_id && !a.is_empty() && !self.swarm.is_connected(p))
+            .take(room.min(PEX_DIALS_PER_LIST))
+            .collect();
+        for (peer, addrs) in new {
+            tracing::debug!(%peer, via = %from, "dialing a member learned by peer exchange");
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+}
+
+/// Peers a node dials from one peer list at most, and the connections above which it dials none:
+/// enough for a ward, well inside the connection limit.
+const PEX_DIALS_PER_LIST: usize = 64;
+
+fn is_loopback(a: &Multiaddr) -> bool {
+    a.iter().any(|p| match p {
+        Addr::Ip4(ip) => ip.is_loopback(),
+        Addr::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }
 
 #[cfg(test)]
