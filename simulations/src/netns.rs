@@ -388,23 +388,13 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
             MemberRole::Device,
         )?);
     }
-    let addrs: Vec<String> = files
-        .iter()
-        .zip(&devices)
-        .map(|(f, (_, a))| format!("/ip4/{a}/tcp/4001/p2p/{}", f.peer))
-        .collect();
     for (i, f) in files.iter().enumerate() {
         let spec = &sc.devices[i];
         std::fs::create_dir_all(f.dir.join("slots"))?;
         std::fs::write(f.dir.join("slots/slot-a.img"), vec![0x11u8; 64 * 1024])?;
-        let mut boot = vec![format!("\"{gw_multi}\"")];
-        boot.extend(
-            addrs
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, a)| format!("\"{a}\"")),
-        );
+        // Only the gateway, as `docs/examples/device.toml` suggests: the devices find each other
+        // through its peer lists (mDNS is off).
+        let boot = [format!("\"{gw_multi}\"")];
         std::fs::write(
             f.dir.join("device.toml"),
             format!(
