@@ -92,29 +92,10 @@ impl Setup {
         self.dir.path()
     }
     fn build(&self, out: &str, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "release",
-            "build",
-            "--target",
-            "image.img",
-            "--product",
-            "infusion-pump",
-            "--hardware",
-            "pump-rev-c,pump-rev-d",
-            "--version",
-            "4.2.1",
-            "--counter",
-            "42",
-            "--expires",
-            "90d",
-            "--key",
-            "release.key",
-            "--root",
-            "root.json",
-            "--out",
-            out,
-        ];
-        args.extend_from_slice(extra);
+        let mut args = build_args("4.2.1", "42", out);
+        args.extend(["--root", "root.json"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run(self.path(), &args)
     }
     /// Files and folders in the directory, hidden ones included.
@@ -140,6 +121,32 @@ fn flip(path: &Path, offset: u64) {
     let i = offset.min(b.len() as u64 - 1) as usize;
     b[i] ^= 0x20;
     fs::write(path, b).expect("write");
+}
+
+/// `release build` of `image.img` as the tests' device maker runs it, signed with `release.key`.
+fn build_args(version: &str, counter: &str, out: &str) -> Vec<String> {
+    [
+        "release",
+        "build",
+        "--target",
+        "image.img",
+        "--product",
+        "infusion-pump",
+        "--hardware",
+        "pump-rev-c,pump-rev-d",
+        "--version",
+        version,
+        "--counter",
+        counter,
+        "--expires",
+        "90d",
+        "--key",
+        "release.key",
+        "--out",
+        out,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[test]
@@ -610,28 +617,10 @@ fn a_fifo_as_target_or_manifest_is_refused_not_waited_on() {
     fs::remove_file(d.join("image.img")).expect("rm");
     mkfifo(&d.join("image.img"));
     let limit = std::time::Duration::from_secs(20);
+    let args = build_args("4.2.2", "43", "rel2");
     let err = fails_soon(
         d,
-        &[
-            "release",
-            "build",
-            "--target",
-            "image.img",
-            "--product",
-            "infusion-pump",
-            "--hardware",
-            "pump-rev-c",
-            "--version",
-            "4.2.2",
-            "--counter",
-            "43",
-            "--expires",
-            "90d",
-            "--key",
-            "release.key",
-            "--out",
-            "rel2",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         limit,
     );
     assert!(err.contains("not a regular file"), "{err}");
@@ -653,29 +642,7 @@ fn a_counter_near_the_maximum_needs_force() {
     let s = Setup::new();
     let d = s.path();
     let args = |counter: &str, out: &str, force: bool| {
-        let mut a = vec![
-            "release",
-            "build",
-            "--target",
-            "image.img",
-            "--product",
-            "infusion-pump",
-            "--hardware",
-            "pump-rev-c",
-            "--version",
-            "9.9.9",
-            "--counter",
-            counter,
-            "--expires",
-            "90d",
-            "--key",
-            "release.key",
-            "--out",
-            out,
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
+        let mut a = build_args("9.9.9", counter, out);
         if force {
             a.push("--force-counter".into());
         }
