@@ -58,6 +58,10 @@ pub struct NodeFile {
     /// The device agent; without it the node only seeds and relays.
     #[serde(default)]
     pub agent: Option<AgentFile>,
+    /// Where the node keeps the ward's newest certificate revocation list (default
+    /// `<agent.state>/revocations.json`; without an agent, kept in memory only).
+    #[serde(default)]
+    pub revocations: Option<PathBuf>,
 }
 
 /// The `[agent]` section.
@@ -205,6 +209,10 @@ pub struct GatewayFile {
     /// Super-seeding: show each device only groups no device has yet (default on).
     #[serde(default = "yes")]
     pub super_seed: bool,
+    /// The ward's certificate revocation list (default `<state>/revocations.json`). Replace it with
+    /// a newer list (`wardswarm cert revoke`) and the gateway puts it in force within seconds.
+    #[serde(default)]
+    pub revocations: Option<PathBuf>,
 }
 
 fn read_doc(p: &Path, max: usize) -> Result<Vec<u8>> {
@@ -325,6 +333,11 @@ pub fn run_node(config: PathBuf) -> Result<()> {
         ward: f.ward.clone(),
         upload: f.upload.schedule().map_err(anyhow::Error::msg)?,
         download: f.download.schedule().map_err(anyhow::Error::msg)?,
+        revocations_file: f.revocations.clone().or_else(|| {
+            f.agent
+                .as_ref()
+                .map(|a| a.state.join(wardswarm_seeder::gateway::REVOCATIONS_FILE))
+        }),
         ..Config::default()
     };
     runtime()?.block_on(async move {
@@ -368,6 +381,7 @@ pub fn run_seeder(config: PathBuf) -> Result<()> {
         mdns: f.mdns,
         ward: f.ward.clone(),
         upload: f.upload.schedule().map_err(anyhow::Error::msg)?,
+        revocations_file: f.revocations.clone(),
         ..Config::default()
     };
     let mut cfg = GatewayConfig::new(origin, &f.state, node);

@@ -9,6 +9,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 mod args;
+mod cert;
 mod daemon;
 mod demo;
 mod sim;
@@ -63,9 +64,9 @@ enum Cmd {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Issue ward membership certificates.
+    /// Issue ward membership certificates, and revoke them.
     #[command(subcommand)]
-    Cert(CertCmd),
+    Cert(cert::CertCmd),
     /// Run a ward swarm node until SIGTERM; with an [agent] section, the device agent that installs
     /// releases A/B with automatic rollback.
     Node {
@@ -150,37 +151,6 @@ enum AuditCmd {
     Verify {
         /// The audit.jsonl file.
         file: PathBuf,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum CertCmd {
-    /// Issue a membership certificate for a node's peer id, signed by membership keys.
-    Issue {
-        /// The trust root (the keys must meet its membership threshold).
-        #[arg(long)]
-        root: PathBuf,
-        /// A membership key file; repeat to meet the threshold.
-        #[arg(long = "key", required = true)]
-        keys: Vec<PathBuf>,
-        /// The ward id.
-        #[arg(long)]
-        ward: String,
-        /// The device id (or gateway name).
-        #[arg(long)]
-        device: String,
-        /// device or gateway.
-        #[arg(long, default_value = "device")]
-        role: String,
-        /// The node's libp2p peer id (`wardswarm peer-id --key FILE`).
-        #[arg(long)]
-        peer: String,
-        /// How long the certificate is valid, e.g. `365d`, `30d`, `12h`.
-        #[arg(long, value_parser = parse_period)]
-        expires: Duration,
-        /// Output file; an existing file is never overwritten.
-        #[arg(long)]
-        out: PathBuf,
     },
 }
 
@@ -383,37 +353,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Cert(CertCmd::Issue {
-            root,
-            keys,
-            ward,
-            device,
-            role,
-            peer,
-            expires,
-            out,
-        }) => {
-            let (r, keys) = root_and_keys(&root, &keys)?;
-            let role: wardswarm_node::membership::Role =
-                role.parse().map_err(anyhow::Error::msg)?;
-            let cert = wardswarm_node::membership::Certificate::issue(
-                &ward,
-                &device,
-                role,
-                &peer,
-                now.saturating_add(expires),
-                &keys,
-            )?;
-            cert.verify(&r, &peer, &ward, now)
-                .context("the certificate would not be accepted")?;
-            write_new_doc(&out, &cert.to_bytes())?;
-            println!(
-                "wrote membership certificate for {device} ({}) in ward {ward} to {}",
-                role.as_str(),
-                out.display()
-            );
-            Ok(())
-        }
+        Cmd::Cert(c) => cert::run(c, now),
         Cmd::Node { config } => daemon::run_node(config),
         Cmd::Seeder { config } => daemon::run_seeder(config),
         Cmd::Origin(OriginCmd::Serve { dir, listen }) => {
@@ -526,7 +466,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// A self-signed trust root file and signing key files.
-fn root_and_keys(root: &Path, keys: &[PathBuf]) -> Result<(TrustRoot, Vec<SecretKey>)> {
+pub(crate) fn root_and_keys(root: &Path, keys: &[PathBuf]) -> Result<(TrustRoot, Vec<SecretKey>)> {
     let r = TrustRoot::parse_self_signed(&read_root_file(root)?)
         .with_context(|| root.display().to_string())?;
     let keys = keys
@@ -581,7 +521,7 @@ fn role_from(
     Ok(Role::new(name, ids, threshold.unwrap_or(1))?)
 }
 
-fn write_new_doc(out: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_new_doc(out: &Path, bytes: &[u8]) -> Result<()> {
     fsutil::write_new(out, bytes, 0o644).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             anyhow::anyhow!("{} already exists; refusing to overwrite it", out.display())

@@ -763,3 +763,98 @@ fn key_files_are_readable_by_openssl() {
     let key = hex::encode(&der[der.len() - 32..]);
     assert_eq!(id.trim(), format!("ed25519:{key}"));
 }
+
+/// `cert revoke`: each call writes the next serial over the list, from a certificate or a peer id;
+/// mistakes are refused with nothing written.
+#[test]
+fn cert_revoke_writes_the_next_list_and_refuses_mistakes() {
+    let s = Setup::new();
+    let d = s.dir.path();
+    ok(d, &["keygen", "--out", "dev.key"]);
+    let peer = ok(d, &["peer-id", "--key", "dev.key"]).trim().to_string();
+    let cert = |ward: &str, out: &str| {
+        ok(
+            d,
+            &[
+                "cert",
+                "issue",
+                "--root",
+                "root.json",
+                "--key",
+                "membership.key",
+                "--ward",
+                ward,
+                "--device",
+                "pump-1",
+                "--peer",
+                &peer,
+                "--expires",
+                "30d",
+                "--out",
+                out,
+            ],
+        );
+    };
+    cert("icu-3", "pump-1.cert");
+    cert("icu-4", "other-ward.cert");
+    fn revoke<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    let base = [
+        "cert",
+        "revoke",
+        "--root",
+        "root.json",
+        "--key",
+        "membership.key",
+        "--ward",
+        "icu-3",
+        "--list",
+        "gw/revocations.json",
+    ];
+    let r = revoke(&base, &["--certificate", "pump-1.cert"]);
+    let out = ok(d, &r);
+    assert!(
+        out.contains("serial 1") && out.contains(&peer) && out.contains("pump-1"),
+        "{out}"
+    );
+    let list = wardswarm_node::revocation::RevocationList::parse(
+        &fs::read(d.join("gw/revocations.json")).expect("list"),
+    )
+    .expect("a valid list");
+    assert_eq!((list.serial, list.revoked.len()), (1, 1));
+    let before = fs::read(d.join("gw/revocations.json")).expect("list");
+
+    let r = revoke(&base, &["--certificate", "other-ward.cert"]);
+    let err = fails(d, &r);
+    assert!(err.contains("icu-4"), "{err}");
+    let r = revoke(&base, &["--reinstate", "12D3KooWNotOnTheList"]);
+    let err = fails(d, &r);
+    assert!(err.contains("not on the list"), "{err}");
+    let r = revoke(&base, &[]);
+    let err = fails(d, &r);
+    assert!(err.contains("nothing to do"), "{err}");
+    assert_eq!(
+        fs::read(d.join("gw/revocations.json")).expect("list"),
+        before,
+        "a refused call writes nothing"
+    );
+    // An edited list is refused rather than silently extended.
+    let edited = String::from_utf8(before.clone())
+        .expect("utf8")
+        .replace("\"serial\":1", "\"serial\":7");
+    fs::write(d.join("gw/revocations.json"), edited).expect("edit");
+    let r = revoke(&base, &["--peer", &peer]);
+    let err = fails(d, &r);
+    assert!(
+        err.contains("current list") && err.contains("signature"),
+        "{err}"
+    );
+    fs::write(d.join("gw/revocations.json"), &before).expect("restore");
+    let r = revoke(&base, &["--reinstate", &peer]);
+    let out = ok(d, &r);
+    assert!(
+        out.contains("serial 2") && out.contains("0 peer(s) revoked"),
+        "{out}"
+    );
+}

@@ -43,6 +43,7 @@ pub mod membership;
 pub mod net;
 pub mod outboard;
 pub mod release;
+pub mod revocation;
 pub mod root;
 pub mod scheduler;
 pub mod seeding;

@@ -100,7 +100,7 @@ pub struct Certificate {
     signed: Signed<CertWire>,
 }
 
-fn check_id(what: &str, s: &str) -> Result<(), CertError> {
+pub(crate) fn check_id(what: &str, s: &str) -> Result<(), CertError> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.bytes()

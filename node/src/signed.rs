@@ -40,6 +40,8 @@ pub enum DocKind {
     Membership,
     /// The origin's index of releases (`wardswarm/index`).
     Index,
+    /// A ward's certificate revocation list (`wardswarm/revocations`).
+    Revocations,
 }
 
 impl DocKind {
@@ -50,6 +52,7 @@ impl DocKind {
             Self::Release => "wardswarm/release",
             Self::Membership => "wardswarm/membership",
             Self::Index => "wardswarm/index",
+            Self::Revocations => "wardswarm/revocations",
         }
     }
     /// The one format version this build reads and writes.
@@ -64,6 +67,8 @@ impl DocKind {
             Self::Release => 64 * 1024,
             Self::Membership => 4 * 1024,
             Self::Index => 1024 * 1024,
+            // 2,048 entries of a peer id (52 characters) and a device id (up to 128), with room.
+            Self::Revocations => 512 * 1024,
         }
     }
 }

@@ -10,120 +10,15 @@ use wardswarm_node::{
         self as node,
         caps::Schedule,
         wire::{self, Get, Status},
-        Config, Event, Fault, Handle,
+        Config, Event, Fault,
     },
     outboard,
-    root::TrustRoot,
     store::Store,
-    testkit, Hash, SecretKey, Timestamp,
+    Hash, SecretKey, Timestamp,
 };
 
-const WARD: &str = "icu-3";
-const T: Duration = Duration::from_secs(60);
-
-struct Ward {
-    root: TrustRoot,
-    membership: SecretKey,
-    dir: tempfile::TempDir,
-}
-
-fn ward() -> Ward {
-    let keys = testkit::TestKeys::default();
-    let root = keys.root(Timestamp::now(), Duration::from_secs(86_400));
-    Ward {
-        root,
-        membership: keys.membership,
-        dir: tempfile::tempdir().expect("tmp"),
-    }
-}
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    testkit::bytes(len, seed)
-}
-
-struct Member {
-    handle: Handle,
-    store: Arc<Store>,
-    _join: tokio::task::JoinHandle<()>,
-    store_dir: std::path::PathBuf,
-    key: Keypair,
-}
-
-impl Ward {
-    fn cert(&self, key: &Keypair, device: &str, role: Role) -> Certificate {
-        let expires = Timestamp::now().saturating_add(Duration::from_secs(3600));
-        Certificate::issue(
-            WARD,
-            device,
-            role,
-            &key.public().to_peer_id().to_string(),
-            expires,
-            std::slice::from_ref(&self.membership),
-        )
-        .expect("cert")
-    }
-
-    fn config(&self, bootstrap: Vec<Multiaddr>) -> Config {
-        Config {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
-            bootstrap,
-            mdns: false,
-            ward: WARD.into(),
-            admission_timeout: Duration::from_secs(2),
-            ..Config::default()
-        }
-    }
-
-    async fn start(&self, name: &str, role: Role, cfg: Config, key: Option<Keypair>) -> Member {
-        let key = key.unwrap_or_else(Keypair::generate_ed25519);
-        let store_dir = self.dir.path().join(name);
-        let store = Arc::new(Store::open(&store_dir).expect("store"));
-        let cert = self.cert(&key, name, role);
-        let (handle, join) =
-            node::spawn(cfg, key.clone(), &cert, self.root.clone(), store.clone()).expect("spawn");
-        Member {
-            handle,
-            store,
-            _join: join,
-            store_dir,
-            key,
-        }
-    }
-}
-
-async fn addr(h: &Handle) -> Multiaddr {
-    tokio::time::timeout(T, async {
-        loop {
-            if let Some(a) = h.listen_addrs().await.expect("running").into_iter().next() {
-                return a;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("node listens")
-}
-
-/// A seed holding `bytes` as a complete artifact.
-async fn seed(w: &Ward, name: &str, bytes: &[u8], cfg: Config) -> (Member, Hash) {
-    let src = w.dir.path().join(format!("{name}-src"));
-    std::fs::create_dir_all(&src).expect("mkdir");
-    std::fs::write(src.join("data"), bytes).expect("write");
-    let ob = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(src.join("ob"))
-        .expect("ob");
-    let root = outboard::create(bytes, bytes.len() as u64, &ob).expect("outboard");
-    let m = w.start(name, Role::Gateway, cfg, None).await;
-    m.store
-        .import(root, bytes.len() as u64, &src.join("data"), &src.join("ob"))
-        .expect("import");
-    m.handle.have_changed(root).await.expect("running");
-    (m, root)
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_seed_feeds_eight_fetchers_who_feed_each_other() {

@@ -33,6 +33,7 @@ use super::{
     ip_limits,
     metrics::Metrics,
     policy::{self, HaveArtifact},
+    revocation,
     streams::Outbox,
     transfer,
     wire::{Have, Protocol},
@@ -61,6 +62,8 @@ pub(super) struct Shared {
     pub download: Cap,
     /// The admitted set; only the actor writes it.
     pub members: watch::Receiver<Members>,
+    /// The revocation list held; only the actor writes it.
+    pub revocations: watch::Receiver<revocation::Current>,
     /// Transfers served at once (`cfg.max_inbound_transfers` permits).
     pub serving: Arc<Semaphore>,
     /// To the actor.
@@ -110,6 +113,10 @@ pub(super) enum Internal {
         from: PeerId,
         list: PeerList,
     },
+    Revocations {
+        from: PeerId,
+        bytes: Vec<u8>,
+    },
     /// The store entry of a fetch is ready (created off the actor's task: it touches the disk).
     Created {
         root: Hash,
@@ -146,13 +153,28 @@ pub(super) struct Behaviour {
 
 pub(super) struct PeerState {
     connected_at: Instant,
-    cert: Option<Certificate>,
+    pub(super) cert: Option<Certificate>,
     /// Frames to this peer (admitted peers only).
-    outbox: Option<Outbox>,
+    pub(super) outbox: Option<Outbox>,
     /// Where it says it listens (identify), for peer exchange.
     pub(super) addrs: Vec<Multiaddr>,
     /// It reached us over loopback: loopback addresses are of use to it.
     pub(super) loopback: bool,
+    /// Its admission ended with a notice: disconnect it at this time.
+    pub(super) parting: Option<Instant>,
+    /// We started admission on a connection we dialed.
+    admitting: bool,
+}
+
+/// Dial options for `addr` from a fresh local port. With TCP port reuse (libp2p's default once a
+/// node listens), two members that dial each other at the same moment, as peer exchange makes them
+/// do, meet in one TCP simultaneous open: both sides start noise as the initiator and the handshake
+/// fails on both. Port reuse serves NAT hole punching, which a ward LAN does not need.
+pub(super) fn fresh_port(addr: Multiaddr) -> libp2p::swarm::dial_opts::DialOpts {
+    libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+        .address(addr)
+        .allocate_new_port()
+        .build()
 }
 
 /// What identify tells peers this node runs.
@@ -169,6 +191,8 @@ const MAX_MANIFESTS: usize = 32;
 fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
     match p {
         Protocol::Admission | Protocol::Announce | Protocol::Peers => 64,
+        // A list may be 512 KiB: 16 at once bound the memory to 8 MiB.
+        Protocol::Revocations => 16,
         Protocol::Have | Protocol::Report => 256,
         Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
     }
@@ -256,6 +280,7 @@ pub fn spawn(
     let (internal_tx, internal_rx) = mpsc::channel(INTERNAL_QUEUE);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
     let (members, members_rx) = watch::channel(Members::default());
+    let (revocations, revocations_rx) = watch::channel(revocation::load(&cfg, &root));
     let shared = Arc::new(Shared {
         serving: Arc::new(Semaphore::new(cfg.max_inbound_transfers)),
         cfg,
@@ -266,6 +291,7 @@ pub fn spawn(
         upload: upload.clone(),
         download: download.clone(),
         members: members_rx,
+        revocations: revocations_rx,
         internal: internal_tx,
         shutdown: CancellationToken::new(),
     });
@@ -283,6 +309,7 @@ pub fn spawn(
         control,
         shared,
         members,
+        revocations,
         rx,
         internal_rx,
         events,
@@ -299,7 +326,9 @@ pub fn spawn(
         epoch: Instant::now(),
         peer_id,
         pex_dirty: false,
+        revoked_self: false,
     };
+    actor.revoked_self = revocation::revokes_us(&actor);
     actor.start_inbound()?;
     // The operator named these peers: we show them our certificate first.
     actor.members.send_modify(|m| {
@@ -310,7 +339,7 @@ pub fn spawn(
         }
     });
     for b in actor.shared.cfg.bootstrap.clone() {
-        let _ = actor.swarm.dial(b);
+        let _ = actor.swarm.dial(fresh_port(b));
     }
     let span = tracing::info_span!("node", id = %peer_id);
     let join = tokio::spawn(tracing::Instrument::instrument(actor.run(), span));
@@ -323,6 +352,8 @@ pub(super) struct Actor {
     pub(super) shared: Arc<Shared>,
     /// The one writer of the admitted set.
     pub(super) members: watch::Sender<Members>,
+    /// The one writer of the revocation list held.
+    pub(super) revocations: watch::Sender<revocation::Current>,
     rx: mpsc::Receiver<Command>,
     internal_rx: mpsc::Receiver<Internal>,
     pub(super) events: broadcast::Sender<Event>,
@@ -344,6 +375,8 @@ pub(super) struct Actor {
     pub(super) peer_id: PeerId,
     /// Members or their addresses changed since the last peer lists went out.
     pub(super) pex_dirty: bool,
+    /// The revocation list we hold names this node: redialing the ward only fills its logs.
+    pub(super) revoked_self: bool,
 }
 
 async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream) {
@@ -354,6 +387,7 @@ async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream)
         Protocol::Report => announce::inbound_report(s, peer, stream).await,
         Protocol::Transfer => transfer::server::inbound(s, peer, stream).await,
         Protocol::Peers => exchange::inbound(s, peer, stream).await,
+        Protocol::Revocations => revocation::inbound(s, peer, stream).await,
     }
 }
 
@@ -466,25 +500,28 @@ impl Actor {
                 self.listen_addrs.push(full);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id,
-                endpoint,
-                num_established,
-                ..
+                peer_id, endpoint, ..
             } => {
                 let loopback = endpoint.get_remote_address().iter().any(|p| match p {
                     Addr::Ip4(ip) => ip.is_loopback(),
                     Addr::Ip6(ip) => ip.is_loopback(),
                     _ => false,
                 });
-                self.peers.entry(peer_id).or_insert(PeerState {
+                let admitted = self.role_of(&peer_id).is_some();
+                let st = self.peers.entry(peer_id).or_insert(PeerState {
                     connected_at: Instant::now(),
                     cert: None,
                     outbox: None,
                     addrs: vec![],
                     loopback,
+                    parting: None,
+                    admitting: false,
                 });
-                let admitted = self.role_of(&peer_id).is_some();
-                if endpoint.is_dialer() && !admitted && num_established.get() == 1 {
+                // The first connection we dialed starts admission, even if the peer's own dial to
+                // us was established first (both learned of each other by peer exchange at once):
+                // waiting for "the first connection" there left both sides waiting for the other.
+                if endpoint.is_dialer() && !admitted && !st.admitting {
+                    st.admitting = true;
                     tokio::spawn(admission::outbound(
                         self.shared.clone(),
                         self.control.clone(),
@@ -500,7 +537,9 @@ impl Actor {
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 for (peer, addr) in list {
                     if peer != self.peer_id && !self.swarm.is_connected(&peer) {
-                        let _ = self.swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
+                        let _ = self
+                            .swarm
+                            .dial(fresh_port(addr.with_p2p(peer).unwrap_or_else(|a| a)));
                     }
                 }
             }
@@ -582,7 +621,7 @@ impl Actor {
                         m.vouch(p);
                     });
                 }
-                let _ = self.swarm.dial(addr);
+                let _ = self.swarm.dial(fresh_port(addr));
             }
             Command::HaveChanged { root } => {
                 self.have_dirty.insert(root);
@@ -596,6 +635,12 @@ impl Actor {
                 for p in gateways {
                     self.send_to(&p, Protocol::Report, body.clone());
                 }
+            }
+            Command::SetRevocations { bytes, reply } => {
+                let _ = reply.send(self.adopt_revocations(bytes, None));
+            }
+            Command::Revocations { reply } => {
+                let _ = reply.send(self.revocations.borrow().clone());
             }
             Command::Shutdown { .. } => {}
         }
@@ -634,6 +679,7 @@ impl Actor {
                 }
             }
             Internal::Peers { from, list } => self.on_peer_list(from, list),
+            Internal::Revocations { from, bytes } => self.on_revocations(from, bytes),
             Internal::Created { root, entry } => self.on_created(root, entry),
             Internal::Progress { root, req, group } => self.on_progress(root, req, group),
             Internal::Finished {
@@ -690,6 +736,7 @@ impl Actor {
         for m in self.manifests.values() {
             self.send_to(&peer, Protocol::Announce, m.clone());
         }
+        self.send_revocations_to(&peer);
     }
 
     fn on_have(&mut self, peer: PeerId, have: Have) {
@@ -744,12 +791,25 @@ impl Actor {
     fn on_tick(&mut self) {
         self.downloads_tick();
         self.expire_certificates(Timestamp::now());
+        // Members whose admission ended go once their notice had time to leave.
+        let now = Instant::now();
+        let parted: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.parting.is_some_and(|t| now >= t))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in parted {
+            self.peers.remove(&p);
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
         // Peers that did not prove membership in time are disconnected.
         let late: Vec<PeerId> = self
             .peers
             .iter()
             .filter(|(p, s)| {
                 s.cert.is_none()
+                    && s.parting.is_none()
                     && self.role_of(p).is_none()
                     && s.connected_at.elapsed() > self.shared.cfg.admission_timeout
             })
@@ -767,36 +827,6 @@ impl Actor {
         }
     }
 
-    /// A member whose certificate expires while connected is no member any more: it leaves the
-    /// admitted set at once (nothing more is served to it or taken from it) and is disconnected; if
-    /// it reconnects, admission refuses the expired certificate.
-    fn expire_certificates(&mut self, now: Timestamp) {
-        let expired: Vec<(PeerId, Timestamp)> = self
-            .peers
-            .iter()
-            .filter_map(|(p, s)| s.cert.as_ref().map(|c| (*p, c.expires)))
-            .filter(|(_, exp)| now >= *exp)
-            .collect();
-        for (peer, expires) in expired {
-            if let Some(s) = self.peers.get_mut(&peer) {
-                s.cert = None;
-                s.outbox = None;
-            }
-            if self.members.send_if_modified(|m| m.remove(&peer)) {
-                self.shared.metrics.peers_admitted.dec();
-                self.pex_dirty = true;
-            }
-            self.shared.metrics.admission_refused.inc();
-            tracing::warn!(target: "wardswarm::security", %peer, %expires, "membership certificate expired: admission ended");
-            self.emit(Event::PeerRefused {
-                peer,
-                reason: format!("membership certificate expired at {expires}"),
-            });
-            self.downloads_peer_gone(peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
-        }
-    }
-
     fn on_slow_tick(&mut self) {
         // Availability is re-sent in full every few seconds, so a dropped HAVE heals by itself.
         for e in self.shared.store.list() {
@@ -805,15 +835,21 @@ impl Actor {
             }
         }
         self.have_force = true;
-        // Redial bootstrap peers we lost (the gateway restarts; a device reboots).
-        for b in self.shared.cfg.bootstrap.clone() {
+        // Redial bootstrap peers we lost (the gateway restarts; a device reboots), unless the ward
+        // revoked us.
+        let bootstrap = if self.revoked_self {
+            vec![]
+        } else {
+            self.shared.cfg.bootstrap.clone()
+        };
+        for b in bootstrap {
             let peer = b.iter().find_map(|p| match p {
                 Addr::P2p(id) => Some(id),
                 _ => None,
             });
             if let Some(peer) = peer {
                 if !self.swarm.is_connected(&peer) {
-                    let _ = self.swarm.dial(b);
+                    let _ = self.swarm.dial(fresh_port(b));
                 }
             }
         }

@@ -19,7 +19,8 @@
 //!
 //! Goals: a peer proves it belongs to this ward before it gets a byte of ward data; handlers that see
 //! a member's first frames before its admission is recorded wait for it (bounded) instead of dropping
-//! them. Non-goals: revocation (certificates expire).
+//! them. A certificate whose peer id the ward's revocation list names is refused like an expired one
+//! (see `net::revocation`).
 //!
 //! The admitted set has one owner, the actor: these tasks check certificates and report the verdict;
 //! the actor records it in [`Members`], which handlers read through a `watch` channel and wait on.
@@ -122,7 +123,15 @@ fn check_cert(s: &Shared, peer: PeerId, bytes: &[u8]) -> Result<Certificate, Str
     let c = Certificate::parse(bytes).map_err(|e| e.to_string())?;
     c.verify(&s.root, &peer.to_string(), &s.cfg.ward, Timestamp::now())
         .map_err(|e| e.to_string())?;
+    if let Some(reason) = super::revocation::revoked(s, &peer) {
+        return Err(reason);
+    }
     Ok(c)
+}
+
+/// We may show `peer` our certificate first: it is vouched for and not revoked.
+fn trusted(s: &Shared, peer: &PeerId) -> bool {
+    s.members.borrow().vouches(peer) && super::revocation::revoked(s, peer).is_none()
 }
 
 fn verdict(s: &Shared, peer: PeerId, r: io::Result<Vec<u8>>) -> Internal {
@@ -153,7 +162,7 @@ fn not_vouched() -> io::Error {
 /// to go first, check its certificate, and only then send ours.
 pub(super) async fn outbound(s: Arc<Shared>, mut control: libp2p_stream::Control, peer: PeerId) {
     let t = s.cfg.io_timeout;
-    let first = s.members.borrow().vouches(&peer);
+    let first = trusted(&s, &peer);
     let mut st = match open(&mut control, peer, Protocol::Admission, t).await {
         Ok(st) => st,
         Err(e) => {
@@ -197,7 +206,7 @@ pub(super) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     let t = s.cfg.io_timeout;
     let r = timed(t, wire::read_frame(&mut st, wire::MAX_CERT_FRAME)).await;
     if r.as_ref().is_ok_and(|b| b.is_empty()) {
-        let v = if s.members.borrow().vouches(&peer) {
+        let v = if trusted(&s, &peer) {
             let theirs = async {
                 timed(t, wire::write_frame(&mut st, &s.cert)).await?;
                 timed(t, wire::read_frame(&mut st, wire::MAX_CERT_FRAME)).await

@@ -58,6 +58,10 @@ pub struct Config {
     /// Super-seeding (the ward gateway): show each device only groups no device has yet, so each byte
     /// leaves this node about once (default off; the gateway turns it on).
     pub seeding: Option<seeding::Config>,
+    /// Where the node keeps the newest certificate revocation list it verified (default none: kept
+    /// in memory only). Read at start, replaced atomically when a newer list arrives, so a restart
+    /// does not forget a revocation. See [`crate::revocation`].
+    pub revocations_file: Option<std::path::PathBuf>,
     /// Deliberate misbehaviour (test builds only: the `test-faults` feature).
     #[cfg(feature = "test-faults")]
     pub fault: Option<super::faults::Fault>,
@@ -101,6 +105,7 @@ impl Default for Config {
             tick: defaults::TICK,
             scheduler: scheduler::Config::default(),
             seeding: None,
+            revocations_file: None,
             #[cfg(feature = "test-faults")]
             fault: None,
         }

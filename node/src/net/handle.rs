@@ -14,7 +14,12 @@ use super::{
     wire::{self},
 };
 use crate::{
-    hash::Hash, manifest::ManifestError, membership::Role, scheduler, store::StoreError,
+    hash::Hash,
+    manifest::ManifestError,
+    membership::Role,
+    revocation::{RevocationError, RevocationList},
+    scheduler,
+    store::StoreError,
     time::Timestamp,
 };
 
@@ -54,6 +59,8 @@ pub enum NodeError {
     Store(StoreError),
     #[error("announcement refused: {0}")]
     Announce(AnnounceError),
+    #[error("revocation list refused: {0}")]
+    Revocation(RevocationError),
     /// Our own disk failed while fetching; the peers are not to blame.
     #[error("local store failure while fetching {root}: {cause}")]
     Local { root: Hash, cause: Arc<StoreError> },
@@ -77,6 +84,11 @@ impl From<TransportError> for NodeError {
 impl From<StoreError> for NodeError {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
+    }
+}
+impl From<RevocationError> for NodeError {
+    fn from(e: RevocationError) -> Self {
+        Self::Revocation(e)
     }
 }
 impl From<AnnounceError> for NodeError {
@@ -109,7 +121,7 @@ pub enum Event {
     },
     /// A peer was refused admission.
     PeerRefused { peer: PeerId, reason: String },
-    /// An admitted peer's last connection closed.
+    /// An admitted peer is no member any more: its last connection closed, or its admission ended.
     PeerLeft { peer: PeerId },
     /// A verified, signed manifest arrived (from a peer or via `announce`).
     Manifest {
@@ -124,6 +136,14 @@ pub enum Event {
     Stalled { root: Hash },
     /// An artifact is complete in the store.
     Complete { root: Hash },
+    /// A newer certificate revocation list was adopted (given through the handle, or from `from`);
+    /// admitted peers it names were disconnected. `revokes_us`: it names this node.
+    Revocations {
+        serial: u64,
+        revoked: usize,
+        from: Option<PeerId>,
+        revokes_us: bool,
+    },
     /// An admitted peer sent a status report (JSON, at most `wire::MAX_REPORT_FRAME` bytes).
     Report {
         peer: PeerId,
@@ -165,6 +185,13 @@ pub(super) enum Command {
     Manifests {
         reply: oneshot::Sender<Vec<Arc<Vec<u8>>>>,
     },
+    SetRevocations {
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<bool, NodeError>>,
+    },
+    Revocations {
+        reply: oneshot::Sender<Option<Arc<RevocationList>>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -181,6 +208,8 @@ impl std::fmt::Debug for Command {
             Command::HaveChanged { .. } => "HaveChanged",
             Command::Report { .. } => "Report",
             Command::Manifests { .. } => "Manifests",
+            Command::SetRevocations { .. } => "SetRevocations",
+            Command::Revocations { .. } => "Revocations",
             Command::Shutdown { .. } => "Shutdown",
         })
     }
@@ -259,6 +288,17 @@ impl Handle {
     /// The verified manifests this node knows (announced to it or by it), at most the last 32.
     pub async fn manifests(&self) -> Result<Vec<Arc<Vec<u8>>>, NodeError> {
         self.call(|reply| Command::Manifests { reply }).await
+    }
+    /// Adopts a certificate revocation list (verified against the trust root and the ward) if its
+    /// serial is higher than the one held: admitted peers it names are disconnected, and it goes to
+    /// every admitted member. `Ok(false)`: not newer, nothing changed.
+    pub async fn set_revocations(&self, bytes: Vec<u8>) -> Result<bool, NodeError> {
+        self.call(|reply| Command::SetRevocations { bytes, reply })
+            .await?
+    }
+    /// The revocation list this node holds, if any.
+    pub async fn revocations(&self) -> Result<Option<Arc<RevocationList>>, NodeError> {
+        self.call(|reply| Command::Revocations { reply }).await
     }
     /// Sends a status report (JSON) to every admitted gateway; best effort, bounded in size.
     pub async fn report(&self, body: Vec<u8>) -> Result<(), NodeError> {

@@ -16,6 +16,7 @@
 //! | [`availability`] | `/wardswarm/have/1`: inbound HAVE frames |
 //! | [`announce`] | `/wardswarm/announce/1` and `/wardswarm/report/1` |
 //! | [`exchange`] | `/wardswarm/peers/1`: where the other admitted members listen |
+//! | [`revocation`] | `/wardswarm/revocations/1`: revocation lists; where admission ends (expiry, revocation) |
 //! | [`transfer`] | `/wardswarm/transfer/1`: the server and the client, with their pipes |
 //! | [`policy`] | pure decisions shared with the simulations: serve or refuse, the HAVE round |
 //! | [`streams`] | time limits, opening streams, each peer's bounded outbox |
@@ -39,6 +40,7 @@ pub mod handle;
 pub mod ip_limits;
 pub mod metrics;
 pub mod policy;
+pub mod revocation;
 pub mod streams;
 pub mod transfer;
 pub mod wire;

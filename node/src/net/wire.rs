@@ -6,6 +6,9 @@
 //! | `/wardswarm/admission/1` | frame: its membership certificate | frame: its certificate, or nothing (closes) |
 //! | `/wardswarm/have/1` | frame: `HAVE` (root, length, bitmap of verified groups) | nothing |
 //! | `/wardswarm/announce/1` | frame: a signed release manifest | nothing |
+//! | `/wardswarm/peers/1` | frame: where the other admitted members listen | nothing |
+//! | `/wardswarm/report/1` | frame: a device's status report (JSON) | nothing |
+//! | `/wardswarm/revocations/1` | frame: a signed certificate revocation list | nothing |
 //! | `/wardswarm/transfer/1` | frame: `GET` (root, length, up to 64 runs of groups) | status byte, then the bao encoding of exactly those groups |
 //!
 //! A frame is a 4-byte big-endian length and that many bytes.
@@ -27,6 +30,8 @@ pub const ANNOUNCE: StreamProtocol = StreamProtocol::new("/wardswarm/announce/1"
 pub const TRANSFER: StreamProtocol = StreamProtocol::new("/wardswarm/transfer/1");
 /// Peer exchange: where the other admitted members listen (see `net::exchange`).
 pub const PEERS: StreamProtocol = StreamProtocol::new("/wardswarm/peers/1");
+/// Certificate revocation lists: one signed list per stream (see `net::revocation`).
+pub const REVOCATIONS: StreamProtocol = StreamProtocol::new("/wardswarm/revocations/1");
 /// Device status reports to the ward gateway: one JSON frame per stream.
 pub const REPORT: StreamProtocol = StreamProtocol::new("/wardswarm/report/1");
 /// The ward protocols, for dispatching inbound streams by an exhaustive match: a stream of any
@@ -45,17 +50,20 @@ pub enum Protocol {
     Report,
     /// [`PEERS`].
     Peers,
+    /// [`REVOCATIONS`].
+    Revocations,
 }
 
 impl Protocol {
     /// Every protocol a node accepts.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Admission,
         Self::Have,
         Self::Announce,
         Self::Transfer,
         Self::Report,
         Self::Peers,
+        Self::Revocations,
     ];
     /// The versioned protocol id.
     pub const fn id(self) -> StreamProtocol {
@@ -66,6 +74,7 @@ impl Protocol {
             Self::Transfer => TRANSFER,
             Self::Report => REPORT,
             Self::Peers => PEERS,
+            Self::Revocations => REVOCATIONS,
         }
     }
     /// The protocol of an id, if it is one of ours.

@@ -252,6 +252,10 @@ impl Gateway {
         if cfg.super_seed && ncfg.seeding.is_none() {
             ncfg.seeding = Some(Default::default());
         }
+        let revocations = ncfg
+            .revocations_file
+            .get_or_insert_with(|| cfg.dir.join(REVOCATIONS_FILE))
+            .clone();
         let (node, _join) = net::spawn(ncfg, keypair, cert, root.clone(), store.clone())?;
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.http_timeout)
@@ -294,6 +298,7 @@ impl Gateway {
         tokio::spawn(download::run_polls(shared.clone()));
         tokio::spawn(download::run_downloads(shared.clone()));
         tokio::spawn(run_schedule(shared.clone()));
+        tokio::spawn(watch_revocations(shared.clone(), revocations));
         let api_addr = match api {
             Some(l) => Some(
                 crate::api::serve(ApiState(shared.clone()), l, shared.stop.clone()).map_err(
@@ -366,6 +371,59 @@ async fn run_schedule(s: Arc<Shared>) {
         tokio::select! {
             _ = t.tick() => s.wan_cap.set(s.cfg.wan.rate_at(Timestamp::now().as_unix())),
             _ = s.stop.cancelled() => return,
+        }
+    }
+}
+
+/// The revocation list's file in the state folder, unless `node.revocations_file` names another.
+pub const REVOCATIONS_FILE: &str = "revocations.json";
+/// How often the gateway looks for a new list an operator put in place of its file.
+const REVOCATIONS_POLL: Duration = Duration::from_secs(2);
+
+fn stamp(p: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Puts in force a revocation list the operator wrote over the list file (`wardswarm cert revoke`
+/// replaces it atomically): the node verifies it, disconnects the peers it names and passes it to
+/// the ward. A list that does not verify or is not newer changes nothing, and the one in force stays.
+async fn watch_revocations(s: Arc<Shared>, path: PathBuf) {
+    let mut seen = stamp(&path);
+    let mut t = tokio::time::interval(REVOCATIONS_POLL);
+    loop {
+        tokio::select! {
+            _ = t.tick() => {}
+            _ = s.stop.cancelled() => return,
+        }
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        if now.is_none() {
+            continue;
+        }
+        let max = wardswarm_node::signed::DocKind::Revocations.max_bytes() as u64;
+        let bytes = match wardswarm_node::fsutil::read_capped(&path, max) {
+            Ok(Ok(b)) => b,
+            Ok(Err(len)) => {
+                tracing::warn!(path = %path.display(), len, max, "revocation list file is over the size cap: the list in force stays");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "reading the revocation list failed: the list in force stays");
+                continue;
+            }
+        };
+        match s.node.set_revocations(bytes).await {
+            Ok(true) => tracing::info!(path = %path.display(), "new revocation list in force"),
+            Ok(false) => {
+                tracing::debug!(path = %path.display(), "revocation list file unchanged in substance")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "revocation list refused: the list in force stays")
+            }
         }
     }
 }
