@@ -30,8 +30,16 @@ struct Plain {
     ping: ping::Behaviour,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_answers_identify_and_ping_and_stops_on_sigterm() {
+/// A provisioned `wardswarm node` process on loopback: its folder, the process, its stdout lines
+/// after the two it printed first, its peer id and full address.
+struct Started {
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    addr: Multiaddr,
+}
+
+fn start_node() -> Started {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     for k in ["root.key", "mem.key", "dev.key"] {
@@ -105,6 +113,22 @@ async fn node_answers_identify_and_ping_and_stops_on_sigterm() {
         .parse()
         .expect("full multiaddr");
     assert!(second.ends_with(&format!("/p2p/{peer}")), "{second}");
+    Started {
+        _dir: dir,
+        child,
+        lines,
+        addr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_answers_identify_and_ping_and_stops_on_sigterm() {
+    let Started {
+        _dir,
+        mut child,
+        lines,
+        addr,
+    } = start_node();
 
     // A plain libp2p peer: identify and ping only, no certificate.
     let mut sw = libp2p::SwarmBuilder::with_new_identity()
@@ -171,4 +195,48 @@ async fn node_answers_identify_and_ping_and_stops_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert_eq!(rest.last().map(String::as_str), Some("stopped"));
+}
+
+/// An independent libp2p implementation (js-libp2p 3.3, `tests/interop/js-dialer`) dialing as a
+/// non-member gets identify and ping, no byte from any ward protocol, and is disconnected.
+#[test]
+#[cfg_attr(
+    wardswarm_no_js_dialer,
+    ignore = "node or tests/interop/js-dialer/node_modules missing: npm ci --prefix tests/interop/js-dialer"
+)]
+fn a_js_libp2p_non_member_gets_identify_and_ping_and_nothing_else() {
+    let mut n = start_node();
+    let js = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/js-dialer");
+    let out = Command::new("timeout")
+        .args(["60", "node", "--import", "./polyfill.mjs", "dial.mjs"])
+        .arg(n.addr.to_string())
+        .current_dir(js)
+        .output()
+        .expect("run node");
+    let _ = n.child.kill();
+    let _ = n.child.wait();
+    assert!(
+        out.status.success(),
+        "js dialer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from the dialer");
+    assert!(
+        v["agent"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("wardswarm/")),
+        "{v}"
+    );
+    assert!(v["ping_ms"].is_number(), "ping answered: {v}");
+    let protocols = v["protocols"].as_object().expect("protocols");
+    assert!(protocols.len() >= 7, "{v}");
+    for (p, r) in protocols {
+        assert_eq!(r["bytes"], 0, "{p} answered a non-member: {v}");
+    }
+    assert!(
+        v["disconnected_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms <= 10_000),
+        "disconnected: {v}"
+    );
 }

@@ -116,3 +116,37 @@ impl TestKeys {
         r
     }
 }
+
+/// The fixtures the fuzz targets (`node/fuzz`) check their inputs against, and that the seed
+/// corpus (`cargo run -p wardswarm-node --example fuzz_seeds`) is built from: fixed keys, a fixed
+/// time, a fixed artifact and delta base, so a crash found once reproduces anywhere.
+pub mod fuzz {
+    use std::time::Duration;
+
+    use super::{bytes, TestKeys};
+    use crate::{root::TrustRoot, time::Timestamp};
+
+    /// The fixtures' "now": 2027-01-15.
+    pub const NOW: u64 = 1_800_000_000;
+    /// The ward of the fixtures' certificates and lists.
+    pub const WARD: &str = "icu-3";
+    /// Five full chunk groups and a partial sixth.
+    pub const ARTIFACT_LEN: usize = 5 * 16384 + 777;
+
+    /// The time the fixtures are valid at.
+    pub fn now() -> Timestamp {
+        Timestamp::from_unix(NOW)
+    }
+    /// The trust root (TestKeys, valid ten years from `NOW`).
+    pub fn root() -> TrustRoot {
+        TestKeys::default().root(now(), Duration::from_secs(10 * 365 * 86_400))
+    }
+    /// The artifact the transfer targets receive.
+    pub fn artifact() -> Vec<u8> {
+        bytes(ARTIFACT_LEN, 0xf022)
+    }
+    /// The base the delta target applies deltas to.
+    pub fn base() -> Vec<u8> {
+        bytes(64 << 10, 0xba5e)
+    }
+}
