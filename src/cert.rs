@@ -14,19 +14,26 @@ use wardswarm_node::{
 
 use crate::{args::parse_period, root_and_keys, write_new_doc};
 
+/// Who signs: the membership keys of a trust root, for one ward.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Signer {
+    /// The trust root (the keys must meet its membership threshold).
+    #[arg(long)]
+    root: PathBuf,
+    /// A membership key file; repeat to meet the threshold.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// The ward id.
+    #[arg(long)]
+    ward: String,
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum CertCmd {
     /// Issue a membership certificate for a node's peer id, signed by membership keys.
     Issue {
-        /// The trust root (the keys must meet its membership threshold).
-        #[arg(long)]
-        root: PathBuf,
-        /// A membership key file; repeat to meet the threshold.
-        #[arg(long = "key", required = true)]
-        keys: Vec<PathBuf>,
-        /// The ward id.
-        #[arg(long)]
-        ward: String,
+        #[command(flatten)]
+        signer: Signer,
         /// The device id (or gateway name).
         #[arg(long)]
         device: String,
@@ -48,15 +55,8 @@ pub(crate) enum CertCmd {
     /// `revocations` file, by default `<state>/revocations.json`); it puts the list in force within
     /// seconds and passes it to every device.
     Revoke {
-        /// The trust root (the keys must meet its membership threshold).
-        #[arg(long)]
-        root: PathBuf,
-        /// A membership key file; repeat to meet the threshold.
-        #[arg(long = "key", required = true)]
-        keys: Vec<PathBuf>,
-        /// The ward id.
-        #[arg(long)]
-        ward: String,
+        #[command(flatten)]
+        signer: Signer,
         /// The revocation list: read (and verified) if it exists, then replaced by the next one.
         #[arg(long)]
         list: PathBuf,
@@ -75,9 +75,7 @@ pub(crate) enum CertCmd {
 pub(crate) fn run(c: CertCmd, now: Timestamp) -> Result<()> {
     match c {
         CertCmd::Issue {
-            root,
-            keys,
-            ward,
+            signer: Signer { root, keys, ward },
             device,
             role,
             peer,
@@ -105,9 +103,7 @@ pub(crate) fn run(c: CertCmd, now: Timestamp) -> Result<()> {
             Ok(())
         }
         CertCmd::Revoke {
-            root,
-            keys,
-            ward,
+            signer: Signer { root, keys, ward },
             list,
             certificates,
             peers,

@@ -4,8 +4,6 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use wardswarm_node::{agent::slots::FileSlots, membership::Role};
-
 mod common;
 use common::*;
 
@@ -60,29 +58,12 @@ fn a_device_revoked_with_the_cli_leaves_the_ward_and_a_reinstated_one_rejoins() 
         .write_new(&d.join("membership.key"))
         .expect("key");
     let (_origin, url) = start_origin(d);
-    f.member("gw", Role::Gateway);
-    std::fs::write(d.join("gateway.toml"), gateway_toml(&url, "")).expect("config");
-    let gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
-    let gw_addr = gw
-        .line("listening on ")
-        .trim_start_matches("listening on ")
-        .to_string();
+    let (gw, gw_addr) = start_gateway(&f, &url, "");
     let api = api_of(&gw);
-    let mut procs = Vec::new();
-    for name in ["pump-1", "pump-2"] {
-        f.member(name, Role::Device);
-        FileSlots::provision(&d.join(name).join("slots"), &f.factory).expect("provision");
-        std::fs::write(
-            d.join(format!("{name}.toml")),
-            device_toml(name, &gw_addr, "true", ""),
-        )
-        .expect("config");
-        procs.push(Proc::start(
-            d,
-            &["node", "--config", &format!("{name}.toml")],
-            &format!("{name}.log"),
-        ));
-    }
+    let mut procs: Vec<Proc> = ["pump-1", "pump-2"]
+        .iter()
+        .map(|name| start_device(&f, name, &gw_addr, "true", ""))
+        .collect();
     wait_in(
         Some(d),
         "both devices online",

@@ -39,14 +39,8 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
 
     let (mut origin, url) = start_origin(d);
 
-    f.member("gw", Role::Gateway);
-    std::fs::write(d.join("gateway.toml"), gateway_toml(&url, "")).expect("config");
-    let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
+    let (mut gw, gw_addr) = start_gateway(&f, &url, "");
     let peer_line = gw.line("peer id ");
-    let gw_addr = gw
-        .line("listening on ")
-        .trim_start_matches("listening on ")
-        .to_string();
     assert!(
         gw_addr.starts_with("/ip4/127.0.0.1/tcp/")
             && gw_addr.ends_with(&format!("/p2p/{}", &peer_line[8..])),
@@ -62,18 +56,7 @@ fn a_ward_of_processes_updates_rolls_back_and_survives_a_kill_during_install() {
     ];
     let mut procs = Vec::new();
     for (name, health, extra) in devices {
-        f.member(name, Role::Device);
-        FileSlots::provision(&d.join(name).join("slots"), &f.factory).expect("provision");
-        std::fs::write(
-            d.join(format!("{name}.toml")),
-            device_toml(name, &gw_addr, health, extra),
-        )
-        .expect("config");
-        procs.push(Proc::start(
-            d,
-            &["node", "--config", &format!("{name}.toml")],
-            &format!("{name}.log"),
-        ));
+        procs.push(start_device(&f, name, &gw_addr, health, extra));
     }
     for p in &procs {
         let addr = p.line("listening on ");
@@ -977,32 +960,18 @@ fn devices_bootstrapped_only_to_the_gateway_form_a_swarm() {
     let artifact = f.release("2.0.0", 2, 48 << 20, &f.keys.release, far);
     f.publish();
     let (_origin, url) = start_origin(d);
-    f.member("gw", Role::Gateway);
     // The gateway's LAN upload is the ward's scarce resource; the devices' is plentiful.
-    let gw_cfg = gateway_toml(&url, "[upload]\ndefault = \"2MB\"\n");
-    std::fs::write(d.join("gateway.toml"), gw_cfg).expect("config");
-    let gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
-    let gw_addr = gw
-        .line("listening on ")
-        .trim_start_matches("listening on ")
-        .to_string();
+    let (gw, gw_addr) = start_gateway(&f, &url, "[upload]\ndefault = \"2MB\"\n");
     let api = api_of(&gw);
     let names: Vec<String> = (1..=6).map(|i| format!("pump-{i}")).collect();
     let mut procs = Vec::new();
     for name in &names {
-        f.member(name, Role::Device);
-        FileSlots::provision(&d.join(name).join("slots"), &f.factory).expect("provision");
-        let cfg = device_toml(name, &gw_addr, "true", "");
+        procs.push(start_device(&f, name, &gw_addr, "true", ""));
+        let cfg = std::fs::read_to_string(d.join(format!("{name}.toml"))).expect("config");
         assert!(
             cfg.contains(&format!("bootstrap = [\"{gw_addr}\"]")) && cfg.contains("mdns = false"),
             "each device knows only the gateway"
         );
-        std::fs::write(d.join(format!("{name}.toml")), cfg).expect("config");
-        procs.push(Proc::start(
-            d,
-            &["node", "--config", &format!("{name}.toml")],
-            &format!("{name}.log"),
-        ));
     }
     wait_in(
         Some(d),
@@ -1085,13 +1054,7 @@ fn a_member_is_admitted_while_idle_sockets_flood_the_gateway() {
     );
     f.publish();
     let (_origin, url) = start_origin(d);
-    f.member("gw", Role::Gateway);
-    std::fs::write(d.join("gateway.toml"), gateway_toml(&url, "")).expect("config");
-    let gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
-    let gw_addr = gw
-        .line("listening on ")
-        .trim_start_matches("listening on ")
-        .to_string();
+    let (gw, gw_addr) = start_gateway(&f, &url, "");
     let api = api_of(&gw);
     let port: u16 = gw_addr
         .split('/')
@@ -1135,14 +1098,7 @@ fn a_member_is_admitted_while_idle_sockets_flood_the_gateway() {
         || opened.load(std::sync::atomic::Ordering::Relaxed) >= 200,
     );
 
-    f.member("pump-1", Role::Device);
-    FileSlots::provision(&d.join("pump-1").join("slots"), &f.factory).expect("provision");
-    std::fs::write(
-        d.join("pump-1.toml"),
-        device_toml("pump-1", &gw_addr, "true", ""),
-    )
-    .expect("config");
-    let _dev = Proc::start(d, &["node", "--config", "pump-1.toml"], "pump-1.log");
+    let _dev = start_device(&f, "pump-1", &gw_addr, "true", "");
     // A report reaches the gateway only over an admitted connection.
     wait_in(
         Some(d),

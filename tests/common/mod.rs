@@ -343,3 +343,36 @@ pub fn result_of(v: &serde_json::Value) -> Option<String> {
         .then(|| v["last"]["result"].as_str().map(String::from))
         .flatten()
 }
+
+/// `wardswarm seeder` from the example config (`extra` appended), as member `gw`, logging to
+/// `gateway.log`; returns the process and its full swarm address.
+pub fn start_gateway(f: &Fixture, origin_url: &str, extra: &str) -> (Proc, String) {
+    let d = f.path();
+    f.member("gw", Role::Gateway);
+    std::fs::write(d.join("gateway.toml"), gateway_toml(origin_url, extra)).expect("config");
+    let gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
+    let addr = gw
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_string();
+    (gw, addr)
+}
+
+/// A provisioned device `name` (key, certificate, factory image in its slots, the example config
+/// bootstrapped to `gateway`), started as `wardswarm node`, logging to `<name>.log`.
+pub fn start_device(f: &Fixture, name: &str, gateway: &str, health: &str, extra: &str) -> Proc {
+    let d = f.path();
+    f.member(name, Role::Device);
+    wardswarm_node::agent::slots::FileSlots::provision(&d.join(name).join("slots"), &f.factory)
+        .expect("provision");
+    std::fs::write(
+        d.join(format!("{name}.toml")),
+        device_toml(name, gateway, health, extra),
+    )
+    .expect("config");
+    Proc::start(
+        d,
+        &["node", "--config", &format!("{name}.toml")],
+        &format!("{name}.log"),
+    )
+}
