@@ -44,6 +44,7 @@ pub mod net;
 pub mod outboard;
 pub mod release;
 pub mod revocation;
+pub mod rollout;
 pub mod root;
 pub mod scheduler;
 pub mod seeding;
