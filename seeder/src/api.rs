@@ -1,11 +1,34 @@
-//! The gateway's HTTP API: `GET /api/v1/devices`, `GET /api/v1/releases`, `GET /metrics`.
+//! The gateway's HTTP API: `GET /api/v1/devices`, `GET /api/v1/releases`, `GET /metrics`, and the
+//! control plane: rollouts and tokens, behind bearer tokens with roles (`crate::control`).
+//!
+//! | route | role |
+//! |---|---|
+//! | `GET /api/v1/rollouts`, `GET /api/v1/rollouts/{id}` | viewer |
+//! | `POST /api/v1/rollouts` | operator |
+//! | `POST /api/v1/rollouts/{id}/start` (`pause`, `resume`, `stop`) | operator |
+//! | `POST /api/v1/rollouts/{id}/approve` (`deny`), never by the creator's token | approver |
+//! | `GET`/`POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` | admin |
+//!
+//! No token: 401. A token without the role: 403. A transition the rollout's state does not allow:
+//! 409. A malformed rollout: 422. Errors are `{"error": "..."}`.
 
 use std::net::SocketAddr;
 
-use axum::{extract::State, http::header, response::IntoResponse, routing::get, Json, Router};
+use axum::{
+    extract::{Path, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    Json, Router,
+};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+use wardswarm_node::rollout::{RolloutError, RolloutSpec};
 
-use crate::gateway::ApiState;
+use crate::{
+    control::{ControlError, Permission, Principal, Role},
+    gateway::ApiState,
+};
 
 async fn devices(State(s): State<ApiState>) -> impl IntoResponse {
     Json(s.devices())
@@ -25,12 +48,204 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     )
 }
 
+/// An API error: its status and message.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let code = match &e {
+            ControlError::NoRollout(_) | ControlError::NoToken(_) => StatusCode::NOT_FOUND,
+            ControlError::Rollout(RolloutError::Transition { .. }) => StatusCode::CONFLICT,
+            ControlError::Rollout(RolloutError::FourEyes { .. }) => StatusCode::FORBIDDEN,
+            ControlError::Rollout(RolloutError::Invalid(_)) | ControlError::BadName(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ControlError::Db(_) | ControlError::Audit(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(code, e.to_string())
+    }
+}
+
+/// The caller, if its bearer token is live and its role has `need`; a refusal of a known caller
+/// for want of the role is audited as `action` on `target`.
+fn caller(
+    s: &ApiState,
+    h: &HeaderMap,
+    need: Permission,
+    action: &str,
+    target: &str,
+) -> Result<Principal, ApiError> {
+    let token = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer wst_...)".into(),
+            )
+        })?;
+    let p = s
+        .control()
+        .authenticate(token.trim())
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown or revoked token".into()))?;
+    if !p.role.may(need) {
+        if need != Permission::Read {
+            s.control().refused_by_role(&p, action, target);
+        }
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("a {} token may not do this", p.role.as_str()),
+        ));
+    }
+    Ok(p)
+}
+
+async fn list_rollouts(State(s): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
+    caller(&s, &h, Permission::Read, "rollout.list", "-")?;
+    Ok(Json(s.control().rollouts()).into_response())
+}
+
+async fn show_rollout(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    caller(&s, &h, Permission::Read, "rollout.show", "-")?;
+    let r = s.control().rollout(id).ok_or(ControlError::NoRollout(id))?;
+    Ok(Json(r).into_response())
+}
+
+async fn create_rollout(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let p = caller(&s, &h, Permission::Operate, "rollout.create", "-")?;
+    let spec: RolloutSpec = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("rollout: {e}")))?;
+    if let Some(w) = &spec.window {
+        wardswarm_node::rollout::Window::new(w.clone())
+            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    }
+    let targets = s.targets_of(&spec.release).ok_or_else(|| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "release {:?} is not a release this gateway has verified (see /api/v1/releases)",
+                spec.release
+            ),
+        )
+    })?;
+    let r = s.control().create_rollout(s.db(), &p, spec, &targets)?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Remark {
+    #[serde(default)]
+    remark: String,
+}
+
+async fn act(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path((id, action)): Path<(u64, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let need = match action.as_str() {
+        "approve" | "deny" => Permission::Approve,
+        "start" | "pause" | "resume" | "stop" => Permission::Operate,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no rollout action {other:?}: approve, deny, start, pause, resume, stop"),
+            ))
+        }
+    };
+    let p = caller(&s, &h, need, &format!("rollout.{action}"), &id.to_string())?;
+    let remark: Remark = if body.is_empty() {
+        Remark::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("body: {e}")))?
+    };
+    let r = s.control().act(s.db(), &p, id, &action, &remark.remark)?;
+    Ok(Json(r).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+}
+
+async fn list_tokens(State(s): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
+    caller(&s, &h, Permission::Admin, "token.list", "-")?;
+    let v: Vec<serde_json::Value> = s
+        .control()
+        .tokens()
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({"id": t.id, "name": t.name, "role": t.role,
+                "created": t.created, "revoked": t.revoked})
+        })
+        .collect();
+    Ok(Json(v).into_response())
+}
+
+async fn create_token(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let p = caller(&s, &h, Permission::Admin, "token.create", "-")?;
+    let t: NewToken = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("token: {e}")))?;
+    let (rec, token) = s.control().create_token(s.db(), &p, &t.name, t.role)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"id": rec.id, "name": rec.name, "role": rec.role, "token": token})),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let p = caller(&s, &h, Permission::Admin, "token.revoke", &id)?;
+    s.control().revoke_token(s.db(), &p, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// The router.
 pub fn router(s: ApiState) -> Router {
     Router::new()
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/releases", get(releases))
         .route("/metrics", get(metrics))
+        .route("/api/v1/rollouts", get(list_rollouts).post(create_rollout))
+        .route("/api/v1/rollouts/{id}", get(show_rollout))
+        .route("/api/v1/rollouts/{id}/{action}", post(act))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
         .with_state(s)
 }
 

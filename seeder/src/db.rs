@@ -9,6 +9,8 @@ use serde::{de::DeserializeOwned, Serialize};
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const DEVICES: TableDefinition<'_, &str, &str> = TableDefinition::new("devices");
 const RELEASES: TableDefinition<'_, &str, &str> = TableDefinition::new("releases");
+const TOKENS: TableDefinition<'_, &str, &str> = TableDefinition::new("tokens");
+const ROLLOUTS: TableDefinition<'_, &str, &str> = TableDefinition::new("rollouts");
 
 /// A database fault (local: the gateway's own disk or file).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,10 @@ pub enum Table {
     Devices,
     /// Releases by manifest hash.
     Releases,
+    /// API tokens by id (hashes only).
+    Tokens,
+    /// Rollouts by id.
+    Rollouts,
 }
 
 impl Table {
@@ -48,6 +54,8 @@ impl Table {
         match self {
             Self::Devices => DEVICES,
             Self::Releases => RELEASES,
+            Self::Tokens => TOKENS,
+            Self::Rollouts => ROLLOUTS,
         }
     }
 }
@@ -63,6 +71,8 @@ impl Db {
         w.open_table(META).map_err(e)?;
         w.open_table(DEVICES).map_err(e)?;
         w.open_table(RELEASES).map_err(e)?;
+        w.open_table(TOKENS).map_err(e)?;
+        w.open_table(ROLLOUTS).map_err(e)?;
         w.commit().map_err(e)?;
         Ok(Self { db })
     }

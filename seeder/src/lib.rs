@@ -3,13 +3,15 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`gateway`] | poll the origin, verify, plan, download once by HTTP range under the WAN cap, seed, collect reports |
-//! | [`api`] | `GET /api/v1/devices`, `GET /api/v1/releases`, `GET /metrics` |
+//! | [`api`] | `GET /api/v1/devices`, `GET /api/v1/releases`, `GET /metrics`; the rollout and token routes |
+//! | [`control`] | API tokens and roles, rollouts in the database, the gateway's audit log |
 //! | [`db`] | the gateway's embedded database (redb) |
 //! | [`origin`] | `index.json` publishing and a static origin with range support |
 //!
 //! See `docs/gateway.md`.
 
 pub mod api;
+pub mod control;
 pub mod db;
 pub mod gateway;
 pub mod origin;

@@ -176,6 +176,8 @@ struct Shared {
     /// Of those, index, manifests and outboards since this start.
     wan_metadata_bytes: AtomicU64,
     state: state::State,
+    /// Tokens, rollouts and the gateway's audit log.
+    control: crate::control::Control,
     metrics: views::Metrics,
     /// Wakes the download loop (a device changed state, a poll found something, `poll_now`).
     wake: Notify,
@@ -263,6 +265,9 @@ impl Gateway {
             .user_agent(concat!("wardswarm-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GatewayError::Config(format!("HTTP client: {e}")))?;
+        let control = crate::control::Control::open(&cfg.dir, &db).map_err(|e| {
+            GatewayError::Config(format!("control plane in {}: {e}", cfg.dir.display()))
+        })?;
         let metrics = views::Metrics::new(&node.metrics());
         metrics.wan_bytes.inc_by(wan_bytes);
         let shared = Arc::new(Shared {
@@ -276,6 +281,7 @@ impl Gateway {
             wan_bytes: AtomicU64::new(wan_bytes),
             wan_metadata_bytes: AtomicU64::new(0),
             state: state::State::new(records),
+            control,
             metrics,
             wake: Notify::new(),
             poll: Notify::new(),

@@ -8,6 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 use wardswarm_node::{
     agent::{machine::DeviceState, runtime::Report},
     net::Event,
+    rollout::DeviceStatus,
     Timestamp,
 };
 
@@ -73,5 +74,27 @@ pub(super) async fn collect(s: Arc<Shared>) {
         if changed {
             s.wake.notify_one();
         }
+        if let Some((release, status)) = rollout_status(&rec.report) {
+            s.control.device_status(&s.db, &rec.id, &release, status);
+        }
+    }
+}
+
+/// What a report says of the device's progress on a release, in rollout terms.
+fn rollout_status(r: &Report) -> Option<(String, DeviceStatus)> {
+    use wardswarm_node::agent::status::{DeviceState as D, UpdateResult as U};
+    let busy = |s| r.target.clone().map(|t| (t, s));
+    match r.state {
+        D::Fetching => busy(DeviceStatus::Downloading),
+        D::Installing | D::Activating => busy(DeviceStatus::Installing),
+        D::Rebooting | D::HealthCheck | D::Committing => busy(DeviceStatus::Rebooting),
+        D::Idle => r.last.as_ref().map(|o| {
+            let s = match o.result {
+                U::Committed => DeviceStatus::Finished,
+                U::RolledBack | U::Failed => DeviceStatus::Error,
+            };
+            (o.version.clone(), s)
+        }),
+        _ => None,
     }
 }

@@ -168,6 +168,35 @@ impl ApiState {
     pub fn metrics(&self) -> String {
         metrics_text(&self.0)
     }
+    /// Tokens, rollouts and the audit log.
+    pub fn control(&self) -> &crate::control::Control {
+        &self.0.control
+    }
+    /// The database the control plane persists to.
+    pub fn db(&self) -> &crate::db::Db {
+        &self.0.db
+    }
+    /// The devices a release may go to (matching hardware and product), as rollouts select them;
+    /// `None` if the gateway has not verified a release of that version.
+    pub fn targets_of(&self, version: &str) -> Option<Vec<wardswarm_node::rollout::DeviceInfo>> {
+        let st = self.0.state.lock();
+        let rel = st
+            .releases
+            .values()
+            .find(|r| r.version == version && r.status == super::ReleaseStatus::Verified)?;
+        Some(
+            st.devices
+                .values()
+                .filter(|d| rel.hardware.contains(&d.report.hardware))
+                .map(|d| wardswarm_node::rollout::DeviceInfo {
+                    id: d.id.clone(),
+                    product: d.report.product.clone(),
+                    hardware: d.report.hardware.clone(),
+                    labels: vec![],
+                })
+                .collect(),
+        )
+    }
 }
 
 pub(super) fn devices(s: &Shared) -> Vec<DeviceView> {

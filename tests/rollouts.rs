@@ -1,0 +1,220 @@
+//! The rollout API against a gateway and devices started as separate processes from the example
+//! configs: tokens and roles, four eyes, the states a rollout goes through as devices report, a
+//! gateway restarted mid-rollout, and the gateway's audit log.
+
+use std::{process::Command, time::Duration};
+
+use serde_json::json;
+
+mod common;
+use common::*;
+
+#[test]
+fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
+    let f = Fixture::new();
+    let d = f.path();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
+    f.publish();
+    let (_origin, url) = start_origin(d);
+    let (mut gw, gw_addr) = start_gateway(&f, &url, "");
+    let api = api_of(&gw);
+    let _devices: Vec<Proc> = ["pump-1", "pump-2", "pump-3"]
+        .iter()
+        .map(|n| start_device(&f, n, &gw_addr, "true", ""))
+        .collect();
+    wait_in(
+        Some(d),
+        "three devices reporting",
+        Duration::from_secs(60),
+        || {
+            json_get(api, "/api/v1/devices")
+                .as_array()
+                .is_some_and(|a| a.len() == 3)
+        },
+    );
+    let admin = std::fs::read_to_string(d.join("gateway-state/admin.token")).expect("admin token");
+    let admin = admin.trim();
+    let token = |name: &str, role: &str| {
+        let (code, v) = http_call(
+            api,
+            "POST",
+            "/api/v1/tokens",
+            Some(admin),
+            Some(&json!({"name": name, "role": role})),
+        );
+        assert_eq!(code, 201, "{v}");
+        v["token"].as_str().expect("token").to_string()
+    };
+    let (op, ap, viewer) = (
+        token("alice", "operator"),
+        token("bob", "approver"),
+        token("wall-screen", "viewer"),
+    );
+
+    // No token, a wrong one, and a role that may not.
+    assert_eq!(http_call(api, "GET", "/api/v1/rollouts", None, None).0, 401);
+    assert_eq!(
+        http_call(api, "GET", "/api/v1/rollouts", Some("wst_00_00"), None).0,
+        401
+    );
+    let spec = json!({"name": "2.0.0 canary first", "release": "2.0.0",
+        "groups": [{"name": "canary", "select": {"by": "devices", "ids": ["pump-2"]}},
+                   {"name": "rest", "select": {"by": "rest"}}]});
+    assert_eq!(
+        http_call(api, "POST", "/api/v1/rollouts", Some(&viewer), Some(&spec)).0,
+        403
+    );
+    let bad = json!({"name": "x", "release": "9.9.9", "groups": [{"name": "a", "select": {"by": "rest"}}]});
+    assert_eq!(
+        http_call(api, "POST", "/api/v1/rollouts", Some(&op), Some(&bad)).0,
+        422,
+        "an unknown release"
+    );
+    wait_in(
+        Some(d),
+        "the release verified",
+        Duration::from_secs(30),
+        || {
+            json_get(api, "/api/v1/releases")
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["status"] == "verified"))
+        },
+    );
+    let (code, r) = http_call(api, "POST", "/api/v1/rollouts", Some(&op), Some(&spec));
+    assert_eq!(code, 201, "{r}");
+    assert_eq!(r["state"], "waiting_for_approval");
+    let id = r["id"].as_u64().expect("id");
+    let path = |a: &str| format!("/api/v1/rollouts/{id}/{a}");
+    assert_eq!(
+        http_call(api, "POST", &path("start"), Some(&op), None).0,
+        409
+    );
+    let (code, v) = http_call(api, "POST", &path("approve"), Some(&op), None);
+    assert_eq!(code, 403, "an operator token cannot approve: {v}");
+    // Four eyes: even a token that may approve cannot approve its own rollout.
+    let (_, own) = http_call(api, "POST", "/api/v1/rollouts", Some(admin), Some(&spec));
+    let own_id = own["id"].as_u64().expect("id");
+    let (code, v) = http_call(
+        api,
+        "POST",
+        &format!("/api/v1/rollouts/{own_id}/approve"),
+        Some(admin),
+        None,
+    );
+    assert_eq!(code, 403, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("four eyes")),
+        "{v}"
+    );
+    http_call(
+        api,
+        "POST",
+        &format!("/api/v1/rollouts/{own_id}/deny"),
+        Some(&ap),
+        None,
+    );
+    assert_eq!(
+        http_call(api, "POST", &path("start"), Some(&ap), None).0,
+        403
+    );
+    let (code, v) = http_call(
+        api,
+        "POST",
+        &path("approve"),
+        Some(&ap),
+        Some(&json!({"remark": "checked the release notes"})),
+    );
+    assert_eq!((code, v["state"].as_str()), (200, Some("ready")), "{v}");
+    let (code, v) = http_call(api, "POST", &path("start"), Some(&op), None);
+    assert_eq!((code, v["state"].as_str()), (200, Some("running")), "{v}");
+    assert_eq!(
+        v["groups"][0]["devices"].as_object().map(|m| m.len()),
+        Some(1)
+    );
+    assert_eq!(
+        v["groups"][1]["devices"].as_object().map(|m| m.len()),
+        Some(2)
+    );
+
+    // Devices report; the gateway moves the rollout along (the agents still install on their own:
+    // directives to devices come next).
+    let show = |t: &str| http_call(api, "GET", &format!("/api/v1/rollouts/{id}"), Some(t), None);
+    wait_in(
+        Some(d),
+        "the rollout to finish",
+        Duration::from_secs(120),
+        || show(&viewer).1["state"] == "finished",
+    );
+    let v = show(&viewer).1;
+    assert_eq!(v["groups"][0]["state"], "finished");
+    assert_eq!(v["groups"][1]["state"], "finished");
+
+    // A second rollout, left mid-way, survives a gateway restart.
+    let (_, r2) = http_call(api, "POST", "/api/v1/rollouts", Some(&op), Some(&spec));
+    let id2 = r2["id"].as_u64().expect("id");
+    assert_eq!(id2, own_id + 1);
+    http_call(
+        api,
+        "POST",
+        &format!("/api/v1/rollouts/{id2}/approve"),
+        Some(&ap),
+        None,
+    );
+    gw.sigterm();
+    let gw2 = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway-2.log");
+    let api2 = api_of(&gw2);
+    let (code, v) = http_call(
+        api2,
+        "GET",
+        &format!("/api/v1/rollouts/{id2}"),
+        Some(&op),
+        None,
+    );
+    assert_eq!((code, v["state"].as_str()), (200, Some("ready")), "{v}");
+    assert_eq!(
+        http_call(api2, "GET", "/api/v1/rollouts", Some(&viewer), None)
+            .1
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    drop(gw2);
+
+    // Every mutating call is in the gateway's audit log, and the chain verifies.
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["audit", "verify", "gateway-state/audit.jsonl"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(d.join("gateway-state/audit.jsonl")).expect("log");
+    assert!(
+        log.contains("rollout.approve") && log.contains("refused: four eyes"),
+        "{log}"
+    );
+    assert!(
+        log.contains("refused: a viewer token may not do this"),
+        "{log}"
+    );
+    assert!(log.contains("\"who\":\"bob (token "), "{log}");
+    // A tampered record is detected.
+    let tampered = log.replacen("checked the release notes", "no remark", 1);
+    let tampered = if tampered == log {
+        log.replacen("\"outcome\":\"done\"", "\"outcome\":\"DONE\"", 1)
+    } else {
+        tampered
+    };
+    std::fs::write(d.join("tampered.jsonl"), tampered).expect("write");
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["audit", "verify", "tampered.jsonl"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a tampered audit log verified");
+}
