@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 
 mod args;
 mod cert;
+mod client;
 mod daemon;
 mod demo;
 mod sim;
@@ -64,6 +65,12 @@ enum Cmd {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Rollouts on a gateway, through its API (`--api`; token from WARDSWARM_TOKEN or --token-file).
+    #[command(subcommand)]
+    Rollout(client::RolloutCmd),
+    /// API tokens on a gateway (admin).
+    #[command(subcommand)]
+    Token(client::TokenCmd),
     /// Issue ward membership certificates, and revoke them.
     #[command(subcommand)]
     Cert(cert::CertCmd),
@@ -354,6 +361,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Cert(c) => cert::run(c, now),
+        Cmd::Rollout(c) => client::rollout(c),
+        Cmd::Token(c) => client::token_cmd(c),
         Cmd::Node { config } => daemon::run_node(config),
         Cmd::Seeder { config } => daemon::run_seeder(config),
         Cmd::Origin(OriginCmd::Serve { dir, listen }) => {

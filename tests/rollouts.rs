@@ -150,6 +150,42 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
     assert_eq!(v["groups"][0]["state"], "finished");
     assert_eq!(v["groups"][1]["state"], "finished");
 
+    // The CLI: the same API from the shell, the token from WARDSWARM_TOKEN or a file.
+    let cli = |token: &str, args: &[&str]| {
+        let o = Command::new(BIN)
+            .current_dir(d)
+            .args(args)
+            .args(["--api", &format!("http://{api}")])
+            .env("WARDSWARM_TOKEN", token)
+            .output()
+            .expect("run");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&viewer, &["rollout", "show", &id.to_string()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("finished") && out.contains("canary") && out.contains("finished 1"),
+        "{out}"
+    );
+    assert!(out.contains("rest") && out.contains("finished 2"), "{out}");
+    let (ok, out, err) = cli(&viewer, &["rollout", "list", "--json"]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    let (ok, _, err) = cli(&viewer, &["rollout", "stop", &id.to_string()]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, out, err) = cli(admin, &["token", "list"]);
+    assert!(
+        ok && out.contains("wall-screen") && out.contains("approver"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli("", &["rollout", "list"]);
+    assert!(!ok && err.contains("WARDSWARM_TOKEN"), "{err}");
+
     // A second rollout, left mid-way, survives a gateway restart.
     let (_, r2) = http_call(api, "POST", "/api/v1/rollouts", Some(&op), Some(&spec));
     let id2 = r2["id"].as_u64().expect("id");
