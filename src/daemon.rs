@@ -185,6 +185,9 @@ pub struct GatewayFile {
     /// HTTP API address.
     #[serde(default)]
     pub api_listen: Option<SocketAddr>,
+    /// The read routes answer without a token.
+    #[serde(default)]
+    pub api_open_reads: bool,
     /// Swarm listen addresses.
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
@@ -387,6 +390,7 @@ pub fn run_seeder(config: PathBuf) -> Result<()> {
     let mut cfg = GatewayConfig::new(origin, &f.state, node);
     cfg.poll_interval = f.poll_interval;
     cfg.api_listen = f.api_listen;
+    cfg.api_open_reads = f.api_open_reads;
     cfg.prefetch = f.prefetch;
     cfg.super_seed = f.super_seed;
     cfg.wan = f.wan.schedule().map_err(anyhow::Error::msg)?;

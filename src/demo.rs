@@ -263,6 +263,8 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     gcfg.wan = Schedule::fixed(parse_rate(&args.wan_cap)?);
     gcfg.poll_interval = Duration::from_secs(2);
     gcfg.api_listen = Some("127.0.0.1:0".parse()?);
+    // An embedded ward on loopback: its read routes are open, for curl while it runs.
+    gcfg.api_open_reads = true;
     let gw = Gateway::start(
         gcfg,
         gw_key.clone(),

@@ -17,8 +17,21 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
     f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
     f.publish();
     let (_origin, url) = start_origin(d);
-    let (mut gw, gw_addr) = start_gateway(&f, &url, "");
+    // The example config as it is: every route needs a token.
+    f.member("gw", wardswarm_node::membership::Role::Gateway);
+    let cfg = gateway_toml(&url, "").replace("api_open_reads = true", "api_open_reads = false");
+    std::fs::write(d.join("gateway.toml"), cfg).expect("config");
+    let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
+    let gw_addr = gw
+        .line("listening on ")
+        .trim_start_matches("listening on ")
+        .to_string();
     let api = api_of(&gw);
+    assert_eq!(http_call(api, "GET", "/api/v1/devices", None, None).0, 401);
+    assert_eq!(http_call(api, "GET", "/metrics", None, None).0, 401);
+    let admin = std::fs::read_to_string(d.join("gateway-state/admin.token")).expect("admin token");
+    let admin = admin.trim();
+    let get = |path: &str| http_call(api, "GET", path, Some(admin), None).1;
     let _devices: Vec<Proc> = ["pump-1", "pump-2", "pump-3"]
         .iter()
         .map(|n| start_device(&f, n, &gw_addr, "true", ""))
@@ -28,7 +41,7 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
         "three devices reporting",
         Duration::from_secs(60),
         || {
-            json_get(api, "/api/v1/devices")
+            get("/api/v1/devices")
                 .as_array()
                 .is_some_and(|a| a.len() == 3)
         },
@@ -76,7 +89,7 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
         "the release verified",
         Duration::from_secs(30),
         || {
-            json_get(api, "/api/v1/releases")
+            get("/api/v1/releases")
                 .as_array()
                 .is_some_and(|a| a.iter().any(|r| r["status"] == "verified"))
         },

@@ -9,7 +9,8 @@
 //! | `POST /api/v1/rollouts/{id}/approve` (`deny`), never by the creator's token | approver |
 //! | `GET`/`POST /api/v1/tokens`, `DELETE /api/v1/tokens/{id}` | admin |
 //!
-//! No token: 401. A token without the role: 403. A transition the rollout's state does not allow:
+//! `GET /api/v1/devices`, `/api/v1/releases` and `/metrics` need any live token too, unless the
+//! gateway's `api_open_reads` is set. No token: 401. A token without the role: 403. A transition the rollout's state does not allow:
 //! 409. A malformed rollout: 422. Errors are `{"error": "..."}`.
 
 use std::net::SocketAddr;
@@ -30,22 +31,34 @@ use crate::{
     gateway::ApiState,
 };
 
-async fn devices(State(s): State<ApiState>) -> impl IntoResponse {
-    Json(s.devices())
+/// The older read routes need a token unless the config opens them (`api_open_reads`).
+fn reader(s: &ApiState, h: &HeaderMap) -> Result<(), ApiError> {
+    if !s.open_reads() {
+        caller(s, h, Permission::Read, "read", "-")?;
+    }
+    Ok(())
 }
 
-async fn releases(State(s): State<ApiState>) -> impl IntoResponse {
-    Json(s.releases())
+async fn devices(State(s): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
+    reader(&s, &h)?;
+    Ok(Json(s.devices()).into_response())
 }
 
-async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
-    (
+async fn releases(State(s): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
+    reader(&s, &h)?;
+    Ok(Json(s.releases()).into_response())
+}
+
+async fn metrics(State(s): State<ApiState>, h: HeaderMap) -> Result<Response, ApiError> {
+    reader(&s, &h)?;
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         s.metrics(),
     )
+        .into_response())
 }
 
 /// An API error: its status and message.

@@ -365,7 +365,7 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
     std::fs::write(
         gw.dir.join("gateway.toml"),
         format!(
-            "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstate = \"state\"\norigin = \"http://10.99.0.1:8080/\"\npoll_interval = \"2s\"\napi_listen = \"{gw_addr}:8080\"\nlisten = [\"/ip4/{gw_addr}/tcp/4001\"]\nmdns = false\nprefetch = true\n[wan]\ndefault = \"{}\"\n[upload]\ndefault = \"{}\"\n",
+            "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstate = \"state\"\norigin = \"http://10.99.0.1:8080/\"\npoll_interval = \"2s\"\napi_listen = \"{gw_addr}:8080\"\napi_open_reads = true\nlisten = [\"/ip4/{gw_addr}/tcp/4001\"]\nmdns = false\nprefetch = true\n[wan]\ndefault = \"{}\"\n[upload]\ndefault = \"{}\"\n",
             rate_str(sc.gateway.wan),
             rate_str(sc.gateway.upload)
         ),

@@ -67,6 +67,9 @@ pub struct GatewayConfig {
     pub wan: Schedule,
     /// HTTP API address (`None`, the default: no API).
     pub api_listen: Option<SocketAddr>,
+    /// The read routes (`/api/v1/devices`, `/releases`, `/metrics`) answer without a token
+    /// (default off: every route needs a bearer token; see `docs/rollouts.md`).
+    pub api_open_reads: bool,
     /// The ward swarm node.
     pub node: net::Config,
     /// Time limit for connecting and for each read from the origin (default 30 s).
@@ -98,6 +101,7 @@ impl GatewayConfig {
             dir: dir.into(),
             wan: Schedule::fixed(None),
             api_listen: None,
+            api_open_reads: false,
             node,
             http_timeout: Duration::from_secs(30),
             origin_min_rate: 16 * 1024,

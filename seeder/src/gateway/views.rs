@@ -168,6 +168,10 @@ impl ApiState {
     pub fn metrics(&self) -> String {
         metrics_text(&self.0)
     }
+    /// Whether the read routes answer without a token.
+    pub fn open_reads(&self) -> bool {
+        self.0.cfg.api_open_reads
+    }
     /// Tokens, rollouts and the audit log.
     pub fn control(&self) -> &crate::control::Control {
         &self.0.control
