@@ -228,6 +228,35 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
             .map(Vec::len),
         Some(3)
     );
+    // The OpenAPI document names exactly the routes there are: each answers (401 without a token,
+    // as every route but the document itself needs one), none is missing.
+    let (code, doc) = http_call(api2, "GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(code, 200);
+    let paths = doc["paths"].as_object().expect("paths");
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().map_or(0, |m| m.len()))
+            .sum::<usize>(),
+        wardswarm_seeder::openapi::ROUTES.len()
+    );
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().expect("operations") {
+            let concrete = path.replace("{id}", &id2.to_string());
+            let (code, v) = http_call(api2, &method.to_uppercase(), &concrete, None, None);
+            let want = if op.get("security").is_some() {
+                401
+            } else {
+                200
+            };
+            assert_eq!(code, want, "{method} {path}: {v}");
+        }
+    }
+    assert_eq!(
+        http_call(api2, "GET", "/api/v1/nothing", Some(admin), None).0,
+        404,
+        "an unknown route is 404, so the 401s above were real routes"
+    );
     drop(gw2);
 
     // Every mutating call is in the gateway's audit log, and the chain verifies.

@@ -248,9 +248,14 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The router.
+async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
+}
+
+/// The router. Its paths are those of [`crate::openapi::ROUTES`] (`tests/rollouts.rs` calls each).
 pub fn router(s: ApiState) -> Router {
     Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/releases", get(releases))
         .route("/metrics", get(metrics))
