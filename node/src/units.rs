@@ -55,9 +55,12 @@ pub struct CapFile {
     /// Rate outside the windows (`unlimited` if absent).
     #[serde(default)]
     pub default: Option<String>,
-    /// Hospital local time offset from UTC.
+    /// Hospital local time offset from UTC (prefer `timezone`: an offset drifts at daylight saving).
     #[serde(default)]
     pub utc_offset_minutes: i32,
+    /// The hospital's IANA time zone, e.g. `Europe/Berlin`: windows follow its wall clock.
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// Windows with their own rate.
     #[serde(default)]
     pub window: Vec<WindowFile>,
@@ -93,10 +96,20 @@ impl CapFile {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let timezone = match &self.timezone {
+            None => None,
+            Some(_) if self.utc_offset_minutes != 0 => {
+                return Err("give timezone or utc_offset_minutes, not both".into())
+            }
+            Some(z) => Some(jiff::tz::TimeZone::get(z).map_err(|e| {
+                format!("timezone {z:?} is not an IANA time zone name (e.g. Europe/Berlin): {e}")
+            })?),
+        };
         Ok(Schedule {
             default,
             windows,
             utc_offset_minutes: self.utc_offset_minutes,
+            timezone,
         })
     }
 }
@@ -115,6 +128,7 @@ mod tests {
         let c = CapFile {
             default: Some("1MB".into()),
             utc_offset_minutes: 0,
+            timezone: None,
             window: vec![WindowFile {
                 from: "07:00".into(),
                 to: "19:00".into(),
@@ -124,5 +138,36 @@ mod tests {
         let s = c.schedule().expect("valid");
         assert_eq!(s.rate_at(8 * 3600), Some(0));
         assert_eq!(s.rate_at(20 * 3600), Some(1_000_000));
+    }
+
+    #[test]
+    fn cap_windows_follow_a_named_zone_across_daylight_saving() {
+        let c = CapFile {
+            default: Some("20MB".into()),
+            utc_offset_minutes: 0,
+            timezone: Some("Europe/Berlin".into()),
+            window: vec![WindowFile {
+                from: "07:00".into(),
+                to: "19:00".into(),
+                rate: "4MB".into(),
+            }],
+        };
+        let s = c.schedule().expect("valid");
+        let at = |t: &str| t.parse::<jiff::Timestamp>().expect("time").as_second() as u64;
+        // 07:00 in Berlin is 06:00 UTC in winter and 05:00 UTC in summer.
+        assert_eq!(s.rate_at(at("2027-01-15T06:00:00Z")), Some(4_000_000));
+        assert_eq!(s.rate_at(at("2027-01-15T05:30:00Z")), Some(20_000_000));
+        assert_eq!(s.rate_at(at("2027-07-15T05:00:00Z")), Some(4_000_000));
+        assert_eq!(s.rate_at(at("2027-07-15T04:59:00Z")), Some(20_000_000));
+        let both = CapFile {
+            utc_offset_minutes: 60,
+            ..c.clone()
+        };
+        assert!(both.schedule().is_err());
+        let bad = CapFile {
+            timezone: Some("+01:00".into()),
+            ..c
+        };
+        assert!(bad.schedule().expect_err("refused").contains("IANA"));
     }
 }

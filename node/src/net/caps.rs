@@ -152,8 +152,11 @@ pub struct Schedule {
     pub default: Option<u64>,
     /// Windows in minutes of the day `[from, to)`, first match wins; `from > to` wraps midnight.
     pub windows: Vec<Window>,
-    /// Offset of local time from UTC, in minutes (hospital local time).
+    /// Offset of local time from UTC, in minutes (hospital local time), when no `timezone` is set.
     pub utc_offset_minutes: i32,
+    /// The hospital's IANA time zone: windows follow its wall clock across daylight saving (a
+    /// fixed offset would shift clinical hours by an hour twice a year). Wins over the offset.
+    pub timezone: Option<jiff::tz::TimeZone>,
 }
 
 /// One window of a schedule.
@@ -174,12 +177,20 @@ impl Schedule {
             default: rate,
             windows: vec![],
             utc_offset_minutes: 0,
+            timezone: None,
         }
     }
     /// The cap at a Unix time (seconds).
     pub fn rate_at(&self, unix_secs: u64) -> Option<u64> {
-        let local = unix_secs as i64 + i64::from(self.utc_offset_minutes) * 60;
-        let minute = (local.rem_euclid(86_400) / 60) as u32;
+        let zoned = self.timezone.as_ref().and_then(|tz| {
+            let t = jiff::Timestamp::from_second(unix_secs as i64).ok()?;
+            let d = tz.to_datetime(t);
+            Some(d.hour() as u32 * 60 + d.minute() as u32)
+        });
+        let minute = zoned.unwrap_or_else(|| {
+            let local = unix_secs as i64 + i64::from(self.utc_offset_minutes) * 60;
+            (local.rem_euclid(86_400) / 60) as u32
+        });
         for w in &self.windows {
             let inside = if w.from <= w.to {
                 minute >= w.from && minute < w.to
@@ -215,6 +226,7 @@ mod tests {
                 },
             ],
             utc_offset_minutes: 60,
+            timezone: None,
         };
         let day = 86_400 * 20_000;
         assert_eq!(s.rate_at(day + 6 * 3600), Some(1_000_000), "07:00 local");
