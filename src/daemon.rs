@@ -72,6 +72,9 @@ pub struct AgentFile {
     pub state: PathBuf,
     /// Hardware id.
     pub hardware: String,
+    /// Labels rollouts can select this device by, e.g. `["icu-3", "bed-12"]`.
+    #[serde(default)]
+    pub labels: Vec<String>,
     /// Product name (releases for other products are refused).
     #[serde(default)]
     pub product: Option<String>,
@@ -310,6 +313,7 @@ fn slots(s: &SlotsFile) -> Arc<dyn Slots> {
 fn agent_config(a: &AgentFile) -> Result<AgentConfig> {
     let mut acfg = AgentConfig::new(&a.state, &a.hardware);
     acfg.product = a.product.clone();
+    acfg.labels = a.labels.clone();
     acfg.factory_version = a.factory_version.clone();
     acfg.factory_counter = a.factory_counter;
     acfg.health_check = a.health_check.clone();

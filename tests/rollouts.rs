@@ -73,7 +73,7 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
     );
     let spec = json!({"name": "2.0.0 canary first", "release": "2.0.0",
         "groups": [{"name": "canary", "select": {"by": "devices", "ids": ["pump-2"]}},
-                   {"name": "rest", "select": {"by": "rest"}}]});
+                   {"name": "rest", "select": {"by": "labels", "labels": ["icu-3"]}}]});
     assert_eq!(
         http_call(api, "POST", "/api/v1/rollouts", Some(&viewer), Some(&spec)).0,
         403

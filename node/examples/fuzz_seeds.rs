@@ -149,6 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes_from_gateway: 1 << 20,
         bytes_from_peers: 3 << 20,
         audit_lines: 12,
+        labels: vec!["icu-3".into(), "bed-12".into()],
     };
     write(out, "report", "fetching", &serde_json::to_vec(&report)?)?;
 

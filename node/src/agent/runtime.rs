@@ -82,6 +82,8 @@ pub struct AgentConfig {
     pub hardware: String,
     /// The product this device runs (`None`: any).
     pub product: Option<String>,
+    /// Labels rollouts select devices by (`labels = ["icu-3", "bed-12"]`), reported to the gateway.
+    pub labels: Vec<String>,
     /// Version name and counter of the provisioned (factory) image, used on first start only.
     pub factory_version: String,
     /// Counter of the factory image: the initial anti-rollback floor.
@@ -104,6 +106,7 @@ impl AgentConfig {
             dir: dir.into(),
             hardware: hardware.into(),
             product: None,
+            labels: vec![],
             factory_version: "factory".into(),
             factory_counter: 0,
             health_check: None,
@@ -168,6 +171,9 @@ pub struct Report {
     pub bytes_from_peers: u64,
     /// Audit log lines so far.
     pub audit_lines: u64,
+    /// Its labels (rollouts select by them).
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// Why [`Agent::run_boot`] returned.
@@ -268,6 +274,7 @@ impl Agent {
             bytes_from_gateway: 0,
             bytes_from_peers: 0,
             audit_lines: audit.len(),
+            labels: cfg.labels.clone(),
         });
         let events = node.subscribe();
         Ok((
@@ -359,6 +366,7 @@ impl Agent {
             bytes_from_gateway: g,
             bytes_from_peers: p,
             audit_lines: self.audit.len(),
+            labels: self.cfg.labels.clone(),
         }
     }
 

@@ -161,6 +161,7 @@ mod tests {
             bytes_from_gateway: 0,
             bytes_from_peers: 0,
             audit_lines: 0,
+            labels: vec![],
         }
     }
 

@@ -196,7 +196,7 @@ impl ApiState {
                     id: d.id.clone(),
                     product: d.report.product.clone(),
                     hardware: d.report.hardware.clone(),
-                    labels: vec![],
+                    labels: d.report.labels.clone(),
                 })
                 .collect(),
         )
