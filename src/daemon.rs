@@ -95,10 +95,36 @@ pub struct AgentFile {
     pub report_interval: Duration,
     /// The slots.
     pub slots: SlotsFile,
+    /// The clinical-use gate, asked before install, reboot and commit.
+    #[serde(default)]
+    pub gate: Option<GateFile>,
     /// Test-only fault injection: refused unless this build has the `test-faults` feature and
     /// `WARDSWARM_TEST_FAULTS=1` is set (see [`agent_fault`]).
     #[serde(default)]
     pub fault: Option<String>,
+}
+
+/// `[agent.gate]`: a lease file a bedside application holds, or a command (exit 0 free, 1 in use).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateFile {
+    /// The lease file.
+    #[serde(default)]
+    pub lease: Option<PathBuf>,
+    /// The command, run by `sh -c`.
+    #[serde(default)]
+    pub command: Option<String>,
+}
+
+impl GateFile {
+    fn gate(&self) -> Result<wardswarm_node::agent::gate::Gate> {
+        use wardswarm_node::agent::gate::Gate;
+        match (&self.lease, &self.command) {
+            (Some(l), None) => Ok(Gate::Lease(l.clone())),
+            (None, Some(c)) => Ok(Gate::Command(c.clone())),
+            _ => bail!("[agent.gate] needs exactly one of lease = \"FILE\" or command = \"...\""),
+        }
+    }
 }
 
 /// The environment variable that lets a build with test faults accept `agent.fault`.
@@ -314,6 +340,7 @@ fn agent_config(a: &AgentFile) -> Result<AgentConfig> {
     let mut acfg = AgentConfig::new(&a.state, &a.hardware);
     acfg.product = a.product.clone();
     acfg.labels = a.labels.clone();
+    acfg.gate = a.gate.as_ref().map(GateFile::gate).transpose()?;
     acfg.factory_version = a.factory_version.clone();
     acfg.factory_counter = a.factory_counter;
     acfg.health_check = a.health_check.clone();

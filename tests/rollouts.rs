@@ -296,3 +296,64 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
         .expect("run");
     assert!(!out.status.success(), "a tampered audit log verified");
 }
+
+/// The clinical-use gate: a device whose bedside application holds a lease downloads the release
+/// but does not install it, reports why, and keeps waiting when the lease expires unreleased; once
+/// the lease is released it installs and commits.
+#[test]
+fn a_device_in_clinical_use_waits_and_installs_once_released() {
+    let f = Fixture::new();
+    let d = f.path();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
+    f.publish();
+    let (_origin, url) = start_origin(d);
+    let (gw, gw_addr) = start_gateway(&f, &url, "");
+    let api = api_of(&gw);
+    std::fs::create_dir_all(d.join("pump-1")).expect("mkdir");
+    // Held by an infusion that stopped renewing its lease an hour ago: still in use.
+    let lease = d.join("pump-1/lease.json");
+    std::fs::write(
+        &lease,
+        br#"{"in_use": true, "holder": "infusion 7", "expires": "2020-01-01T00:00:00Z"}"#,
+    )
+    .expect("lease");
+    let _dev = start_device(
+        &f,
+        "pump-1",
+        &gw_addr,
+        "true",
+        "gate = { lease = \"pump-1/lease.json\" }",
+    );
+    let gated = || {
+        json_get(api, "/api/v1/devices")
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == "pump-1").cloned())
+            .and_then(|x| x["gated"].as_str().map(String::from))
+    };
+    wait_in(
+        Some(d),
+        "pump-1 to report its gate",
+        Duration::from_secs(60),
+        || gated().is_some_and(|g| g.contains("infusion 7") && g.contains("expired")),
+    );
+    let state = device_state(d, "pump-1");
+    assert_ne!(result_of(&state).as_deref(), Some("committed"), "{state}");
+    assert_eq!(
+        state["installed"]["version"], "1.0.0",
+        "nothing installed while in use"
+    );
+    std::fs::remove_file(&lease).expect("release the lease");
+    wait_in(
+        Some(d),
+        "pump-1 to commit 2.0.0",
+        Duration::from_secs(60),
+        || result_of(&device_state(d, "pump-1")).as_deref() == Some("committed"),
+    );
+    wait_in(
+        Some(d),
+        "the gate to clear in the report",
+        Duration::from_secs(30),
+        || gated().is_none(),
+    );
+}

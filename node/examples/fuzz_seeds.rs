@@ -150,6 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes_from_peers: 3 << 20,
         audit_lines: 12,
         labels: vec!["icu-3".into(), "bed-12".into()],
+        gated: Some("in use by infusion 7".into()),
     };
     write(out, "report", "fetching", &serde_json::to_vec(&report)?)?;
 

@@ -1,8 +1,10 @@
 //! The device agent: A/B slots ([`slots`]), the pure update state machine ([`machine`]), the
 //! hash-chained audit log ([`audit`]), and the runtime that drives them from the ward swarm
-//! ([`runtime`]), which writes the inactive slot through [`install`]. See `docs/agent.md`.
+//! ([`runtime`]), which writes the inactive slot through [`install`] and asks the clinical-use
+//! [`gate`] before it installs, reboots or commits. See `docs/agent.md`.
 
 pub mod audit;
+pub mod gate;
 pub mod install;
 pub mod machine;
 pub mod runtime;

@@ -94,6 +94,8 @@ pub struct AgentConfig {
     pub health_timeout: Duration,
     /// How often to report status to the gateway while nothing changes.
     pub report_interval: Duration,
+    /// The clinical-use gate, asked before install, reboot and commit (`None`: always free).
+    pub gate: Option<super::gate::Gate>,
     /// Test-only fault.
     #[cfg(feature = "test-faults")]
     pub fault: Option<AgentFault>,
@@ -112,6 +114,7 @@ impl AgentConfig {
             health_check: None,
             health_timeout: Duration::from_secs(60),
             report_interval: Duration::from_secs(5),
+            gate: None,
             #[cfg(feature = "test-faults")]
             fault: None,
         }
@@ -174,6 +177,9 @@ pub struct Report {
     /// Its labels (rollouts select by them).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Why the clinical-use gate holds it (`None`: not gated).
+    #[serde(default)]
+    pub gated: Option<String>,
 }
 
 /// Why [`Agent::run_boot`] returned.
@@ -206,6 +212,8 @@ pub struct Agent {
     /// When to offer the known releases again after a local fault, and how many in a row.
     retry_at: Option<tokio::time::Instant>,
     local_failures: u32,
+    /// Why the clinical-use gate holds the device, while it does.
+    gated: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// First pause after a local fault (a full disk while writing the slot); it doubles per fault in a
@@ -275,6 +283,7 @@ impl Agent {
             bytes_from_peers: 0,
             audit_lines: audit.len(),
             labels: cfg.labels.clone(),
+            gated: None,
         });
         let events = node.subscribe();
         Ok((
@@ -293,6 +302,7 @@ impl Agent {
                 refused: Default::default(),
                 _lock: lock,
                 retry_at: None,
+                gated: Default::default(),
                 local_failures: 0,
             },
             rx,
@@ -367,6 +377,7 @@ impl Agent {
             bytes_from_peers: p,
             audit_lines: self.audit.len(),
             labels: self.cfg.labels.clone(),
+            gated: self.gated.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 
@@ -584,6 +595,7 @@ impl Agent {
         a: Action,
     ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>> {
         let slots = self.slots.clone();
+        let (gate, gated) = (self.cfg.gate.clone(), self.gated.clone());
         match a {
             Action::Fetch(o) => {
                 let node = self.node.clone();
@@ -613,6 +625,7 @@ impl Agent {
                     .map(|s| (s.installed.slot, s.installed.length));
                 let hook = self.install_hook(&o);
                 Some(Box::pin(async move {
+                    super::gate::wait_free(gate, "install", gated).await;
                     let r = blocking(move || install(&store, slots.as_ref(), &o, slot, base, hook))
                         .await;
                     Done::Input(Box::new(match r {
@@ -624,6 +637,8 @@ impl Agent {
                 }))
             }
             Action::Activate(slot) => Some(Box::pin(async move {
+                // Activation is what the reboot boots: the gate is asked before it.
+                super::gate::wait_free(gate, "reboot", gated).await;
                 Done::Input(Box::new(
                     match blocking(move || slots.activate_once(slot)).await {
                         Ok(Ok(())) => Input::Activated,
@@ -633,6 +648,7 @@ impl Agent {
                 ))
             })),
             Action::Commit(slot) => Some(Box::pin(async move {
+                super::gate::wait_free(gate, "commit", gated).await;
                 Done::Input(Box::new(match blocking(move || slots.commit(slot)).await {
                     Ok(Ok(())) => Input::Committed,
                     Ok(Err(e)) => Input::BootFailed(e.to_string()),

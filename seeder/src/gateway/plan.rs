@@ -162,6 +162,7 @@ mod tests {
             bytes_from_peers: 0,
             audit_lines: 0,
             labels: vec![],
+            gated: None,
         }
     }
 

@@ -84,6 +84,9 @@ pub(super) async fn collect(s: Arc<Shared>) {
 fn rollout_status(r: &Report) -> Option<(String, DeviceStatus)> {
     use wardswarm_node::agent::status::{DeviceState as D, UpdateResult as U};
     let busy = |s| r.target.clone().map(|t| (t, s));
+    if r.gated.is_some() {
+        return busy(DeviceStatus::Gated);
+    }
     match r.state {
         D::Fetching => busy(DeviceStatus::Downloading),
         D::Installing | D::Activating => busy(DeviceStatus::Installing),

@@ -53,6 +53,8 @@ pub struct DeviceView {
     pub bytes_from_gateway: u64,
     /// Bytes from peers.
     pub bytes_from_peers: u64,
+    /// Why its clinical-use gate holds it, while it does.
+    pub gated: Option<String>,
 }
 
 /// An artifact's download state.
@@ -232,6 +234,7 @@ pub(super) fn devices(s: &Shared) -> Vec<DeviceView> {
                 stale: !online || since > s.cfg.offline_after.as_secs(),
                 bytes_from_gateway: d.report.bytes_from_gateway,
                 bytes_from_peers: d.report.bytes_from_peers,
+                gated: d.report.gated.clone(),
             }
         })
         .collect()
