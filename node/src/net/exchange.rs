@@ -200,7 +200,7 @@ impl Actor {
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-                // See `actor::fresh_port`: both ends of a list dial each other at once.
+                // See `transport::fresh_port`: both ends of a list dial each other at once.
                 .allocate_new_port()
                 .build();
             let _ = self.swarm.dial(opts);

@@ -21,6 +21,7 @@
 //! | [`policy`] | pure decisions shared with the simulations: serve or refuse, the HAVE round |
 //! | [`streams`] | time limits, opening streams, each peer's bounded outbox |
 //! | [`ip_limits`] | pending and established inbound connections per remote IP |
+//! | [`transport`] | the libp2p behaviour, building the swarm (TCP, noise, yamux), dialing from a fresh port |
 //! | [`wire`] | message formats as plain async functions, with size caps |
 //! | [`caps`] | upload and download limiters (governor) and schedules |
 //! | [`metrics`] | per-node Prometheus metrics |
@@ -43,6 +44,7 @@ pub mod policy;
 pub mod revocation;
 pub mod streams;
 pub mod transfer;
+pub mod transport;
 pub mod wire;
 
 pub use actor::spawn;
