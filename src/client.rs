@@ -20,6 +20,9 @@ pub(crate) struct Api {
     /// Print the gateway's JSON answer.
     #[arg(long)]
     json: bool,
+    /// Trust this CA (or self-signed) certificate for an `https://` API, PEM.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,9 +123,14 @@ fn call(api: &Api, method: reqwest::Method, path: &str, body: Option<Value>) -> 
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = &api.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build()?;
         let mut req = client.request(method, &url).bearer_auth(&token);
         if let Some(b) = body {
             req = req

@@ -104,6 +104,16 @@ pub struct AgentFile {
     pub fault: Option<String>,
 }
 
+/// The API's TLS files.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTlsFile {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
 /// `[agent.gate]`: a lease file a bedside application holds, or a command (exit 0 free, 1 in use).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +227,9 @@ pub struct GatewayFile {
     /// The read routes answer without a token.
     #[serde(default)]
     pub api_open_reads: bool,
+    /// Serve the API over TLS: `api_tls = { cert = "api.crt", key = "api.key" }` (PEM).
+    #[serde(default)]
+    pub api_tls: Option<ApiTlsFile>,
     /// Swarm listen addresses.
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
@@ -422,6 +435,13 @@ pub fn run_seeder(config: PathBuf) -> Result<()> {
     cfg.poll_interval = f.poll_interval;
     cfg.api_listen = f.api_listen;
     cfg.api_open_reads = f.api_open_reads;
+    cfg.api_tls = f
+        .api_tls
+        .as_ref()
+        .map(|t| wardswarm_seeder::gateway::ApiTls {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        });
     cfg.prefetch = f.prefetch;
     cfg.super_seed = f.super_seed;
     cfg.wan = f.wan.schedule().map_err(anyhow::Error::msg)?;
@@ -432,7 +452,7 @@ pub fn run_seeder(config: PathBuf) -> Result<()> {
         let gw = Gateway::start(cfg, keypair, &cert, root).await?;
         print_addrs(gw.node()).await?;
         if let Some(a) = gw.api_addr() {
-            println!("api on http://{a}/api/v1/devices");
+            println!("api on {}://{a}/api/v1/devices", gw.api_scheme());
         }
         terminated().await?;
         tracing::info!("stopping");

@@ -357,3 +357,106 @@ fn a_device_in_clinical_use_waits_and_installs_once_released() {
         || gated().is_none(),
     );
 }
+
+/// The API over TLS (rustls): the CLI reaches it with the certificate as its trust anchor, a plain
+/// HTTP request gets no answer, and a gateway given a bad certificate names `api_tls` and leaves no
+/// state behind.
+#[test]
+fn the_api_over_tls() {
+    let f = Fixture::new();
+    let d = f.path();
+    // No origin is needed: the gateway keeps polling an address that refuses.
+    let url = "http://127.0.0.1:9/".to_string();
+    let openssl = Command::new("openssl")
+        .current_dir(d)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "api.key",
+            "-out",
+            "api.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let (gw, _) = start_gateway(
+        &f,
+        &url,
+        "api_tls = { cert = \"api.crt\", key = \"api.key\" }\n",
+    );
+    assert!(gw.line("api on ").starts_with("api on https://"));
+    let api = api_of(&gw);
+    let admin = std::fs::read_to_string(d.join("gateway-state/admin.token")).expect("admin token");
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["token", "list", "--ca-cert", "api.crt"])
+        .args(["--api", &format!("https://{api}")])
+        .env("WARDSWARM_TOKEN", admin.trim())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
+    // Without the trust anchor the CLI refuses the certificate.
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["token", "list", "--api", &format!("https://{api}")])
+        .env("WARDSWARM_TOKEN", admin.trim())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let mut s = std::net::TcpStream::connect(api).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    use std::io::{Read, Write};
+    let _ = write!(s, "GET /api/v1/openapi.json HTTP/1.0\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(!buf.starts_with(b"HTTP/"), "plain HTTP was answered");
+    drop(gw);
+
+    // A bad certificate: a clear error naming api_tls, and no state folder.
+    let g = tempfile::tempdir_in(d).expect("tmp");
+    std::fs::write(g.path().join("bad.crt"), "not a certificate").expect("write");
+    let cfg = std::fs::read_to_string(d.join("gateway.toml"))
+        .expect("config")
+        .replace("\"api.crt\"", &format!("{:?}", g.path().join("bad.crt")))
+        .replace(
+            "gateway-state",
+            &g.path().join("state").display().to_string(),
+        );
+    std::fs::write(g.path().join("gateway.toml"), cfg).expect("config");
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["seeder", "--config"])
+        .arg(g.path().join("gateway.toml"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("api_tls"), "{err}");
+    assert!(!g.path().join("state").exists(), "a state folder was left");
+}

@@ -267,14 +267,46 @@ pub fn router(s: ApiState) -> Router {
         .with_state(s)
 }
 
-/// Serves the API on a bound listener until `stop`; returns the bound address.
+/// Loads the API's TLS certificate and key.
+pub async fn tls_config(
+    t: &crate::gateway::ApiTls,
+) -> Result<axum_server::tls_rustls::RustlsConfig, crate::GatewayError> {
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert, &t.key)
+        .await
+        .map_err(|e| {
+            crate::GatewayError::Config(format!(
+                "api_tls: certificate {} with key {}: {e}",
+                t.cert.display(),
+                t.key.display()
+            ))
+        })
+}
+
+/// Serves the API on a bound listener until `stop`, over TLS if `tls` is given; returns the bound
+/// address.
 pub fn serve(
     s: ApiState,
     l: tokio::net::TcpListener,
     stop: CancellationToken,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
 ) -> std::io::Result<SocketAddr> {
     let a = l.local_addr()?;
     let app = router(s);
+    if let Some(tls) = tls {
+        let server = axum_server::from_tcp_rustls(l.into_std()?, tls)?;
+        let handle = axum_server::Handle::new();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+        });
+        tokio::spawn(async move {
+            if let Err(e) = server.handle(handle).serve(app.into_make_service()).await {
+                tracing::error!(error = %e, "gateway API (TLS) stopped");
+            }
+        });
+        return Ok(a);
+    }
     tokio::spawn(async move {
         let r = axum::serve(l, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

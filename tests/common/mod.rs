@@ -326,8 +326,9 @@ pub fn start_origin(dir: &Path) -> (Proc, String) {
 
 /// The API address a gateway process printed.
 pub fn api_of(p: &Proc) -> SocketAddr {
-    p.line("api on http://")
+    p.line("api on http")
         .trim_start_matches("api on http://")
+        .trim_start_matches("api on https://")
         .trim_end_matches("/api/v1/devices")
         .parse()
         .expect("api address")

@@ -54,6 +54,15 @@ pub use views::{ApiState, ArtifactView, DeviceView, ReleaseView};
 
 use crate::db::{Db, DbError, Table};
 
+/// The API's TLS certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// Gateway settings.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -67,6 +76,9 @@ pub struct GatewayConfig {
     pub wan: Schedule,
     /// HTTP API address (`None`, the default: no API).
     pub api_listen: Option<SocketAddr>,
+    /// Serve the API over TLS (rustls) with this certificate chain and key, PEM files (default:
+    /// plain HTTP; keep it on the management network then).
+    pub api_tls: Option<ApiTls>,
     /// The read routes (`/api/v1/devices`, `/releases`, `/metrics`) answer without a token
     /// (default off: every route needs a bearer token; see `docs/rollouts.md`).
     pub api_open_reads: bool,
@@ -102,6 +114,7 @@ impl GatewayConfig {
             wan: Schedule::fixed(None),
             api_listen: None,
             api_open_reads: false,
+            api_tls: None,
             node,
             http_timeout: Duration::from_secs(30),
             origin_min_rate: 16 * 1024,
@@ -253,6 +266,11 @@ impl Gateway {
             ),
             None => None,
         };
+        // And its certificate: a bad one must not leave a state folder either.
+        let tls = match (&cfg.api_tls, &api) {
+            (Some(t), Some(_)) => Some(crate::api::tls_config(t).await?),
+            _ => None,
+        };
         let (store, db, records, wan_bytes) = open_state(&cfg.dir)?;
         let mut ncfg = cfg.node.clone();
         if cfg.super_seed && ncfg.seeding.is_none() {
@@ -311,7 +329,7 @@ impl Gateway {
         tokio::spawn(watch_revocations(shared.clone(), revocations));
         let api_addr = match api {
             Some(l) => Some(
-                crate::api::serve(ApiState(shared.clone()), l, shared.stop.clone()).map_err(
+                crate::api::serve(ApiState(shared.clone()), l, shared.stop.clone(), tls).map_err(
                     |cause| GatewayError::Io {
                         path: PathBuf::from("api_listen"),
                         cause,
@@ -330,6 +348,14 @@ impl Gateway {
     /// The API's bound address.
     pub fn api_addr(&self) -> Option<SocketAddr> {
         self.api_addr
+    }
+    /// The API's URL scheme: `https` with `api_tls`, else `http`.
+    pub fn api_scheme(&self) -> &'static str {
+        if self.shared.cfg.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
     /// Bytes downloaded from the origin so far (all restarts).
     pub fn wan_bytes(&self) -> u64 {
