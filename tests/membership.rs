@@ -50,14 +50,11 @@ fn log_has(d: &Path, log: &str, text: &str) -> bool {
 fn a_device_revoked_with_the_cli_leaves_the_ward_and_a_reinstated_one_rejoins() {
     let f = Fixture::new();
     let d = f.path();
-    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
-    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
-    f.publish();
     f.keys
         .membership
         .write_new(&d.join("membership.key"))
         .expect("key");
-    let (_origin, url) = start_origin(d);
+    let (_origin, url) = origin_with_release(&f, 1 << 20);
     let (gw, gw_addr) = start_gateway(&f, &url, "");
     let api = api_of(&gw);
     let mut procs: Vec<Proc> = ["pump-1", "pump-2"]

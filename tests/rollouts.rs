@@ -13,10 +13,7 @@ use common::*;
 fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
     let f = Fixture::new();
     let d = f.path();
-    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
-    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
-    f.publish();
-    let (_origin, url) = start_origin(d);
+    let (_origin, url) = origin_with_release(&f, 1 << 20);
     // The example config as it is: every route needs a token.
     f.member("gw", wardswarm_node::membership::Role::Gateway);
     let cfg = gateway_toml(&url, "").replace("api_open_reads = true", "api_open_reads = false");
@@ -304,10 +301,7 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
 fn a_device_in_clinical_use_waits_and_installs_once_released() {
     let f = Fixture::new();
     let d = f.path();
-    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
-    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
-    f.publish();
-    let (_origin, url) = start_origin(d);
+    let (_origin, url) = origin_with_release(&f, 1 << 20);
     let (gw, gw_addr) = start_gateway(&f, &url, "");
     let api = api_of(&gw);
     std::fs::create_dir_all(d.join("pump-1")).expect("mkdir");

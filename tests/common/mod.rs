@@ -415,3 +415,12 @@ pub fn http_call(
         .unwrap_or(serde_json::Value::Null);
     (status, json)
 }
+
+/// Release 2.0.0 (counter 2, an image of `len` bytes, valid a week) built, published and served by
+/// `wardswarm origin serve`; returns the origin process and its URL.
+pub fn origin_with_release(f: &Fixture, len: usize) -> (Proc, String) {
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    f.release("2.0.0", 2, len, &f.keys.release, far);
+    f.publish();
+    start_origin(f.path())
+}

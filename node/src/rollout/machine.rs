@@ -312,8 +312,9 @@ impl Rollout {
                 .is_some_and(|g| !g.devices[device].is_final())
     }
 
-    /// A device reported `status`. Reports from devices not in the rollout, and reports that would
-    /// take an ended device back, are ignored (`false`); otherwise the thresholds are evaluated.
+    /// A device reported `status`. Reports from devices not in the rollout, repeats of its current
+    /// status, and reports that would take an ended device back are ignored (`false`); otherwise
+    /// the thresholds are evaluated.
     pub fn report(&mut self, device: &str, status: DeviceStatus) -> bool {
         let Some(g) = self
             .groups
@@ -323,7 +324,8 @@ impl Rollout {
             return false;
         };
         let cur = g.devices[device];
-        if cur.is_final() || status == DeviceStatus::Scheduled {
+        // Reports repeat every few seconds: only a change is news (and worth a database write).
+        if cur.is_final() || status == DeviceStatus::Scheduled || status == cur {
             return false;
         }
         g.devices.insert(device.into(), status);
@@ -595,7 +597,11 @@ mod tests {
         };
         let mut r = Rollout::new(1, sp, "op", &devices(4), false).expect("valid");
         r.start().expect("start");
-        r.report("pump-00", DeviceStatus::Gated);
+        assert!(r.report("pump-00", DeviceStatus::Gated));
+        assert!(
+            !r.report("pump-00", DeviceStatus::Gated),
+            "a repeated report changes nothing"
+        );
         assert_eq!(r.state, RolloutState::Running, "gated is no error");
         r.report("pump-00", DeviceStatus::Finished);
         assert_eq!(r.state, RolloutState::Paused);
