@@ -87,7 +87,9 @@ impl From<ControlError> for ApiError {
             ControlError::Rollout(RolloutError::Invalid(_)) | ControlError::BadName(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ControlError::Db(_) | ControlError::Audit(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::Db(_) | ControlError::Audit(_) | ControlError::TokenFile(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         Self(code, e.to_string())
     }

@@ -135,6 +135,8 @@ pub enum ControlError {
     Db(#[from] DbError),
     #[error("audit log: {0}")]
     Audit(String),
+    #[error("writing the first admin token: {0}")]
+    TokenFile(String),
     #[error("no rollout {0}")]
     NoRollout(u64),
     #[error("no token {0}")]
@@ -206,8 +208,9 @@ impl Control {
             };
             let (_, token) = c.create_token(db, &system, "admin", Role::Admin)?;
             let path = dir.join(ADMIN_TOKEN_FILE);
-            wardswarm_node::fsutil::write_new(&path, format!("{token}\n").as_bytes(), 0o600)
-                .map_err(|e| ControlError::Audit(format!("{}: {e}", path.display())))?;
+            // No token exists, so a file left from an earlier database is stale: replace it.
+            wardswarm_node::fsutil::replace(&path, format!("{token}\n").as_bytes(), 0o600)
+                .map_err(|e| ControlError::TokenFile(format!("{}: {e}", path.display())))?;
             tracing::info!(path = %path.display(), "first start: admin API token written");
         }
         Ok(c)
@@ -514,5 +517,16 @@ mod tests {
         let (n, _) = wardswarm_node::agent::audit::verify(&d.path().join("audit.jsonl"))
             .expect("chain intact");
         assert!(n >= 8, "{n} records");
+        drop(c);
+        drop(db);
+
+        // A database lost while its admin.token stayed: the stale file is replaced, not a bar to
+        // starting.
+        std::fs::remove_file(d.path().join("g.redb")).expect("rm db");
+        let db = Db::open(&d.path().join("g.redb")).expect("db");
+        let c = Control::open(d.path(), &db).expect("starts again");
+        let fresh = std::fs::read_to_string(d.path().join(ADMIN_TOKEN_FILE)).expect("file");
+        assert_ne!(fresh, admin_token);
+        assert!(c.authenticate(fresh.trim()).is_some() && c.authenticate(&op_t).is_none());
     }
 }
