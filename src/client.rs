@@ -58,6 +58,20 @@ pub(crate) enum RolloutCmd {
     Resume(Act),
     /// Stop it: devices not done are canceled.
     Stop(Act),
+    /// Override one device's clinical-use gate in this rollout (admin token; audited, with the
+    /// remark saying why).
+    Override {
+        #[command(flatten)]
+        api: Api,
+        /// The rollout.
+        id: u64,
+        /// The device whose gate is overridden.
+        #[arg(long)]
+        device: String,
+        /// Why (required; it goes to the gateway's and the device's audit logs).
+        #[arg(long)]
+        remark: String,
+    },
 }
 
 /// An action on one rollout.
@@ -231,6 +245,21 @@ pub(crate) fn rollout(c: RolloutCmd) -> Result<()> {
         RolloutCmd::Pause(a) => act(a, "pause"),
         RolloutCmd::Resume(a) => act(a, "resume"),
         RolloutCmd::Stop(a) => act(a, "stop"),
+        RolloutCmd::Override {
+            api,
+            id,
+            device,
+            remark,
+        } => {
+            let body = serde_json::json!({ "device": device, "remark": remark });
+            let v = call(
+                &api,
+                Method::POST,
+                &format!("/api/v1/rollouts/{id}/override"),
+                Some(body),
+            )?;
+            print(&api, &v, show)
+        }
     }
 }
 

@@ -98,6 +98,10 @@ pub struct AgentFile {
     /// The clinical-use gate, asked before install, reboot and commit.
     #[serde(default)]
     pub gate: Option<GateFile>,
+    /// `directed` (the default): fetch and install only what the ward's gateway directs in a
+    /// rollout. `automatic`: every verified release, as soon as the gate allows (labs, demos).
+    #[serde(default)]
+    pub install: wardswarm_node::rollout::InstallMode,
     /// Test-only fault injection: refused unless this build has the `test-faults` feature and
     /// `WARDSWARM_TEST_FAULTS=1` is set (see [`agent_fault`]).
     #[serde(default)]
@@ -258,6 +262,17 @@ pub struct GatewayFile {
     /// a newer list (`wardswarm cert revoke`) and the gateway puts it in force within seconds.
     #[serde(default)]
     pub revocations: Option<PathBuf>,
+    /// Most devices of the ward rebooting into a new release at once (default 2).
+    #[serde(default = "two")]
+    pub reboot_limit: usize,
+    /// The ward's maintenance window, for rollouts that set none:
+    /// `{ schedule = "0 22 * * 1-5", duration = "6h", timezone = "Europe/Berlin" }`.
+    #[serde(default)]
+    pub window: Option<wardswarm_node::rollout::WindowSpec>,
+}
+
+fn two() -> usize {
+    2
 }
 
 fn read_doc(p: &Path, max: usize) -> Result<Vec<u8>> {
@@ -353,6 +368,7 @@ fn agent_config(a: &AgentFile) -> Result<AgentConfig> {
     let mut acfg = AgentConfig::new(&a.state, &a.hardware);
     acfg.product = a.product.clone();
     acfg.labels = a.labels.clone();
+    acfg.install = a.install;
     acfg.gate = a.gate.as_ref().map(GateFile::gate).transpose()?;
     acfg.factory_version = a.factory_version.clone();
     acfg.factory_counter = a.factory_counter;
@@ -444,6 +460,17 @@ pub fn run_seeder(config: PathBuf) -> Result<()> {
         });
     cfg.prefetch = f.prefetch;
     cfg.super_seed = f.super_seed;
+    if f.reboot_limit == 0 {
+        bail!("{}: reboot_limit must be at least 1", config.display());
+    }
+    if let Some(w) = &f.window {
+        wardswarm_node::rollout::Window::new(w.clone())
+            .with_context(|| format!("{}: window", config.display()))?;
+    }
+    cfg.rollouts = wardswarm_node::rollout::WardPolicy {
+        reboot_limit: f.reboot_limit,
+        window: f.window.clone(),
+    };
     cfg.wan = f.wan.schedule().map_err(anyhow::Error::msg)?;
     if let Some(r) = &f.range_bytes {
         cfg.range_bytes = wardswarm_node::units::parse_size(r).map_err(anyhow::Error::msg)?;

@@ -127,6 +127,7 @@ fn start_device(
     acfg.factory_counter = 1;
     acfg.health_check = Some("true".into());
     acfg.report_interval = Duration::from_secs(1);
+    acfg.install = wardswarm_node::rollout::InstallMode::Automatic;
     let dev = Device::start(device::Spec {
         store: dir.join(id).join("store"),
         node: cfg,

@@ -1,6 +1,6 @@
 //! The rollout API against a gateway and devices started as separate processes from the example
-//! configs: tokens and roles, four eyes, the states a rollout goes through as devices report, a
-//! gateway restarted mid-rollout, and the gateway's audit log.
+//! configs: tokens and roles, four eyes, directed devices following the waves (a canary, a QA
+//! hold, the rest), a gateway restarted mid-rollout, and the gateway's audit log.
 
 use std::{process::Command, time::Duration};
 
@@ -14,9 +14,19 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
     let f = Fixture::new();
     let d = f.path();
     let (_origin, url) = origin_with_release(&f, 1 << 20);
-    // The example config as it is: every route needs a token.
+    // The example config as it is: every route needs a token. A fixed swarm port, so the devices
+    // find the gateway again after its restart.
     f.member("gw", wardswarm_node::membership::Role::Gateway);
-    let cfg = gateway_toml(&url, "").replace("api_open_reads = true", "api_open_reads = false");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let cfg = gateway_toml(&url, "")
+        .replace("api_open_reads = true", "api_open_reads = false")
+        .replace(
+            "/ip4/127.0.0.1/tcp/0",
+            &format!("/ip4/127.0.0.1/tcp/{port}"),
+        );
     std::fs::write(d.join("gateway.toml"), cfg).expect("config");
     let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
     let gw_addr = gw
@@ -31,7 +41,7 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
     let get = |path: &str| http_call(api, "GET", path, Some(admin), None).1;
     let _devices: Vec<Proc> = ["pump-1", "pump-2", "pump-3"]
         .iter()
-        .map(|n| start_device(&f, n, &gw_addr, "true", ""))
+        .map(|n| start_device(&f, n, &gw_addr, "true", "install = \"directed\""))
         .collect();
     wait_in(
         Some(d),
@@ -69,7 +79,7 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
         401
     );
     let spec = json!({"name": "2.0.0 canary first", "release": "2.0.0",
-        "groups": [{"name": "canary", "select": {"by": "devices", "ids": ["pump-2"]}},
+        "groups": [{"name": "canary", "select": {"by": "devices", "ids": ["pump-2"]}, "success_action": "pause"},
                    {"name": "rest", "select": {"by": "labels", "labels": ["icu-3"]}}]});
     assert_eq!(
         http_call(api, "POST", "/api/v1/rollouts", Some(&viewer), Some(&spec)).0,
@@ -147,18 +157,56 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
         Some(2)
     );
 
-    // Devices report; the gateway moves the rollout along (the agents still install on their own:
-    // directives to devices come next).
-    let show = |t: &str| http_call(api, "GET", &format!("/api/v1/rollouts/{id}"), Some(t), None);
+    // Directed devices: the canary installs; the rest fetch (their rollout runs) but hold, since
+    // the canary's success is a QA hold.
+    let version = |n: &str| device_state(d, n)["installed"]["version"].clone();
+    let show =
+        |api, t: &str| http_call(api, "GET", &format!("/api/v1/rollouts/{id}"), Some(t), None);
+    wait_in(
+        Some(d),
+        "the canary to finish and the QA hold",
+        Duration::from_secs(120),
+        || {
+            let v = show(api, &viewer).1;
+            v["state"] == "paused"
+                && v["groups"][1]["devices"]["pump-1"] == "downloaded"
+                && v["groups"][1]["devices"]["pump-3"] == "downloaded"
+        },
+    );
+    let v = show(api, &viewer).1;
+    assert_eq!(v["groups"][0]["state"], "finished", "{v}");
+    assert_eq!(version("pump-2"), "2.0.0");
+    assert_eq!(version("pump-1"), "1.0.0", "held by the QA hold");
+    assert_eq!(version("pump-3"), "1.0.0", "held by the QA hold");
+    let report = |n: &str| {
+        get("/api/v1/devices")
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == n).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(report("pump-1")["held"], "not_yet", "{}", report("pump-1"));
+
+    // The gateway restarts mid-rollout: the rollout is as it was, and resuming it carries on.
+    gw.sigterm();
+    gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway-1.log");
+    let api = api_of(&gw);
+    let v = show(api, &viewer).1;
+    assert_eq!(v["state"], "paused", "{v}");
+    let (code, v) = http_call(api, "POST", &path("resume"), Some(&op), None);
+    assert_eq!((code, v["state"].as_str()), (200, Some("running")), "{v}");
     wait_in(
         Some(d),
         "the rollout to finish",
         Duration::from_secs(120),
-        || show(&viewer).1["state"] == "finished",
+        || show(api, &viewer).1["state"] == "finished",
     );
-    let v = show(&viewer).1;
+    let v = show(api, &viewer).1;
     assert_eq!(v["groups"][0]["state"], "finished");
     assert_eq!(v["groups"][1]["state"], "finished");
+    assert_eq!(version("pump-1"), "2.0.0");
+    assert_eq!(version("pump-3"), "2.0.0");
+    let audit = std::fs::read_to_string(d.join("pump-1/agent/audit.jsonl")).expect("audit");
+    assert!(audit.contains("\"event\":\"directive\""), "{audit}");
 
     // The CLI: the same API from the shell, the token from WARDSWARM_TOKEN or a file.
     let cli = |token: &str, args: &[&str]| {
@@ -323,13 +371,20 @@ fn a_device_in_clinical_use_waits_and_installs_once_released() {
         json_get(api, "/api/v1/devices")
             .as_array()
             .and_then(|a| a.iter().find(|x| x["id"] == "pump-1").cloned())
-            .and_then(|x| x["gated"].as_str().map(String::from))
+            .and_then(|x| {
+                let g = x["gated"].as_str()?;
+                Some(format!("{g}: {}", x["gated_detail"].as_str().unwrap_or("")))
+            })
     };
     wait_in(
         Some(d),
         "pump-1 to report its gate",
         Duration::from_secs(60),
-        || gated().is_some_and(|g| g.contains("infusion 7") && g.contains("expired")),
+        || {
+            gated().is_some_and(|g| {
+                g.starts_with("in_use: ") && g.contains("infusion 7") && g.contains("expired")
+            })
+        },
     );
     let state = device_state(d, "pump-1");
     assert_ne!(result_of(&state).as_deref(), Some("committed"), "{state}");

@@ -468,6 +468,7 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
         let slots: Arc<dyn Slots> =
             Arc::new(FileSlots::provision(&d.join("dev/slots"), &f.factory).expect("slots"));
         let mut acfg = AgentConfig::new(d.join("dev/agent"), "pump-rev-c");
+        acfg.install = wardswarm_node::rollout::InstallMode::Automatic;
         acfg.factory_counter = 1;
         acfg.factory_version = "1.0.0".into();
         let device = Device::start(device::Spec {
@@ -1355,6 +1356,7 @@ fn a_release_refused_by_policy_is_audited() {
         let slots: Arc<dyn Slots> =
             Arc::new(FileSlots::provision(&d.join("odd/slots"), &f.factory).expect("slots"));
         let mut acfg = AgentConfig::new(d.join("odd/agent"), "pump-rev-x");
+        acfg.install = wardswarm_node::rollout::InstallMode::Automatic;
         acfg.factory_counter = 1;
         let device = Device::start(device::Spec {
             store: d.join("odd/store"),

@@ -150,7 +150,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes_from_peers: 3 << 20,
         audit_lines: 12,
         labels: vec!["icu-3".into(), "bed-12".into()],
-        gated: Some("in use by infusion 7".into()),
+        gated: Some("in_use".into()),
+        gated_detail: Some("in use by infusion 7".into()),
+        held: None,
+        gated_ms: 1500,
     };
     write(out, "report", "fetching", &serde_json::to_vec(&report)?)?;
 

@@ -174,6 +174,9 @@ async fn create_rollout(
 struct Remark {
     #[serde(default)]
     remark: String,
+    /// For `override`: the device whose gate is overridden.
+    #[serde(default)]
+    device: Option<String>,
 }
 
 async fn act(
@@ -185,12 +188,13 @@ async fn act(
     let need = match action.as_str() {
         "approve" | "deny" => Permission::Approve,
         "start" | "pause" | "resume" | "stop" => Permission::Operate,
-        other => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no rollout action {other:?}: approve, deny, start, pause, resume, stop"),
-            ))
-        }
+        "override" => Permission::Admin,
+        other => return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no rollout action {other:?}: approve, deny, start, pause, resume, stop, override"
+            ),
+        )),
     };
     let p = caller(&s, &h, need, &format!("rollout.{action}"), &id.to_string())?;
     let remark: Remark = if body.is_empty() {
@@ -199,7 +203,24 @@ async fn act(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("body: {e}")))?
     };
-    let r = s.control().act(s.db(), &p, id, &action, &remark.remark)?;
+    let r = if action == "override" {
+        let Some(device) = remark.device.as_deref() else {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "override needs {\"device\": \"<device id>\", \"remark\": \"why\"}".into(),
+            ));
+        };
+        if remark.remark.trim().is_empty() {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "override needs a remark saying why the clinical-use gate is overridden".into(),
+            ));
+        }
+        s.control()
+            .override_gate(s.db(), &p, id, device, &remark.remark)?
+    } else {
+        s.control().act(s.db(), &p, id, &action, &remark.remark)?
+    };
     Ok(Json(r).into_response())
 }
 

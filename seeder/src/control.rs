@@ -76,7 +76,7 @@ pub enum Permission {
     Operate,
     /// Approve or deny a rollout.
     Approve,
-    /// Manage tokens.
+    /// Manage tokens, override a device's clinical-use gate.
     Admin,
 }
 
@@ -407,6 +407,46 @@ impl Control {
             Err(e) => {
                 drop(all);
                 self.record(by, &name, &id.to_string(), &format!("refused: {e}"));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Overrides `device`'s clinical-use gate in rollout `id` (admin only, checked by the caller);
+    /// audited, allowed or not, with the remark.
+    pub fn override_gate(
+        &self,
+        db: &Db,
+        by: &Principal,
+        id: u64,
+        device: &str,
+        remark: &str,
+    ) -> Result<Rollout, ControlError> {
+        let target = format!("{id}/{device}");
+        let mut all = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = all.get_mut(&id) else {
+            drop(all);
+            self.record(by, "rollout.override", &target, "no such rollout");
+            return Err(ControlError::NoRollout(id));
+        };
+        let mut next = r.clone();
+        match next.override_gate(device) {
+            Ok(()) => {
+                db.put(Table::Rollouts, &id.to_string(), &next)?;
+                *r = next.clone();
+                drop(all);
+                tracing::warn!(rollout = id, %device, by = %by.who(), remark, "clinical-use gate overridden");
+                self.record(
+                    by,
+                    "rollout.override",
+                    &target,
+                    &format!("clinical-use gate overridden: {remark}"),
+                );
+                Ok(next)
+            }
+            Err(e) => {
+                drop(all);
+                self.record(by, "rollout.override", &target, &format!("refused: {e}"));
                 Err(e.into())
             }
         }

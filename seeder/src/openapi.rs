@@ -125,6 +125,13 @@ pub const ROUTES: &[Route] = &[
         200,
     ),
     r(
+        "post",
+        "/api/v1/rollouts/{id}/override",
+        Some("admin"),
+        "Override one device's clinical-use gate in this rollout (body: device and remark; audited)",
+        200,
+    ),
+    r(
         "get",
         "/api/v1/tokens",
         Some("admin"),
@@ -150,7 +157,8 @@ pub const ROUTES: &[Route] = &[
 fn schemas() -> Value {
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        "Remark": {"type": "object", "properties": {"remark": {"type": "string"}}},
+        "Remark": {"type": "object", "properties": {"remark": {"type": "string"},
+            "device": {"type": "string", "description": "override only: the device whose gate is overridden"}}},
         "NewToken": {"type": "object", "required": ["name", "role"], "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$"},
             "role": {"type": "string", "enum": ["viewer", "operator", "approver", "admin"]}}},

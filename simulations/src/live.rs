@@ -572,6 +572,7 @@ impl Live {
             acfg.factory_counter = 1;
             acfg.health_check = Some("true".into());
             acfg.report_interval = Duration::from_secs(2);
+            acfg.install = wardswarm_node::rollout::InstallMode::Automatic;
             Some((acfg, slots))
         } else {
             None

@@ -398,7 +398,7 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
         std::fs::write(
             f.dir.join("device.toml"),
             format!(
-                "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstore = \"store\"\nlisten = [\"/ip4/{}/tcp/4001\"]\nbootstrap = [{}]\nmdns = false\n[upload]\ndefault = \"{}\"\n[download]\ndefault = \"{}\"\n[agent]\nstate = \"agent\"\nhardware = \"{HARDWARE}\"\nproduct = \"{PRODUCT}\"\nfactory_version = \"1.0.0\"\nfactory_counter = 1\nhealth_check = \"true\"\nreport_interval = \"1s\"\n[agent.slots]\nbackend = \"file\"\ndir = \"slots\"\n",
+                "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstore = \"store\"\nlisten = [\"/ip4/{}/tcp/4001\"]\nbootstrap = [{}]\nmdns = false\n[upload]\ndefault = \"{}\"\n[download]\ndefault = \"{}\"\n[agent]\nstate = \"agent\"\ninstall = \"automatic\"\nhardware = \"{HARDWARE}\"\nproduct = \"{PRODUCT}\"\nfactory_version = \"1.0.0\"\nfactory_counter = 1\nhealth_check = \"true\"\nreport_interval = \"1s\"\n[agent.slots]\nbackend = \"file\"\ndir = \"slots\"\n",
                 devices[i].1,
                 boot.join(", "),
                 rate_str(spec.upload),

@@ -279,9 +279,15 @@ pub fn gateway_toml(origin: &str, extra: &str) -> String {
     t
 }
 
-/// The documented device config, pointed at loopback and the gateway.
+/// The documented device config, pointed at loopback and the gateway. It installs every verified
+/// release on its own (`install = "automatic"`) unless `extra_agent` sets `install`.
 pub fn device_toml(name: &str, gateway: &str, health: &str, extra_agent: &str) -> String {
     let t = example("device.toml");
+    let t = if extra_agent.contains("install =") {
+        t.replace("install = \"directed\"", "")
+    } else {
+        t.replace("install = \"directed\"", "install = \"automatic\"")
+    };
     let t = t
         .replace("\"device.key\"", &format!("\"{name}.key\""))
         .replace("\"device.cert\"", &format!("\"{name}.cert\""))

@@ -10,6 +10,10 @@
 //! - **command** (`[agent.gate] command = "..."`, run by `sh -c`): exit 0 means free, exit 1 in use;
 //!   anything else (another code, a signal, no answer within 10 s) is in use too, with the reason.
 //!
+//! Consent, for a `soft` rollout: the lease file's `"consent": ["2.0.0"]` (release versions, or
+//! `"*"`), or the command run with `WARDSWARM_ASK=consent` and `WARDSWARM_VERSION` exiting 0. A
+//! device without a gate never consents: only an admin's audited override moves it on.
+//!
 //! Fail safe everywhere: when the gate cannot say "free", the device waits.
 
 use std::{path::PathBuf, time::Duration};
@@ -50,6 +54,23 @@ struct Lease {
     holder: Option<String>,
     #[serde(default)]
     expires: Option<String>,
+    #[serde(default)]
+    consent: Vec<String>,
+}
+
+/// Judges a lease file's bytes for consent to install `version`.
+pub fn judge_consent(bytes: Option<&[u8]>, version: &str) -> Verdict {
+    let no = || {
+        Verdict::InUse(format!(
+            "awaiting consent: the bedside application has not consented to {version}"
+        ))
+    };
+    let Some(b) = bytes else { return no() };
+    match serde_json::from_slice::<Lease>(b) {
+        Ok(l) if l.consent.iter().any(|c| c == version || c == "*") => Verdict::Free,
+        Ok(_) => no(),
+        Err(e) => Verdict::InUse(format!("lease file unreadable ({e}): no consent")),
+    }
 }
 
 /// Judges a lease file's bytes (`None`: there is no file) at `now`.
@@ -77,8 +98,17 @@ pub fn judge_lease(bytes: Option<&[u8]>, now: Timestamp) -> Verdict {
 }
 
 impl Gate {
-    /// Asks the gate once.
+    /// Asks the gate once whether the device is in use.
     pub async fn check(&self) -> Verdict {
+        self.ask(None).await
+    }
+
+    /// Asks the gate once for consent to install `version` (a `soft` rollout).
+    pub async fn consent(&self, version: &str) -> Verdict {
+        self.ask(Some(version)).await
+    }
+
+    async fn ask(&self, consent: Option<&str>) -> Verdict {
         match self {
             Self::Lease(path) => {
                 let p = path.clone();
@@ -86,8 +116,14 @@ impl Gate {
                     tokio::task::spawn_blocking(move || crate::fsutil::read_capped(&p, MAX_LEASE))
                         .await;
                 match read {
-                    Ok(Ok(Ok(b))) => judge_lease(Some(&b), Timestamp::now()),
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Verdict::Free,
+                    Ok(Ok(Ok(b))) => match consent {
+                        Some(v) => judge_consent(Some(&b), v),
+                        None => judge_lease(Some(&b), Timestamp::now()),
+                    },
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => match consent {
+                        Some(v) => judge_consent(None, v),
+                        None => Verdict::Free,
+                    },
                     Ok(Ok(Err(len))) => {
                         Verdict::InUse(format!("lease file is {len} bytes, over the cap: waiting"))
                     }
@@ -102,6 +138,15 @@ impl Gate {
                 let run = tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(cmd)
+                    .env(
+                        "WARDSWARM_ASK",
+                        if consent.is_some() {
+                            "consent"
+                        } else {
+                            "in_use"
+                        },
+                    )
+                    .env("WARDSWARM_VERSION", consent.unwrap_or(""))
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
@@ -109,9 +154,12 @@ impl Gate {
                     .status();
                 match tokio::time::timeout(COMMAND_TIMEOUT, run).await {
                     Ok(Ok(s)) if s.code() == Some(0) => Verdict::Free,
-                    Ok(Ok(s)) if s.code() == Some(1) => {
-                        Verdict::InUse("the clinical-use check says in use".into())
-                    }
+                    Ok(Ok(s)) if s.code() == Some(1) => Verdict::InUse(match consent {
+                        Some(v) => format!(
+                            "awaiting consent: the clinical-use check has not consented to {v}"
+                        ),
+                        None => "the clinical-use check says in use".into(),
+                    }),
                     Ok(Ok(s)) => {
                         Verdict::InUse(format!("the clinical-use check failed ({s}): waiting"))
                     }
@@ -125,36 +173,6 @@ impl Gate {
                 }
             }
         }
-    }
-}
-
-/// Waits until the gate says free (at once without a gate), publishing the reason while it waits
-/// through `waiting` (the agent's reports read it) and logging each new reason once.
-pub async fn wait_free(
-    gate: Option<Gate>,
-    stage: &'static str,
-    waiting: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-) {
-    let Some(gate) = gate else { return };
-    let mut last: Option<String> = None;
-    loop {
-        match gate.check().await {
-            Verdict::Free => {
-                if last.is_some() {
-                    tracing::info!(stage, "clinical-use gate free: going on");
-                }
-                *waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                return;
-            }
-            Verdict::InUse(why) => {
-                if last.as_deref() != Some(why.as_str()) {
-                    tracing::info!(stage, reason = %why, "clinical-use gate: waiting");
-                    last = Some(why.clone());
-                }
-                *waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-            }
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 

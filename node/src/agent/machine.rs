@@ -187,6 +187,9 @@ pub enum Input {
     RolledBack,
     /// A boot-switch command failed.
     BootFailed(String),
+    /// The rollout that directed this update ended for the device before it activated (stopped, or
+    /// another release directed): back to idle, the release not held against, the bytes kept.
+    Canceled(String),
 }
 
 /// What the agent must do next, in order.
@@ -288,6 +291,7 @@ impl State {
             Input::Committed => "committed".into(),
             Input::RolledBack => "rolled back".into(),
             Input::BootFailed(_) => "boot switch failed".into(),
+            Input::Canceled(_) => "canceled by the rollout".into(),
         };
         let phase = std::mem::replace(&mut self.phase, Phase::Idle);
         let actions = match (phase, input) {
@@ -349,6 +353,21 @@ impl State {
                     reason: Some(e),
                 });
                 vec![Action::RetryLater]
+            }
+            (
+                Phase::Fetching { offer }
+                | Phase::Installing { offer, .. }
+                | Phase::Activating { offer, .. },
+                Input::Canceled(why),
+            ) => {
+                detail = Some(why.clone());
+                self.try_boots = 0;
+                self.last = Some(Outcome {
+                    result: UpdateResult::Canceled,
+                    version: offer.version.clone(),
+                    reason: Some(why),
+                });
+                vec![]
             }
             (Phase::Installing { offer, slot }, Input::Booted(_)) => {
                 // Killed mid-write: the inactive slot is garbage, never activated; write it again.

@@ -4,9 +4,12 @@
 //! [`gate`] before it installs, reboots or commits. See `docs/agent.md`.
 
 pub mod audit;
+pub mod config;
+pub mod directed;
 pub mod gate;
 pub mod install;
 pub mod machine;
+pub mod report;
 pub mod runtime;
 pub mod slots;
 pub mod status;

@@ -11,115 +11,33 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "test-faults")]
+pub use super::config::AgentFault;
+pub use super::config::{set_test_fault, AgentConfig, FaultError};
 pub use super::install::InstallError;
 #[cfg(feature = "test-faults")]
 use super::install::PauseAt;
+pub use super::report::{Progress, Report};
 use super::{
     audit::{AuditError, AuditLog},
+    directed::{Steps, Waiting},
     install::{install, SourceHook},
-    machine::{
-        Action, DeviceState, Input, Installed, Offer, Outcome, State, Transition, UpdateResult,
-    },
+    machine::{Action, DeviceState, Input, Installed, Offer, State, Transition, UpdateResult},
     slots::{BootState, Reboot, SlotError, SlotId, Slots},
 };
 use crate::{
     fsutil,
     hash::{hash_reader, Hash},
     net::{Event, Handle},
+    rollout::directive::{decide, Decision, Held, Stage},
     root::TrustRoot,
     store::Store,
     time::Timestamp,
     verify::{DevicePolicy, ManifestRefusal},
 };
-
-/// Test-only fault injection (feature `test-faults`; never in a production build).
-#[cfg(feature = "test-faults")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AgentFault {
-    /// Halfway through writing the slot, create `install-paused` in the state folder and block, so a
-    /// test can kill the process mid-install at a known point.
-    PauseInstall,
-}
-
-/// A named test fault could not be set.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FaultError {
-    #[error("this build has no test faults (they compile only with the `test-faults` feature)")]
-    NotCompiled,
-    #[error("{0:?} is not a test fault of this build (known: pause-install)")]
-    Unknown(String),
-}
-
-/// Sets the test fault named `name` (as in a config file: `pause-install`). A production build
-/// has none and always refuses.
-pub fn set_test_fault(cfg: &mut AgentConfig, name: &str) -> Result<(), FaultError> {
-    #[cfg(feature = "test-faults")]
-    {
-        cfg.fault = Some(
-            serde_json::from_value(serde_json::Value::String(name.into()))
-                .map_err(|_| FaultError::Unknown(name.into()))?,
-        );
-        Ok(())
-    }
-    #[cfg(not(feature = "test-faults"))]
-    {
-        let _ = (cfg, name);
-        Err(FaultError::NotCompiled)
-    }
-}
-
-/// Agent settings.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// State folder: `state.json`, `audit.jsonl`.
-    pub dir: PathBuf,
-    /// This device's hardware id (must be in a release's hardware list).
-    pub hardware: String,
-    /// The product this device runs (`None`: any).
-    pub product: Option<String>,
-    /// Labels rollouts select devices by (`labels = ["icu-3", "bed-12"]`), reported to the gateway.
-    pub labels: Vec<String>,
-    /// Version name and counter of the provisioned (factory) image, used on first start only.
-    pub factory_version: String,
-    /// Counter of the factory image: the initial anti-rollback floor.
-    pub factory_counter: u64,
-    /// Shell command run in the new slot after the reboot; exit 0 commits.
-    pub health_check: Option<String>,
-    /// Health check time limit; running over counts as a failure.
-    pub health_timeout: Duration,
-    /// How often to report status to the gateway while nothing changes.
-    pub report_interval: Duration,
-    /// The clinical-use gate, asked before install, reboot and commit (`None`: always free).
-    pub gate: Option<super::gate::Gate>,
-    /// Test-only fault.
-    #[cfg(feature = "test-faults")]
-    pub fault: Option<AgentFault>,
-}
-
-impl AgentConfig {
-    /// Defaults for everything but the folder and hardware id.
-    pub fn new(dir: impl Into<PathBuf>, hardware: &str) -> Self {
-        Self {
-            dir: dir.into(),
-            hardware: hardware.into(),
-            product: None,
-            labels: vec![],
-            factory_version: "factory".into(),
-            factory_counter: 0,
-            health_check: None,
-            health_timeout: Duration::from_secs(60),
-            report_interval: Duration::from_secs(5),
-            gate: None,
-            #[cfg(feature = "test-faults")]
-            fault: None,
-        }
-    }
-}
 
 /// The agent failed on this device.
 #[derive(Debug, thiserror::Error)]
@@ -134,52 +52,6 @@ pub enum AgentError {
         "another agent runs on the state folder {dir} (it holds {dir}/agent.lock); stop it first"
     )]
     Locked { dir: PathBuf },
-}
-
-/// Fetch progress.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// Verified chunk groups.
-    pub have: u64,
-    /// All chunk groups.
-    pub total: u64,
-}
-
-/// What a device tells its gateway (JSON over `/wardswarm/report/1`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    /// Hardware id.
-    pub hardware: String,
-    /// Product.
-    pub product: Option<String>,
-    /// The committed release.
-    pub version: String,
-    /// Its counter.
-    pub counter: u64,
-    /// BLAKE3 of the committed image: the base a delta must apply to.
-    pub image: Hash,
-    /// The committed slot.
-    pub slot: SlotId,
-    /// The phase (`idle`, `fetching`, …).
-    pub state: DeviceState,
-    /// The release in progress.
-    pub target: Option<String>,
-    /// Fetch progress of the artifact in progress.
-    pub progress: Option<Progress>,
-    /// How the last attempt ended.
-    pub last: Option<Outcome>,
-    /// Bytes (bao encoded) received from the gateway for the current or last artifact, since start.
-    pub bytes_from_gateway: u64,
-    /// Bytes received from peers.
-    pub bytes_from_peers: u64,
-    /// Audit log lines so far.
-    pub audit_lines: u64,
-    /// Its labels (rollouts select by them).
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// Why the clinical-use gate holds it (`None`: not gated).
-    #[serde(default)]
-    pub gated: Option<String>,
 }
 
 /// Why [`Agent::run_boot`] returned.
@@ -212,8 +84,9 @@ pub struct Agent {
     /// When to offer the known releases again after a local fault, and how many in a row.
     retry_at: Option<tokio::time::Instant>,
     local_failures: u32,
-    /// Why the clinical-use gate holds the device, while it does.
-    gated: Arc<std::sync::Mutex<Option<String>>>,
+    /// The directive, the gate and the clock, shared with the steps' futures.
+    steps: Steps,
+    directive: watch::Sender<Option<Arc<Held>>>,
 }
 
 /// First pause after a local fault (a full disk while writing the slot); it doubles per fault in a
@@ -284,8 +157,20 @@ impl Agent {
             audit_lines: audit.len(),
             labels: cfg.labels.clone(),
             gated: None,
+            gated_detail: None,
+            held: None,
+            gated_ms: 0,
         });
         let events = node.subscribe();
+        let (directive, directive_rx) =
+            watch::channel(super::directed::load(&cfg.dir).map(Arc::new));
+        let steps = Steps {
+            mode: cfg.install,
+            directive: directive_rx,
+            gate: cfg.gate.clone(),
+            waiting: Arc::new(std::sync::Mutex::new(Waiting::default())),
+            clock: cfg.clock.clone(),
+        };
         Ok((
             Self {
                 cfg,
@@ -302,7 +187,8 @@ impl Agent {
                 refused: Default::default(),
                 _lock: lock,
                 retry_at: None,
-                gated: Default::default(),
+                steps,
+                directive,
                 local_failures: 0,
             },
             rx,
@@ -360,6 +246,10 @@ impl Agent {
             p = m.received_total(&a.short(), "peer");
         }
         let s = self.state.as_ref();
+        let ((gated, gated_detail, held), gated_ms) = {
+            let w = self.steps.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            (w.fields(), (w.gated_seconds() * 1000.0) as u64)
+        };
         Report {
             hardware: self.cfg.hardware.clone(),
             product: self.cfg.product.clone(),
@@ -377,7 +267,10 @@ impl Agent {
             bytes_from_peers: p,
             audit_lines: self.audit.len(),
             labels: self.cfg.labels.clone(),
-            gated: self.gated.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            gated,
+            gated_detail,
+            held,
+            gated_ms,
         }
     }
 
@@ -460,6 +353,21 @@ impl Agent {
             }
         };
         let m = vm.manifest();
+        // A directed device takes only the release its gateway directs it to fetch.
+        let d = self.steps.held();
+        let now = self.steps.clock.now();
+        if !matches!(
+            decide(
+                self.cfg.install,
+                d.as_deref(),
+                &m.version,
+                Stage::Fetch,
+                now
+            ),
+            Decision::Go { .. }
+        ) {
+            return None;
+        }
         let a = m.delta_from(&s.installed.image).or_else(|| m.full())?;
         let offer = Offer {
             manifest: vm.signed().release_id(),
@@ -490,16 +398,8 @@ impl Agent {
         let mut queue: std::collections::VecDeque<Action> =
             self.apply(Input::Booted(boot)).await?.into();
         // Releases announced before this boot (or before the agent subscribed) are judged now.
-        if let Ok(known) = self.node.manifests().await {
-            let best = known
-                .iter()
-                .filter_map(|b| self.judge(b))
-                .max_by_key(|o| o.counter);
-            if let Some(o) = best {
-                let acts = self.apply(Input::Offered(o)).await?;
-                queue.extend(acts);
-            }
-        }
+        let acts = self.offer_known().await?;
+        queue.extend(acts);
         self.send_report().await;
         let mut ticker = tokio::time::interval(self.cfg.report_interval);
         let mut last_progress_report = Instant::now();
@@ -526,15 +426,10 @@ impl Agent {
                         self.retry_at = None;
                         // Offer again what the ward announced: the artifact is usually still in
                         // the store, so this is an install, not a download.
-                        if let Ok(known) = self.node.manifests().await {
-                            let best = known.iter().filter_map(|b| self.judge(b)).max_by_key(|o| o.counter);
-                            if let Some(o) = best {
-                                let acts = self.apply(Input::Offered(o)).await?;
-                                if !acts.is_empty() {
-                                    queue.extend(acts);
-                                    break None;
-                                }
-                            }
+                        let acts = self.offer_known().await?;
+                        if !acts.is_empty() {
+                            queue.extend(acts);
+                            break None;
                         }
                     }
                     ev = self.events.recv() => match ev {
@@ -558,6 +453,17 @@ impl Agent {
                                 }
                             }
                         }
+                        Ok(Event::Directive { body, .. }) => {
+                            // A directive that says something new may direct a release this
+                            // device passed over: judge what the ward announced again.
+                            if self.take_directive(&body)? {
+                                let acts = self.offer_known().await?;
+                                if !acts.is_empty() {
+                                    queue.extend(acts);
+                                    break None;
+                                }
+                            }
+                        }
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             tracing::debug!(missed = n, "agent lagged behind node events");
@@ -570,11 +476,76 @@ impl Agent {
                 None => {}
                 Some(Done::Reboot) => return Ok(Exit::Reboot),
                 Some(Done::Input(i)) => {
+                    let canceled = matches!(*i, Input::Canceled(_));
                     let acts = self.apply(*i).await?;
                     queue.extend(acts);
+                    if canceled {
+                        // Canceled for another release, perhaps: take it up at once.
+                        let acts = self.offer_known().await?;
+                        queue.extend(acts);
+                    }
                 }
             }
         }
+    }
+
+    /// Offers the best of the releases the ward announced, if this device wants one now.
+    async fn offer_known(&mut self) -> Result<Vec<Action>, AgentError> {
+        let Ok(known) = self.node.manifests().await else {
+            return Ok(vec![]);
+        };
+        let best = known
+            .iter()
+            .filter_map(|b| self.judge(b))
+            .max_by_key(|o| o.counter);
+        match best {
+            Some(o) => self.apply(Input::Offered(o)).await,
+            None => Ok(vec![]),
+        }
+    }
+
+    /// Takes a directive from the ward's gateway (the node refuses one from any other member):
+    /// kept if newer than the one held; `true` if it says something new (audited).
+    fn take_directive(&mut self, body: &[u8]) -> Result<bool, AgentError> {
+        let h = match Held::parse(body) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(target: "wardswarm::security", error = %e, "directive from the gateway refused");
+                return Ok(false);
+            }
+        };
+        let cur = self.steps.held();
+        if cur
+            .as_ref()
+            .is_some_and(|c| h.directive.seq <= c.directive.seq)
+        {
+            return Ok(false);
+        }
+        let news = cur.is_none_or(|c| c.differs(&h.directive));
+        super::directed::save(&self.cfg.dir, &h)
+            .map_err(|e| state_err(&super::directed::directive_path(&self.cfg.dir), e))?;
+        if news {
+            let d = &h.directive;
+            tracing::info!(rollout = d.rollout, release = %d.release, fetch = d.fetch, install = d.install, reboot = d.reboot, cancel = d.cancel, "directive from the gateway");
+            if d.override_gate {
+                tracing::warn!(rollout = d.rollout, release = %d.release, "the clinical-use gate is overridden for this release by the gateway (an admin's audited act)");
+            }
+            self.audit.append(&serde_json::json!({
+                "event": "directive",
+                "rollout": d.rollout,
+                "release": d.release,
+                "action": d.action,
+                "fetch": d.fetch,
+                "install": d.install,
+                "reboot": d.reboot,
+                "cancel": d.cancel,
+                "override_gate": d.override_gate,
+                "window": d.window,
+                "expires": d.expires,
+            }))?;
+        }
+        self.directive.send_replace(Some(Arc::new(h)));
+        Ok(news)
     }
 
     /// What the install passes the decoded image through: nothing in a production build; with the
@@ -595,7 +566,13 @@ impl Agent {
         a: Action,
     ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>> {
         let slots = self.slots.clone();
-        let (gate, gated) = (self.cfg.gate.clone(), self.gated.clone());
+        let version = self
+            .state
+            .as_ref()
+            .and_then(|s| s.phase.offer())
+            .map(|o| o.version.clone())
+            .unwrap_or_default();
+        let steps = self.steps.clone();
         match a {
             Action::Fetch(o) => {
                 let node = self.node.clone();
@@ -609,11 +586,14 @@ impl Agent {
                 self.progress = Some(Progress::default());
                 self.last_artifact = Some(o.artifact);
                 Some(Box::pin(async move {
-                    match node.fetch(o.artifact, o.artifact_length).await {
-                        Ok(_) => Done::Input(Box::new(Input::Fetched(o.artifact))),
-                        Err(e) => {
-                            Done::Input(Box::new(Input::FetchFailed(o.artifact, e.to_string())))
-                        }
+                    tokio::select! {
+                        r = node.fetch(o.artifact, o.artifact_length) => match r {
+                            Ok(_) => Done::Input(Box::new(Input::Fetched(o.artifact))),
+                            Err(e) => {
+                                Done::Input(Box::new(Input::FetchFailed(o.artifact, e.to_string())))
+                            }
+                        },
+                        why = steps.canceled(&o.version) => Done::Input(Box::new(Input::Canceled(why))),
                     }
                 }))
             }
@@ -625,7 +605,9 @@ impl Agent {
                     .map(|s| (s.installed.slot, s.installed.length));
                 let hook = self.install_hook(&o);
                 Some(Box::pin(async move {
-                    super::gate::wait_free(gate, "install", gated).await;
+                    if let Err(why) = steps.clear_to(Stage::Install, &o.version).await {
+                        return Done::Input(Box::new(Input::Canceled(why)));
+                    }
                     let r = blocking(move || install(&store, slots.as_ref(), &o, slot, base, hook))
                         .await;
                     Done::Input(Box::new(match r {
@@ -637,8 +619,11 @@ impl Agent {
                 }))
             }
             Action::Activate(slot) => Some(Box::pin(async move {
-                // Activation is what the reboot boots: the gate is asked before it.
-                super::gate::wait_free(gate, "reboot", gated).await;
+                // Activation is what the reboot boots: the rollout, the window, the ward's reboot
+                // slots and the gate are asked before it.
+                if let Err(why) = steps.clear_to(Stage::Reboot, &version).await {
+                    return Done::Input(Box::new(Input::Canceled(why)));
+                }
                 Done::Input(Box::new(
                     match blocking(move || slots.activate_once(slot)).await {
                         Ok(Ok(())) => Input::Activated,
@@ -648,7 +633,7 @@ impl Agent {
                 ))
             })),
             Action::Commit(slot) => Some(Box::pin(async move {
-                super::gate::wait_free(gate, "commit", gated).await;
+                steps.gate_free("commit").await;
                 Done::Input(Box::new(match blocking(move || slots.commit(slot)).await {
                     Ok(Ok(())) => Input::Committed,
                     Ok(Err(e)) => Input::BootFailed(e.to_string()),

@@ -78,6 +78,8 @@ pub enum UpdateResult {
     RolledBack,
     /// The attempt stopped before activation (install or fetch failure).
     Failed,
+    /// The rollout directing it ended for this device before it activated.
+    Canceled,
 }
 
 impl UpdateResult {
@@ -87,6 +89,7 @@ impl UpdateResult {
             Self::Committed => "committed",
             Self::RolledBack => "rolled_back",
             Self::Failed => "failed",
+            Self::Canceled => "canceled",
         }
     }
 }

@@ -104,6 +104,10 @@ pub(super) enum Internal {
         peer: PeerId,
         body: Vec<u8>,
     },
+    Directive {
+        peer: PeerId,
+        body: Vec<u8>,
+    },
     Peers {
         from: PeerId,
         list: PeerList,
@@ -165,6 +169,7 @@ fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
         // A list may be 512 KiB: 16 at once bound the memory to 8 MiB.
         Protocol::Revocations => 16,
         Protocol::Have | Protocol::Report => 256,
+        Protocol::Directive => 16,
         Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
     }
 }
@@ -311,6 +316,7 @@ async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream)
         Protocol::Transfer => transfer::server::inbound(s, peer, stream).await,
         Protocol::Peers => exchange::inbound(s, peer, stream).await,
         Protocol::Revocations => revocation::inbound(s, peer, stream).await,
+        Protocol::Directive => announce::inbound_directive(s, peer, stream).await,
     }
 }
 
@@ -559,6 +565,11 @@ impl Actor {
                     self.send_to(&p, Protocol::Report, body.clone());
                 }
             }
+            Command::Directive { peer, body } => {
+                if self.role_of(&peer).is_some() {
+                    self.send_to(&peer, Protocol::Directive, Arc::new(body));
+                }
+            }
             Command::SetRevocations { bytes, reply } => {
                 let _ = reply.send(self.adopt_revocations(bytes, None));
             }
@@ -601,6 +612,16 @@ impl Actor {
                     });
                 }
             }
+            Internal::Directive { peer, body } => match self.role_of(&peer) {
+                Some(Role::Gateway) => self.emit(Event::Directive {
+                    peer,
+                    body: Arc::new(body),
+                }),
+                role => {
+                    self.shared.metrics.directives_refused.inc();
+                    tracing::warn!(target: "wardswarm::security", %peer, ?role, "rollout directive refused: only the ward's gateway directs devices");
+                }
+            },
             Internal::Peers { from, list } => self.on_peer_list(from, list),
             Internal::Revocations { from, bytes } => self.on_revocations(from, bytes),
             Internal::Created { root, entry } => self.on_created(root, entry),

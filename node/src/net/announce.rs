@@ -28,3 +28,12 @@ pub(super) async fn inbound_report(s: Arc<Shared>, peer: PeerId, mut st: Stream)
         let _ = s.internal.send(Internal::Report { peer, body }).await;
     }
 }
+
+/// An inbound rollout directive from an admitted member (the actor refuses one that is not from the
+/// ward's gateway).
+pub(super) async fn inbound_directive(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
+    let max = crate::rollout::directive::MAX_DIRECTIVE_FRAME;
+    if let Some(body) = member_frame(&s, &peer, &mut st, max).await {
+        let _ = s.internal.send(Internal::Directive { peer, body }).await;
+    }
+}

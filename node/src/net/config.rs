@@ -128,7 +128,7 @@ pub enum ConfigError {
     BootstrapWithoutPeer { addr: Multiaddr },
     #[error("the certificate is for peer {certificate}, but this node's key is peer {key}")]
     CertificateForAnotherPeer { certificate: String, key: String },
-    #[error("a status report of {len} bytes is over the {max}-byte cap")]
+    #[error("a status report or directive of {len} bytes is over the {max}-byte cap")]
     ReportTooLarge { len: usize, max: usize },
 }
 

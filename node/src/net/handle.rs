@@ -144,6 +144,9 @@ pub enum Event {
         from: Option<PeerId>,
         revokes_us: bool,
     },
+    /// The ward's gateway sent this device a rollout directive (JSON, unparsed; see
+    /// [`crate::rollout::directive`]). One from any other member is refused and never emitted.
+    Directive { peer: PeerId, body: Arc<Vec<u8>> },
     /// An admitted peer sent a status report (JSON, at most `wire::MAX_REPORT_FRAME` bytes).
     Report {
         peer: PeerId,
@@ -182,6 +185,10 @@ pub(super) enum Command {
     Report {
         body: Vec<u8>,
     },
+    Directive {
+        peer: PeerId,
+        body: Vec<u8>,
+    },
     Manifests {
         reply: oneshot::Sender<Vec<Arc<Vec<u8>>>>,
     },
@@ -207,6 +214,7 @@ impl std::fmt::Debug for Command {
             Command::Dial { .. } => "Dial",
             Command::HaveChanged { .. } => "HaveChanged",
             Command::Report { .. } => "Report",
+            Command::Directive { .. } => "Directive",
             Command::Manifests { .. } => "Manifests",
             Command::SetRevocations { .. } => "SetRevocations",
             Command::Revocations { .. } => "Revocations",
@@ -310,6 +318,19 @@ impl Handle {
             .into());
         }
         self.send(Command::Report { body }).await
+    }
+    /// Sends a rollout directive (JSON) to one admitted peer; best effort, bounded in size. Only a
+    /// gateway's directives are taken: a device refuses one from any other member.
+    pub async fn direct(&self, peer: PeerId, body: Vec<u8>) -> Result<(), NodeError> {
+        let max = crate::rollout::directive::MAX_DIRECTIVE_FRAME;
+        if body.len() > max {
+            return Err(ConfigError::ReportTooLarge {
+                len: body.len(),
+                max,
+            }
+            .into());
+        }
+        self.send(Command::Directive { peer, body }).await
     }
     /// Subscribes to node events (a slow subscriber misses events rather than blocking the node).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

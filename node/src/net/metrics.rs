@@ -51,6 +51,8 @@ pub struct Metrics {
     pub peers_admitted: Gauge,
     /// Inbound streams dropped because their protocol's handlers were all busy.
     pub inbound_streams_dropped: Counter,
+    /// Rollout directives refused because they did not come from the ward's gateway.
+    pub directives_refused: Counter,
     /// Frames (HAVE, ANNOUNCE, REPORT) dropped because a peer's outbox was full.
     pub outbound_frames_dropped: Counter,
 }
@@ -118,6 +120,11 @@ impl Metrics {
             "inbound_streams_dropped",
             "Inbound streams dropped: every handler of their protocol was busy",
             self.inbound_streams_dropped.clone(),
+        );
+        r.register(
+            "directives_refused",
+            "Rollout directives refused: they did not come from the ward's gateway",
+            self.directives_refused.clone(),
         );
         r.register(
             "outbound_frames_dropped",

@@ -34,6 +34,8 @@ pub const PEERS: StreamProtocol = StreamProtocol::new("/wardswarm/peers/1");
 pub const REVOCATIONS: StreamProtocol = StreamProtocol::new("/wardswarm/revocations/1");
 /// Device status reports to the ward gateway: one JSON frame per stream.
 pub const REPORT: StreamProtocol = StreamProtocol::new("/wardswarm/report/1");
+/// The gateway's rollout directive to one device (JSON, one per stream; from the gateway only).
+pub const DIRECTIVE: StreamProtocol = StreamProtocol::new("/wardswarm/directive/1");
 /// The ward protocols, for dispatching inbound streams by an exhaustive match: a stream of any
 /// other protocol is refused during protocol negotiation and never reaches a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,11 +54,13 @@ pub enum Protocol {
     Peers,
     /// [`REVOCATIONS`].
     Revocations,
+    /// [`DIRECTIVE`].
+    Directive,
 }
 
 impl Protocol {
     /// Every protocol a node accepts.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Admission,
         Self::Have,
         Self::Announce,
@@ -64,6 +68,7 @@ impl Protocol {
         Self::Report,
         Self::Peers,
         Self::Revocations,
+        Self::Directive,
     ];
     /// The versioned protocol id.
     pub const fn id(self) -> StreamProtocol {
@@ -75,6 +80,7 @@ impl Protocol {
             Self::Report => REPORT,
             Self::Peers => PEERS,
             Self::Revocations => REVOCATIONS,
+            Self::Directive => DIRECTIVE,
         }
     }
     /// The protocol of an id, if it is one of ours.

@@ -90,6 +90,9 @@ pub struct Rollout {
     pub groups: Vec<Group>,
     /// Why it is paused, when it is.
     pub paused_reason: Option<String>,
+    /// Devices whose clinical-use gate an admin overrode for this rollout.
+    #[serde(default)]
+    pub overrides: std::collections::BTreeSet<String>,
 }
 
 fn state_name(s: RolloutState) -> &'static str {
@@ -192,6 +195,7 @@ impl Rollout {
             decision: None,
             groups,
             paused_reason: None,
+            overrides: Default::default(),
         })
     }
 
@@ -283,6 +287,33 @@ impl Rollout {
         Ok(())
     }
 
+    /// Overrides `device`'s clinical-use gate for this rollout (an admin's act, audited by the
+    /// caller): it installs and reboots without asking its gate. Only for a targeted device that
+    /// has not ended, in a rollout that has not ended.
+    pub fn override_gate(&mut self, device: &str) -> Result<(), RolloutError> {
+        if !matches!(
+            self.state,
+            RolloutState::Ready | RolloutState::Running | RolloutState::Paused
+        ) {
+            return Err(self.refuse("override"));
+        }
+        match self.group_of(device).map(|g| g.devices[device]) {
+            None => Err(RolloutError::Invalid(format!(
+                "device {device:?} is not a target of rollout {}",
+                self.id
+            ))),
+            Some(s) if s.is_final() => Err(RolloutError::Invalid(format!(
+                "device {device:?} has ended in rollout {} ({})",
+                self.id,
+                s.as_str()
+            ))),
+            Some(_) => {
+                self.overrides.insert(device.into());
+                Ok(())
+            }
+        }
+    }
+
     /// The group a device is in, if targeted.
     pub fn group_of(&self, device: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.devices.contains_key(device))
@@ -324,6 +355,14 @@ impl Rollout {
             return false;
         };
         let cur = g.devices[device];
+        // A download-only rollout is done for a device once its bytes are staged (as in hawkBit);
+        // a later rollout of the same release installs them.
+        let status = match (self.spec.action, status) {
+            (super::model::ActionType::DownloadOnly, DeviceStatus::Downloaded) => {
+                DeviceStatus::Finished
+            }
+            _ => status,
+        };
         // Reports repeat every few seconds: only a change is news (and worth a database write).
         if cur.is_final() || status == DeviceStatus::Scheduled || status == cur {
             return false;

@@ -12,6 +12,7 @@
 //! | `reports` | device report intake |
 //! | [`views`] | the API's views and the metrics |
 
+pub mod directives;
 mod download;
 mod http;
 mod judge;
@@ -102,6 +103,8 @@ pub struct GatewayConfig {
     /// byte leaves the gateway about once (see `wardswarm_node::seeding`). Ignored if `node.seeding`
     /// is set already.
     pub super_seed: bool,
+    /// Rollouts in this ward: the reboot limit and the ward's maintenance window.
+    pub rollouts: wardswarm_node::rollout::WardPolicy,
 }
 
 impl GatewayConfig {
@@ -123,6 +126,7 @@ impl GatewayConfig {
             prefetch: false,
             offline_after: Duration::from_secs(60),
             super_seed: true,
+            rollouts: Default::default(),
         }
     }
 
@@ -326,6 +330,7 @@ impl Gateway {
         tokio::spawn(download::run_polls(shared.clone()));
         tokio::spawn(download::run_downloads(shared.clone()));
         tokio::spawn(run_schedule(shared.clone()));
+        tokio::spawn(directives::run(shared.clone()));
         tokio::spawn(watch_revocations(shared.clone(), revocations));
         let api_addr = match api {
             Some(l) => Some(

@@ -163,6 +163,9 @@ mod tests {
             audit_lines: 0,
             labels: vec![],
             gated: None,
+            gated_detail: None,
+            held: None,
+            gated_ms: 0,
         }
     }
 

@@ -89,12 +89,15 @@ fn rollout_status(r: &Report) -> Option<(String, DeviceStatus)> {
     }
     match r.state {
         D::Fetching => busy(DeviceStatus::Downloading),
+        // Fetched, and held by its rollout (its group waits, a pause, download only).
+        D::Installing | D::Activating if r.held.is_some() => busy(DeviceStatus::Downloaded),
         D::Installing | D::Activating => busy(DeviceStatus::Installing),
         D::Rebooting | D::HealthCheck | D::Committing => busy(DeviceStatus::Rebooting),
         D::Idle => r.last.as_ref().map(|o| {
             let s = match o.result {
                 U::Committed => DeviceStatus::Finished,
                 U::RolledBack | U::Failed => DeviceStatus::Error,
+                U::Canceled => DeviceStatus::Canceled,
             };
             (o.version.clone(), s)
         }),

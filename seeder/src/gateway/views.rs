@@ -53,8 +53,17 @@ pub struct DeviceView {
     pub bytes_from_gateway: u64,
     /// Bytes from peers.
     pub bytes_from_peers: u64,
-    /// Why its clinical-use gate holds it, while it does.
+    /// Why it may not go on, while it may not: `in_use`, `window_closed`, `reboot_limit`,
+    /// `awaiting_consent`.
     pub gated: Option<String>,
+    /// What its gate or window said, for people.
+    pub gated_detail: Option<String>,
+    /// Held by its rollout: `no_directive`, `not_yet`, `download_only`, `expired`.
+    pub held: Option<String>,
+    /// Seconds it has spent gated since its agent started.
+    pub gated_seconds: f64,
+    /// Its labels.
+    pub labels: Vec<String>,
 }
 
 /// An artifact's download state.
@@ -235,6 +244,10 @@ pub(super) fn devices(s: &Shared) -> Vec<DeviceView> {
                 bytes_from_gateway: d.report.bytes_from_gateway,
                 bytes_from_peers: d.report.bytes_from_peers,
                 gated: d.report.gated.clone(),
+                gated_detail: d.report.gated_detail.clone(),
+                held: d.report.held.clone(),
+                gated_seconds: d.report.gated_ms as f64 / 1000.0,
+                labels: d.report.labels.clone(),
             }
         })
         .collect()
