@@ -189,12 +189,14 @@ async fn act(
         "approve" | "deny" => Permission::Approve,
         "start" | "pause" | "resume" | "stop" => Permission::Operate,
         "override" => Permission::Admin,
-        other => return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
                 "no rollout action {other:?}: approve, deny, start, pause, resume, stop, override"
             ),
-        )),
+            ))
+        }
     };
     let p = caller(&s, &h, need, &format!("rollout.{action}"), &id.to_string())?;
     let remark: Remark = if body.is_empty() {
