@@ -62,6 +62,11 @@ pub struct DemoArgs {
     /// delta instead of the full image.
     #[arg(long)]
     pub delta: bool,
+    /// Roll the release out in waves through the gateway's API (a canary of 1 device, 25 %, the
+    /// rest): the devices are directed; one is in clinical use and stays gated until it is free, and
+    /// one fails its health check, so its wave pauses at the error threshold until the demo resumes.
+    #[arg(long)]
+    pub rollout: bool,
 }
 
 pub use wardswarm_node::units::parse_size;
@@ -109,6 +114,16 @@ struct Pump {
     status: watch::Receiver<Report>,
 }
 
+/// How one demo device is set up.
+struct Part {
+    /// Follows the gateway's directives (else installs every verified release).
+    directed: bool,
+    /// Its clinical-use lease file.
+    lease: Option<std::path::PathBuf>,
+    /// Its health check.
+    health: String,
+}
+
 /// Starts one device: node, file slots provisioned with the factory image, agent (with its reboot loop).
 fn start_device(
     dir: &Path,
@@ -117,6 +132,7 @@ fn start_device(
     cert_for: &dyn Fn(&libp2p::identity::Keypair, &str) -> Result<Certificate>,
     root: &TrustRoot,
     factory: &[u8],
+    part: Part,
 ) -> Result<Pump> {
     let key = libp2p::identity::Keypair::generate_ed25519();
     let slots: Arc<dyn Slots> =
@@ -125,9 +141,14 @@ fn start_device(
     acfg.product = Some("infusion-pump".into());
     acfg.factory_version = "1.0.0".into();
     acfg.factory_counter = 1;
-    acfg.health_check = Some("true".into());
+    acfg.health_check = Some(part.health);
     acfg.report_interval = Duration::from_secs(1);
-    acfg.install = wardswarm_node::rollout::InstallMode::Automatic;
+    acfg.install = if part.directed {
+        wardswarm_node::rollout::InstallMode::Directed
+    } else {
+        wardswarm_node::rollout::InstallMode::Automatic
+    };
+    acfg.gate = part.lease.map(wardswarm_node::agent::gate::Gate::Lease);
     let dev = Device::start(device::Spec {
         store: dir.join(id).join("store"),
         node: cfg,
@@ -303,10 +324,30 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             args.wan_cap, args.gateway_cap, args.device_cap
         );
     }
+    let cast = if args.rollout {
+        Some(crate::demo_rollout::Cast::new(args.devices)?)
+    } else {
+        None
+    };
     let start = Instant::now();
     let mut devices = Vec::new();
     for i in 0..args.devices {
         let id = format!("pump-{:02}", i + 1);
+        let mut part = Part {
+            directed: cast.is_some(),
+            lease: None,
+            health: "true".into(),
+        };
+        if let Some(c) = &cast {
+            if c.in_use == id {
+                crate::demo_rollout::hold_lease(d, &id)?;
+                part.lease = Some(crate::demo_rollout::lease_path(d, &id));
+            }
+            if c.failing == id {
+                part.health =
+                    "echo 'pump self-test: pressure sensor out of range' >&2; exit 1".into();
+            }
+        }
         let dev = start_device(
             d,
             &id,
@@ -314,24 +355,70 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             &cert_for,
             &root,
             &factory,
+            part,
         )?;
         boot.push(first_addr(&dev.dev.node).await?);
         devices.push(dev);
     }
     gw.poll_now();
+    let mut driver = match cast {
+        Some(c) => {
+            // The gateway must have verified the release and heard from every device first: a
+            // rollout's targets are the devices that reported a hardware id the release lists.
+            let ready = Instant::now() + Duration::from_secs(120);
+            while !(gw.releases().iter().any(|r| {
+                r.version == "2.0.0"
+                    && r.status == wardswarm_seeder::gateway::ReleaseStatus::Verified
+            }) && gw.devices().len() == args.devices)
+            {
+                if Instant::now() > ready {
+                    bail!("the gateway did not verify the release and hear from every device within 120 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let addr = gw.api_addr().context("the demo gateway serves its API")?;
+            let drv =
+                crate::demo_rollout::Driver::start(addr, &d.join("gateway"), d, c.clone()).await?;
+            if !args.json {
+                println!("rollout  {}", drv.events[0]);
+            }
+            Some((drv, c))
+        }
+        None => None,
+    };
 
     // 3. Live progress until every device committed (or failed), bounded.
     let mut done_at: Vec<Option<f64>> = vec![None; devices.len()];
+    // Why each device was seen gated (in_use, window_closed, reboot_limit, awaiting_consent).
+    let mut gated_for: Vec<std::collections::BTreeSet<String>> =
+        vec![Default::default(); devices.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let deadline = Instant::now() + Duration::from_secs(300);
-    while done_at.iter().any(Option::is_none) {
+    let mut shown = 1;
+    while done_at.iter().any(Option::is_none)
+        || driver
+            .as_ref()
+            .is_some_and(|(d, _)| !matches!(d.state(), "finished" | "stopped"))
+    {
         tick.tick().await;
         if Instant::now() > deadline {
             break;
         }
+        if let Some((drv, _)) = driver.as_mut() {
+            drv.step().await?;
+            if !args.json {
+                for e in &drv.events[shown..] {
+                    eprintln!("\n  rollout: {e}");
+                }
+            }
+            shown = drv.events.len();
+        }
         let mut states: std::collections::BTreeMap<String, usize> = Default::default();
         for (i, dev) in devices.iter().enumerate() {
             let r = dev.status.borrow().clone();
+            if let Some(g) = &r.gated {
+                gated_for[i].insert(g.clone());
+            }
             if done_at[i].is_none() && finished(&r).is_some() {
                 done_at[i] = Some(start.elapsed().as_secs_f64());
             }
@@ -346,13 +433,21 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
                 .iter()
                 .map(|d| d.dev.node.metrics().received_all.get())
                 .sum();
-            let st: Vec<String> = states.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let st = match &driver {
+                // A rollout: each wave's devices by rollout status.
+                Some((drv, _)) => drv.progress(),
+                None => states
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
             eprint!(
                 "\r  {:>5.1} s  WAN {:>7.1} MB  LAN {:>8.1} MB  devices: {:<60}",
                 start.elapsed().as_secs_f64(),
                 gw.wan_bytes() as f64 / 1e6,
                 lan as f64 / 1e6,
-                st.join(", ")
+                st
             );
         }
     }
@@ -366,16 +461,29 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     let mut ok = true;
     for (i, dev) in devices.iter().enumerate() {
         let r = dev.status.borrow().clone();
-        ok &= finished(&r) == Some(UpdateResult::Committed);
+        let want = match &driver {
+            Some((_, c)) if c.failing == dev.id => UpdateResult::RolledBack,
+            _ => UpdateResult::Committed,
+        };
+        ok &= finished(&r) == Some(want);
         let m = dev.dev.node.metrics();
-        rows.push(serde_json::json!({
+        let mut row = serde_json::json!({
             "id": dev.id,
             "result": finished(&r).map_or("timed_out", UpdateResult::as_str),
             "installed": r.version,
             "seconds": done_at[i].unwrap_or(start.elapsed().as_secs_f64()),
             "bytes_from_gateway": m.received_total(&label, "gateway"),
             "bytes_from_peers": m.received_total(&label, "peer"),
-        }));
+        });
+        if let Some((drv, _)) = &driver {
+            row["group"] = serde_json::json!(drv.group_of(&dev.id));
+            row["gated_seconds"] = serde_json::json!(r.gated_ms as f64 / 1000.0);
+            row["gated_reasons"] = serde_json::json!(gated_for[i]);
+        }
+        rows.push(row);
+    }
+    if let Some((drv, _)) = &driver {
+        ok &= drv.state() == "finished";
     }
     let wan = gw.wan_bytes();
     let gateway_lan = gw.node().metrics().sent_all.get();
@@ -385,7 +493,7 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         .sum();
     let naive = full.length * args.devices as u64;
     if args.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "artifact_bytes": full.length,
             "artifact_kind": full.kind_name().as_str(),
             "full_artifact_bytes": full_len,
@@ -399,6 +507,9 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             "seconds": start.elapsed().as_secs_f64(),
             "devices": rows,
         });
+        if let Some((drv, _)) = &driver {
+            v["rollout"] = drv.summary();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
@@ -406,8 +517,16 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             "device", "result", "installed", "seconds", "from gateway B", "from peers B"
         );
         for r in &rows {
+            let extra = match r.get("group") {
+                Some(g) => format!(
+                    "  {:<8} gated {:.1} s",
+                    g.as_str().unwrap_or("-"),
+                    r["gated_seconds"].as_f64().unwrap_or(0.0)
+                ),
+                None => String::new(),
+            };
             println!(
-                "{:<10} {:<10} {:<10} {:>8.2} {:>16} {:>16}",
+                "{:<10} {:<10} {:<10} {:>8.2} {:>16} {:>16}{extra}",
                 r["id"].as_str().unwrap_or(""),
                 r["result"].as_str().unwrap_or(""),
                 r["installed"].as_str().unwrap_or(""),
@@ -415,6 +534,29 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
                 r["bytes_from_gateway"].as_u64().unwrap_or(0),
                 r["bytes_from_peers"].as_u64().unwrap_or(0)
             );
+        }
+        if let Some((drv, _)) = &driver {
+            let s = drv.summary();
+            println!(
+                "\nrollout {} {}",
+                s["id"],
+                s["state"].as_str().unwrap_or("")
+            );
+            for g in s["groups"].as_array().into_iter().flatten() {
+                let st: Vec<String> = g["statuses"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| v.as_u64() != Some(0))
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                println!(
+                    "  {:<8} {:<9} {}",
+                    g["name"].as_str().unwrap_or(""),
+                    g["state"].as_str().unwrap_or(""),
+                    st.join(", ")
+                );
+            }
         }
         println!(
             "\nartifact            {:>14} B  ({}; the full image artifact is {} B)",
@@ -451,6 +593,9 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
     }
     gw.shutdown().await;
     if !ok {
+        if args.rollout {
+            bail!("the rollout did not go as planned: it should finish with every device committed but the one whose health check fails");
+        }
         bail!("not every device committed the release");
     }
     Ok(())

@@ -13,6 +13,7 @@ mod cert;
 mod client;
 mod daemon;
 mod demo;
+mod demo_rollout;
 mod sim;
 use args::{parse_period, MAX_PLAIN_COUNTER};
 use clap::{Args, Parser, Subcommand};

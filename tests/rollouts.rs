@@ -509,3 +509,75 @@ fn the_api_over_tls() {
     assert!(!out.status.success() && err.contains("api_tls"), "{err}");
     assert!(!g.path().join("state").exists(), "a state folder was left");
 }
+
+/// `wardswarm demo --rollout`: a canary, 25 %, the rest; the 25 % wave pauses at its error
+/// threshold (one device's health check fails) until the demo resumes it, and the device in
+/// clinical use is gated until its lease is released.
+#[test]
+fn the_demo_rolls_out_in_waves_with_an_error_pause_and_a_gated_device() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--rollout",
+            "--devices",
+            "5",
+            "--size",
+            "2MiB",
+            "--json",
+        ])
+        .output()
+        .expect("demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let r = &v["rollout"];
+    assert_eq!(r["state"], "finished", "{r}");
+    let groups: Vec<(&str, &str)> = r["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap_or(""),
+                g["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("canary", "finished"),
+            ("quarter", "error"),
+            ("rest", "finished")
+        ]
+    );
+    assert_eq!(r["groups"][0]["statuses"]["finished"], 1);
+    assert_eq!(r["groups"][1]["statuses"]["error"], 1);
+    assert_eq!(r["groups"][2]["statuses"]["finished"], 3);
+    assert_eq!(r["groups"][2]["statuses"]["gated"], 0);
+    let events = r["events"].to_string();
+    assert!(
+        events.contains("error threshold") && events.contains("resumed"),
+        "{events}"
+    );
+    let devices = v["devices"].as_array().expect("devices");
+    let dev = |id: &str| devices.iter().find(|d| d["id"] == id).expect("device");
+    assert_eq!(dev("pump-02")["result"], "rolled_back");
+    assert_eq!(dev("pump-02")["group"], "quarter");
+    assert_eq!(dev("pump-01")["group"], "canary");
+    let gated = dev("pump-05");
+    assert_eq!(
+        (gated["group"].as_str(), gated["result"].as_str()),
+        (Some("rest"), Some("committed"))
+    );
+    assert!(
+        gated["gated_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{gated}"
+    );
+    assert!(devices
+        .iter()
+        .all(|d| d["gated_seconds"].is_number() && d["group"].is_string()));
+}
