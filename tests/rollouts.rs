@@ -577,6 +577,12 @@ fn the_demo_rolls_out_in_waves_with_an_error_pause_and_a_gated_device() {
         gated["gated_seconds"].as_f64().is_some_and(|s| s > 0.0),
         "{gated}"
     );
+    assert!(
+        gated["gated_reasons"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "in_use")),
+        "{gated}"
+    );
     assert!(devices
         .iter()
         .all(|d| d["gated_seconds"].is_number() && d["group"].is_string()));
