@@ -264,6 +264,10 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         ward: "demo-ward".into(),
         upload: Schedule::fixed(up),
         download: Schedule::fixed(down),
+        // Every node of the embedded ward is on 127.0.0.1: the per-IP limits, meant for one
+        // device per address on a ward LAN, would cap the whole ward's connections to a node.
+        max_pending_per_ip: 1024,
+        max_connections_per_ip: 1024,
         ..Config::default()
     };
     let cert = |k: &libp2p::identity::Keypair, name: &str, r: MemberRole| {

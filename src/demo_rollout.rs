@@ -68,34 +68,7 @@ pub struct Driver {
     lease_released: bool,
 }
 
-async fn call(
-    http: &reqwest::Client,
-    api: &str,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    let mut req = http
-        .request(method, format!("{api}{path}"))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(b.to_string());
-    }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("calling {path}"))?;
-    let status = resp.status();
-    let text = resp.bytes().await.unwrap_or_default();
-    let v: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{path}: the gateway answered {status}: {v}");
-    }
-    Ok(v)
-}
+use wardswarm_sim::rollout::api_call as call;
 
 impl Driver {
     /// Makes an operator and an approver token with the gateway's first admin token, creates the
@@ -105,31 +78,7 @@ impl Driver {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
-        let admin = std::fs::read_to_string(state.join("admin.token"))
-            .context("reading the gateway's admin token")?;
-        let admin = admin.trim();
-        let token = |name: &'static str, role: &'static str| {
-            let (http, api) = (http.clone(), api.clone());
-            let admin = admin.to_string();
-            async move {
-                let v = call(
-                    &http,
-                    &api,
-                    &admin,
-                    reqwest::Method::POST,
-                    "/api/v1/tokens",
-                    Some(json!({"name": name, "role": role})),
-                )
-                .await?;
-                v["token"]
-                    .as_str()
-                    .map(String::from)
-                    .context("the gateway's answer has no token")
-            }
-        };
-        let operator = token("demo-operator", "operator").await?;
-        let approver = token("demo-approver", "approver").await?;
-        let spec = json!({
+        let spec: wardswarm_node::rollout::RolloutSpec = serde_json::from_value(json!({
             "name": "2.0.0: canary, 25 %, rest",
             "release": "2.0.0",
             "action": "forced",
@@ -139,36 +88,10 @@ impl Driver {
                  "error": {"count": 1, "min_sample": 1}},
                 {"name": "rest", "select": {"by": "rest"}}
             ]
-        });
-        let post = reqwest::Method::POST;
-        let r = call(
-            &http,
-            &api,
-            &operator,
-            post.clone(),
-            "/api/v1/rollouts",
-            Some(spec),
-        )
-        .await?;
-        let id = r["id"].as_u64().context("rollout id")?;
-        call(
-            &http,
-            &api,
-            &approver,
-            post.clone(),
-            &format!("/api/v1/rollouts/{id}/approve"),
-            Some(json!({"remark": "demo: release notes read"})),
-        )
-        .await?;
-        let last = call(
-            &http,
-            &api,
-            &operator,
-            post,
-            &format!("/api/v1/rollouts/{id}/start"),
-            None,
-        )
-        .await?;
+        }))?;
+        let (id, operator) =
+            wardswarm_sim::rollout::create_and_start(&http, &api, state, &spec, "demo").await?;
+        let last = Value::Null;
         Ok(Self {
             api,
             http,

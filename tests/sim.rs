@@ -134,3 +134,75 @@ fn a_bad_scenario_is_refused_with_the_reason() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown event kind \"meteor\""), "{err}");
 }
+
+/// A rollout in both engines: the canary waits for the window (10 s after the start), the 25 % wave
+/// pauses at its error threshold (one failing health check) until the operator resumes, and the
+/// device in clinical use installs only after its 20 s in use.
+#[test]
+fn a_rollout_runs_in_the_model_and_live_engines() {
+    let d = tempfile::tempdir().expect("tmp");
+    for engine in ["model", "live"] {
+        let (code, v) = sim("rollout-ward-6.toml", engine, &d.path().join(engine));
+        assert_eq!(code, 0, "{engine}: {v:?}");
+        let v = v.expect("report");
+        let r = &v["rollout"];
+        assert_eq!(r["state"], "finished", "{engine}: {r}");
+        let waves: Vec<(&str, &str)> = r["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                (
+                    g["name"].as_str().unwrap_or(""),
+                    g["state"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            waves,
+            [
+                ("canary", "finished"),
+                ("quarter", "error"),
+                ("rest", "finished")
+            ],
+            "{engine}"
+        );
+        let events = r["events"].to_string();
+        assert!(
+            events.contains("error threshold") && events.contains("resumed"),
+            "{engine}: {events}"
+        );
+        let dev = |id: &str| {
+            v["device_results"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["id"] == id).cloned())
+                .expect("device")
+        };
+        assert!(
+            dev("w01-d002")["updated_s"].is_null(),
+            "{engine}: the failing device committed"
+        );
+        let canary = dev("w01-d001")["updated_s"]
+            .as_f64()
+            .expect("canary committed");
+        assert!(
+            canary >= 10.0,
+            "{engine}: the canary installed before its window opened ({canary} s)"
+        );
+        let busy = dev("w01-d006")["updated_s"].as_f64().expect("committed");
+        assert!(
+            busy >= 20.0,
+            "{engine}: the device in clinical use installed while in use ({busy} s)"
+        );
+        assert!(
+            r["gated_s"]["w01-d006"].as_f64().is_some_and(|g| g > 0.0),
+            "{engine}: {r}"
+        );
+        assert!(r["fleet_s"].as_f64().is_some_and(|t| t >= busy), "{engine}");
+        let series = &r["series"]["finished_per_group"];
+        assert!(
+            series.as_array().is_some_and(|a| !a.is_empty()),
+            "{engine}: no progress series"
+        );
+    }
+}

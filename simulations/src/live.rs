@@ -230,6 +230,8 @@ struct Live {
     factory: Arc<Vec<u8>>,
     boot: Vec<Multiaddr>,
     events: tokio::sync::mpsc::Sender<(usize, NodeEvent)>,
+    /// The scenario's rollout, if it has one: the agents are directed.
+    rollout: Option<crate::live_rollout::LiveRollout>,
 }
 
 async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
@@ -254,6 +256,23 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
     gcfg.wan = Schedule::fixed(sc.gateway.wan);
     gcfg.poll_interval = Duration::from_secs(3600);
     gcfg.prefetch = true;
+    let rollout = match &sc.rollout {
+        Some(ro) => {
+            // The rollout is driven over the gateway's API, as an operator would.
+            gcfg.api_listen = Some("127.0.0.1:0".parse()?);
+            gcfg.rollouts = wardswarm_node::rollout::WardPolicy {
+                reboot_limit: ro.reboot_limit,
+                window: None,
+            };
+            let dirs = (0..sc.devices.len())
+                .map(|i| d.join(format!("d{:03}", i + 1)))
+                .collect();
+            let r = crate::live_rollout::LiveRollout::new(ro.clone(), d.join("gateway"), dirs)?;
+            gcfg.clock = r.clock();
+            Some(r)
+        }
+        None => None,
+    };
     let gw = Gateway::start(
         gcfg,
         gw_key.clone(),
@@ -270,7 +289,16 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
         length,
         factory: Arc::new(vec![0x11; 64 * 1024]),
         events: ev_tx,
+        rollout,
     };
+    if let (Some(r), Some(a)) = (live.rollout.as_mut(), gw.api_addr()) {
+        r.set_api(a);
+    }
+    let honest = sc
+        .devices
+        .iter()
+        .filter(|s| s.behaviour == Behaviour::Honest)
+        .count();
     let mut devices: Vec<Device> = sc
         .devices
         .iter()
@@ -334,6 +362,9 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
         }
     }
     let start = Instant::now();
+    if let Some(r) = &live.rollout {
+        r.set_epoch(start);
+    }
     gw.poll_now();
     let mut out = RunOutcome::new("live", sc);
     out.series = Series::new(0.5);
@@ -347,9 +378,19 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
     let mut cap_tick = tokio::time::interval(Duration::from_secs(1));
     let deadline = start + sc.timeout;
     loop {
-        let all_done = devices
-            .iter()
-            .all(|d| !d.measured || (d.completed.is_some() && d.updated.is_some()));
+        let all_done = match &live.rollout {
+            // A rollout: every targeted device has ended, and each that is not meant to fail has
+            // committed (its failing ones roll back).
+            Some(r) => {
+                r.done()
+                    && devices.iter().enumerate().all(|(i, d)| {
+                        !d.measured || r.ro.failing.contains(&i) || d.updated.is_some()
+                    })
+            }
+            None => devices
+                .iter()
+                .all(|d| !d.measured || (d.completed.is_some() && d.updated.is_some())),
+        };
         if all_done || Instant::now() > deadline {
             break;
         }
@@ -393,6 +434,9 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
             },
             _ = sample.tick() => {
                 let t = start.elapsed().as_secs_f64();
+                if let Some(r) = live.rollout.as_mut() {
+                    r.tick(t, &gw, honest).await?;
+                }
                 for d in &mut devices {
                     if d.updated.is_none() && d.status().is_some_and(|s| committed(&s.borrow())) {
                         d.updated = Some(t);
@@ -456,6 +500,15 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
     out.gateway_upload_per_ward
         .push(gw_node.metrics().sent_all.get());
     let label = root_hash.short();
+    if let Some(mut r) = live.rollout.take() {
+        for d in &devices {
+            if let Some(s) = d.status() {
+                let ms = s.borrow().gated_ms;
+                r.outcome.gated_s.insert(d.id.clone(), ms as f64 / 1000.0);
+            }
+        }
+        out.rollout = Some(r.outcome);
+    }
     for d in &devices {
         let (mut from_gw, mut from_peers, mut sent) =
             (d.from_gateway_before, d.from_peers_before, d.sent_before);
@@ -536,6 +589,10 @@ fn node_config(bootstrap: Vec<Multiaddr>, up: Option<u64>, down: Option<u64>) ->
         ward: WARD.into(),
         upload: Schedule::fixed(up),
         download: Schedule::fixed(down),
+        // Every node of this ward is on 127.0.0.1: the per-IP limits, meant for one device per
+        // address on a ward LAN, would cap the whole ward's connections to a node.
+        max_pending_per_ip: 1024,
+        max_connections_per_ip: 1024,
         ..Config::default()
     }
 }
@@ -573,6 +630,10 @@ impl Live {
             acfg.health_check = Some("true".into());
             acfg.report_interval = Duration::from_secs(2);
             acfg.install = wardswarm_node::rollout::InstallMode::Automatic;
+            if let Some(r) = &self.rollout {
+                let i: usize = d.id[5..].parse::<usize>().unwrap_or(1) - 1;
+                r.agent(i, &mut acfg);
+            }
             Some((acfg, slots))
         } else {
             None

@@ -14,7 +14,8 @@ type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Draws the report of `run` to an SVG file.
 pub fn svg(path: &Path, sc: &Scenario, run: &RunOutcome, report: &Report) -> PlotResult {
-    let root = SVGBackend::new(path, (1400, 1000)).into_drawing_area();
+    let rows = if run.rollout.is_some() { 3 } else { 2 };
+    let root = SVGBackend::new(path, (1400, 500 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = format!(
         "{} — {} engine — {} devices, F = {:.1} MB",
@@ -24,12 +25,16 @@ pub fn svg(path: &Path, sc: &Scenario, run: &RunOutcome, report: &Report) -> Plo
         run.artifact_bytes as f64 / 1e6
     );
     let root = root.titled(&title, ("sans-serif", 24))?;
-    let panels = root.split_evenly((2, 2));
+    let panels = root.split_evenly((rows, 2));
     let b = Bound::of(sc, run.artifact_bytes);
     cdf(&panels[0], run, &b)?;
     uploads(&panels[1], sc, run)?;
     wan(&panels[2], run)?;
     summary(&panels[3], report, &b)?;
+    if let Some(ro) = &run.rollout {
+        waves(&panels[4], ro)?;
+        wave_times(&panels[5], ro)?;
+    }
     root.present()?;
     Ok(())
 }
@@ -268,6 +273,110 @@ fn summary(
             (30, 40 + i as i32 * 34),
             ("sans-serif", 18).into_font(),
         ))?;
+    }
+    Ok(())
+}
+
+/// A rollout: finished devices of each wave over time, and the pauses.
+fn waves(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    ro: &crate::rollout::RolloutOutcome,
+) -> PlotResult {
+    let xmax = ro.t.last().copied().unwrap_or(1.0).max(1.0);
+    let ymax = ro
+        .groups
+        .iter()
+        .map(|g| g.devices)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.1;
+    let mut c = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "Rollout: finished devices per wave (whole fleet at {})",
+                ro.fleet_s.map_or("-".into(), |t| format!("{t:.0} s"))
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+    c.configure_mesh()
+        .x_desc("seconds")
+        .y_desc("devices finished")
+        .draw()?;
+    for (k, g) in ro.groups.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        c.draw_series(LineSeries::new(
+            ro.t.iter()
+                .zip(&ro.finished)
+                .map(|(t, f)| (*t, f.get(k).copied().unwrap_or(0) as f64)),
+            color.stroke_width(2),
+        ))?
+        .label(format!("{} ({} devices)", g.name, g.devices))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    for (t, e) in &ro.events {
+        let style = BLACK.mix(0.3);
+        c.draw_series(DashedLineSeries::new(
+            vec![(*t, 0.0), (*t, ymax)],
+            4,
+            4,
+            style.into(),
+        ))?;
+        c.draw_series(std::iter::once(Text::new(
+            e.chars().take(40).collect::<String>(),
+            (*t, ymax * 0.95),
+            ("sans-serif", 12),
+        )))?;
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// A rollout: each wave's span, from its start to its end, and how its devices ended.
+fn wave_times(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    ro: &crate::rollout::RolloutOutcome,
+) -> PlotResult {
+    let xmax = ro.t.last().copied().unwrap_or(1.0).max(1.0);
+    let n = ro.groups.len().max(1);
+    let mut c = ChartBuilder::on(area)
+        .caption("Rollout: when each wave ran", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0.0..xmax, 0.0..n as f64)?;
+    c.configure_mesh()
+        .x_desc("seconds")
+        .y_labels(n)
+        .y_label_formatter(&|y| {
+            ro.groups
+                .get(n.saturating_sub(1 + y.floor() as usize))
+                .map(|g| g.name.clone())
+                .unwrap_or_default()
+        })
+        .draw()?;
+    for (k, g) in ro.groups.iter().enumerate() {
+        let y = (n - 1 - k) as f64;
+        let (a, b) = (g.started_s.unwrap_or(xmax), g.ended_s.unwrap_or(xmax));
+        let color = Palette99::pick(k).to_rgba();
+        c.draw_series(std::iter::once(Rectangle::new(
+            [(a, y + 0.2), (b, y + 0.8)],
+            color.filled(),
+        )))?;
+        let st: Vec<String> = g.statuses.iter().map(|(s, c)| format!("{s} {c}")).collect();
+        c.draw_series(std::iter::once(Text::new(
+            format!("{}: {}", g.state, st.join(", ")),
+            (a, y + 0.1),
+            ("sans-serif", 13),
+        )))?;
     }
     Ok(())
 }

@@ -113,6 +113,8 @@ pub struct RunOutcome {
     /// Wall-clock seconds the engine took.
     pub wall_s: f64,
     pub clinical: Option<ClinicalOutcome>,
+    /// The rollout, if the scenario has one (the first ward's).
+    pub rollout: Option<crate::rollout::RolloutOutcome>,
 }
 
 impl RunOutcome {
@@ -131,6 +133,7 @@ impl RunOutcome {
             elapsed_s: 0.0,
             wall_s: 0.0,
             clinical: None,
+            rollout: None,
         }
     }
 }
@@ -213,8 +216,20 @@ pub fn build(sc: &Scenario, run: &RunOutcome) -> Report {
     let mut times: Vec<f64> = measured.iter().filter_map(|d| d.completed_s).collect();
     times.sort_by(f64::total_cmp);
     let completed = times.len();
-    let updated = measured.iter().filter(|d| d.updated_s.is_some()).count();
-    let engine_updates = run.engine != "model";
+    // A rollout's failing devices roll back: they are not expected to commit.
+    let failing = |d: &DeviceOutcome| {
+        sc.rollout.as_ref().is_some_and(|r| {
+            d.id[5..]
+                .parse::<usize>()
+                .is_ok_and(|n| r.failing.contains(&(n - 1)))
+        })
+    };
+    let updated = measured
+        .iter()
+        .filter(|d| d.updated_s.is_some() && !failing(d))
+        .count();
+    let expected_updates = measured.iter().filter(|d| !failing(d)).count();
+    let engine_updates = run.engine != "model" || sc.rollout.is_some();
     let all = measured.len();
     let p50 = quantile(&times, 0.5);
     let p90 = quantile(&times, 0.9);
@@ -236,11 +251,25 @@ pub fn build(sc: &Scenario, run: &RunOutcome) -> Report {
             all - completed
         ));
     }
-    if engine_updates && updated < all {
+    if engine_updates && updated < expected_updates {
         failures.push(format!(
-            "{} of {all} devices did not commit the update",
-            all - updated
+            "{} of {expected_updates} devices did not commit the update",
+            expected_updates - updated
         ));
+    }
+    if let Some(ro) = &run.rollout {
+        if ro.state != "finished" {
+            failures.push(format!("the rollout ended {}, not finished", ro.state));
+        }
+        if let Some(d) = measured
+            .iter()
+            .find(|d| failing(d) && d.updated_s.is_some())
+        {
+            failures.push(format!(
+                "{} committed although its health check fails",
+                d.id
+            ));
+        }
     }
     let wan_ratio = wan_max as f64 / f as f64;
     if wan_ratio > 1.01 {
@@ -311,6 +340,14 @@ pub fn build(sc: &Scenario, run: &RunOutcome) -> Report {
             "during_update_bytes_per_s": c.during_update,
             "kept": c.during_update / c.alone.max(1.0),
         })),
+        "rollout": run.rollout.as_ref().map(|r| json!({
+            "state": r.state,
+            "fleet_s": r.fleet_s,
+            "groups": r.groups,
+            "events": r.events.iter().map(|(t, e)| json!({"t_s": t, "event": e})).collect::<Vec<_>>(),
+            "gated_s": r.gated_s,
+            "series": {"t_s": r.t, "finished_per_group": r.finished},
+        })),
         "elapsed_s": run.elapsed_s,
         "wall_s": run.wall_s,
         "checks_failed": failures,
@@ -360,6 +397,39 @@ pub fn text(r: &Report) -> String {
             c["during_update_bytes_per_s"].as_f64().unwrap_or(0.0),
             c["kept"].as_f64().unwrap_or(0.0) * 100.0
         );
+    }
+    if let Some(ro) = j["rollout"].as_object() {
+        s += &format!(
+            "rollout {}: the whole fleet ended at {} s\n",
+            ro["state"].as_str().unwrap_or(""),
+            ro["fleet_s"]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.1}"))
+        );
+        for g in ro["groups"].as_array().into_iter().flatten() {
+            let st: Vec<String> = g["statuses"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let at = |k: &str| g[k].as_f64().map_or("-".to_string(), |v| format!("{v:.1}"));
+            s += &format!(
+                "  wave {:<10} {:<9} started {} s, ended {} s: {}\n",
+                g["name"].as_str().unwrap_or(""),
+                g["state"].as_str().unwrap_or(""),
+                at("started_s"),
+                at("ended_s"),
+                st.join(", ")
+            );
+        }
+        for e in ro["events"].as_array().into_iter().flatten() {
+            s += &format!(
+                "  at {:.1} s: {}\n",
+                e["t_s"].as_f64().unwrap_or(0.0),
+                e["event"].as_str().unwrap_or("")
+            );
+        }
     }
     for e in &r.failures {
         s += &format!("CHECK FAILED: {e}\n");

@@ -47,6 +47,8 @@ pub struct Scenario {
     pub devices: Vec<DeviceSpec>,
     pub events: Vec<Event>,
     pub clinical: Option<Clinical>,
+    /// A rollout of the release over the ward (`[rollout]`; see [`crate::rollout`]).
+    pub rollout: Option<crate::rollout::RolloutScenario>,
     /// Give up after this long (every engine).
     pub timeout: Duration,
 }
@@ -163,6 +165,8 @@ struct File {
     events: Vec<EventFile>,
     #[serde(default)]
     clinical: Option<ClinicalFile>,
+    #[serde(default)]
+    rollout: Option<crate::rollout::RolloutFile>,
     #[serde(default = "default_timeout")]
     timeout: String,
 }
@@ -347,6 +351,10 @@ impl Scenario {
                 })
             }
         };
+        let rollout = match f.rollout {
+            Some(r) => Some(r.check(devices.len())?),
+            None => None,
+        };
         Ok(Self {
             name: f.name,
             description: f.description,
@@ -367,6 +375,7 @@ impl Scenario {
             devices,
             events,
             clinical,
+            rollout,
             timeout: dur(&f.timeout)?,
         })
     }

@@ -327,8 +327,11 @@ impl Rollout {
             return false;
         };
         let status = g.devices[device];
+        // A group that has started stays open to its devices that have not ended: one that reached
+        // its success threshold, or an error the operator accepted by resuming, lets its
+        // stragglers go on.
         let running = match self.state {
-            RolloutState::Running => g.state == GroupState::Running,
+            RolloutState::Running => g.state != GroupState::Scheduled,
             RolloutState::Paused => status.is_activated(),
             _ => false,
         };
@@ -383,7 +386,14 @@ impl Rollout {
                 .iter()
                 .position(|g| matches!(g.state, GroupState::Scheduled | GroupState::Running))
             else {
-                self.state = RolloutState::Finished;
+                // Every group has ended; the rollout has once its last straggler has too.
+                let all_ended = self
+                    .groups
+                    .iter()
+                    .all(|g| g.devices.values().all(|s| s.is_final()));
+                if all_ended {
+                    self.state = RolloutState::Finished;
+                }
                 return;
             };
             // A group in error before this one was accepted by the operator's resume.
@@ -613,6 +623,24 @@ mod tests {
             "the operator accepted group one"
         );
         assert_eq!(r.groups[0].state, GroupState::Error);
+        // The accepted group's stragglers go on, and the rollout finishes only once they end.
+        assert!(
+            r.may_install(&first[2]),
+            "a straggler of the accepted group"
+        );
+        let rest: Vec<String> = r.groups[1].devices.keys().cloned().collect();
+        for d in &rest {
+            r.report(d, DeviceStatus::Finished);
+        }
+        assert_eq!(r.groups[1].state, GroupState::Finished);
+        assert_eq!(
+            r.state,
+            RolloutState::Running,
+            "two stragglers have not ended"
+        );
+        r.report(&first[2], DeviceStatus::Finished);
+        r.report(&first[3], DeviceStatus::Finished);
+        assert_eq!(r.state, RolloutState::Finished);
     }
 
     #[test]

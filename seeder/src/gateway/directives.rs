@@ -14,7 +14,6 @@ use std::{
 use wardswarm_node::{
     agent::machine::DeviceState,
     rollout::{ward, DeviceNow, Directive},
-    Timestamp,
 };
 
 use super::Shared;
@@ -73,7 +72,7 @@ pub(super) async fn run(s: Arc<Shared>) {
             }
             (devices, peers)
         };
-        let expires = Timestamp::now().saturating_add(VALID_FOR);
+        let expires = s.cfg.clock.now().saturating_add(VALID_FOR);
         let plan = ward::plan(&rollouts, &devices, &s.cfg.rollouts, &mut slots, expires);
         for (device, mut d) in plan {
             let fresh = sent.get(&device).is_some_and(|(old, at)| {

@@ -105,6 +105,9 @@ pub struct GatewayConfig {
     pub super_seed: bool,
     /// Rollouts in this ward: the reboot limit and the ward's maintenance window.
     pub rollouts: wardswarm_node::rollout::WardPolicy,
+    /// The clock directives' expiry is set by (the system clock; simulations shift it, with the
+    /// devices' clocks, to a given day and hour).
+    pub clock: wardswarm_node::agent::directed::Clock,
 }
 
 impl GatewayConfig {
@@ -127,6 +130,7 @@ impl GatewayConfig {
             offline_after: Duration::from_secs(60),
             super_seed: true,
             rollouts: Default::default(),
+            clock: Default::default(),
         }
     }
 

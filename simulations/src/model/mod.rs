@@ -192,7 +192,56 @@ pub fn run(sc: &Scenario) -> RunOutcome {
             out.series = o.series;
         }
     }
+    if let Some(ro) = &sc.rollout {
+        rollout_over(sc, ro, &mut out);
+    }
     out
+}
+
+/// The scenario's rollout, replayed per ward over the download times the flows gave: each
+/// measured device's `updated_s` becomes when it committed; the first ward's rollout is reported.
+fn rollout_over(sc: &Scenario, ro: &crate::rollout::RolloutScenario, out: &mut RunOutcome) {
+    for w in 0..sc.wards {
+        let idx: Vec<usize> = (0..out.devices.len())
+            .filter(|&i| out.devices[i].ward == w && out.devices[i].measured)
+            .collect();
+        // Device ids within a ward, so the scenario's selectors (`w01-d001`, ...) name the same
+        // devices in every engine; the scenario's device numbers index the ward's devices.
+        let ids: Vec<String> = idx
+            .iter()
+            .map(|&i| {
+                let id = &out.devices[i].id;
+                format!("w01{}", &id[3..])
+            })
+            .collect();
+        let done: Vec<Option<f64>> = idx.iter().map(|&i| out.devices[i].completed_s).collect();
+        let positions: Vec<usize> = idx
+            .iter()
+            .map(|&i| {
+                out.devices[i].id[5..]
+                    .parse::<usize>()
+                    .unwrap_or(1)
+                    .saturating_sub(1)
+            })
+            .collect();
+        let mut ro = ro.clone();
+        // The scenario numbers devices among all of the ward's; the replay, among the measured.
+        let pos = |d: usize| positions.iter().position(|p| *p == d);
+        ro.failing = ro.failing.iter().filter_map(|d| pos(*d)).collect();
+        ro.in_use = ro
+            .in_use
+            .iter()
+            .filter_map(|(d, a, b)| pos(*d).map(|p| (p, *a, *b)))
+            .collect();
+        let (r, committed) = crate::rollout::replay(&ro, &ids, &done, sc.timeout.as_secs_f64());
+        for (k, &i) in idx.iter().enumerate() {
+            out.devices[i].updated_s = committed[k];
+        }
+        if w == 0 {
+            out.elapsed_s = out.elapsed_s.max(r.fleet_s.unwrap_or(0.0));
+            out.rollout = Some(r);
+        }
+    }
 }
 
 impl<'a> Ward<'a> {
