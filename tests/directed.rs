@@ -62,119 +62,144 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The gateway's node, holding release 2.0.0 and announcing it, and one directed device on a clock
+/// the test moves (`clock`, unix seconds), its gate a lease file if `lease` is set.
+struct Ward {
+    gw: node::Handle,
+    device: Device,
+    dev_id: libp2p::PeerId,
+    root: wardswarm_node::Hash,
+    clock: Arc<AtomicU64>,
+}
+
+async fn ward(f: &Fixture, lease: Option<std::path::PathBuf>) -> Ward {
+    let d = f.path();
+    let rd = d.join("origin/releases/2.0.0");
+    let sm = release::read_manifest(&rd).expect("manifest");
+    let a = sm.manifest.full().expect("full").clone();
+    let art = rd.join(release::ARTIFACTS_DIR).join(a.file_name());
+    let ob = art.with_file_name(format!("{}{}", a.file_name(), release::OUTBOARD_SUFFIX));
+    let gw_store = Arc::new(Store::open(d.join("gw")).expect("store"));
+    gw_store
+        .import(a.root, a.length, &art, &ob)
+        .expect("import");
+    let kp = libp2p::identity::Keypair::generate_ed25519();
+    let (gw, _) = node::spawn(
+        loopback(vec![]),
+        kp.clone(),
+        &cert(f, &kp, "gw", Role::Gateway),
+        f.root.clone(),
+        gw_store,
+    )
+    .expect("gateway node");
+    let gw_addr = loop {
+        if let Some(a) = gw.listen_addrs().await.expect("addrs").into_iter().next() {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    gw.announce(sm.to_bytes()).await.expect("announce");
+    gw.have_changed(a.root).await.expect("have");
+    // 10:00 UTC on a winter day.
+    let clock = Arc::new(AtomicU64::new(
+        "2027-01-15T10:00:00Z"
+            .parse::<Timestamp>()
+            .expect("t")
+            .as_unix(),
+    ));
+    let c = clock.clone();
+    let dkp = libp2p::identity::Keypair::generate_ed25519();
+    let slots: Arc<dyn Slots> =
+        Arc::new(FileSlots::provision(&d.join("dev/slots"), &f.factory).expect("slots"));
+    let mut acfg = AgentConfig::new(d.join("dev/agent"), "pump-rev-c");
+    acfg.install = InstallMode::Directed;
+    acfg.clock = Clock::from_fn(move || Timestamp::from_unix(c.load(Ordering::SeqCst)));
+    acfg.factory_counter = 1;
+    acfg.factory_version = "1.0.0".into();
+    acfg.report_interval = Duration::from_millis(200);
+    acfg.gate = lease.map(wardswarm_node::agent::gate::Gate::Lease);
+    let device = Device::start(device::Spec {
+        store: d.join("dev/store"),
+        node: loopback(vec![gw_addr]),
+        cert: cert(f, &dkp, "pump-1", Role::Device),
+        keypair: dkp.clone(),
+        root: f.root.clone(),
+        agent: Some((acfg, slots)),
+    })
+    .expect("device");
+    let dev_id = dkp.public().to_peer_id();
+    eventually("the device to admit the gateway", || {
+        device.node.metrics().peers_admitted.get() >= 1
+    })
+    .await;
+    Ward {
+        gw,
+        device,
+        dev_id,
+        root: a.root,
+        clock,
+    }
+}
+
+/// A directive for release 2.0.0 that allows everything, valid until February 2027.
+fn directive(seq: u64) -> Directive {
+    Directive {
+        device: "pump-1".into(),
+        seq,
+        rollout: 1,
+        release: "2.0.0".into(),
+        action: ActionType::Forced,
+        fetch: true,
+        install: true,
+        reboot: true,
+        cancel: false,
+        window: None,
+        override_gate: false,
+        expires: "2027-02-01T00:00:00Z".parse().expect("t"),
+    }
+}
+
+async fn send(w: &Ward, d: &Directive) {
+    let body = serde_json::to_vec(d).expect("json");
+    w.gw.direct(w.dev_id, body).await.expect("sent");
+}
+
 #[test]
 fn a_closed_window_holds_the_install_until_the_clock_opens_it() {
     let f = Fixture::new();
     let d = f.path();
     let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
-    let len = f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
+    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        // The gateway's node: it holds the artifact and announces the release.
-        let rd = d.join("origin/releases/2.0.0");
-        let sm = release::read_manifest(&rd).expect("manifest");
-        let a = sm.manifest.full().expect("full").clone();
-        assert_eq!(a.length, len);
-        let art = rd.join(release::ARTIFACTS_DIR).join(a.file_name());
-        let ob = art.with_file_name(format!("{}{}", a.file_name(), release::OUTBOARD_SUFFIX));
-        let gw_store = Arc::new(Store::open(d.join("gw")).expect("store"));
-        gw_store
-            .import(a.root, a.length, &art, &ob)
-            .expect("import");
-        let kp = libp2p::identity::Keypair::generate_ed25519();
-        let (gw, _) = node::spawn(
-            loopback(vec![]),
-            kp.clone(),
-            &cert(&f, &kp, "gw", Role::Gateway),
-            f.root.clone(),
-            gw_store,
-        )
-        .expect("gateway node");
-        let gw_addr = loop {
-            if let Some(a) = gw.listen_addrs().await.expect("addrs").into_iter().next() {
-                break a;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        gw.announce(sm.to_bytes()).await.expect("announce");
-        gw.have_changed(a.root).await.expect("have");
-
-        // The device, directed, on a clock the test moves: 10:00 UTC on a winter day.
-        let clock = Arc::new(AtomicU64::new(
-            "2027-01-15T10:00:00Z"
-                .parse::<Timestamp>()
-                .expect("t")
-                .as_unix(),
-        ));
-        let c = clock.clone();
-        let dkp = libp2p::identity::Keypair::generate_ed25519();
-        let slots: Arc<dyn Slots> =
-            Arc::new(FileSlots::provision(&d.join("dev/slots"), &f.factory).expect("slots"));
-        let mut acfg = AgentConfig::new(d.join("dev/agent"), "pump-rev-c");
-        acfg.install = InstallMode::Directed;
-        acfg.clock = Clock::from_fn(move || Timestamp::from_unix(c.load(Ordering::SeqCst)));
-        acfg.factory_counter = 1;
-        acfg.factory_version = "1.0.0".into();
-        acfg.report_interval = Duration::from_millis(200);
-        let device = Device::start(device::Spec {
-            store: d.join("dev/store"),
-            node: loopback(vec![gw_addr]),
-            cert: cert(&f, &dkp, "pump-1", Role::Device),
-            keypair: dkp.clone(),
-            root: f.root.clone(),
-            agent: Some((acfg, slots)),
-        })
-        .expect("device");
-        let status = device.status.clone().expect("agent status");
-        let dev_id = dkp.public().to_peer_id();
-
+        let w = ward(&f, None).await;
+        let status = w.device.status.clone().expect("agent status");
         // Admitted and announced to, but no directive: nothing is fetched.
-        eventually("the device to admit the gateway", || {
-            device.node.metrics().peers_admitted.get() >= 1
-        })
-        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
-            device.store.get(&a.root).is_none(),
+            w.device.store.get(&w.root).is_none(),
             "fetched without a directive"
         );
         assert_eq!(status.borrow().state, DeviceState::Idle);
 
         // A directive whose window (22:00 to 04:00 Berlin) is closed at 11:00 Berlin time.
-        let directive = |seq: u64| Directive {
-            device: "pump-1".into(),
-            seq,
-            rollout: 1,
-            release: "2.0.0".into(),
-            action: ActionType::Forced,
-            fetch: true,
-            install: true,
-            reboot: true,
-            cancel: false,
-            window: Some(WindowSpec {
-                schedule: "0 22 * * *".into(),
-                duration: "6h".into(),
-                timezone: "Europe/Berlin".into(),
-            }),
-            override_gate: false,
-            expires: "2027-02-01T00:00:00Z".parse().expect("t"),
-        };
-        let send = |seq| {
-            let gw = gw.clone();
-            let body = serde_json::to_vec(&directive(seq)).expect("json");
-            async move { gw.direct(dev_id, body).await.expect("sent") }
-        };
-        send(1).await;
+        let mut dir = directive(1);
+        dir.window = Some(WindowSpec {
+            schedule: "0 22 * * *".into(),
+            duration: "6h".into(),
+            timezone: "Europe/Berlin".into(),
+        });
+        send(&w, &dir).await;
         eventually("the device downloaded and gated by its window", || {
             let r = status.borrow();
             r.gated.as_deref() == Some("window_closed") && r.state == DeviceState::Installing
         })
         .await;
         assert!(
-            device.store.get(&a.root).is_some_and(|e| e.is_complete()),
+            w.device.store.get(&w.root).is_some_and(|e| e.is_complete()),
             "downloaded while the window is closed"
         );
         assert_eq!(
@@ -187,8 +212,11 @@ fn a_closed_window_holds_the_install_until_the_clock_opens_it() {
             "the inactive slot was written outside the window"
         );
         // A replayed older directive changes nothing; the clock reaches 22:30 Berlin time.
-        send(0).await;
-        clock.store(
+        let mut old = dir.clone();
+        old.seq = 0;
+        old.install = false;
+        send(&w, &old).await;
+        w.clock.store(
             "2027-01-15T21:30:00Z"
                 .parse::<Timestamp>()
                 .expect("t")
@@ -202,7 +230,71 @@ fn a_closed_window_holds_the_install_until_the_clock_opens_it() {
         .await;
         let audit = std::fs::read_to_string(d.join("dev/agent/audit.jsonl")).expect("audit");
         assert!(audit.contains("\"event\":\"directive\""), "{audit}");
-        device.stop().await.expect("the device stops cleanly");
-        let _ = gw.shutdown().await;
+        w.device.stop().await.expect("the device stops cleanly");
+        let _ = w.gw.shutdown().await;
+    });
+}
+
+/// In clinical use and never released: a stopped rollout cancels the held update (the slot is not
+/// written); a new directive with the admin's override installs and commits past the gate.
+#[test]
+fn a_stopped_rollout_cancels_and_an_override_passes_the_gate() {
+    let f = Fixture::new();
+    let d = f.path();
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    f.release("2.0.0", 2, 1 << 20, &f.keys.release, far);
+    let lease = d.join("lease.json");
+    std::fs::write(&lease, br#"{"in_use": true, "holder": "infusion 7"}"#).expect("lease");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let w = ward(&f, Some(lease.clone())).await;
+        let status = w.device.status.clone().expect("agent status");
+        send(&w, &directive(1)).await;
+        eventually("the device gated in use", || {
+            let r = status.borrow();
+            r.gated.as_deref() == Some("in_use")
+                && r.gated_detail
+                    .as_deref()
+                    .is_some_and(|g| g.contains("infusion 7"))
+        })
+        .await;
+        let mut stop = directive(2);
+        stop.cancel = true;
+        stop.fetch = false;
+        stop.install = false;
+        send(&w, &stop).await;
+        eventually("the update canceled", || {
+            let r = status.borrow();
+            r.state == DeviceState::Idle
+                && r.last
+                    .as_ref()
+                    .is_some_and(|l| l.result.as_str() == "canceled")
+        })
+        .await;
+        assert!(
+            !d.join("dev/slots/slot-b.img").exists(),
+            "a canceled update wrote the slot"
+        );
+        assert!(
+            status.borrow().gated.is_none(),
+            "an idle device is not gated"
+        );
+        // The admin overrides the gate: the device installs and commits though still in use.
+        let mut over = directive(3);
+        over.override_gate = true;
+        send(&w, &over).await;
+        eventually("the device to commit 2.0.0 past its gate", || {
+            status.borrow().version == "2.0.0"
+        })
+        .await;
+        assert!(lease.exists(), "the lease was never released");
+        let audit = std::fs::read_to_string(d.join("dev/agent/audit.jsonl")).expect("audit");
+        assert!(audit.contains("\"override_gate\":true"), "{audit}");
+        assert!(audit.contains("canceled by the rollout"), "{audit}");
+        w.device.stop().await.expect("the device stops cleanly");
+        let _ = w.gw.shutdown().await;
     });
 }

@@ -255,6 +255,29 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
         Some(&ap),
         None,
     );
+    // Overriding a device's clinical-use gate takes an admin token and a remark, and is audited.
+    let over = format!("/api/v1/rollouts/{id2}/override");
+    let body = json!({"device": "pump-1", "remark": "bed 12 discharged; ward nurse confirmed"});
+    assert_eq!(
+        http_call(api, "POST", &over, Some(&op), Some(&body)).0,
+        403,
+        "an operator may not override a gate"
+    );
+    assert_eq!(
+        http_call(
+            api,
+            "POST",
+            &over,
+            Some(admin),
+            Some(&json!({"device": "pump-1"}))
+        )
+        .0,
+        422,
+        "an override needs a remark"
+    );
+    let (code, v) = http_call(api, "POST", &over, Some(admin), Some(&body));
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["overrides"], json!(["pump-1"]));
     gw.sigterm();
     let gw2 = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway-2.log");
     let api2 = api_of(&gw2);
@@ -326,6 +349,10 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
         "{log}"
     );
     assert!(log.contains("\"who\":\"bob (token "), "{log}");
+    assert!(
+        log.contains("rollout.override") && log.contains("bed 12 discharged"),
+        "{log}"
+    );
     // A tampered record is detected.
     let tampered = log.replacen("checked the release notes", "no remark", 1);
     let tampered = if tampered == log {

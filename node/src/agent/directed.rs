@@ -193,8 +193,16 @@ impl Steps {
         }
     }
 
-    /// Waits until the gate says free (before commit: the directive has no say once rebooted).
-    pub async fn gate_free(&self, stage: &'static str) {
+    /// Waits until the gate says free before committing `version` (the directive has no say once
+    /// rebooted, but an admin's override of the gate for this release holds here too).
+    pub async fn gate_free(&self, stage: &'static str, version: &str) {
+        let overridden = self.held().is_some_and(|h| {
+            h.directive.override_gate && h.directive.release == version && !h.directive.cancel
+        });
+        if overridden && self.mode == InstallMode::Directed {
+            lock(&self.waiting).clear();
+            return;
+        }
         let mut said: Option<String> = None;
         loop {
             match self.ask(None).await {

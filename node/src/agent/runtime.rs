@@ -633,7 +633,7 @@ impl Agent {
                 ))
             })),
             Action::Commit(slot) => Some(Box::pin(async move {
-                steps.gate_free("commit").await;
+                steps.gate_free("commit", &version).await;
                 Done::Input(Box::new(match blocking(move || slots.commit(slot)).await {
                     Ok(Ok(())) => Input::Committed,
                     Ok(Err(e)) => Input::BootFailed(e.to_string()),
