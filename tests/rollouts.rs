@@ -614,3 +614,33 @@ fn the_demo_rolls_out_in_waves_with_an_error_pause_and_a_gated_device() {
         .iter()
         .all(|d| d["gated_seconds"].is_number() && d["group"].is_string()));
 }
+
+/// The README's example rollout spec is one the gateway takes.
+#[test]
+fn the_example_rollout_spec_is_valid() {
+    let text = example("rollout.json");
+    let spec: wardswarm_node::rollout::RolloutSpec =
+        serde_json::from_str(&text).expect("docs/examples/rollout.json is a rollout spec");
+    let w = spec.window.clone().expect("a window");
+    wardswarm_node::rollout::Window::new(w).expect("a valid window");
+    let devices: Vec<wardswarm_node::rollout::DeviceInfo> = (1..=8)
+        .map(|i| wardswarm_node::rollout::DeviceInfo {
+            id: format!("pump-{i}"),
+            product: Some("infusion-pump".into()),
+            hardware: "pump-rev-c".into(),
+            labels: if i == 3 {
+                vec!["icu-3".into(), "bed-12".into()]
+            } else {
+                vec!["icu-3".into()]
+            },
+        })
+        .collect();
+    let r = wardswarm_node::rollout::Rollout::new(1, spec, "alice", &devices, true)
+        .expect("the gateway would create it");
+    let sizes: Vec<usize> = r.groups.iter().map(|g| g.devices.len()).collect();
+    assert_eq!(
+        sizes,
+        [1, 2, 5],
+        "canary by label, a quarter of the rest, the rest"
+    );
+}
