@@ -124,7 +124,7 @@ fn caller(
         }
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            format!("a {} token may not do this", p.role.as_str()),
+            format!("{} may not do this", p.role.token_phrase()),
         ));
     }
     Ok(p)

@@ -81,6 +81,17 @@ pub enum Permission {
 }
 
 impl Role {
+    /// "a viewer token", "an operator token", … for messages.
+    pub fn token_phrase(self) -> String {
+        let r = self.as_str();
+        let article = if r.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} {r} token")
+    }
+
     /// Whether this role has `p`.
     pub fn may(self, p: Permission) -> bool {
         match p {
@@ -237,7 +248,7 @@ impl Control {
             by,
             action,
             target,
-            &format!("refused: a {} token may not do this", by.role.as_str()),
+            &format!("refused: {} may not do this", by.role.token_phrase()),
         );
     }
 
