@@ -165,6 +165,22 @@ impl Actor {
 
     pub(super) fn downloads_tick(&mut self) {
         let now = self.now_ms();
+        // A fetch nobody waits for any more (its caller dropped the future: a rollout canceled the
+        // update) stops: its requests are cancelled, the groups it verified stay in the store.
+        let abandoned: Vec<Hash> = self
+            .downloads
+            .iter_mut()
+            .filter_map(|(r, d)| {
+                d.waiters.retain(|w| !w.is_closed());
+                d.waiters.is_empty().then_some(*r)
+            })
+            .collect();
+        for r in abandoned {
+            if let Some(d) = self.downloads.remove(&r) {
+                d.cancel_all();
+                tracing::info!(root = %r.short(), "fetch abandoned by its caller: stopped");
+            }
+        }
         let roots: Vec<Hash> = self.downloads.keys().copied().collect();
         for r in roots {
             self.drive(r, now, Input::Tick);

@@ -254,7 +254,9 @@ impl Handle {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
     }
-    /// Fetches an artifact (root and signed length) into the store; resolves when every group is verified.
+    /// Fetches an artifact (root and signed length) into the store; resolves when every group is
+    /// verified. Dropping the future stops the fetch (within a scheduler tick) once no other caller
+    /// waits for the same artifact; the groups verified so far stay in the store.
     pub async fn fetch(&self, root: Hash, length: u64) -> Result<FetchReport, NodeError> {
         self.call(|reply| Command::Fetch {
             root,

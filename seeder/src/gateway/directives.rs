@@ -22,6 +22,8 @@ use super::Shared;
 pub const TICK: Duration = Duration::from_secs(1);
 /// An unchanged directive is sent again this often.
 pub const REFRESH: Duration = Duration::from_secs(30);
+/// The database key of the last directive sequence number sent.
+const SEQ_KEY: &str = "directive_seq";
 /// How long a directive stays valid on a device that hears nothing newer.
 pub const VALID_FOR: Duration = Duration::from_secs(24 * 3600);
 
@@ -31,10 +33,14 @@ pub(super) async fn run(s: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: HashMap<String, (Directive, Instant)> = HashMap::new();
     let mut slots: BTreeSet<String> = BTreeSet::new();
-    // Sequence numbers start at the clock's milliseconds, so they grow across gateway restarts.
-    let mut seq = std::time::SystemTime::now()
+    // Sequence numbers start at the clock's milliseconds or past the last one sent (kept in the
+    // database), whichever is higher: they grow across restarts even if the clock went back.
+    let clock_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let kept = s.db.meta(SEQ_KEY).ok().flatten().unwrap_or(0);
+    let mut seq = clock_ms.max(kept.saturating_add(1));
+    let mut saved = seq;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -107,5 +113,11 @@ pub(super) async fn run(s: Arc<Shared>) {
             }
         }
         sent.retain(|id, _| devices.contains_key(id));
+        if seq != saved {
+            match s.db.set_meta(SEQ_KEY, seq) {
+                Ok(()) => saved = seq,
+                Err(e) => tracing::warn!(error = %e, "saving the directive sequence failed"),
+            }
+        }
     }
 }
