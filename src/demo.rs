@@ -546,20 +546,8 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
                 s["id"],
                 s["state"].as_str().unwrap_or("")
             );
-            for g in s["groups"].as_array().into_iter().flatten() {
-                let st: Vec<String> = g["statuses"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, v)| v.as_u64() != Some(0))
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect();
-                println!(
-                    "  {:<8} {:<9} {}",
-                    g["name"].as_str().unwrap_or(""),
-                    g["state"].as_str().unwrap_or(""),
-                    st.join(", ")
-                );
+            for (name, state, statuses) in drv.waves() {
+                println!("  {name:<8} {state:<9} {statuses}");
             }
         }
         println!(

@@ -187,10 +187,11 @@ impl Driver {
         Ok(())
     }
 
-    /// One line: each wave and its devices' statuses, e.g. `canary finished 1 | rest downloaded 8`.
-    pub fn progress(&self) -> String {
+    /// Per wave of the summary: its name, its state and its devices' statuses (the non-zero ones,
+    /// e.g. `finished 1, downloaded 8`).
+    pub fn waves(&self) -> Vec<(String, String, String)> {
         let s = self.summary();
-        let waves: Vec<String> = s["groups"]
+        s["groups"]
             .as_array()
             .into_iter()
             .flatten()
@@ -202,8 +203,18 @@ impl Driver {
                     .filter(|(_, v)| v.as_u64() != Some(0))
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect();
-                format!("{} {}", g["name"].as_str().unwrap_or(""), st.join(" "))
+                let text = |k: &str| g[k].as_str().unwrap_or("").to_string();
+                (text("name"), text("state"), st.join(", "))
             })
+            .collect()
+    }
+
+    /// One line: each wave and its devices' statuses, e.g. `canary finished 1 | rest downloaded 8`.
+    pub fn progress(&self) -> String {
+        let waves: Vec<String> = self
+            .waves()
+            .into_iter()
+            .map(|(name, _, st)| format!("{name} {st}"))
             .collect();
         format!("{} | {}", self.state(), waves.join(" | "))
     }

@@ -18,9 +18,8 @@ use wardswarm_node::{
         slots::{FileSlots, Slots},
     },
     device::{self, Device},
-    membership::{Certificate, Role},
-    net::{self as node, Config},
-    release,
+    membership::Role,
+    net as node, release,
     rollout::{ActionType, Directive, InstallMode, WindowSpec},
     store::Store,
     Timestamp,
@@ -28,30 +27,6 @@ use wardswarm_node::{
 
 mod common;
 use common::*;
-
-const WARD: &str = "icu-3";
-
-fn loopback(boot: Vec<libp2p::Multiaddr>) -> Config {
-    Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
-        bootstrap: boot,
-        mdns: false,
-        ward: WARD.into(),
-        ..Config::default()
-    }
-}
-
-fn cert(f: &Fixture, kp: &libp2p::identity::Keypair, name: &str, role: Role) -> Certificate {
-    Certificate::issue(
-        WARD,
-        name,
-        role,
-        &kp.public().to_peer_id().to_string(),
-        f.now.saturating_add(Duration::from_secs(86_400)),
-        std::slice::from_ref(&f.keys.membership),
-    )
-    .expect("cert")
-}
 
 /// Polls `f` every 50 ms for up to 60 s.
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {

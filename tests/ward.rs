@@ -18,8 +18,7 @@ use wardswarm_node::{
     },
     device::{self, Device},
     membership::{Certificate, Role},
-    net::{self as node, caps::Schedule, Config},
-    release,
+    net as node, release,
     root::TrustRoot,
     store::Store,
     SecretKey, Timestamp,
@@ -263,30 +262,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn loopback(boot: Vec<libp2p::Multiaddr>) -> Config {
-    Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
-        bootstrap: boot,
-        mdns: false,
-        ward: WARD.into(),
-        upload: Schedule::fixed(None),
-        download: Schedule::fixed(None),
-        ..Config::default()
-    }
-}
-
-fn cert(f: &Fixture, kp: &libp2p::identity::Keypair, name: &str, role: Role) -> Certificate {
-    Certificate::issue(
-        WARD,
-        name,
-        role,
-        &kp.public().to_peer_id().to_string(),
-        f.now.saturating_add(Duration::from_secs(86_400)),
-        std::slice::from_ref(&f.keys.membership),
-    )
-    .expect("cert")
 }
 
 #[test]

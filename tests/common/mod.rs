@@ -430,3 +430,30 @@ pub fn origin_with_release(f: &Fixture, len: usize) -> (Proc, String) {
     f.publish();
     start_origin(f.path())
 }
+
+/// An in-process node's config on loopback, uncapped, in the test ward.
+pub fn loopback(boot: Vec<libp2p::Multiaddr>) -> wardswarm_node::net::Config {
+    use wardswarm_node::net::{caps::Schedule, Config};
+    Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        bootstrap: boot,
+        mdns: false,
+        ward: WARD.into(),
+        upload: Schedule::fixed(None),
+        download: Schedule::fixed(None),
+        ..Config::default()
+    }
+}
+
+/// A membership certificate in the test ward for an in-process node's key, valid for a day.
+pub fn cert(f: &Fixture, kp: &libp2p::identity::Keypair, name: &str, role: Role) -> Certificate {
+    Certificate::issue(
+        WARD,
+        name,
+        role,
+        &kp.public().to_peer_id().to_string(),
+        f.now.saturating_add(Duration::from_secs(86_400)),
+        std::slice::from_ref(&f.keys.membership),
+    )
+    .expect("cert")
+}
