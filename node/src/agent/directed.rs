@@ -130,6 +130,20 @@ impl Steps {
         self.directive.borrow().clone()
     }
 
+    /// What the directive and the clock alone say of `stage` now, recorded as the reason the device
+    /// waits, so the report sent on entering a phase already says the device is held or gated
+    /// (the gate itself is asked by [`Self::clear_to`]).
+    pub fn preview(&self, stage: Stage, version: &str) {
+        let held = self.held();
+        match decide(self.mode, held.as_deref(), version, stage, self.clock.now()) {
+            Decision::Hold(h) => lock(&self.waiting).hold(h),
+            Decision::Gated { reason, until } => {
+                lock(&self.waiting).gate(reason, Some(gated_detail(reason, until)))
+            }
+            Decision::Go { .. } | Decision::Cancel(_) => {}
+        }
+    }
+
     /// Waits until `stage` of release `version` may go: the directive and the window allow it, the
     /// device consented (a `soft` rollout), and the gate says free. `Err(why)`: canceled.
     pub async fn clear_to(&self, stage: Stage, version: &str) -> Result<(), String> {
@@ -154,15 +168,7 @@ impl Steps {
                     lock(&self.waiting).hold(h);
                 }
                 Decision::Gated { reason, until } => {
-                    let detail = match (reason, until) {
-                        (GateReason::WindowClosed, Some(t)) => {
-                            format!("maintenance window closed; it opens at {t}")
-                        }
-                        (GateReason::WindowClosed, None) => {
-                            "maintenance window closed; it opens in no day of the next 400".into()
-                        }
-                        _ => "waiting for one of the ward's reboot slots".into(),
-                    };
+                    let detail = gated_detail(reason, until);
                     note(detail.clone());
                     lock(&self.waiting).gate(reason, Some(detail));
                 }
@@ -263,6 +269,19 @@ impl Steps {
                 Verdict::InUse(why) => Some((GateReason::InUse, why)),
             },
         }
+    }
+}
+
+/// What a device gated by its window or the reboot limit says.
+fn gated_detail(reason: GateReason, until: Option<Timestamp>) -> String {
+    match (reason, until) {
+        (GateReason::WindowClosed, Some(t)) => {
+            format!("maintenance window closed; it opens at {t}")
+        }
+        (GateReason::WindowClosed, None) => {
+            "maintenance window closed; it opens in no day of the next 400".into()
+        }
+        _ => "waiting for one of the ward's reboot slots".into(),
     }
 }
 

@@ -293,6 +293,16 @@ impl Agent {
         let s = state.clone();
         self.persist(&s)?;
         self.log(&t)?;
+        // Entering a phase that waits on the rollout: the report below already says why.
+        match &s.phase {
+            super::machine::Phase::Installing { offer, .. } => {
+                self.steps.preview(Stage::Install, &offer.version)
+            }
+            super::machine::Phase::Activating { offer, .. } => {
+                self.steps.preview(Stage::Reboot, &offer.version)
+            }
+            _ => {}
+        }
         if t.result == Some(UpdateResult::Committed) {
             self.local_failures = 0;
         }

@@ -610,6 +610,11 @@ mod tests {
             .as_deref()
             .is_some_and(|p| p.contains("2 of 4")));
         assert!(!r.may_install(&first[2]), "held while paused");
+        r.report(&first[2], DeviceStatus::Installing);
+        assert!(
+            !r.may_install(&first[2]),
+            "writing its slot is not activated: held before the reboot"
+        );
         // A device already rebooting finishes what it started.
         r.report(&first[3], DeviceStatus::Rebooting);
         assert!(

@@ -237,8 +237,10 @@ impl DeviceStatus {
     pub const fn is_final(self) -> bool {
         matches!(self, Self::Finished | Self::Error | Self::Canceled)
     }
-    /// It has started changing the device (a pause no longer holds it).
+    /// It has activated the new slot (set it to boot once) and is rebooting into it: a pause no
+    /// longer holds it. A device still writing its inactive slot has not: a pause holds it before
+    /// the reboot.
     pub const fn is_activated(self) -> bool {
-        matches!(self, Self::Installing | Self::Rebooting)
+        matches!(self, Self::Rebooting)
     }
 }
