@@ -82,7 +82,9 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let code = match &e {
             ControlError::NoRollout(_) | ControlError::NoToken(_) => StatusCode::NOT_FOUND,
-            ControlError::Rollout(RolloutError::Transition { .. }) => StatusCode::CONFLICT,
+            ControlError::Rollout(RolloutError::Transition { .. }) | ControlError::LastAdmin(_) => {
+                StatusCode::CONFLICT
+            }
             ControlError::Rollout(RolloutError::FourEyes { .. }) => StatusCode::FORBIDDEN,
             ControlError::Rollout(RolloutError::Invalid(_)) | ControlError::BadName(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

@@ -156,6 +156,8 @@ pub enum ControlError {
     Rollout(#[from] RolloutError),
     #[error("token name {0:?} must be 1 to 64 characters of A-Z a-z 0-9 . - _ @")]
     BadName(String),
+    #[error("token {0} is the last live admin token: create another admin token first, or nobody could manage tokens")]
+    LastAdmin(String),
 }
 
 /// One audit record of the gateway's control plane.
@@ -319,11 +321,20 @@ impl Control {
     /// Revokes a token.
     pub fn revoke_token(&self, db: &Db, by: &Principal, id: &str) -> Result<(), ControlError> {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let live_admins = tokens
+            .values()
+            .filter(|t| t.role == Role::Admin && !t.revoked)
+            .count();
         let Some(t) = tokens.get_mut(id) else {
             drop(tokens);
             self.record(by, "token.revoke", id, "no such token");
             return Err(ControlError::NoToken(id.into()));
         };
+        if t.role == Role::Admin && !t.revoked && live_admins == 1 {
+            drop(tokens);
+            self.record(by, "token.revoke", id, "refused: the last live admin token");
+            return Err(ControlError::LastAdmin(id.into()));
+        }
         t.revoked = true;
         db.put(Table::Tokens, id, &*t)?;
         drop(tokens);
@@ -548,6 +559,21 @@ mod tests {
         );
         c.revoke_token(&db, &admin, &view.id).expect("revoked");
         assert!(c.authenticate(&view_t).is_none(), "revoked");
+        // The last live admin token cannot be revoked; once there is another, it can.
+        assert!(matches!(
+            c.revoke_token(&db, &admin, &admin.id),
+            Err(ControlError::LastAdmin(_))
+        ));
+        assert!(c.authenticate(admin_token.trim()).is_some(), "still live");
+        let (second, _) = c
+            .create_token(&db, &admin, "second-admin", Role::Admin)
+            .expect("token");
+        c.revoke_token(&db, &admin, &admin.id)
+            .expect("another admin remains");
+        assert!(matches!(
+            c.revoke_token(&db, &admin, &second.id),
+            Err(ControlError::LastAdmin(_))
+        ));
         drop(c);
         drop(db);
 
