@@ -542,24 +542,7 @@ fn the_api_over_tls() {
 /// clinical use is gated until its lease is released.
 #[test]
 fn the_demo_rolls_out_in_waves_with_an_error_pause_and_a_gated_device() {
-    let out = Command::new(BIN)
-        .args([
-            "demo",
-            "--rollout",
-            "--devices",
-            "5",
-            "--size",
-            "2MiB",
-            "--json",
-        ])
-        .output()
-        .expect("demo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = demo_json(&["--rollout", "--devices", "5", "--size", "2MiB"]);
     let r = &v["rollout"];
     assert_eq!(r["state"], "finished", "{r}");
     let groups: Vec<(&str, &str)> = r["groups"]

@@ -515,24 +515,7 @@ fn a_compromised_gateway_cannot_make_a_device_install() {
 
 #[test]
 fn the_demo_ward_installs_a_delta_from_the_factory_image() {
-    let out = Command::new(BIN)
-        .args([
-            "demo",
-            "--devices",
-            "3",
-            "--size",
-            "2MiB",
-            "--delta",
-            "--json",
-        ])
-        .output()
-        .expect("demo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = demo_json(&["--devices", "3", "--size", "2MiB", "--delta"]);
     assert_eq!(v["artifact_kind"], "delta", "{v}");
     let delta = v["artifact_bytes"].as_u64().expect("artifact_bytes");
     let full = v["full_artifact_bytes"]
@@ -555,25 +538,7 @@ fn the_demo_ward_installs_a_delta_from_the_factory_image() {
 
 #[test]
 fn the_demo_updates_eight_devices_with_one_wan_download() {
-    let out = Command::new(BIN)
-        .args([
-            "demo",
-            "--devices",
-            "8",
-            "--size",
-            "4MiB",
-            "--wan-cap",
-            "4MB",
-            "--json",
-        ])
-        .output()
-        .expect("demo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v = demo_json(&["--devices", "8", "--size", "4MiB", "--wan-cap", "4MB"]);
     let artifact = v["artifact_bytes"].as_u64().expect("artifact_bytes");
     let wan = v["wan_bytes"].as_u64().expect("wan_bytes");
     let lan = v["lan_bytes"].as_u64().expect("lan_bytes");

@@ -457,3 +457,19 @@ pub fn cert(f: &Fixture, kp: &libp2p::identity::Keypair, name: &str, role: Role)
     )
     .expect("cert")
 }
+
+/// `wardswarm demo ARGS --json`: asserts it succeeded and returns its one JSON object.
+pub fn demo_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("demo")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
