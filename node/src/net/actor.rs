@@ -169,6 +169,8 @@ fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
         // A list may be 512 KiB: 16 at once bound the memory to 8 MiB.
         Protocol::Revocations => 16,
         Protocol::Have | Protocol::Report => 256,
+        // One long-lived stream per admitted peer (a reconnect may leave a second one briefly).
+        Protocol::HaveStream => cfg.max_connections as usize * 2,
         Protocol::Directive => 16,
         Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
     }
@@ -311,6 +313,7 @@ async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream)
     match proto {
         Protocol::Admission => admission::inbound(s, peer, stream).await,
         Protocol::Have => availability::inbound(s, peer, stream).await,
+        Protocol::HaveStream => availability::inbound_stream(s, peer, stream).await,
         Protocol::Announce => announce::inbound_announce(s, peer, stream).await,
         Protocol::Report => announce::inbound_report(s, peer, stream).await,
         Protocol::Transfer => transfer::server::inbound(s, peer, stream).await,

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor::{DefaultDirectRateLimiter as Limiter, Quota, RateLimiter};
+use governor::{clock::Clock, DefaultDirectRateLimiter as Limiter, Quota, RateLimiter};
 
 /// Bytes per limiter cell.
 pub const CELL: u64 = 1024;
@@ -19,7 +19,7 @@ pub const CELL: u64 = 1024;
 const MAX_SLICE: usize = 16 * 1024;
 
 fn slice_for(rate: u64) -> usize {
-    ((rate / 200) as usize).clamp(CELL as usize, MAX_SLICE)
+    ((rate / 50) as usize).clamp(CELL as usize, MAX_SLICE)
 }
 
 /// A rate cap that can be changed while in use.
@@ -75,7 +75,7 @@ impl Cap {
         }
     }
 
-    /// How many bytes to pass through this cap at a time: 5 ms of traffic, 1 to 16 KiB. Tokens are
+    /// How many bytes to pass through this cap at a time: 20 ms of traffic (the burst), 1 to 16 KiB. Tokens are
     /// taken before a slice is written, and a slice held up by back-pressure goes out later in a lump;
     /// with several transfers each may hold one, so slices must be small next to the cap.
     pub fn slice_bytes(&self) -> usize {
@@ -117,10 +117,17 @@ impl Cap {
                     let n = cells.min(u64::from(burst)) as u32;
                     let Some(nz) = NonZeroU32::new(n) else { break };
                     // `n` never exceeds the burst, so this cannot fail; treat failure as "no limit".
-                    if l.until_n_ready(nz).await.is_err() {
-                        break;
+                    // The wait is a tokio timer, not governor's `until_n_ready`: that one sleeps on
+                    // futures-timer's global thread, two cross-thread wake-ups per wait, which cost a
+                    // ward more CPU than its ciphers (docs/performance.md).
+                    match l.check_n(nz) {
+                        Err(_) => break,
+                        Ok(Ok(())) => cells -= u64::from(n),
+                        Ok(Err(not_until)) => {
+                            let wait = not_until.wait_time_from(l.clock().now());
+                            tokio::time::sleep(wait.max(Duration::from_micros(100))).await;
+                        }
                     }
-                    cells -= u64::from(n);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Stream helpers shared by the protocols: time limits on every stream operation, opening a stream,
 //! and each admitted peer's outbox, a bounded queue of one-frame messages (HAVE, ANNOUNCE, REPORT)
-//! drained by one task per peer.
+//! drained by one task per peer: HAVE frames on one long-lived `have/2` stream, the rest a stream
+//! each.
 
 use std::{future::Future, io, sync::Arc, time::Duration};
 
@@ -55,7 +56,7 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the task that sends `peer`'s frames, one stream each, in order.
+    /// Starts the task that sends `peer`'s frames in order.
     pub fn spawn(s: Arc<Shared>, control: libp2p_stream::Control, peer: PeerId) -> Self {
         let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
         tokio::spawn(drain(s, control, peer, rx));
@@ -68,6 +69,16 @@ impl Outbox {
     }
 }
 
+/// How the outbox sends HAVE frames to its peer.
+enum HaveLink {
+    /// No `have/2` stream open now.
+    Closed,
+    /// The open `have/2` stream and when a frame last went out on it.
+    Open(Stream, tokio::time::Instant),
+    /// The peer does not speak `have/2`: a `have/1` stream per frame.
+    Unsupported,
+}
+
 async fn drain(
     s: Arc<Shared>,
     mut control: libp2p_stream::Control,
@@ -75,12 +86,39 @@ async fn drain(
     mut rx: mpsc::Receiver<Frame>,
 ) {
     let t = s.cfg.io_timeout;
+    let mut link = HaveLink::Closed;
     loop {
+        let idle_at = match &link {
+            HaveLink::Open(_, last) => Some(*last + super::availability::IDLE),
+            _ => None,
+        };
         let frame = tokio::select! {
             f = rx.recv() => f,
             _ = s.shutdown.cancelled() => None,
+            _ = async { tokio::time::sleep_until(idle_at.unwrap_or_else(tokio::time::Instant::now)).await }, if idle_at.is_some() => {
+                if let HaveLink::Open(mut st, _) = std::mem::replace(&mut link, HaveLink::Closed) {
+                    let _ = timed(t, st.close()).await;
+                }
+                continue;
+            }
         };
-        let Some(f) = frame else { return };
+        let Some(f) = frame else {
+            if let HaveLink::Open(mut st, _) = link {
+                let _ = timed(t, st.close()).await;
+            }
+            return;
+        };
+        if f.proto == Protocol::Have && !matches!(link, HaveLink::Unsupported) {
+            match send_have(&mut control, peer, t, &mut link, &f.body).await {
+                Ok(()) => continue,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "HAVE on the long-lived stream failed");
+                    if !matches!(link, HaveLink::Unsupported) {
+                        continue;
+                    }
+                }
+            }
+        }
         let r = async {
             let mut st = open(&mut control, peer, f.proto, t).await?;
             timed(t, wire::write_frame(&mut st, &f.body)).await?;
@@ -91,4 +129,40 @@ async fn drain(
             tracing::debug!(%peer, proto = %f.proto, error = %e, "send failed");
         }
     }
+}
+
+/// Sends one HAVE frame on the peer's `have/2` stream, opening it first if need be. A failed write
+/// drops the stream (the frame is lost, and heals at the next full refresh); the next frame opens a
+/// new one. A peer that refuses `have/2` is marked `Unsupported` and the caller falls back to `have/1`.
+async fn send_have(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    t: Duration,
+    link: &mut HaveLink,
+    body: &[u8],
+) -> io::Result<()> {
+    let mut st = match std::mem::replace(link, HaveLink::Closed) {
+        HaveLink::Open(st, _) => st,
+        HaveLink::Unsupported => {
+            *link = HaveLink::Unsupported;
+            return Err(io::Error::other("have/2 unsupported"));
+        }
+        HaveLink::Closed => {
+            let opened =
+                tokio::time::timeout(t, control.open_stream(peer, Protocol::HaveStream.id()))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))?;
+            match opened {
+                Ok(st) => st,
+                Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+                    *link = HaveLink::Unsupported;
+                    return Err(io::Error::other("the peer does not speak have/2"));
+                }
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+        }
+    };
+    timed(t, wire::write_frame(&mut st, body)).await?;
+    *link = HaveLink::Open(st, tokio::time::Instant::now());
+    Ok(())
 }

@@ -24,6 +24,9 @@ use crate::{groups::GroupSet, hash::Hash, outboard};
 pub const ADMISSION: StreamProtocol = StreamProtocol::new("/wardswarm/admission/1");
 /// Availability of chunk groups.
 pub const HAVE: StreamProtocol = StreamProtocol::new("/wardswarm/have/1");
+/// Availability on one long-lived stream per peer: HAVE frames one after another (see
+/// `net::availability`). Peers that do not speak it get `HAVE`, a stream per frame.
+pub const HAVE_STREAM: StreamProtocol = StreamProtocol::new("/wardswarm/have/2");
 /// Signed release announcements.
 pub const ANNOUNCE: StreamProtocol = StreamProtocol::new("/wardswarm/announce/1");
 /// Chunk-group transfer.
@@ -44,6 +47,8 @@ pub enum Protocol {
     Admission,
     /// [`HAVE`].
     Have,
+    /// [`HAVE_STREAM`].
+    HaveStream,
     /// [`ANNOUNCE`].
     Announce,
     /// [`TRANSFER`].
@@ -60,9 +65,10 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol a node accepts.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Admission,
         Self::Have,
+        Self::HaveStream,
         Self::Announce,
         Self::Transfer,
         Self::Report,
@@ -75,6 +81,7 @@ impl Protocol {
         match self {
             Self::Admission => ADMISSION,
             Self::Have => HAVE,
+            Self::HaveStream => HAVE_STREAM,
             Self::Announce => ANNOUNCE,
             Self::Transfer => TRANSFER,
             Self::Report => REPORT,

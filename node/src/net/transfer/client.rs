@@ -179,10 +179,10 @@ impl Read for PipeReader {
     }
 }
 
-/// `receive_pipe` hands bytes to the decoder once it holds this many: one chunk group, the least the
-/// decoder can verify. Handing over less would wake the decoder's thread for nothing, and progress
-/// lags the wire by at most one group.
-const HANDOVER_BYTES: usize = crate::outboard::GROUP_BYTES as usize;
+/// `receive_pipe` hands bytes to the decoder once it holds this many: four chunk groups. Each hand-off
+/// wakes the decoder's thread; one per group cost the live ward-50 about 13 % of its CPU
+/// (`docs/performance.md`). Progress lags the wire by at most four groups (64 KiB).
+const HANDOVER_BYTES: usize = 4 * crate::outboard::GROUP_BYTES as usize;
 
 /// Reads a response from the peer under the download cap and hands it to the decoder a group or more
 /// at a time. Stops at the end of the stream, or on a stream error (passed on to the decoder).
