@@ -2,7 +2,7 @@
 # scripts/delta-bench.sh CORPUS_DIR [OUT_DIR]
 #
 # Delta benchmark on the corpus built by ../shared/corpus/fetch.sh (pairs in CORPUS_DIR/pairs/<name>/{old,new}).
-# For each pair: full size, zstd -19 size, and for wardswarm (bidiff + zstd), bsdiff, xdelta3 -9 -S djw
+# For each pair: full size, zstd -19 size, and for wardswarm (bidiff + LZMA2), bsdiff, xdelta3 -9 -S djw
 # and zstd -19 --long=31 --patch-from: delta size, create time, apply time, peak RSS of create and apply
 # (GNU time's maximum resident set size), and a check that the applied output equals the new image.
 # Needs: bsdiff, xdelta3, zstd, time (apt-get install bsdiff xdelta3 zstd time) and a release build of
@@ -15,7 +15,8 @@
 # where that finished, and its patch is applied with Debian's bspatch. It runs under the same limit: on
 # long zero runs bsdiff's scan itself is quadratic. If qbsdiff is on PATH (cargo install qbsdiff
 # --features cmd), it adds a row: a bsdiff-format diff that finishes on disk images, applied with
-# Debian's bspatch.
+# Debian's bspatch. If HDIFFZ names an hdiffz binary (HDiffPatch, built from its public source; hpatchz
+# beside it), it adds two rows: hdiffz -m-6 -SD -c-lzma2-9-16m and hdiffz -m-6 -c-lzma2-9-16m.
 set -euo pipefail
 CORPUS=${1:?usage: $0 CORPUS_DIR [OUT_DIR]}
 OUT=${2:-$(mktemp -d)}
@@ -54,7 +55,8 @@ for dir in "$CORPUS"/pairs/*/; do
     zstd -q -19 -T1 -f "$new" -o "$OUT/$name.zst"
     zsize=$(stat -c %s "$OUT/$name.zst")
     QB=""; command -v qbsdiff >/dev/null && QB=qbsdiff
-    for tool in wardswarm bsdiff ${SA:+bsdiff-sa} $QB xdelta3 zstd-patch-from; do
+    HD=""; [ -n "${HDIFFZ:-}" ] && HD="hdiffz-sd hdiffz"
+    for tool in wardswarm bsdiff ${SA:+bsdiff-sa} $QB $HD xdelta3 zstd-patch-from; do
         d="$OUT/$name.$tool.delta"; o="$OUT/$name.$tool.out"
         rm -f "$d" "$o"
         if [ "$tool" = bsdiff ] || [ "$tool" = bsdiff-sa ]; then
@@ -79,6 +81,10 @@ for dir in "$CORPUS"/pairs/*/; do
             xdelta3)
                 c=$(run "$name.$tool.create" xdelta3 -9 -S djw -f -e -s "$old" "$new" "$d")
                 a=$(run "$name.$tool.apply" xdelta3 -f -d -s "$old" "$d" "$o") ;;
+            hdiffz-sd|hdiffz)
+                sd=""; [ "$tool" = hdiffz-sd ] && sd=-SD
+                c=$(run "$name.$tool.create" "$HDIFFZ" -m-6 $sd -c-lzma2-9-16m -f "$old" "$new" "$d")
+                a=$(run "$name.$tool.apply" "$(dirname "$HDIFFZ")/hpatchz" -f "$old" "$d" "$o") ;;
             zstd-patch-from)
                 c=$(run "$name.$tool.create" zstd -q -19 -T1 --long=31 -f --patch-from="$old" "$new" -o "$d")
                 a=$(run "$name.$tool.apply" zstd -q -d --long=31 -f --patch-from="$old" "$d" -o "$o") ;;

@@ -109,7 +109,10 @@ enum DeltaCmd {
         target: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// zstd level of the patch streams.
+        /// How the patch streams are compressed: lzma2 (format 2, smallest) or zstd (format 1).
+        #[arg(long, default_value = "lzma2", value_parser = ["lzma2", "zstd"])]
+        codec: String,
+        /// zstd level of the patch streams (with `--codec zstd`).
         #[arg(long, default_value_t = wardswarm_node::delta::LEVEL)]
         level: i32,
     },
@@ -427,13 +430,18 @@ fn run(cli: Cli) -> Result<()> {
             base,
             target,
             out,
+            codec,
             level,
         }) => {
+            let codec = match codec.as_str() {
+                "zstd" => wardswarm_node::delta::Codec::Zstd(level),
+                _ => wardswarm_node::delta::Codec::Lzma2,
+            };
             let old = std::fs::read(&base).with_context(|| base.display().to_string())?;
             let new = std::fs::read(&target).with_context(|| target.display().to_string())?;
             let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
             let mut w = std::io::BufWriter::new(f);
-            wardswarm_node::delta::create(&old, &new, level, &mut w)?;
+            wardswarm_node::delta::create(&old, &new, codec, &mut w)?;
             let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             println!(

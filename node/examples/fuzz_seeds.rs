@@ -58,8 +58,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut target = base.clone();
     target[1000..1100].fill(7);
     target.extend_from_slice(&testkit::bytes(5000, 3));
+    let mut d1 = Vec::new();
+    delta::create(&base, &target, delta::Codec::Zstd(3), &mut d1)?;
+    write(out, "delta", "delta-format1", &d1)?;
     let mut d = Vec::new();
-    delta::create(&base, &target, 3, &mut d)?;
+    delta::create(&base, &target, delta::Codec::Lzma2, &mut d)?;
     write(out, "delta", "delta", &d)?;
     let full = fuzz::artifact();
     let m = Manifest {

@@ -253,7 +253,8 @@ fn build_delta(
         .open(&partial)
         .map_err(|e| err(&partial, e))?;
     let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
-    crate::delta::create(&old, new, crate::delta::LEVEL, &mut w).map_err(|e| err(base_path, e))?;
+    crate::delta::create(&old, new, crate::delta::Codec::Lzma2, &mut w)
+        .map_err(|e| err(base_path, e))?;
     drop(old);
     let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;
     file.sync_all().map_err(|e| err(&partial, e))?;

@@ -1,0 +1,581 @@
+//! Binary deltas: a bsdiff-style suffix-array diff (matches found by the `bidiff` crate), written as
+//! three separately compressed streams, applied as a stream in bounded memory.
+//!
+//! Format (`docs/formats.md`): four magic bytes, then three little-endian u64 lengths, then (format 2
+//! only) the transformed ranges of the base and of the target ([`branch`]), then three compressed
+//! streams: the controls (per control: LEB128 add length, LEB128 copy length,
+//! zigzag-LEB128 seek), the add bytes (new minus base, byte-wise, where the base matches
+//! approximately), and the copy bytes (literal new bytes). `"WSD2"` (written now) compresses each
+//! stream as an xz stream of LZMA2, tuned per stream; `"WSD1"` (still applied) used zstd. Applying
+//! starts at base offset 0; for each control it adds `add` bytes to the base, emits `copy` literal
+//! bytes, then moves the base position by `seek`. Keeping the three kinds of data apart is what lets
+//! each compress well (bsdiff does the same with bzip2).
+//!
+//! Applying needs the base as `Read + Seek` (the device's committed slot) and holds three decoder
+//! windows (LZMA2 dictionaries of at most [`MAX_DICT`] each, zstd windows of at most
+//! 2^[`MAX_WINDOW_LOG`]) and fixed buffers, whatever the image size. Creating holds both images and
+//! the base's suffix array in memory (about 6.7 bytes per base byte); that happens on the device
+//! maker's build machine.
+//!
+//! The device checks the base's BLAKE3 against the delta's signed base before it writes anything,
+//! refuses output longer than the signed target length, and checks the written image's hash.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use crate::hash::Hash;
+
+pub mod branch;
+
+use branch::{BaseView, Range, Restore};
+
+/// Largest zstd window a device accepts when decoding (16 MiB per stream): bounds decoder memory.
+pub const MAX_WINDOW_LOG: u32 = 24;
+/// The window deltas are written with (8 MiB).
+pub const WINDOW_LOG: u32 = 23;
+/// zstd level of each stream of a format-1 delta (`Codec::Zstd`).
+pub const LEVEL: i32 = 19;
+/// The magic bytes of format 1 (zstd streams; applied, no longer written).
+pub const MAGIC_ZSTD: &[u8; 4] = b"WSD1";
+/// The magic bytes of format 2 (LZMA2 streams), what [`create`] writes.
+pub const MAGIC: &[u8; 4] = b"WSD2";
+/// Largest LZMA2 dictionary a device accepts per stream (16 MiB, as `xz -9`): bounds decoder memory.
+pub const MAX_DICT: u32 = 16 << 20;
+/// Format 1's header: magic and three section lengths. Format 2 has five (the controls in columns).
+const HEADER: u64 = 4 + 3 * 8;
+const HEADER2: u64 = 4 + 5 * 8;
+/// One transformed range in the header: arch code, start, length.
+const RANGE_BYTES: usize = 1 + 8 + 8;
+
+/// Creating or applying a delta failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("delta is for base {expected}, but the base image hashes to {actual}")]
+    WrongBase { expected: Hash, actual: Hash },
+    #[error("delta is malformed: {0}")]
+    Malformed(String),
+    #[error("delta I/O: {0}")]
+    Io(io::Error),
+}
+
+// By hand, not `#[from]`: the message already prints the cause, so it is not also a `source()`.
+impl From<io::Error> for DeltaError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(r: &mut impl Read) -> io::Result<Option<u64>> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let mut b = [0u8];
+        if r.read(&mut b)? == 0 {
+            return if i == 0 {
+                Ok(None)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated varint",
+                ))
+            };
+        }
+        v |= u64::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(v));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "varint longer than 10 bytes",
+    ))
+}
+
+/// How a delta's streams are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Format 2: LZMA2 (xz), the smallest (7 to 9 % below zstd -19 on the corpus).
+    Lzma2,
+    /// Format 1: zstd at this level (1 to 22): faster to create.
+    Zstd(i32),
+}
+
+/// Which of the three streams: they differ enough that each gets its own LZMA2 literal model.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Control,
+    Add,
+    Copy,
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level)?;
+    enc.include_checksum(false)?;
+    enc.window_log(WINDOW_LOG)?;
+    enc.set_pledged_src_size(Some(data.len() as u64))?;
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+fn lzma_err(e: liblzma::stream::Error) -> io::Error {
+    io::Error::other(format!("lzma2: {e}"))
+}
+
+/// LZMA2 at xz's `-9e`, with the dictionary no larger than the data (a smaller dictionary costs the
+/// device less memory for the same output) and literal models chosen per stream, measured on the
+/// ruff pair (`docs/deltas.md`): controls carry no useful byte context (`lc=0`); add bytes of code
+/// move in 4-byte words (`lc=1, lp=2`: 1.1 % smaller than `lc=0, lp=0`); copy bytes are mostly new
+/// code and data, where xz's defaults (`lc=3, pb=2`) do best.
+fn lzma2_compress(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
+    use liblzma::stream::{Check, Filters, LzmaOptions, Stream, PRESET_EXTREME};
+    let mut o = LzmaOptions::new_preset(9 | PRESET_EXTREME).map_err(lzma_err)?;
+    let dict = (data.len() as u64)
+        .next_power_of_two()
+        .clamp(4096, u64::from(MAX_DICT)) as u32;
+    o.dict_size(dict).nice_len(273);
+    let (lc, lp, pb) = match kind {
+        Kind::Control => (0, 0, 0),
+        Kind::Add => (1, 2, 2),
+        Kind::Copy => (3, 0, 2),
+    };
+    o.literal_context_bits(lc)
+        .literal_position_bits(lp)
+        .position_bits(pb);
+    let mut f = Filters::new();
+    f.lzma2(&o);
+    let stream = Stream::new_stream_encoder(&f, Check::None).map_err(lzma_err)?;
+    let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+/// Creates a delta from `base` to `target` (both in memory), its streams compressed with `codec`.
+///
+/// For ELF executables of one instruction set (format 2 only), it also diffs the two images with
+/// their executable sections' branch targets made absolute ([`branch`]) and keeps whichever delta
+/// is smaller: the transform pays on some executables and costs on others, so it is measured, never
+/// assumed.
+pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> io::Result<()> {
+    let mut best = encode(base, target, codec, &[], &[])?;
+    if codec == Codec::Lzma2 {
+        let (rb, rt) = (branch::exec_ranges(base), branch::exec_ranges(target));
+        let same_arch = rb
+            .iter()
+            .chain(&rt)
+            .all(|r| rb.first().is_some_and(|f| f.arch == r.arch));
+        if !rb.is_empty() && !rt.is_empty() && same_arch {
+            let (mut tb, mut tt) = (base.to_vec(), target.to_vec());
+            branch::encode_all(&mut tb, &rb);
+            branch::encode_all(&mut tt, &rt);
+            let transformed = encode(&tb, &tt, codec, &rb, &rt)?;
+            tracing::info!(
+                plain = best.len(),
+                transformed = transformed.len(),
+                ranges = rb.len(),
+                "delta: the branch transform measured"
+            );
+            if transformed.len() < best.len() {
+                best = transformed;
+            }
+        }
+    }
+    out.write_all(&best)?;
+    out.flush()
+}
+
+fn put_ranges(out: &mut Vec<u8>, ranges: &[Range]) {
+    out.push(ranges.len() as u8);
+    for r in ranges {
+        out.push(r.arch.code());
+        out.extend_from_slice(&r.start.to_le_bytes());
+        out.extend_from_slice(&r.len.to_le_bytes());
+    }
+}
+
+/// One delta: the diff of `base` and `target` as given (already transformed over `rb` and `rt`).
+fn encode(
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    rb: &[Range],
+    rt: &[Range],
+) -> io::Result<Vec<u8>> {
+    let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cols: [Vec<u8>; 3] = Default::default();
+    {
+        let mut t = bidiff::Translator::new(base, target, |c: &bidiff::Control<'_>| {
+            let seek = ((c.seek << 1) ^ (c.seek >> 63)) as u64;
+            if codec == Codec::Lzma2 {
+                put_varint(&mut cols[0], c.add.len() as u64);
+                put_varint(&mut cols[1], c.copy.len() as u64);
+                put_varint(&mut cols[2], seek);
+            } else {
+                put_varint(&mut ctrl, c.add.len() as u64);
+                put_varint(&mut ctrl, c.copy.len() as u64);
+                put_varint(&mut ctrl, seek);
+            }
+            adds.extend_from_slice(c.add);
+            copies.extend_from_slice(c.copy);
+            Ok::<(), io::Error>(())
+        });
+        // One partition keeps the patch smallest (more partitions sort in parallel, slightly worse).
+        let params =
+            bidiff::DiffParams::new(1, None).map_err(|e| io::Error::other(e.to_string()))?;
+        bidiff::diff(base, target, &params, |m| t.translate(m))?;
+        t.close()?;
+    }
+    let (magic, sections) = match codec {
+        Codec::Zstd(level) => (
+            MAGIC_ZSTD,
+            vec![
+                zstd_compress(&ctrl, level)?,
+                zstd_compress(&adds, level)?,
+                zstd_compress(&copies, level)?,
+            ],
+        ),
+        // Controls in three columns (add lengths, copy lengths, seeks): each column's numbers are
+        // alike, and LZMA2 finds more in them apart (1 to 2 % of the ruff and uv deltas).
+        Codec::Lzma2 => (
+            MAGIC,
+            vec![
+                lzma2_compress(&cols[0], Kind::Control)?,
+                lzma2_compress(&cols[1], Kind::Control)?,
+                lzma2_compress(&cols[2], Kind::Control)?,
+                lzma2_compress(&adds, Kind::Add)?,
+                lzma2_compress(&copies, Kind::Copy)?,
+            ],
+        ),
+    };
+    let mut out = magic.to_vec();
+    for s in &sections {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    }
+    if codec == Codec::Lzma2 {
+        put_ranges(&mut out, rb);
+        put_ranges(&mut out, rt);
+    }
+    for s in &sections {
+        out.extend_from_slice(s);
+    }
+    Ok(out)
+}
+
+/// Hashes `len` bytes of a base from the start, then rewinds it.
+pub fn check_base<B: Read + Seek>(
+    base: &mut B,
+    len: u64,
+    expected: &Hash,
+) -> Result<(), DeltaError> {
+    base.rewind()?;
+    let (actual, n) = crate::hash::hash_reader(base.by_ref().take(len))?;
+    base.rewind()?;
+    if actual != *expected || n != len {
+        return Err(DeltaError::WrongBase {
+            expected: *expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// One stream's decoder, reading its slice of the delta.
+enum Section<R: Read> {
+    Zstd(zstd::stream::read::Decoder<'static, io::BufReader<io::Take<R>>>),
+    Lzma2(liblzma::bufread::XzDecoder<io::BufReader<io::Take<R>>>),
+}
+
+impl<R: Read> Read for Section<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Zstd(d) => d.read(buf),
+            Self::Lzma2(d) => d.read(buf),
+        }
+    }
+}
+
+fn section<R: Read + Seek>(
+    mut r: R,
+    at: u64,
+    len: u64,
+    lzma2: bool,
+) -> Result<Section<R>, DeltaError> {
+    r.seek(SeekFrom::Start(at))?;
+    if lzma2 {
+        // The memory limit refuses a stream whose dictionary is over `MAX_DICT` before decoding it.
+        let limit = u64::from(MAX_DICT) + (1 << 20);
+        let stream = liblzma::stream::Stream::new_stream_decoder(limit, 0)
+            .map_err(|e| DeltaError::Malformed(format!("lzma2 decoder: {e}")))?;
+        let input = io::BufReader::with_capacity(64 * 1024, r.take(len));
+        return Ok(Section::Lzma2(liblzma::bufread::XzDecoder::new_stream(
+            input, stream,
+        )));
+    }
+    let mut d = zstd::stream::read::Decoder::new(r.take(len))?;
+    d.window_log_max(MAX_WINDOW_LOG)?;
+    Ok(Section::Zstd(d))
+}
+
+enum State {
+    Control,
+    Add(u64, u64, i64),
+    Copy(u64, i64),
+    Done,
+}
+
+/// The delta's output before the branch transform is undone.
+struct Raw<R: Read + Seek, B: Read + Seek> {
+    /// One interleaved control stream (format 1) or three columns (format 2).
+    ctrl: Vec<Section<R>>,
+    adds: Section<R>,
+    copies: Section<R>,
+    base: BaseView<B>,
+    state: State,
+    tmp: Vec<u8>,
+    produced: u64,
+    limit: u64,
+}
+
+/// The new image, read from a delta applied to a base.
+pub struct Apply<R: Read + Seek, B: Read + Seek> {
+    out: Restore<Raw<R, B>>,
+}
+
+impl<R: Read + Seek, B: Read + Seek> Read for Apply<R, B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.out.read(buf)
+    }
+}
+
+impl<R: Read + Seek, B: Read + Seek> std::fmt::Debug for Apply<R, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Apply").finish_non_exhaustive()
+    }
+}
+
+/// Reads the transformed ranges of one image from a format-2 header.
+fn get_ranges(r: &mut impl Read) -> Result<Vec<Range>, DeltaError> {
+    let bad = |what: &str| DeltaError::Malformed(format!("transformed ranges: {what}"));
+    let mut n = [0u8];
+    r.read_exact(&mut n).map_err(|e| bad(&e.to_string()))?;
+    if usize::from(n[0]) > branch::MAX_RANGES {
+        return Err(bad("too many"));
+    }
+    let mut out = Vec::with_capacity(n[0].into());
+    for _ in 0..n[0] {
+        let mut b = [0u8; RANGE_BYTES];
+        r.read_exact(&mut b).map_err(|e| bad(&e.to_string()))?;
+        let arch = branch::Arch::from_code(b[0]).ok_or_else(|| bad("unknown instruction set"))?;
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        out.push(Range {
+            arch,
+            start: word(1),
+            len: word(9),
+        });
+    }
+    if !branch::valid(&out) {
+        return Err(bad("overlapping, unsorted or overflowing"));
+    }
+    Ok(out)
+}
+
+/// Applies a delta to `base`. `open` opens the delta (called three times: one reader per stream).
+/// Reading yields the new image; more than `limit` bytes is an error (a hostile delta cannot produce
+/// endless output).
+pub fn apply<R: Read + Seek, B: Read + Seek>(
+    mut open: impl FnMut() -> io::Result<R>,
+    base: B,
+    limit: u64,
+) -> Result<Apply<R, B>, DeltaError> {
+    let mut r = open()?;
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)
+        .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
+    let lzma2 = match &magic {
+        m if m == MAGIC => true,
+        m if m == MAGIC_ZSTD => false,
+        _ => {
+            return Err(DeltaError::Malformed(
+                "not a wardswarm delta (bad magic)".into(),
+            ))
+        }
+    };
+    let mut start = if lzma2 { HEADER2 } else { HEADER };
+    let mut lens = vec![0u64; (start as usize - 4) / 8];
+    for l in lens.iter_mut() {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b)
+            .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
+        *l = u64::from_le_bytes(b);
+    }
+    let (mut rb, mut rt) = (vec![], vec![]);
+    if lzma2 {
+        let mut r = io::BufReader::new(r);
+        rb = get_ranges(&mut r)?;
+        rt = get_ranges(&mut r)?;
+        start += (2 + (rb.len() + rt.len()) * RANGE_BYTES) as u64;
+    }
+    let mut sections = Vec::with_capacity(lens.len());
+    let mut at = start;
+    for len in lens {
+        sections.push(section(open()?, at, len, lzma2)?);
+        at = at
+            .checked_add(len)
+            .ok_or_else(|| DeltaError::Malformed("section lengths overflow".into()))?;
+    }
+    let copies = sections.pop();
+    let adds = sections.pop();
+    let (Some(adds), Some(copies)) = (adds, copies) else {
+        return Err(DeltaError::Malformed("missing sections".into()));
+    };
+    let raw = Raw {
+        ctrl: sections,
+        adds,
+        copies,
+        base: BaseView::new(base, rb),
+        state: State::Control,
+        tmp: vec![0u8; 64 * 1024],
+        produced: 0,
+        limit,
+    };
+    Ok(Apply {
+        out: Restore::new(raw, rt),
+    })
+}
+
+fn malformed(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed delta: {what}"),
+    )
+}
+
+impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            match self.state {
+                State::Done => return Ok(0),
+                State::Control => {
+                    let Some(add) = get_varint(&mut self.ctrl[0])? else {
+                        // Every stream must end here, and end whole: reading on to each end makes
+                        // its decoder check the stream's footer (a truncated delta is an error).
+                        let mut b = [0u8];
+                        for s in self.ctrl.iter_mut().skip(1) {
+                            if s.read(&mut b)? != 0 {
+                                return Err(malformed("control columns of unequal length"));
+                            }
+                        }
+                        if self.adds.read(&mut b)? != 0 || self.copies.read(&mut b)? != 0 {
+                            return Err(malformed("data past the last control"));
+                        }
+                        self.state = State::Done;
+                        continue;
+                    };
+                    let last = self.ctrl.len() - 1;
+                    let copy = get_varint(&mut self.ctrl[1.min(last)])?
+                        .ok_or_else(|| malformed("truncated control"))?;
+                    let z = get_varint(&mut self.ctrl[last])?
+                        .ok_or_else(|| malformed("truncated control"))?;
+                    let seek = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                    self.state = State::Add(add, copy, seek);
+                }
+                State::Add(0, copy, seek) => self.state = State::Copy(copy, seek),
+                State::Add(rem, copy, seek) => {
+                    let n = (rem.min(buf.len() as u64) as usize).min(self.tmp.len());
+                    self.base.read_exact(&mut buf[..n])?;
+                    self.adds
+                        .read_exact(&mut self.tmp[..n])
+                        .map_err(|_| malformed("add stream too short"))?;
+                    for (o, d) in buf[..n].iter_mut().zip(&self.tmp[..n]) {
+                        *o = o.wrapping_add(*d);
+                    }
+                    self.state = State::Add(rem - n as u64, copy, seek);
+                    return self.produced(n);
+                }
+                State::Copy(0, seek) => {
+                    self.base.seek(SeekFrom::Current(seek))?;
+                    self.state = State::Control;
+                }
+                State::Copy(rem, seek) => {
+                    let n = rem.min(buf.len() as u64) as usize;
+                    self.copies
+                        .read_exact(&mut buf[..n])
+                        .map_err(|_| malformed("copy stream too short"))?;
+                    self.state = State::Copy(rem - n as u64, seek);
+                    return self.produced(n);
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read + Seek, B: Read + Seek> Raw<R, B> {
+    fn produced(&mut self, n: usize) -> io::Result<usize> {
+        self.produced += n as u64;
+        if self.produced > self.limit {
+            return Err(malformed(&format!(
+                "output longer than {} bytes",
+                self.limit
+            )));
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit;
+
+    fn run(d: &[u8], base: &[u8], limit: u64) -> Result<Vec<u8>, DeltaError> {
+        let mut out = Vec::new();
+        apply(|| Ok(io::Cursor::new(d)), io::Cursor::new(base), limit)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trip_wrong_base_and_hostile_input() {
+        let base = testkit::bytes(300_000, 1);
+        let mut target = base.clone();
+        target[1000..1100].copy_from_slice(&testkit::bytes(100, 2));
+        target.extend_from_slice(&testkit::bytes(5000, 3));
+        let mut d = Vec::new();
+        create(&base, &target, Codec::Lzma2, &mut d).expect("create");
+        assert!(d.len() < 10_000, "delta {} bytes", d.len());
+        assert_eq!(run(&d, &base, target.len() as u64).expect("apply"), target);
+        // Format 1 (zstd) is still applied.
+        let mut d1 = Vec::new();
+        create(&base, &target, Codec::Zstd(19), &mut d1).expect("create");
+        assert_eq!(&d1[..4], MAGIC_ZSTD);
+        assert_eq!(run(&d1, &base, target.len() as u64).expect("apply"), target);
+        assert!(run(&d1[..d1.len() - 3], &base, target.len() as u64).is_err());
+        // Identical and empty inputs.
+        let mut same = Vec::new();
+        create(&base, &base, Codec::Lzma2, &mut same).expect("create");
+        assert_eq!(run(&same, &base, base.len() as u64).expect("apply"), base);
+        let mut empty = Vec::new();
+        create(&base, &[], Codec::Lzma2, &mut empty).expect("create");
+        assert!(run(&empty, &base, 0).expect("apply").is_empty());
+
+        let mut wrong = io::Cursor::new(testkit::bytes(300_000, 9));
+        assert!(matches!(
+            check_base(&mut wrong, 300_000, &Hash::of(&base)),
+            Err(DeltaError::WrongBase { .. })
+        ));
+        let mut right = io::Cursor::new(base.clone());
+        check_base(&mut right, base.len() as u64, &Hash::of(&base)).expect("right base");
+
+        // Garbage, truncation and an output limit are errors, never silent.
+        assert!(run(b"not a delta at all, not at all", &base, 10).is_err());
+        assert!(run(&d[..d.len() - 7], &base, target.len() as u64).is_err());
+        assert!(run(&d, &base, target.len() as u64 - 1).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# scripts/fetch-more-pairs.sh CORPUS_DIR — executable pairs beyond ../shared/corpus/fetch.sh's, for the
+# delta benchmark (scripts/delta-bench.sh). Patch releases of real binaries from PyPI's musllinux
+# wheels; every wheel and every extracted executable is checked against a pinned sha256, and the
+# script fails on a mismatch.
+#
+# Pairs produced under CORPUS_DIR/pairs/<name>/{old,new}:
+#   uv          static-pie Rust executable, x86-64, uv 0.5.10 -> 0.5.11
+#   cmake       dynamically linked C++ executable (musl), x86-64, cmake 3.31.1 -> 3.31.2
+#   ruff-arm64  static Rust executable, aarch64, ruff 0.8.3 -> 0.8.4
+#
+# Needs: bash, python3, pip, sha256sum.
+set -euo pipefail
+OUT=${1:?usage: $0 CORPUS_DIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+DL="$OUT/dl-more"
+mkdir -p "$DL"
+
+log() { printf '[fetch-more-pairs] %s\n' "$*" >&2; }
+check_sha() { # file expected
+    local got
+    got=$(sha256sum "$1" | cut -d' ' -f1)
+    [ "$got" = "$2" ] || { log "SHA256 MISMATCH for $1: got $got expected $2"; exit 1; }
+}
+
+# wheel NAME VERSION PLATFORM SHA256 MEMBER DEST MEMBER_SHA256
+wheel() {
+    local name=$1 ver=$2 plat=$3 sha=$4 member=$5 dest=$6 msha=$7 d="$DL/$1-$2-$3"
+    mkdir -p "$d" "$(dirname "$dest")"
+    if ! ls "$d"/*.whl >/dev/null 2>&1; then
+        # PIP_FIND_LINKS emptied so that a local wheel cache cannot substitute the file
+        PIP_FIND_LINKS= python3 -m pip download -q --no-deps --no-cache-dir --only-binary=:all: \
+            --platform "$plat" --python-version 3.12 -d "$d" "$name==$ver" >&2
+    fi
+    local whl
+    whl=$(ls "$d"/*.whl)
+    check_sha "$whl" "$sha"
+    python3 - "$whl" "$member" "$dest" <<'EOF'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)
+EOF
+    check_sha "$dest" "$msha"
+}
+
+log "uv 0.5.10 -> 0.5.11 (x86-64, static-pie Rust)"
+wheel uv 0.5.10 musllinux_1_1_x86_64 68a6b992b7ebae9f3fa2f395348c95e6f05745246b067a26e7597a6730fcb690 \
+    uv-0.5.10.data/scripts/uv "$OUT/pairs/uv/old" a35cb5ffa7a8cb3367c658c8b92ea502ff6ba527bce887b2abbf0be3e95d3e32
+wheel uv 0.5.11 musllinux_1_1_x86_64 398eb87ef23b0cd25a8bfcc0dddf0d360d92aba03f660962f447a6585ced440b \
+    uv-0.5.11.data/scripts/uv "$OUT/pairs/uv/new" 328706ecdce23bf2ed2d7b9ad959a6a3f8aea712a4a4ba0b39dd1fb57d95965e
+
+log "cmake 3.31.1 -> 3.31.2 (x86-64, C++)"
+wheel cmake 3.31.1 musllinux_1_1_x86_64 585ef94540a99a7acbc7001721d5d897df2e80a549a05b17e660e8a813fc9cc1 \
+    cmake/data/bin/cmake "$OUT/pairs/cmake/old" 4d2e4255ca2dc71cd07aee11a585fed48a9a1f554c36d3a27d4b52b2295b67f8
+wheel cmake 3.31.2 musllinux_1_1_x86_64 fa3b23b8bd52c0ae9e3c6b635ac8ee70d8f35d24bacf39cc4cea22aec6e4ed84 \
+    cmake/data/bin/cmake "$OUT/pairs/cmake/new" 341858f26dcc69781fff405f605e1696120e9d7f9a162aedb5f16237cebc5793
+
+log "ruff 0.8.3 -> 0.8.4 (aarch64, static Rust)"
+wheel ruff 0.8.3 musllinux_1_2_aarch64 5be450bb18f23f0edc5a4e5585c17a56ba88920d598f04a06bd9fd76d324cb20 \
+    ruff-0.8.3.data/scripts/ruff "$OUT/pairs/ruff-arm64/old" 92a81128fc371b4936d52ef4a29f9ae40c1e34d514564eae54652b6dda5f62e2
+wheel ruff 0.8.4 musllinux_1_2_aarch64 13e9ec6d6b55f6da412d59953d65d66e760d583dd3c1c72bf1f26435b5bfdbae \
+    ruff-0.8.4.data/scripts/ruff "$OUT/pairs/ruff-arm64/new" d6bc537c9a2557aab581f3557e5964d208515b33682e8d02a71819d94de0a21c
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64}"
