@@ -87,6 +87,48 @@ async fn one_seed_feeds_eight_fetchers_who_feed_each_other() {
     }
 }
 
+/// A node from before `have/2` (it refuses `have/2` and sends `have/1`) still learns what others
+/// hold, and others learn what it holds: it fetches from a current seed, then a current device
+/// fetches from it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_speaking_only_have_1_learns_and_is_learned_from() {
+    let w = ward();
+    let bytes = data(2 << 20, 11);
+    let len = bytes.len() as u64;
+    let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
+    let old_cfg = Config {
+        fault: Some(Fault::HaveV1Only),
+        ..w.config(vec![addr(&s.handle).await])
+    };
+    let old = w.start("old-dev", Role::Device, old_cfg, None).await;
+    tokio::time::timeout(T, old.handle.fetch(root, len))
+        .await
+        .expect("the old node fetched in time")
+        .expect("the old node fetched");
+    s.handle.shutdown().await.expect("shutdown");
+    let new = w
+        .start(
+            "new-dev",
+            Role::Device,
+            w.config(vec![addr(&old.handle).await]),
+            None,
+        )
+        .await;
+    let report = tokio::time::timeout(T, new.handle.fetch(root, len))
+        .await
+        .expect("the current node fetched in time")
+        .expect("the current node fetched");
+    assert!(
+        report.banned.is_empty(),
+        "nobody banned: {:?}",
+        report.banned
+    );
+    assert!(new.store.get(&root).expect("entry").have().is_full());
+    for m in [&old, &new] {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_liar_is_banned_and_nothing_corrupt_is_stored() {
     let w = ward();

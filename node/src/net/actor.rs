@@ -340,6 +340,12 @@ impl Actor {
     /// drops a stream for want of a reader; past the protocol's limit a stream is dropped here.
     fn start_inbound(&mut self) -> Result<(), NodeError> {
         for proto in Protocol::ALL {
+            #[cfg(feature = "test-faults")]
+            if proto == Protocol::HaveStream
+                && self.shared.cfg.fault == Some(super::Fault::HaveV1Only)
+            {
+                continue;
+            }
             let mut incoming =
                 self.control
                     .accept(proto.id())

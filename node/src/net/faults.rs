@@ -12,6 +12,8 @@ pub enum Fault {
     CorruptServe,
     /// Accept transfer requests and never answer (a staller).
     StallServe,
+    /// Speak `have/1` only, as a node from before `have/2`: refuse `have/2` streams, send none.
+    HaveV1Only,
 }
 
 /// A liar flips a byte deep in each buffer it serves: the receiver's verification must catch it.

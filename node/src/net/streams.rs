@@ -87,6 +87,10 @@ async fn drain(
 ) {
     let t = s.cfg.io_timeout;
     let mut link = HaveLink::Closed;
+    #[cfg(feature = "test-faults")]
+    if s.cfg.fault == Some(super::Fault::HaveV1Only) {
+        link = HaveLink::Unsupported;
+    }
     loop {
         let idle_at = match &link {
             HaveLink::Open(_, last) => Some(*last + super::availability::IDLE),
