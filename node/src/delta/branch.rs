@@ -167,6 +167,23 @@ fn block(arch: Arch, buf: &mut [u8], at: u64, encode: bool) {
     }
 }
 
+/// The range holding `pos`, if any.
+fn range_at(ranges: &[Range], pos: u64) -> Option<Range> {
+    ranges
+        .iter()
+        .find(|r| r.start <= pos && pos < r.end())
+        .copied()
+}
+
+/// Where the next range after `pos` starts (`u64::MAX`: none).
+fn next_start(ranges: &[Range], pos: u64) -> u64 {
+    ranges
+        .iter()
+        .map(|r| r.start)
+        .find(|s| *s > pos)
+        .unwrap_or(u64::MAX)
+}
+
 /// Transforms every range of an image held in memory (what creating a delta diffs).
 pub fn encode_all(data: &mut [u8], ranges: &[Range]) {
     for r in ranges {
@@ -211,11 +228,7 @@ impl<B: Read + Seek> Read for BaseView<B> {
             return Ok(0);
         }
         let pos = self.pos;
-        let inside = self
-            .ranges
-            .iter()
-            .find(|r| r.start <= pos && pos < r.end())
-            .copied();
+        let inside = range_at(&self.ranges, pos);
         let n = match inside {
             Some(r) => {
                 let (b, e) = r.block_of(pos);
@@ -235,12 +248,7 @@ impl<B: Read + Seek> Read for BaseView<B> {
                 n
             }
             None => {
-                let next = self
-                    .ranges
-                    .iter()
-                    .map(|r| r.start)
-                    .find(|s| *s > pos)
-                    .unwrap_or(u64::MAX);
+                let next = next_start(&self.ranges, pos);
                 let want = (out.len() as u64).min(next - pos) as usize;
                 if self.inner_pos != Some(pos) {
                     self.inner_pos = None;
@@ -305,20 +313,10 @@ impl<R: Read> Read for Restore<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.at == self.buf.len() {
             let pos = self.start + self.buf.len() as u64;
-            let inside = self
-                .ranges
-                .iter()
-                .find(|r| r.start <= pos && pos < r.end())
-                .copied();
+            let inside = range_at(&self.ranges, pos);
             let end = match inside {
                 Some(r) => r.block_of(pos).1,
-                None => self
-                    .ranges
-                    .iter()
-                    .map(|r| r.start)
-                    .find(|s| *s > pos)
-                    .unwrap_or(u64::MAX)
-                    .min(pos + BLOCK),
+                None => next_start(&self.ranges, pos).min(pos + BLOCK),
             };
             self.buf.resize((end - pos) as usize, 0);
             let mut got = 0;
