@@ -237,7 +237,16 @@ impl<B: Read + Seek> Read for BaseView<B> {
                     self.cache.resize((e - b) as usize, 0);
                     self.inner_pos = None;
                     self.inner.seek(SeekFrom::Start(b))?;
-                    self.inner.read_exact(&mut self.cache)?;
+                    self.inner.read_exact(&mut self.cache).map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "malformed delta: a transformed range runs past the end of the base",
+                            )
+                        } else {
+                            e
+                        }
+                    })?;
                     self.inner_pos = Some(e);
                     block(r.arch, &mut self.cache, b, true);
                     self.cached = Some(b);
@@ -393,6 +402,18 @@ mod tests {
                     "{arch:?} at {at}"
                 );
             }
+            // A range past the end of the base is an error, not a short image.
+            let mut past = BaseView::new(
+                io::Cursor::new(data[..150_000].to_vec()),
+                vec![Range {
+                    arch,
+                    start: 100_000,
+                    len: 100_000,
+                }],
+            );
+            past.seek(SeekFrom::Start(120_000)).expect("seek");
+            let e = past.read(&mut [0u8; 10]).expect_err("past the end");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
             // Restoring the transformed stream gives the original back, whatever the read sizes.
             let mut r = Restore::new(io::Cursor::new(enc.clone()), ranges);
             let mut back = Vec::new();

@@ -32,7 +32,13 @@ pub(super) async fn open(
         control
             .open_stream(peer, proto.id())
             .await
-            .map_err(|e| io::Error::other(e.to_string()))
+            .map_err(|e| match e {
+                // Kept apart: a peer refusing a protocol version is not a failed stream.
+                libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
+                    io::Error::new(io::ErrorKind::Unsupported, e.to_string())
+                }
+                _ => io::Error::other(e.to_string()),
+            })
     })
     .await
 }
@@ -151,20 +157,15 @@ async fn send_have(
             *link = HaveLink::Unsupported;
             return Err(io::Error::other("have/2 unsupported"));
         }
-        HaveLink::Closed => {
-            let opened =
-                tokio::time::timeout(t, control.open_stream(peer, Protocol::HaveStream.id()))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))?;
-            match opened {
-                Ok(st) => st,
-                Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+        HaveLink::Closed => match open(control, peer, Protocol::HaveStream, t).await {
+            Ok(st) => st,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::Unsupported {
                     *link = HaveLink::Unsupported;
-                    return Err(io::Error::other("the peer does not speak have/2"));
                 }
-                Err(e) => return Err(io::Error::other(e.to_string())),
+                return Err(e);
             }
-        }
+        },
     };
     timed(t, wire::write_frame(&mut st, body)).await?;
     *link = HaveLink::Open(st, tokio::time::Instant::now());
