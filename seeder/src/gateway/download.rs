@@ -320,17 +320,18 @@ async fn receive(
     let e = entry.clone();
     let ob = ob.clone();
     let root = e.root();
+    // Keep the WAN counter across a kill, written before the batch it paid for can be marked
+    // verified: after a kill -9 the counter is never behind the data the store holds.
+    let _ = s.db.set_meta(
+        "wan_bytes",
+        s.wan_bytes.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let r = tokio::task::spawn_blocking(move || e.receive_plain(first_group, &data, &ob, |_| {}))
         .await
         .map_err(|e| WanError::Task(format!("verifying origin data: {e}")))?;
     match r {
         Ok(_) => {
             let _ = s.node.have_changed(root).await;
-            // Keep the WAN counter across a kill, at most one batch behind.
-            let _ = s.db.set_meta(
-                "wan_bytes",
-                s.wan_bytes.load(std::sync::atomic::Ordering::Relaxed),
-            );
             Ok(())
         }
         Err(ReceiveError::Local(e)) => Err(WanError::Store(e)),
