@@ -53,6 +53,10 @@ pub struct Config {
     pub max_backoff_ms: u64,
     /// Endgame starts when at most this many needed groups remain, all in flight (default 32).
     pub endgame_groups: u64,
+    /// Runs are picked within aligned pieces of this many groups (default 16 = 256 KiB), as
+    /// BitTorrent picks pieces: a run starts at its piece's first open group that the peer has, so
+    /// nodes come to hold whole pieces and later requests for them are whole pieces too.
+    pub piece_groups: u64,
     /// Seed for tie-breaking, so different nodes start at different groups (deterministic per seed).
     pub seed: u64,
 }
@@ -68,6 +72,7 @@ impl Default for Config {
             backoff_ms: 500,
             max_backoff_ms: 5_000,
             endgame_groups: 32,
+            piece_groups: 16,
             seed: 0,
         }
     }
@@ -586,6 +591,14 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
         w.min(cap).saturating_sub(p.outstanding)
     }
 
+    /// The least free window worth a further request to a peer that already has one outstanding:
+    /// half its window, at most half a piece. Topping a window up as each group arrives would issue
+    /// a request per group (each a stream and its round trips); this keeps two or so in flight.
+    fn top_up(&self, p: &Peer) -> u64 {
+        let full = self.window(p) + p.outstanding;
+        full.min(self.cfg.piece_groups).div_ceil(2).max(1)
+    }
+
     fn usable(&self, p: &Peer, now: u64) -> bool {
         !p.banned && now >= p.backoff_until && p.in_flight.len() < self.cfg.max_in_flight_per_peer
     }
@@ -616,7 +629,7 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
                     continue;
                 }
                 let limit = self.window(p).min(self.cfg.max_request_groups);
-                if limit == 0 {
+                if limit == 0 || (!p.in_flight.is_empty() && limit < self.top_up(p)) {
                     continue;
                 }
                 let run = self
@@ -691,7 +704,17 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
                 w += 1;
             }
         }
-        let (_, start) = best?;
+        let (_, g) = best?;
+        // Back to the first group of its piece that is open and that the peer has, contiguously.
+        let piece_start = g - g % self.cfg.piece_groups.max(1);
+        let mut start = g;
+        while start > piece_start
+            && g + 1 - start < limit
+            && p.has.contains(start - 1)
+            && self.open.contains(start - 1)
+        {
+            start -= 1;
+        }
         let mut end = start + 1;
         while end < n && end - start < limit && p.has.contains(end) && self.open.contains(end) {
             end += 1;

@@ -25,7 +25,10 @@ use std::{
     ops::Range,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use bao_tree::{
@@ -167,6 +170,10 @@ pub struct Entry {
     outboard: File,
     groups_file: File,
     have: Mutex<GroupSet>,
+    /// Outboard nodes this process has verified and written: every response carries the proof path
+    /// from the root to its groups, and writing those same 64 bytes again for each request was 6 of
+    /// every 7 `pwrite`s in the live 50-device ward (requests of one or two groups).
+    parents_written: Vec<AtomicU64>,
 }
 
 impl Entry {
@@ -254,13 +261,22 @@ impl Entry {
         for item in DecodeResponseIter::new(self.root.into(), tree, encoded, &ranges) {
             match item {
                 Ok(BaoContentItem::Parent(p)) => {
-                    if let Some(index) = tree.pre_order_offset(p.node) {
-                        let mut pair = [0u8; 64];
-                        pair[..32].copy_from_slice(p.pair.0.as_bytes());
-                        pair[32..].copy_from_slice(p.pair.1.as_bytes());
-                        self.outboard
-                            .write_all_at(&pair, index * 64)
-                            .map_err(|e| ReceiveError::Local(io_err(&op)(e)))?;
+                    let Some(index) = tree.pre_order_offset(p.node) else {
+                        continue;
+                    };
+                    let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+                    let known = self.parents_written.get(word);
+                    if known.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
+                        continue; // verified against the same root before: the same 64 bytes
+                    }
+                    let mut pair = [0u8; 64];
+                    pair[..32].copy_from_slice(p.pair.0.as_bytes());
+                    pair[32..].copy_from_slice(p.pair.1.as_bytes());
+                    self.outboard
+                        .write_all_at(&pair, index * 64)
+                        .map_err(|e| ReceiveError::Local(io_err(&op)(e)))?;
+                    if let Some(w) = known {
+                        w.fetch_or(bit, Ordering::Relaxed);
                     }
                 }
                 Ok(BaoContentItem::Leaf(leaf)) => {
@@ -511,6 +527,9 @@ impl Store {
             outboard: ob,
             groups_file,
             have: Mutex::new(GroupSet::new(groups)),
+            parents_written: (0..outboard::outboard_size(length).div_ceil(64 * 64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         };
         let claimed_runs: Vec<Range<u64>> = claimed.runs().collect();
         let valid = entry.validate(&claimed_runs)?;

@@ -415,3 +415,73 @@ fn a_group_verified_after_its_request_was_cancelled_still_counts() {
     }
     assert!(s.is_complete(), "late groups of a cancelled request count");
 }
+
+#[test]
+fn runs_start_at_their_piece_whatever_the_rotation() {
+    // Groups 16..24 are open (the rest held); a peer has everything. Whichever open group the
+    // node's seeded rotation finds first, the run starts at its piece's first open group, so nodes
+    // come to hold whole pieces (in the live 50-device ward: 1,146 requests per device instead of
+    // 1,735 without it).
+    for seed in 0..64 {
+        let mut open = GroupSet::new(32);
+        open.insert_range(16..24);
+        let have = GroupSet::full(32).difference(&open);
+        let mut s: Scheduler<u32> = Scheduler::new(
+            Config {
+                seed,
+                ..Config::default()
+            },
+            have,
+        );
+        let out = s.step(
+            0,
+            Input::PeerHas {
+                peer: 1,
+                groups: GroupSet::full(32),
+            },
+        );
+        let Some(Action::Request { groups, .. }) = out.first() else {
+            panic!("seed {seed}: expected a request, got {out:?}");
+        };
+        // Without the rule, a rotation landing inside 17..24 would start the run there.
+        assert_eq!(*groups, 16..24, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_window_is_topped_up_in_runs_not_one_group_at_a_time() {
+    // A peer of unknown speed gets the initial window (8 groups). While that request runs, each
+    // availability refresh may top the window up; a request per freed group or two would cost a
+    // stream each, so the next request waits until half the window is free.
+    let mut s: Scheduler<u32> = Scheduler::new(Config::default(), GroupSet::new(64));
+    let has = |s: &mut Scheduler<u32>| {
+        s.step(
+            0,
+            Input::PeerHas {
+                peer: 1,
+                groups: GroupSet::full(64),
+            },
+        )
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Request { groups, .. } => Some(groups),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+    };
+    let first = has(&mut s);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let groups = first[0].clone();
+    assert_eq!(groups.end - groups.start, 8, "the initial window");
+    let req = 1;
+    for (i, g) in groups.clone().take(4).enumerate() {
+        s.step(0, Input::Progress { req, group: g });
+        let more = has(&mut s);
+        if i < 3 {
+            assert!(more.is_empty(), "{} groups free: {more:?}", i + 1);
+        } else {
+            assert_eq!(more.len(), 1, "half the window free: {more:?}");
+            assert_eq!(more[0].end - more[0].start, 4, "{more:?}");
+        }
+    }
+}

@@ -151,6 +151,8 @@ pub(super) struct PeerState {
     pub(super) loopback: bool,
     /// Its admission ended with a notice: disconnect it at this time.
     pub(super) parting: Option<Instant>,
+    /// Digest of the last peer list sent to it: an unchanged list is not sent again.
+    pub(super) pex_sent: Option<blake3::Hash>,
     /// We started admission on a connection we dialed.
     admitting: bool,
 }
@@ -256,6 +258,9 @@ pub fn spawn(
         epoch: Instant::now(),
         peer_id,
         pex_dirty: false,
+        pex_next: Instant::now(),
+        pex_refresh: Instant::now(),
+        pex_members: HashMap::new(),
         revoked_self: false,
     };
     actor.revoked_self = revocation::revokes_us(&actor);
@@ -305,6 +310,13 @@ pub(super) struct Actor {
     pub(super) peer_id: PeerId,
     /// Members or their addresses changed since the last peer lists went out.
     pub(super) pex_dirty: bool,
+    /// Peer lists go out at most once per availability period (longer in larger wards).
+    pub(super) pex_next: Instant,
+    /// When every member is next sent its peer list even if unchanged.
+    pub(super) pex_refresh: Instant,
+    /// Members learned by peer exchange, dialed while not connected, with a back-off
+    /// (`exchange::dial_members`).
+    pub(super) pex_members: HashMap<PeerId, exchange::PexMember>,
     /// The revocation list we hold names this node: redialing the ward only fills its logs.
     pub(super) revoked_self: bool,
 }
@@ -438,8 +450,12 @@ impl Actor {
                 self.listen_addrs.push(full);
             }
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                num_established,
+                ..
             } => {
+                tracing::debug!(%peer_id, dialer = endpoint.is_dialer(), num_established, "connection established");
                 let loopback = endpoint.get_remote_address().iter().any(|p| match p {
                     Addr::Ip4(ip) => ip.is_loopback(),
                     Addr::Ip6(ip) => ip.is_loopback(),
@@ -453,6 +469,7 @@ impl Actor {
                     addrs: vec![],
                     loopback,
                     parting: None,
+                    pex_sent: None,
                     admitting: false,
                 });
                 // The first connection we dialed starts admission, even if the peer's own dial to
@@ -520,15 +537,18 @@ impl Actor {
         self.downloads_peer_gone(peer);
     }
 
-    /// Queues a frame for an admitted peer.
-    pub(super) fn send_to(&self, peer: &PeerId, proto: Protocol, body: Arc<Vec<u8>>) {
+    /// Queues a frame for an admitted peer; `false` if it was not queued (not admitted, or its
+    /// outbox is full: the frame is dropped and counted).
+    pub(super) fn send_to(&self, peer: &PeerId, proto: Protocol, body: Arc<Vec<u8>>) -> bool {
         let Some(outbox) = self.peers.get(peer).and_then(|p| p.outbox.as_ref()) else {
-            return;
+            return false;
         };
-        if !outbox.push(proto, body) {
+        let queued = outbox.push(proto, body);
+        if !queued {
             self.shared.metrics.outbound_frames_dropped.inc();
             tracing::debug!(%peer, %proto, "outbox full: frame dropped");
         }
+        queued
     }
 
     fn on_command(&mut self, c: Command) {
@@ -806,6 +826,7 @@ impl Actor {
                 }
             }
         }
+        self.dial_members();
         // Caps follow their schedules.
         let now = Timestamp::now().as_unix();
         self.shared.upload.set(self.shared.cfg.upload.rate_at(now));

@@ -301,7 +301,14 @@ impl Actor {
             stats: d.sched.stats(),
             banned: d.banned.iter().copied().collect(),
         };
-        tracing::info!(%root, seconds = report.seconds, "fetch complete");
+        tracing::info!(
+            %root,
+            seconds = report.seconds,
+            requests = report.stats.requests,
+            stalls = report.stats.stalls,
+            duplicates = report.stats.duplicates,
+            "fetch complete"
+        );
         self.have_dirty.insert(root);
         let waiters = std::mem::take(&mut d.waiters);
         let entry = d.entry.clone();

@@ -28,6 +28,7 @@ pub(super) async fn open(
     proto: Protocol,
     t: Duration,
 ) -> io::Result<Stream> {
+    tracing::trace!(%peer, ?proto, "opening a stream");
     timed(t, async {
         control
             .open_stream(peer, proto.id())

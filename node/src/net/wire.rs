@@ -147,11 +147,23 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// Frames up to this size are written with their length in one write.
+const SMALL_FRAME: usize = 64 * 1024;
+
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len()).map_err(|_| invalid("frame too large".into()))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(body).await?;
+    // One write for a small frame: on a muxed stream each write is a frame of its own (a yamux
+    // header, a noise frame and a send), so a length written apart from its body doubles them.
+    if body.len() <= SMALL_FRAME {
+        let mut buf = Vec::with_capacity(4 + body.len());
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(body);
+        w.write_all(&buf).await?;
+    } else {
+        w.write_all(&len.to_be_bytes()).await?;
+        w.write_all(body).await?;
+    }
     w.flush().await
 }
 

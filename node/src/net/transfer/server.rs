@@ -51,13 +51,15 @@ pub(in crate::net) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream
     if status == Status::Ok && crate::net::faults::stall(s.cfg.fault, &s.shutdown).await {
         return;
     }
-    if timed(t, wire::write_status(&mut st, status)).await.is_err() || status != Status::Ok {
+    if status != Status::Ok {
+        let _ = timed(t, wire::write_status(&mut st, status)).await;
         let _ = st.close().await;
         return;
     }
     let Some(entry) = entry else {
         return;
     };
+    // "Ok" goes out with the first bytes of the encoding, not in a frame and a send of its own.
     let label = TransferLabels {
         artifact: get.root.short(),
         source: source_label(role).into(),
@@ -67,6 +69,7 @@ pub(in crate::net) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream
     let (tx, rx) = mpsc::channel(PIPE_DEPTH);
     let encoder = tokio::task::spawn_blocking(move || {
         let mut w = PipeWriter::new(tx);
+        w.buf.push(Status::Ok as u8);
         entry
             .serve(&get.runs, &mut w)
             .map_err(|e| e.to_string())
@@ -136,6 +139,9 @@ async fn send_pipe(
     label: &TransferLabels,
 ) -> io::Result<()> {
     let t = s.cfg.io_timeout;
+    // The status byte at the head of the first buffer is protocol, not artifact bytes: the meters
+    // count only the encoding.
+    let mut unmetered = 1u64;
     while let Some(buf) = rx.recv().await {
         #[cfg(feature = "test-faults")]
         let buf = {
@@ -150,6 +156,7 @@ async fn send_pipe(
             let n = (end - at) as u64;
             pass_cap(s, &s.upload, "upload", n).await;
             timed(t, st.write_all(&buf[at..end])).await?;
+            let n = n - std::mem::take(&mut unmetered).min(n);
             s.metrics.sent_bytes.get_or_create(label).inc_by(n);
             s.metrics.sent_all.inc_by(n);
             at = end;
