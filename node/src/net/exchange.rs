@@ -245,7 +245,7 @@ impl Actor {
 
     /// Dials the remembered members that are not connected and are due, at most
     /// `PEX_DIALS_PER_LIST` at a time and none above half the connection limit; each dial pushes
-    /// that member's next attempt back (2 s, doubling to a minute) until it connects.
+    /// that member's next attempt back (2 s, doubling to 8 s) until it connects.
     pub(super) fn dial_members(&mut self) {
         if !self.shared.cfg.peer_exchange || self.revoked_self {
             return;
@@ -265,7 +265,7 @@ impl Actor {
                 continue;
             }
             room -= 1;
-            m.next = now + PEX_RETRY * (1u32 << m.failures.min(5));
+            m.next = now + PEX_RETRY * (1u32 << m.failures.min(2));
             m.failures = m.failures.saturating_add(1);
             due.push((*peer, m.addrs.clone()));
         }
@@ -299,7 +299,9 @@ pub(super) struct PexMember {
 /// How often every member is sent its peer list again, changed or not.
 const PEX_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// First retry of a member that did not connect; doubles up to 32 × (64 s).
+/// First retry of a member that did not connect; doubles up to 4 × (8 s). Longer back-offs left
+/// devices whose first dials failed while a 50-process ward started on 2 cores without peers for
+/// the whole transfer (netns ward-50).
 const PEX_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Members a node dials at once at most (on a list, or each slow tick): enough for a ward, well
