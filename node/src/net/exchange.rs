@@ -255,20 +255,27 @@ impl Actor {
             .saturating_sub(self.peers.len())
             .min(PEX_DIALS_PER_LIST);
         let mut due = Vec::new();
-        for (peer, m) in &mut self.pex_members {
-            if self.swarm.is_connected(peer) {
+        let swarm = &self.swarm;
+        self.pex_members.retain(|peer, m| {
+            if swarm.is_connected(peer) {
                 m.failures = 0;
                 m.next = now;
-                continue;
+                return true;
             }
             if m.next > now || room == 0 {
-                continue;
+                return true;
+            }
+            // A member gone for good (switched off, moved ward) is forgotten after a minute or so
+            // of trying; a list that names it again brings it back.
+            if m.failures >= PEX_GIVE_UP {
+                return false;
             }
             room -= 1;
             m.next = now + PEX_RETRY * (1u32 << m.failures.min(2));
             m.failures = m.failures.saturating_add(1);
             due.push((*peer, m.addrs.clone()));
-        }
+            true
+        });
         for (peer, addrs) in due {
             if super::revocation::revoked(&self.shared, &peer).is_some() {
                 continue;
@@ -303,6 +310,9 @@ const PEX_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 /// devices whose first dials failed while a 50-process ward started on 2 cores without peers for
 /// the whole transfer (netns ward-50).
 const PEX_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Dials after which a member that never connected is forgotten (2 + 4 + 8 × 6 s ≈ a minute).
+const PEX_GIVE_UP: u32 = 8;
 
 /// Members a node dials at once at most (on a list, or each slow tick): enough for a ward, well
 /// inside the connection limit.
