@@ -767,3 +767,58 @@ async fn a_certificate_expiring_while_connected_ends_the_admission() {
     dev.shutdown().await.expect("shutdown");
     gw.handle.shutdown().await.expect("shutdown");
 }
+
+/// A device dials its bootstrap peer at start, and its first tick (at once) redials bootstrap peers
+/// it is not connected to. The redial must see the dial in flight: before, every device opened two
+/// connections to its gateway, each with its own yamux, noise and pings for the rest of the run.
+/// Three fresh pairs, one after the other, as the race is decided at each start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_peer_gets_one_connection_not_two() {
+    let w = ward();
+    for i in 0..3 {
+        let gw = w
+            .start(
+                &format!("gateway-{i}"),
+                Role::Gateway,
+                w.config(vec![]),
+                None,
+            )
+            .await;
+        let d = w
+            .start(
+                &format!("pump-{i}"),
+                Role::Device,
+                w.config(vec![addr(&gw.handle).await]),
+                None,
+            )
+            .await;
+        for (a, b) in [(&d, &gw), (&gw, &d)] {
+            let b_id = b.handle.peer_id();
+            tokio::time::timeout(T, async {
+                while !a
+                    .handle
+                    .peers()
+                    .await
+                    .expect("peers")
+                    .iter()
+                    .any(|(p, _, _)| *p == b_id)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("admitted both ways");
+        }
+        // Admission took round trips after the connection opened: a second dial made at start
+        // would have connected by now.
+        for (m, who) in [(&d, "device"), (&gw, "gateway")] {
+            assert_eq!(
+                m.handle.metrics().connections_open.get(),
+                1,
+                "pair {i}: the {who} holds one connection to its only peer"
+            );
+        }
+        d.handle.shutdown().await.expect("shutdown");
+        gw.handle.shutdown().await.expect("shutdown");
+    }
+}

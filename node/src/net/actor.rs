@@ -455,8 +455,10 @@ impl Actor {
                 num_established,
                 ..
             } => {
-                tracing::debug!(%peer_id, dialer = endpoint.is_dialer(), num_established, "connection established");
-                let loopback = endpoint.get_remote_address().iter().any(|p| match p {
+                self.shared.metrics.connections_open.inc();
+                let remote = endpoint.get_remote_address();
+                tracing::debug!(%peer_id, dialer = endpoint.is_dialer(), num_established, %remote, "connection established");
+                let loopback = remote.iter().any(|p| match p {
                     Addr::Ip4(ip) => ip.is_loopback(),
                     Addr::Ip6(ip) => ip.is_loopback(),
                     _ => false,
@@ -486,9 +488,14 @@ impl Actor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
                 ..
-            } => self.peer_gone(peer_id),
+            } => {
+                self.shared.metrics.connections_open.dec();
+                if num_established == 0 {
+                    self.peer_gone(peer_id);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 for (peer, addr) in list {
                     if peer != self.peer_id && !self.swarm.is_connected(&peer) {
@@ -810,18 +817,10 @@ impl Actor {
         self.have_force = true;
         // Redial bootstrap peers we lost (the gateway restarts; a device reboots), unless the ward
         // revoked us.
-        let bootstrap = if self.revoked_self {
-            vec![]
-        } else {
-            self.shared.cfg.bootstrap.clone()
-        };
-        for b in bootstrap {
-            let peer = b.iter().find_map(|p| match p {
-                Addr::P2p(id) => Some(id),
-                _ => None,
-            });
-            if let Some(peer) = peer {
-                if !self.swarm.is_connected(&peer) {
+        if !self.revoked_self {
+            for b in self.shared.cfg.bootstrap.clone() {
+                // `fresh_port` dials a named peer only if it is neither connected nor being dialed.
+                if b.iter().any(|p| matches!(p, Addr::P2p(_))) {
                     let _ = self.swarm.dial(fresh_port(b));
                 }
             }

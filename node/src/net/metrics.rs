@@ -49,6 +49,8 @@ pub struct Metrics {
     pub throttled_seconds: Family<DirectionLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Admitted ward peers currently connected.
     pub peers_admitted: Gauge,
+    /// Connections open, admitted or not, counting each of several to one peer.
+    pub connections_open: Gauge,
     /// Inbound streams dropped because their protocol's handlers were all busy.
     pub inbound_streams_dropped: Counter,
     /// Rollout directives refused because they did not come from the ward's gateway.
@@ -115,6 +117,11 @@ impl Metrics {
             "peers_admitted",
             "Admitted ward peers connected",
             self.peers_admitted.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Connections open, each of several to one peer counted",
+            self.connections_open.clone(),
         );
         r.register(
             "inbound_streams_dropped",
