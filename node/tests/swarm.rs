@@ -768,9 +768,9 @@ async fn a_certificate_expiring_while_connected_ends_the_admission() {
     gw.handle.shutdown().await.expect("shutdown");
 }
 
-/// A device dials its bootstrap peer at start, and its first tick (at once) redials bootstrap peers
-/// it is not connected to. The redial must see the dial in flight: before, every device opened two
-/// connections to its gateway, each with its own yamux, noise and pings for the rest of the run.
+/// A device dials its bootstrap peer at start, and its first tick comes at once, while that dial is
+/// in flight: it must not dial again. Before, every device opened two connections to its gateway,
+/// each with its own yamux, noise and pings for the rest of the run.
 /// Three fresh pairs, one after the other, as the race is decided at each start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrap_peer_gets_one_connection_not_two() {

@@ -124,7 +124,12 @@ impl Net {
             .arg(bin)
             .args(args)
             .current_dir(dir)
-            .env("RUST_LOG", "warn,wardswarm_node=info,wardswarm_seeder=info")
+            // `WARDSWARM_SIM_LOG` sets the children's log filter (e.g. to debug one module).
+            .env(
+                "RUST_LOG",
+                std::env::var("WARDSWARM_SIM_LOG")
+                    .unwrap_or_else(|_| "warn,wardswarm_node=info,wardswarm_seeder=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

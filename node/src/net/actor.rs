@@ -121,10 +121,11 @@ pub(super) enum Internal {
         root: Hash,
         entry: Result<Arc<Entry>, NodeError>,
     },
+    /// Groups verified and stored, in order: as many as the decoder verified before it next waited.
     Progress {
         root: Hash,
         req: ReqId,
-        group: u64,
+        groups: Vec<u64>,
     },
     Finished {
         root: Hash,
@@ -134,8 +135,9 @@ pub(super) enum Internal {
     },
 }
 
-/// Messages from handlers and tasks waiting for the actor. Progress arrives once per verified group
-/// (64 per MiB): 4,096 is a second of a fast transfer, and past it handlers wait, they are not lost.
+/// Messages from handlers and tasks waiting for the actor. Progress arrives at most once per verified
+/// group (64 per MiB): 4,096 is a second of a fast transfer, and past it handlers wait, they are not
+/// lost.
 const INTERNAL_QUEUE: usize = 4096;
 /// Events buffered for a slow subscriber before it starts missing them.
 const EVENT_QUEUE: usize = 1024;
@@ -262,6 +264,7 @@ pub fn spawn(
         pex_refresh: Instant::now(),
         pex_members: HashMap::new(),
         revoked_self: false,
+        bootstrap_dialed: Instant::now(),
     };
     actor.revoked_self = revocation::revokes_us(&actor);
     actor.start_inbound()?;
@@ -319,6 +322,8 @@ pub(super) struct Actor {
     pub(super) pex_members: HashMap<PeerId, exchange::PexMember>,
     /// The revocation list we hold names this node: redialing the ward only fills its logs.
     pub(super) revoked_self: bool,
+    /// When bootstrap peers were last dialed: the first tick, at once, must not dial them again.
+    pub(super) bootstrap_dialed: Instant,
 }
 
 async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream) {
@@ -661,7 +666,7 @@ impl Actor {
             Internal::Peers { from, list } => self.on_peer_list(from, list),
             Internal::Revocations { from, bytes } => self.on_revocations(from, bytes),
             Internal::Created { root, entry } => self.on_created(root, entry),
-            Internal::Progress { root, req, group } => self.on_progress(root, req, group),
+            Internal::Progress { root, req, groups } => self.on_progress(root, req, &groups),
             Internal::Finished {
                 root,
                 req,
@@ -815,16 +820,7 @@ impl Actor {
             }
         }
         self.have_force = true;
-        // Redial bootstrap peers we lost (the gateway restarts; a device reboots), unless the ward
-        // revoked us.
-        if !self.revoked_self {
-            for b in self.shared.cfg.bootstrap.clone() {
-                // `fresh_port` dials a named peer only if it is neither connected nor being dialed.
-                if b.iter().any(|p| matches!(p, Addr::P2p(_))) {
-                    let _ = self.swarm.dial(fresh_port(b));
-                }
-            }
-        }
+        self.redial_bootstrap();
         self.dial_members();
         // Caps follow their schedules.
         let now = Timestamp::now().as_unix();

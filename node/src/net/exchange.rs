@@ -243,6 +243,27 @@ impl Actor {
         self.dial_members();
     }
 
+    /// Redials bootstrap peers we lost (the gateway restarts; a device reboots), unless the ward
+    /// revoked us. Not within a second of the last round: the first tick comes at once, while the
+    /// start-up dials are in flight, and a second dial then opened a second connection to every
+    /// bootstrap peer. Later rounds may overlap a dial still in its handshake, on purpose: on a
+    /// loaded, shaped LAN a handshake can lose packets and time out, and the next attempt should
+    /// not wait for it.
+    pub(super) fn redial_bootstrap(&mut self) {
+        if self.revoked_self || self.bootstrap_dialed.elapsed() < super::policy::HAVE_REFRESH / 2 {
+            return;
+        }
+        self.bootstrap_dialed = Instant::now();
+        for b in self.shared.cfg.bootstrap.clone() {
+            match b.iter().find(|p| matches!(p, Addr::P2p(_))) {
+                Some(Addr::P2p(peer)) if !self.swarm.is_connected(&peer) => {
+                    let _ = self.swarm.dial(super::transport::fresh_port(b));
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Dials the remembered members that are not connected and are due, at most
     /// `PEX_DIALS_PER_LIST` at a time and none above half the connection limit; each dial pushes
     /// that member's next attempt back (2 s, doubling to 8 s) until it connects.

@@ -187,11 +187,16 @@ impl Actor {
         }
     }
 
-    pub(super) fn on_progress(&mut self, root: Hash, req: ReqId, group: u64) {
-        self.shared.metrics.groups_verified.inc();
+    pub(super) fn on_progress(&mut self, root: Hash, req: ReqId, groups: &[u64]) {
+        self.shared
+            .metrics
+            .groups_verified
+            .inc_by(groups.len() as u64);
         self.have_dirty.insert(root);
         let now = self.now_ms();
-        self.drive(root, now, Input::Progress { req, group });
+        for &group in groups {
+            self.drive(root, now, Input::Progress { req, group });
+        }
         if let Some(d) = self.downloads.get(&root) {
             let have = d.sched.have();
             self.emit(Event::Progress {

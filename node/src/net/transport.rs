@@ -32,24 +32,11 @@ pub(super) struct Behaviour {
 /// node listens), two members that dial each other at the same moment, as peer exchange makes them
 /// do, meet in one TCP simultaneous open: both sides start noise as the initiator and the handshake
 /// fails on both. Port reuse serves NAT hole punching, which a ward LAN does not need.
-///
-/// When the address names its peer (`/p2p/…`), the dial is made to that peer and only if it is
-/// neither connected nor being dialed: a bootstrap redial on the first tick, while the start-up
-/// dial is still in flight, would otherwise open a second connection to the same peer, with its
-/// own yamux, noise and ping traffic for the rest of the run.
 pub(super) fn fresh_port(addr: Multiaddr) -> libp2p::swarm::dial_opts::DialOpts {
-    use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-    match addr.iter().last() {
-        Some(libp2p::multiaddr::Protocol::P2p(peer)) => DialOpts::peer_id(peer)
-            .addresses(vec![addr])
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .allocate_new_port()
-            .build(),
-        _ => DialOpts::unknown_peer_id()
-            .address(addr)
-            .allocate_new_port()
-            .build(),
-    }
+    libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+        .address(addr)
+        .allocate_new_port()
+        .build()
 }
 
 /// What identify tells peers this node runs.

@@ -3,7 +3,9 @@
 //! the actor (and so to the scheduler).
 
 use std::{
+    cell::RefCell,
     io::{self, Read},
+    rc::Rc,
     sync::Arc,
     time::Duration,
 };
@@ -100,13 +102,23 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
         artifact: root.short(),
         source: source_label(s.members.borrow().role_of(&peer)).into(),
     };
-    let progress = s.internal.clone();
+    let internal = s.internal.clone();
     let runs = get.runs.clone();
     let (tx, rx) = mpsc::channel(PIPE_DEPTH);
     let decoder = tokio::task::spawn_blocking(move || {
-        entry.receive(&runs, PipeReader::new(rx), |group| {
-            let _ = progress.blocking_send(Internal::Progress { root, req, group });
-        })
+        let progress = Progress {
+            tx: internal,
+            root,
+            req,
+            groups: Rc::default(),
+        };
+        let reader = PipeReader::new(rx, progress.clone());
+        let r = entry.receive(&runs, reader, |group| {
+            progress.groups.borrow_mut().push(group)
+        });
+        // What was verified is reported before the request's end.
+        progress.flush();
+        r
     });
     // Cancelling drops the pipe's sender: the decoder sees the stream end and stops. A decoder that
     // stops first (all verified, or a corrupt group) closes the pipe, and reading stops at once.
@@ -142,20 +154,44 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     let _ = s.internal.send(msg).await;
 }
 
+/// Groups the decoder verified, reported to the actor (and so the scheduler) in one message each
+/// time the decoder is about to wait for bytes, and at the end: not a message per group.
+#[derive(Clone)]
+struct Progress {
+    tx: mpsc::Sender<Internal>,
+    root: crate::Hash,
+    req: ReqId,
+    groups: Rc<RefCell<Vec<u64>>>,
+}
+
+impl Progress {
+    fn flush(&self) {
+        let groups = std::mem::take(&mut *self.groups.borrow_mut());
+        if !groups.is_empty() {
+            let (root, req) = (self.root, self.req);
+            let _ = self
+                .tx
+                .blocking_send(Internal::Progress { root, req, groups });
+        }
+    }
+}
+
 /// The blocking decoder's input: buffers filled by `receive_pipe`. The end of the channel is the end
 /// of the stream; a stream error arrives as an error.
 struct PipeReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     buf: Vec<u8>,
     at: usize,
+    progress: Progress,
 }
 
 impl PipeReader {
-    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>, progress: Progress) -> Self {
         Self {
             rx,
             buf: Vec::new(),
             at: 0,
+            progress,
         }
     }
 }
@@ -163,7 +199,16 @@ impl PipeReader {
 impl Read for PipeReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.at == self.buf.len() {
-            match self.rx.blocking_recv() {
+            let next = match self.rx.try_recv() {
+                Ok(b) => Some(b),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // About to wait: what is verified so far goes to the scheduler first.
+                    self.progress.flush();
+                    self.rx.blocking_recv()
+                }
+            };
+            match next {
                 Some(Ok(b)) => {
                     self.buf = b;
                     self.at = 0;
@@ -195,6 +240,8 @@ async fn receive_pipe(
     let t = s.cfg.io_timeout;
     let mut buf = vec![0u8; PIPE_BUF];
     let mut filled = 0;
+    // Looked up once, not per read: a family lookup hashes the labels under a lock.
+    let received = s.metrics.received_bytes.get_or_create(label).clone();
     loop {
         let end = PIPE_BUF.min(filled + s.download.slice_bytes());
         let (n, failed) = match timed(t, st.read(&mut buf[filled..end])).await {
@@ -203,10 +250,7 @@ async fn receive_pipe(
         };
         if n > 0 {
             filled += n;
-            s.metrics
-                .received_bytes
-                .get_or_create(label)
-                .inc_by(n as u64);
+            received.inc_by(n as u64);
             s.metrics.received_all.inc_by(n as u64);
             pass_cap(s, &s.download, "download", n as u64).await;
         }

@@ -142,6 +142,8 @@ async fn send_pipe(
     // The status byte at the head of the first buffer is protocol, not artifact bytes: the meters
     // count only the encoding.
     let mut unmetered = 1u64;
+    // Looked up once, not per slice: a family lookup hashes the labels under a lock.
+    let sent = s.metrics.sent_bytes.get_or_create(label).clone();
     while let Some(buf) = rx.recv().await {
         #[cfg(feature = "test-faults")]
         let buf = {
@@ -157,7 +159,7 @@ async fn send_pipe(
             pass_cap(s, &s.upload, "upload", n).await;
             timed(t, st.write_all(&buf[at..end])).await?;
             let n = n - std::mem::take(&mut unmetered).min(n);
-            s.metrics.sent_bytes.get_or_create(label).inc_by(n);
+            sent.inc_by(n);
             s.metrics.sent_all.inc_by(n);
             at = end;
         }
