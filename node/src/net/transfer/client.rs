@@ -114,7 +114,14 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
         };
         let reader = PipeReader::new(rx, progress.clone());
         let r = entry.receive(&runs, reader, |group| {
-            progress.groups.borrow_mut().push(group)
+            let held = {
+                let mut groups = progress.groups.borrow_mut();
+                groups.push(group);
+                groups.len()
+            };
+            if held >= MAX_PROGRESS_GROUPS {
+                progress.flush();
+            }
         });
         // What was verified is reported before the request's end.
         progress.flush();
@@ -154,8 +161,13 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     let _ = s.internal.send(msg).await;
 }
 
+/// A progress message carries at most this many groups (1 MiB): a response that never lets the
+/// decoder wait still reports as it goes, well inside the scheduler's stall timeout.
+const MAX_PROGRESS_GROUPS: usize = 64;
+
 /// Groups the decoder verified, reported to the actor (and so the scheduler) in one message each
-/// time the decoder is about to wait for bytes, and at the end: not a message per group.
+/// time the decoder is about to wait for bytes, when it holds `MAX_PROGRESS_GROUPS`, and at the
+/// end: not a message per group.
 #[derive(Clone)]
 struct Progress {
     tx: mpsc::Sender<Internal>,
