@@ -36,13 +36,21 @@ pub const WINDOW_LOG: u32 = 23;
 pub const LEVEL: i32 = 19;
 /// The magic bytes of format 1 (zstd streams; applied, no longer written).
 pub const MAGIC_ZSTD: &[u8; 4] = b"WSD1";
-/// The magic bytes of format 2 (LZMA2 streams), what [`create`] writes.
-pub const MAGIC: &[u8; 4] = b"WSD2";
+/// The magic bytes of format 2 (LZMA2 streams, the add bytes whole; applied, no longer written).
+pub const MAGIC_2: &[u8; 4] = b"WSD2";
+/// The magic bytes of format 3 (format 2 with long zero runs of the add bytes taken out), what
+/// [`create`] writes.
+pub const MAGIC: &[u8; 4] = b"WSD3";
+/// Format 3 takes zero runs of at least this many add bytes out of the add stream (`docs/deltas.md`:
+/// 512 measured best of 1 to 4,096 on the corpus; short runs are cheaper left to LZMA2).
+pub const ZERO_RUN_MIN: u64 = 512;
 /// Largest LZMA2 dictionary a device accepts per stream (16 MiB, as `xz -9`): bounds decoder memory.
 pub const MAX_DICT: u32 = 16 << 20;
-/// Format 1's header: magic and three section lengths. Format 2 has five (the controls in columns).
+/// Format 1's header: magic and three section lengths. Format 2 has five (the controls in columns),
+/// format 3 six (the add bytes as zero runs and literals).
 const HEADER: u64 = 4 + 3 * 8;
 const HEADER2: u64 = 4 + 5 * 8;
+const HEADER3: u64 = 4 + 6 * 8;
 /// One transformed range in the header: arch code, start, length.
 const RANGE_BYTES: usize = 1 + 8 + 8;
 
@@ -133,6 +141,19 @@ fn lzma_err(e: liblzma::stream::Error) -> io::Error {
 /// move in 4-byte words (`lc=1, lp=2`: 1.1 % smaller than `lc=0, lp=0`); copy bytes are mostly new
 /// code and data, where xz's defaults (`lc=3, pb=2`) do best.
 fn lzma2_compress(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
+    let started = std::time::Instant::now();
+    let out = lzma2_compress_inner(data, kind)?;
+    tracing::debug!(
+        ?kind,
+        bytes = data.len(),
+        compressed = out.len(),
+        elapsed = ?started.elapsed(),
+        "delta: stream compressed"
+    );
+    Ok(out)
+}
+
+fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
     use liblzma::stream::{Check, Filters, LzmaOptions, Stream, PRESET_EXTREME};
     let mut o = LzmaOptions::new_preset(9 | PRESET_EXTREME).map_err(lzma_err)?;
     let dict = (data.len() as u64)
@@ -162,31 +183,98 @@ fn lzma2_compress(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
 /// is smaller: the transform pays on some executables and costs on others, so it is measured, never
 /// assumed.
 pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> io::Result<()> {
-    let mut best = encode(base, target, codec, &[], &[])?;
-    if codec == Codec::Lzma2 {
-        let (rb, rt) = (branch::exec_ranges(base), branch::exec_ranges(target));
-        let same_arch = rb
-            .iter()
-            .chain(&rt)
-            .all(|r| rb.first().is_some_and(|f| f.arch == r.arch));
-        if !rb.is_empty() && !rt.is_empty() && same_arch {
+    let (rb, rt) = (branch::exec_ranges(base), branch::exec_ranges(target));
+    let same_arch = rb
+        .iter()
+        .chain(&rt)
+        .all(|r| rb.first().is_some_and(|f| f.arch == r.arch));
+    let best = if codec == Codec::Lzma2 && !rb.is_empty() && !rt.is_empty() && same_arch {
+        // Both candidates at once, one per core: each diff is single-threaded.
+        let (plain, transformed) = std::thread::scope(|scope| {
+            let plain = scope.spawn(|| encode(base, target, codec, &[], &[]));
             let (mut tb, mut tt) = (base.to_vec(), target.to_vec());
             branch::encode_all(&mut tb, &rb);
             branch::encode_all(&mut tt, &rt);
-            let transformed = encode(&tb, &tt, codec, &rb, &rt)?;
-            tracing::info!(
-                plain = best.len(),
-                transformed = transformed.len(),
-                ranges = rb.len(),
-                "delta: the branch transform measured"
-            );
-            if transformed.len() < best.len() {
-                best = transformed;
-            }
+            let transformed = encode(&tb, &tt, codec, &rb, &rt);
+            let plain = plain
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("delta: the plain diff panicked")));
+            (plain, transformed)
+        });
+        let (plain, transformed) = (plain?, transformed?);
+        tracing::info!(
+            plain = plain.len(),
+            transformed = transformed.len(),
+            ranges = rb.len(),
+            "delta: the branch transform measured"
+        );
+        if transformed.len() < plain.len() {
+            transformed
+        } else {
+            plain
         }
-    }
+    } else {
+        encode(base, target, codec, &[], &[])?
+    };
     out.write_all(&best)?;
     out.flush()
+}
+
+/// The add bytes of format 3 as they are written: runs of at least [`ZERO_RUN_MIN`] zeros taken out,
+/// the rest kept as literals. `pairs` holds (literal count, zero count) LEB128 pairs: that many
+/// literal bytes, then that many zeros. The add bytes are mostly zeros (every byte where the base
+/// matches exactly); a root file system image's are 99.6 % zeros, and LZMA2 spent most of its time
+/// on them.
+#[derive(Default)]
+struct ZeroRuns {
+    pairs: Vec<u8>,
+    literals: Vec<u8>,
+    /// Literal bytes since the last pair.
+    pending: u64,
+    /// Zeros seen since the last non-zero byte, not yet written either way.
+    zeros: u64,
+}
+
+impl ZeroRuns {
+    fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let z = data.iter().position(|&b| b != 0).unwrap_or(data.len());
+            self.zeros += z as u64;
+            data = &data[z..];
+            if data.is_empty() {
+                break;
+            }
+            self.settle_zeros();
+            let n = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+            self.literals.extend_from_slice(&data[..n]);
+            self.pending += n as u64;
+            data = &data[n..];
+        }
+    }
+
+    /// The zeros before a non-zero byte (or the end): a run of their own, or literals.
+    fn settle_zeros(&mut self) {
+        if self.zeros >= ZERO_RUN_MIN {
+            put_varint(&mut self.pairs, self.pending);
+            put_varint(&mut self.pairs, self.zeros);
+            self.pending = 0;
+        } else {
+            self.literals
+                .resize(self.literals.len() + self.zeros as usize, 0);
+            self.pending += self.zeros;
+        }
+        self.zeros = 0;
+    }
+
+    /// The pairs and the literals. No pair is (0, 0).
+    fn finish(mut self) -> (Vec<u8>, Vec<u8>) {
+        self.settle_zeros();
+        if self.pending > 0 {
+            put_varint(&mut self.pairs, self.pending);
+            put_varint(&mut self.pairs, 0);
+        }
+        (self.pairs, self.literals)
+    }
 }
 
 fn put_ranges(out: &mut Vec<u8>, ranges: &[Range]) {
@@ -208,6 +296,7 @@ fn encode(
 ) -> io::Result<Vec<u8>> {
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let mut cols: [Vec<u8>; 3] = Default::default();
+    let mut runs = ZeroRuns::default();
     {
         let mut t = bidiff::Translator::new(base, target, |c: &bidiff::Control<'_>| {
             let seek = ((c.seek << 1) ^ (c.seek >> 63)) as u64;
@@ -220,7 +309,11 @@ fn encode(
                 put_varint(&mut ctrl, c.copy.len() as u64);
                 put_varint(&mut ctrl, seek);
             }
-            adds.extend_from_slice(c.add);
+            if codec == Codec::Lzma2 {
+                runs.push(c.add);
+            } else {
+                adds.extend_from_slice(c.add);
+            }
             copies.extend_from_slice(c.copy);
             Ok::<(), io::Error>(())
         });
@@ -240,17 +333,28 @@ fn encode(
             ],
         ),
         // Controls in three columns (add lengths, copy lengths, seeks): each column's numbers are
-        // alike, and LZMA2 finds more in them apart (1 to 2 % of the ruff and uv deltas).
-        Codec::Lzma2 => (
-            MAGIC,
-            vec![
-                lzma2_compress(&cols[0], Kind::Control)?,
-                lzma2_compress(&cols[1], Kind::Control)?,
-                lzma2_compress(&cols[2], Kind::Control)?,
-                lzma2_compress(&adds, Kind::Add)?,
-                lzma2_compress(&copies, Kind::Copy)?,
-            ],
-        ),
+        // alike, and LZMA2 finds more in them apart (1 to 2 % of the ruff and uv deltas). The add
+        // bytes' literals, the largest stream, on one core; the rest on the other.
+        Codec::Lzma2 => {
+            let (zero_runs, literals) = runs.finish();
+            let (lits, rest) = std::thread::scope(|scope| {
+                let lits = scope.spawn(|| lzma2_compress(&literals, Kind::Add));
+                let rest = [
+                    (&cols[0], Kind::Control),
+                    (&cols[1], Kind::Control),
+                    (&cols[2], Kind::Control),
+                    (&zero_runs, Kind::Control),
+                    (&copies, Kind::Copy),
+                ]
+                .map(|(data, kind)| lzma2_compress(data, kind));
+                let lits = lits
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("delta: compression panicked")));
+                (lits, rest)
+            });
+            let [c0, c1, c2, z, copies] = rest;
+            (MAGIC, vec![c0?, c1?, c2?, z?, lits?, copies?])
+        }
     };
     let mut out = magic.to_vec();
     for s in &sections {
@@ -321,6 +425,68 @@ fn section<R: Read + Seek>(
     Ok(Section::Zstd(d))
 }
 
+/// The add stream: whole (formats 1 and 2) or as zero runs and literals (format 3, [`ZeroRuns`]).
+enum Adds<R: Read> {
+    Whole(Section<R>),
+    Runs {
+        pairs: Box<Section<R>>,
+        literals: Box<Section<R>>,
+        /// Of the current pair: literal bytes, then zeros, still to give.
+        literal: u64,
+        zeros: u64,
+    },
+}
+
+impl<R: Read> Read for Adds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (pairs, literals, literal, zeros) = match self {
+            Self::Whole(s) => return s.read(buf),
+            Self::Runs {
+                pairs,
+                literals,
+                literal,
+                zeros,
+            } => (pairs, literals, literal, zeros),
+        };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while *literal == 0 && *zeros == 0 {
+            let truncated = |e: io::Error| match e.kind() {
+                io::ErrorKind::UnexpectedEof => malformed("truncated zero run"),
+                _ => e,
+            };
+            let Some(l) = get_varint(pairs).map_err(truncated)? else {
+                // The end of the add bytes: every literal must have been used.
+                return if literals.read(&mut [0u8])? == 0 {
+                    Ok(0)
+                } else {
+                    Err(malformed("add literals past the last zero run"))
+                };
+            };
+            let z = get_varint(pairs)
+                .map_err(truncated)?
+                .ok_or_else(|| malformed("truncated zero run"))?;
+            if l == 0 && z == 0 {
+                return Err(malformed("an empty zero run"));
+            }
+            (*literal, *zeros) = (l, z);
+        }
+        if *literal > 0 {
+            let n = (*literal).min(buf.len() as u64) as usize;
+            literals
+                .read_exact(&mut buf[..n])
+                .map_err(|_| malformed("add literals too short"))?;
+            *literal -= n as u64;
+            return Ok(n);
+        }
+        let n = (*zeros).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        *zeros -= n as u64;
+        Ok(n)
+    }
+}
+
 enum State {
     Control,
     Add(u64, u64, i64),
@@ -332,7 +498,7 @@ enum State {
 struct Raw<R: Read + Seek, B: Read + Seek> {
     /// One interleaved control stream (format 1) or three columns (format 2).
     ctrl: Vec<Section<R>>,
-    adds: Section<R>,
+    adds: Adds<R>,
     copies: Section<R>,
     base: BaseView<B>,
     state: State,
@@ -396,16 +562,17 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)
         .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
-    let lzma2 = match &magic {
-        m if m == MAGIC => true,
-        m if m == MAGIC_ZSTD => false,
+    let (lzma2, mut start) = match &magic {
+        m if m == MAGIC => (true, HEADER3),
+        m if m == MAGIC_2 => (true, HEADER2),
+        m if m == MAGIC_ZSTD => (false, HEADER),
         _ => {
             return Err(DeltaError::Malformed(
-                "not a wardswarm delta (bad magic)".into(),
+                "not a wardswarm delta (bad magic; written by a newer version?)".into(),
             ))
         }
     };
-    let mut start = if lzma2 { HEADER2 } else { HEADER };
+    let zero_runs = start == HEADER3;
     let mut lens = vec![0u64; (start as usize - 4) / 8];
     for l in lens.iter_mut() {
         let mut b = [0u8; 8];
@@ -432,6 +599,19 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
     let adds = sections.pop();
     let (Some(adds), Some(copies)) = (adds, copies) else {
         return Err(DeltaError::Malformed("missing sections".into()));
+    };
+    let adds = if !zero_runs {
+        Adds::Whole(adds)
+    } else {
+        let pairs = sections
+            .pop()
+            .ok_or_else(|| DeltaError::Malformed("missing sections".into()))?;
+        Adds::Runs {
+            pairs: Box::new(pairs),
+            literals: Box::new(adds),
+            literal: 0,
+            zeros: 0,
+        }
     };
     let raw = Raw {
         ctrl: sections,
@@ -493,7 +673,10 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
                     self.base.read_exact(&mut buf[..n])?;
                     self.adds
                         .read_exact(&mut self.tmp[..n])
-                        .map_err(|_| malformed("add stream too short"))?;
+                        .map_err(|e| match e.kind() {
+                            io::ErrorKind::UnexpectedEof => malformed("add stream too short"),
+                            _ => e,
+                        })?;
                     for (o, d) in buf[..n].iter_mut().zip(&self.tmp[..n]) {
                         *o = o.wrapping_add(*d);
                     }
@@ -531,51 +714,4 @@ impl<R: Read + Seek, B: Read + Seek> Raw<R, B> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testkit;
-
-    fn run(d: &[u8], base: &[u8], limit: u64) -> Result<Vec<u8>, DeltaError> {
-        let mut out = Vec::new();
-        apply(|| Ok(io::Cursor::new(d)), io::Cursor::new(base), limit)?.read_to_end(&mut out)?;
-        Ok(out)
-    }
-
-    #[test]
-    fn round_trip_wrong_base_and_hostile_input() {
-        let base = testkit::bytes(300_000, 1);
-        let mut target = base.clone();
-        target[1000..1100].copy_from_slice(&testkit::bytes(100, 2));
-        target.extend_from_slice(&testkit::bytes(5000, 3));
-        let mut d = Vec::new();
-        create(&base, &target, Codec::Lzma2, &mut d).expect("create");
-        assert!(d.len() < 10_000, "delta {} bytes", d.len());
-        assert_eq!(run(&d, &base, target.len() as u64).expect("apply"), target);
-        // Format 1 (zstd) is still applied.
-        let mut d1 = Vec::new();
-        create(&base, &target, Codec::Zstd(19), &mut d1).expect("create");
-        assert_eq!(&d1[..4], MAGIC_ZSTD);
-        assert_eq!(run(&d1, &base, target.len() as u64).expect("apply"), target);
-        assert!(run(&d1[..d1.len() - 3], &base, target.len() as u64).is_err());
-        // Identical and empty inputs.
-        let mut same = Vec::new();
-        create(&base, &base, Codec::Lzma2, &mut same).expect("create");
-        assert_eq!(run(&same, &base, base.len() as u64).expect("apply"), base);
-        let mut empty = Vec::new();
-        create(&base, &[], Codec::Lzma2, &mut empty).expect("create");
-        assert!(run(&empty, &base, 0).expect("apply").is_empty());
-
-        let mut wrong = io::Cursor::new(testkit::bytes(300_000, 9));
-        assert!(matches!(
-            check_base(&mut wrong, 300_000, &Hash::of(&base)),
-            Err(DeltaError::WrongBase { .. })
-        ));
-        let mut right = io::Cursor::new(base.clone());
-        check_base(&mut right, base.len() as u64, &Hash::of(&base)).expect("right base");
-
-        // Garbage, truncation and an output limit are errors, never silent.
-        assert!(run(b"not a delta at all, not at all", &base, 10).is_err());
-        assert!(run(&d[..d.len() - 7], &base, target.len() as u64).is_err());
-        assert!(run(&d, &base, target.len() as u64 - 1).is_err());
-    }
-}
+mod tests;
