@@ -1,12 +1,14 @@
 //! Binary deltas: a bsdiff-style suffix-array diff (matches found by the `bidiff` crate), written as
 //! three separately compressed streams, applied as a stream in bounded memory.
 //!
-//! Format (`docs/formats.md`): four magic bytes, then three little-endian u64 lengths, then (format 2
-//! only) the transformed ranges of the base and of the target ([`branch`]), then three compressed
+//! Format (`docs/formats.md`): four magic bytes, then little-endian u64 section lengths, then (formats
+//! 2 and 3) the transformed ranges of the base and of the target ([`branch`]), then the compressed
 //! streams: the controls (per control: LEB128 add length, LEB128 copy length,
 //! zigzag-LEB128 seek), the add bytes (new minus base, byte-wise, where the base matches
-//! approximately), and the copy bytes (literal new bytes). `"WSD2"` (written now) compresses each
-//! stream as an xz stream of LZMA2, tuned per stream; `"WSD1"` (still applied) used zstd. Applying
+//! approximately), and the copy bytes (literal new bytes). `"WSD3"` (written now) compresses each
+//! stream as an xz stream of LZMA2, tuned per stream, with the controls in three columns and the add
+//! bytes' long zero runs in a stream of their own ([`ZERO_RUN_MIN`]); `"WSD2"` (still applied) kept
+//! the add bytes whole; `"WSD1"` (still applied) used zstd and interleaved controls. Applying
 //! starts at base offset 0; for each control it adds `add` bytes to the base, emits `copy` literal
 //! bytes, then moves the base position by `seek`. Keeping the three kinds of data apart is what lets
 //! each compress well (bsdiff does the same with bzip2).
