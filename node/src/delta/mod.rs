@@ -1,5 +1,6 @@
 //! Binary deltas: a bsdiff-style suffix-array diff (matches found by the `bidiff` crate), written as
-//! three separately compressed streams, applied as a stream in bounded memory.
+//! separately compressed streams of controls, add bytes and copy bytes, applied as a stream in
+//! bounded memory.
 //!
 //! Format (`docs/formats.md`): four magic bytes, then little-endian u64 section lengths, then (formats
 //! 2 and 3) the transformed ranges of the base and of the target ([`branch`]), then the compressed
@@ -185,12 +186,16 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
 /// is smaller: the transform pays on some executables and costs on others, so it is measured, never
 /// assumed.
 pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> io::Result<()> {
-    let (rb, rt) = (branch::exec_ranges(base), branch::exec_ranges(target));
+    // Only format 2 and later carry transformed ranges.
+    let (rb, rt) = match codec {
+        Codec::Lzma2 => (branch::exec_ranges(base), branch::exec_ranges(target)),
+        Codec::Zstd(_) => (vec![], vec![]),
+    };
     let same_arch = rb
         .iter()
         .chain(&rt)
         .all(|r| rb.first().is_some_and(|f| f.arch == r.arch));
-    let best = if codec == Codec::Lzma2 && !rb.is_empty() && !rt.is_empty() && same_arch {
+    let best = if !rb.is_empty() && !rt.is_empty() && same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
         let (plain, transformed) = std::thread::scope(|scope| {
             let plain = scope.spawn(|| encode(base, target, codec, &[], &[]));

@@ -84,9 +84,19 @@ proptest::proptest! {
         }
         let (pairs, literals) = z.finish();
         proptest::prop_assert_eq!(expand(&pairs, &literals), adds.clone());
-        let short: u64 = runs.iter().map(|(zeros, _)| *zeros as u64).filter(|z| *z < ZERO_RUN_MIN).sum();
-        proptest::prop_assert!(literals.len() as u64 >= adds.iter().filter(|b| **b != 0).count() as u64);
-        proptest::prop_assert!(literals.iter().filter(|b| **b == 0).count() as u64 <= short + ZERO_RUN_MIN);
+        // Zeros stay among the literals only from runs shorter than the threshold, and no run of
+        // the threshold's length is left there.
+        let short: u64 = runs
+            .iter()
+            .map(|(zeros, _)| *zeros as u64)
+            .filter(|z| *z < ZERO_RUN_MIN)
+            .sum();
+        let kept = literals.iter().filter(|b| **b == 0).count() as u64;
+        proptest::prop_assert!(kept <= short, "{} zeros kept, {} in short runs", kept, short);
+        let long = literals
+            .windows(ZERO_RUN_MIN as usize)
+            .any(|w| w.iter().all(|b| *b == 0));
+        proptest::prop_assert!(!long, "a run of {} zeros left among the literals", ZERO_RUN_MIN);
     }
 }
 
