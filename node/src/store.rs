@@ -11,7 +11,8 @@
 //!
 //! Write ordering (see `docs/store.md`): for every chunk group received, the bao decoder first checks
 //! the parent hashes on its path and then the group's own hash against the signed root; only then are
-//! the parents written to `outboard`, the bytes to `data`, and last the group's bit to `groups`. A kill
+//! the parents written to `outboard`, the bytes to `data`, and last the group's bit to `groups` (in
+//! batches of up to 256 KiB of groups, each batch in that order; see `Pending`). A kill
 //! -9 at any instant therefore leaves every set bit backed by verified data (the page cache survives a
 //! process kill). [`Entry::sync`] fsyncs data and outboard before the bitmap, bounding what a power cut
 //! loses; and on open every claimed group is re-hashed against the outboard and the root, so a bit whose
@@ -19,6 +20,7 @@
 //! against the outboard as it is encoded: nothing unverified is ever sent or installed.
 
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
     io::{self, Read, Write},
@@ -41,6 +43,7 @@ use bao_tree::{
     },
     ChunkNum, ChunkRanges,
 };
+use bytes::Bytes;
 
 use crate::{
     fsutil,
@@ -115,6 +118,61 @@ impl ReadAt for At<'_> {
 impl Size for At<'_> {
     fn size(&self) -> io::Result<Option<u64>> {
         Ok(Some(self.0.metadata()?.len()))
+    }
+}
+
+/// Positioned reads of the outboard through a window read ahead, for the encoder: it asks for 64
+/// bytes per proof node, in pre-order, and the nodes under one subtree are contiguous there, so one
+/// `pread` per window serves many asks, not one per node. The window lives for one response; what it
+/// holds of the requested groups' proofs was verified and written before the response began.
+/// (Data is read directly: the encoder asks for a whole group at a time.)
+struct ReadAhead<'a> {
+    file: &'a File,
+    window: RefCell<(u64, Vec<u8>)>,
+}
+
+/// The outboard window: 64 proof nodes.
+const NODE_WINDOW: usize = 4096;
+
+impl<'a> ReadAhead<'a> {
+    fn new(file: &'a File) -> Self {
+        Self {
+            file,
+            window: RefCell::new((0, Vec::new())),
+        }
+    }
+}
+
+impl ReadAt for ReadAhead<'_> {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.len() >= NODE_WINDOW {
+            return FileExt::read_at(self.file, buf, pos);
+        }
+        let mut w = self.window.borrow_mut();
+        let (start, bytes) = &mut *w;
+        if pos < *start || pos + buf.len() as u64 > *start + bytes.len() as u64 {
+            bytes.resize(NODE_WINDOW, 0);
+            let mut filled = 0;
+            while filled < bytes.len() {
+                match FileExt::read_at(self.file, &mut bytes[filled..], pos + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            bytes.truncate(filled);
+            *start = pos;
+        }
+        let off = (pos - *start) as usize;
+        let n = buf.len().min(bytes.len().saturating_sub(off));
+        buf[..n].copy_from_slice(&bytes[off..off + n]);
+        Ok(n)
+    }
+}
+impl Size for ReadAhead<'_> {
+    fn size(&self) -> io::Result<Option<u64>> {
+        Ok(Some(self.file.metadata()?.len()))
     }
 }
 
@@ -215,21 +273,6 @@ impl Entry {
         outboard::tree(self.length)
     }
 
-    /// Marks groups verified: bit in memory and on disk, after their data was written.
-    fn mark(&self, g: u64) -> Result<bool, StoreError> {
-        let mut have = self.lock();
-        if !have.insert(g) {
-            return Ok(false);
-        }
-        let byte_index = g / 8;
-        let b = have.byte(byte_index);
-        let p = self.dir.join("groups");
-        self.groups_file
-            .write_all_at(&[b], byte_index)
-            .map_err(io_err(&p))?;
-        Ok(true)
-    }
-
     /// Removes groups (after local corruption is found).
     fn unmark(&self, groups: impl IntoIterator<Item = u64>) -> Result<u64, StoreError> {
         let mut have = self.lock();
@@ -244,73 +287,101 @@ impl Entry {
         Ok(n)
     }
 
+    /// Marks verified groups, after their data was written: bits in memory, then the changed bytes of
+    /// the bitmap in one write. Returns the groups that were not marked before.
+    fn mark_all(&self, groups: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let mut have = self.lock();
+        let fresh: Vec<u64> = groups.iter().copied().filter(|g| have.insert(*g)).collect();
+        let (Some(lo), Some(hi)) = (fresh.iter().min(), fresh.iter().max()) else {
+            return Ok(fresh);
+        };
+        let bytes: Vec<u8> = (lo / 8..=hi / 8).map(|i| have.byte(i)).collect();
+        let p = self.dir.join("groups");
+        self.groups_file
+            .write_all_at(&bytes, lo / 8)
+            .map_err(io_err(&p))?;
+        Ok(fresh)
+    }
+
     /// Receives a bao-encoded response for `groups` from `encoded`, verifying each chunk group against
-    /// the signed root before it is written. Calls `on_group` for each newly verified group. On error,
-    /// the groups verified before it stay verified.
+    /// the signed root before it is written. Calls `on_group` for each newly verified group, once it
+    /// is written. On error, the groups verified before it stay verified.
+    ///
+    /// Verified groups are written in batches (see [`Pending`]): a batch is written before the
+    /// response would wait for the peer ([`Incoming::drained`]), so a slow peer's groups are on disk
+    /// and reported as soon as they are all there is.
     pub fn receive(
         &self,
         groups: &[Range<u64>],
-        encoded: impl Read,
-        mut on_group: impl FnMut(u64),
+        encoded: impl Incoming,
+        on_group: impl FnMut(u64),
     ) -> Result<u64, ReceiveError> {
         let ranges = chunk_ranges(groups);
         let tree = self.tree();
-        let mut bytes = 0u64;
-        let op = self.outboard_path();
-        let dp = self.data_path();
-        for item in DecodeResponseIter::new(self.root.into(), tree, encoded, &ranges) {
-            match item {
-                Ok(BaoContentItem::Parent(p)) => {
-                    let Some(index) = tree.pre_order_offset(p.node) else {
-                        continue;
-                    };
-                    let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
-                    let known = self.parents_written.get(word);
-                    if known.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
-                        continue; // verified against the same root before: the same 64 bytes
+        let pending = RefCell::new(Pending::new(self, on_group));
+        let reader = FlushBeforeWait {
+            inner: encoded,
+            pending: &pending,
+        };
+        let failed = |e: ReceiveError| {
+            // What verified before the failure is kept (a local fault has already been kept).
+            let mut p = pending.borrow_mut();
+            match p.local.take() {
+                Some(local) => Err(ReceiveError::Local(local)),
+                None => match p.flush() {
+                    Ok(()) => Err(e),
+                    Err(local) => Err(ReceiveError::Local(local)),
+                },
+            }
+        };
+        for item in DecodeResponseIter::new(self.root.into(), tree, reader, &ranges) {
+            let step = match item {
+                Ok(BaoContentItem::Parent(p)) => match tree.pre_order_offset(p.node) {
+                    Some(index) if !self.parent_written(index) => {
+                        let mut pair = [0u8; 64];
+                        pair[..32].copy_from_slice(p.pair.0.as_bytes());
+                        pair[32..].copy_from_slice(p.pair.1.as_bytes());
+                        pending.borrow_mut().parent(index, pair);
+                        Ok(())
                     }
-                    let mut pair = [0u8; 64];
-                    pair[..32].copy_from_slice(p.pair.0.as_bytes());
-                    pair[32..].copy_from_slice(p.pair.1.as_bytes());
-                    self.outboard
-                        .write_all_at(&pair, index * 64)
-                        .map_err(|e| ReceiveError::Local(io_err(&op)(e)))?;
-                    if let Some(w) = known {
-                        w.fetch_or(bit, Ordering::Relaxed);
-                    }
-                }
-                Ok(BaoContentItem::Leaf(leaf)) => {
-                    self.data
-                        .write_all_at(&leaf.data, leaf.offset)
-                        .map_err(|e| ReceiveError::Local(io_err(&dp)(e)))?;
-                    bytes += leaf.data.len() as u64;
-                    let g = leaf.offset / GROUP_BYTES;
-                    if self.mark(g).map_err(ReceiveError::Local)? {
-                        on_group(g);
-                    }
-                }
+                    // Verified against the same root before: the same 64 bytes.
+                    _ => Ok(()),
+                },
+                Ok(BaoContentItem::Leaf(leaf)) => pending.borrow_mut().leaf(leaf.offset, leaf.data),
                 Err(DecodeError::ParentHashMismatch(n)) => {
-                    return Err(ReceiveError::Corrupt(format!(
+                    return failed(ReceiveError::Corrupt(format!(
                         "parent hash mismatch at level {}",
                         n.level()
                     )))
                 }
                 Err(DecodeError::LeafHashMismatch(c)) => {
-                    return Err(ReceiveError::Corrupt(format!(
+                    return failed(ReceiveError::Corrupt(format!(
                         "chunk group {} does not match the root",
                         c.0 >> CHUNK_GROUP_LOG
                     )))
                 }
                 Err(DecodeError::LeafNotFound(_) | DecodeError::ParentNotFound(_)) => {
-                    return Err(ReceiveError::Truncated(io::Error::new(
+                    return failed(ReceiveError::Truncated(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "peer closed the stream",
                     )))
                 }
-                Err(DecodeError::Io(e)) => return Err(ReceiveError::Truncated(e)),
+                Err(DecodeError::Io(e)) => return failed(ReceiveError::Truncated(e)),
+            };
+            if let Err(local) = step {
+                return Err(ReceiveError::Local(local));
             }
         }
-        Ok(bytes)
+        let mut p = pending.into_inner();
+        p.flush().map_err(ReceiveError::Local)?;
+        Ok(p.bytes)
+    }
+
+    fn parent_written(&self, index: u64) -> bool {
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        self.parents_written
+            .get(word)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
     }
 
     /// Receives plain bytes from an untrusted source (the WAN origin): `data` holds whole groups from
@@ -383,7 +454,7 @@ impl Entry {
         let ob = PreOrderOutboard {
             root: self.root.into(),
             tree: self.tree(),
-            data: At(&self.outboard),
+            data: ReadAhead::new(&self.outboard),
         };
         match encode_ranges_validated(At(&self.data), &ob, &ranges, out) {
             Ok(()) => Ok(()),
@@ -446,6 +517,166 @@ impl Entry {
         self.groups_file
             .sync_data()
             .map_err(io_err(&self.dir.join("groups")))
+    }
+}
+
+/// A response being received: bytes to read, and whether the next read would wait for the peer.
+pub trait Incoming: Read {
+    /// Nothing is buffered here: the next read waits for the peer (or sees the end).
+    fn drained(&self) -> bool;
+}
+
+impl Incoming for &[u8] {
+    fn drained(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T: Incoming + ?Sized> Incoming for &mut T {
+    fn drained(&self) -> bool {
+        (**self).drained()
+    }
+}
+
+/// Verified groups held in a batch before they are written: at most this many bytes. One write of
+/// data, one of proof nodes and one of the bitmap per batch, instead of one each per 16 KiB group
+/// (three syscalls per group were most of a fetcher's CPU outside the ciphers; `docs/performance.md`).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Verified data, proof nodes and groups not yet written. A flush writes the proof nodes and the
+/// data, then the groups' bits, then reports the groups: the store's write order, per batch.
+struct Pending<'e, F> {
+    entry: &'e Entry,
+    /// Contiguous verified leaves starting at `data_at`, `data_len` bytes (written with one `pwritev`,
+    /// not copied).
+    data_at: u64,
+    data: Vec<Bytes>,
+    data_len: usize,
+    /// Proof nodes (pre-order index, the 64-byte pair).
+    parents: Vec<(u64, [u8; 64])>,
+    groups: Vec<u64>,
+    on_group: F,
+    /// Bytes written.
+    bytes: u64,
+    /// A write that failed inside a read (before waiting): reported as ours, not the peer's.
+    local: Option<StoreError>,
+}
+
+impl<'e, F: FnMut(u64)> Pending<'e, F> {
+    fn new(entry: &'e Entry, on_group: F) -> Self {
+        Self {
+            entry,
+            data_at: 0,
+            data: Vec::new(),
+            data_len: 0,
+            parents: Vec::new(),
+            groups: Vec::new(),
+            on_group,
+            bytes: 0,
+            local: None,
+        }
+    }
+
+    fn parent(&mut self, index: u64, pair: [u8; 64]) {
+        self.parents.push((index, pair));
+    }
+
+    fn leaf(&mut self, offset: u64, bytes: Bytes) -> Result<(), StoreError> {
+        if !self.data.is_empty() && self.data_at + self.data_len as u64 != offset {
+            self.flush()?;
+        }
+        if self.data.is_empty() {
+            self.data_at = offset;
+        }
+        self.data_len += bytes.len();
+        self.data.push(bytes);
+        self.groups.push(offset / GROUP_BYTES);
+        if self.data_len >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let e = self.entry;
+        if !self.parents.is_empty() {
+            self.parents.sort_unstable_by_key(|p| p.0);
+            self.parents.dedup_by_key(|p| p.0);
+            // Nodes under one subtree are contiguous in pre-order: write each contiguous run at once.
+            let mut run = Vec::with_capacity(self.parents.len() * 64);
+            let mut i = 0;
+            while i < self.parents.len() {
+                let first = self.parents[i].0;
+                run.clear();
+                while i < self.parents.len() && self.parents[i].0 == first + (run.len() / 64) as u64
+                {
+                    run.extend_from_slice(&self.parents[i].1);
+                    i += 1;
+                }
+                e.outboard
+                    .write_all_at(&run, first * 64)
+                    .map_err(io_err(&e.outboard_path()))?;
+            }
+            for (index, _) in self.parents.drain(..) {
+                if let Some(w) = e.parents_written.get((index / 64) as usize) {
+                    w.fetch_or(1u64 << (index % 64), Ordering::Relaxed);
+                }
+            }
+        }
+        if !self.data.is_empty() {
+            write_all_vectored_at(&e.data, &self.data, self.data_at)
+                .map_err(io_err(&e.data_path()))?;
+            self.bytes += self.data_len as u64;
+            self.data.clear();
+            self.data_len = 0;
+        }
+        if !self.groups.is_empty() {
+            let fresh = e.mark_all(&self.groups)?;
+            self.groups.clear();
+            for g in fresh {
+                (self.on_group)(g);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bufs` at `offset`, one after another, in as few `pwritev` calls as the kernel allows.
+fn write_all_vectored_at(file: &File, bufs: &[Bytes], offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+    let mut rest = &mut slices[..];
+    let mut at = offset;
+    while !rest.is_empty() {
+        match rustix::io::pwritev(file, rest, at) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                at += n as u64;
+                io::IoSlice::advance_slices(&mut rest, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The decoder's reader: writes the pending batch before a read that would wait for the peer.
+struct FlushBeforeWait<'p, 'e, R, F> {
+    inner: R,
+    pending: &'p RefCell<Pending<'e, F>>,
+}
+
+impl<R: Incoming, F: FnMut(u64)> Read for FlushBeforeWait<'_, '_, R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.inner.drained() {
+            let mut p = self.pending.borrow_mut();
+            if let Err(e) = p.flush() {
+                let msg = e.to_string();
+                p.local = Some(e);
+                return Err(io::Error::other(msg));
+            }
+        }
+        self.inner.read(buf)
     }
 }
 
@@ -634,9 +865,7 @@ impl Store {
                 .unwrap_or(0);
             return Err(StoreError::ImportMismatch { root, group });
         }
-        for g in 0..e.group_count() {
-            e.mark(g)?;
-        }
+        e.mark_all(&(0..e.group_count()).collect::<Vec<_>>())?;
         e.sync()?;
         Ok(e)
     }

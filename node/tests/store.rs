@@ -1,11 +1,11 @@
 //! The verified chunk store: fills in any order, refuses corrupt data, survives restarts.
 
-use std::ops::Range;
+use std::{cell::RefCell, io::Read, ops::Range, rc::Rc};
 
 use wardswarm_node::{
     groups::GroupSet,
     outboard::{self, GROUP_BYTES},
-    store::{ReceiveError, ServeError, Store},
+    store::{Incoming, ReceiveError, ServeError, Store},
     Hash,
 };
 
@@ -214,4 +214,87 @@ fn a_set_of_runs_travels_in_one_response() {
         e.serve(&[1..3, 3..4], Vec::new()),
         Err(ServeError::Store(_))
     ));
+}
+
+/// A response that arrives in pieces, as from a slow peer: `drained` at the end of each piece. At
+/// each wait for the next piece it notes how many groups had been reported.
+struct Pieces {
+    next: std::collections::VecDeque<Vec<u8>>,
+    piece: Vec<u8>,
+    at: usize,
+    seen: Rc<RefCell<Vec<u64>>>,
+    reported_at_waits: Vec<usize>,
+}
+
+impl Incoming for Pieces {
+    fn drained(&self) -> bool {
+        self.at == self.piece.len()
+    }
+}
+
+impl Read for Pieces {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.drained() {
+            // Waiting for the peer's next bytes: what came before must be reported by now.
+            self.reported_at_waits.push(self.seen.borrow().len());
+            match self.next.pop_front() {
+                Some(p) => (self.piece, self.at) = (p, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.piece.len() - self.at);
+        out[..n].copy_from_slice(&self.piece[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn groups_are_written_and_reported_before_the_response_waits_for_the_peer() {
+    // 40 groups: more than one batch, so batches are written both when full and before a wait.
+    let len = 40 * GROUP_BYTES;
+    let bytes = data(len, 31);
+    let (_d, src, root) = source(&bytes);
+    let wire = encode(&src, &root, &[0..40]);
+    // Three pieces: about 4 groups, about 16 more, the rest. A batch holds 16 groups, so only a write
+    // before each wait reports the first two pieces' groups in full.
+    let (cut_a, cut_b) = (wire.len() / 10, wire.len() / 2);
+    let dir = tempfile::tempdir().expect("tmp");
+    let dst = Store::open(dir.path()).expect("store");
+    let e = dst.create(root, len).expect("create");
+    let seen = Rc::new(RefCell::new(vec![]));
+    let mut pieces = Pieces {
+        next: [&wire[..cut_a], &wire[cut_a..cut_b], &wire[cut_b..]]
+            .map(<[u8]>::to_vec)
+            .into(),
+        piece: vec![],
+        at: 0,
+        seen: seen.clone(),
+        reported_at_waits: vec![],
+    };
+    let written = {
+        let s = seen.clone();
+        e.receive(&[0..40], &mut pieces, move |g| s.borrow_mut().push(g))
+            .expect("verified")
+    };
+    assert_eq!(written, len);
+    assert_eq!(*seen.borrow(), (0..40).collect::<Vec<_>>());
+    // Before the first wait nothing had arrived; every later wait saw what had fully arrived reported.
+    let waits = &pieces.reported_at_waits;
+    assert_eq!(waits[0], 0, "{waits:?}");
+    assert!(
+        waits[1] >= 3,
+        "the first piece's groups reported before waiting: {waits:?}"
+    );
+    assert!(
+        waits[2] >= 19,
+        "the second piece's groups reported before waiting: {waits:?}"
+    );
+    drop(e);
+    drop(dst);
+    // Everything reported is on disk: a reopened store re-validates all 40 groups.
+    let dst = Store::open(dir.path()).expect("reopen");
+    let e = dst.get(&root).expect("entry");
+    assert!(e.is_complete());
+    assert_eq!(std::fs::read(e.data_path()).expect("read"), bytes);
 }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use futures::AsyncReadExt;
+use futures::{AsyncReadExt, FutureExt};
 use libp2p::{PeerId, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,7 @@ use crate::{
         wire::{self, Get, Protocol, Status},
     },
     scheduler::{Outcome, ReqId},
-    store::{Entry, ReceiveError},
+    store::{Entry, Incoming, ReceiveError},
 };
 
 /// A request the scheduler asked for.
@@ -105,6 +105,9 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     let internal = s.internal.clone();
     let runs = get.runs.clone();
     let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+    // Buffers the decoder is done with come back to be filled again: no allocation and no zeroing
+    // per hand-off.
+    let (spare_tx, mut spare_rx) = mpsc::channel(2);
     let decoder = tokio::task::spawn_blocking(move || {
         let progress = Progress {
             tx: internal,
@@ -112,7 +115,7 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
             req,
             groups: Rc::default(),
         };
-        let reader = PipeReader::new(rx, progress.clone());
+        let reader = PipeReader::new(rx, spare_tx, progress.clone());
         let r = entry.receive(&runs, reader, |group| {
             let held = {
                 let mut groups = progress.groups.borrow_mut();
@@ -131,7 +134,7 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     // stops first (all verified, or a corrupt group) closes the pipe, and reading stops at once.
     let watch = tx.clone();
     tokio::select! {
-        _ = receive_pipe(&s, &mut st, tx, &label) => {},
+        _ = receive_pipe(&s, &mut st, tx, &mut spare_rx, &label) => {},
         _ = watch.closed() => {},
         _ = cancel.cancelled() => {},
     }
@@ -192,19 +195,31 @@ impl Progress {
 /// of the stream; a stream error arrives as an error.
 struct PipeReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    spare: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
     at: usize,
     progress: Progress,
 }
 
 impl PipeReader {
-    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>, progress: Progress) -> Self {
+    fn new(
+        rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+        spare: mpsc::Sender<Vec<u8>>,
+        progress: Progress,
+    ) -> Self {
         Self {
             rx,
+            spare,
             buf: Vec::new(),
             at: 0,
             progress,
         }
+    }
+}
+
+impl Incoming for PipeReader {
+    fn drained(&self) -> bool {
+        self.at == self.buf.len() && self.rx.is_empty()
     }
 }
 
@@ -222,7 +237,9 @@ impl Read for PipeReader {
             };
             match next {
                 Some(Ok(b)) => {
-                    self.buf = b;
+                    let used = std::mem::replace(&mut self.buf, b);
+                    // Full (the reader has enough spares) or gone: the buffer is dropped.
+                    let _ = self.spare.try_send(used);
                     self.at = 0;
                 }
                 Some(Err(e)) => return Err(e),
@@ -236,10 +253,15 @@ impl Read for PipeReader {
     }
 }
 
-/// `receive_pipe` hands bytes to the decoder once it holds this many: four chunk groups. Each hand-off
-/// wakes the decoder's thread; one per group cost the live ward-50 about 13 % of its CPU
-/// (`docs/performance.md`). Progress lags the wire by at most four groups (64 KiB).
+/// `receive_pipe` hands bytes to the decoder once it holds this many (four chunk groups) and the next
+/// read would wait, or once its buffer is full. Each hand-off wakes the decoder's thread: one per
+/// group cost the live ward-50 about 13 % of its CPU (`docs/performance.md`). Progress lags the wire by
+/// at most four groups while the peer is slower than the decoder.
 const HANDOVER_BYTES: usize = 4 * crate::outboard::GROUP_BYTES as usize;
+/// The buffer while the decoder is behind (buffers wait in the pipe): a fast peer's bytes go over in
+/// fewer, larger hand-offs. With `PIPE_DEPTH`, at most 1 MiB per transfer in the pipe; a slow peer's
+/// transfer (the ward's usual case) keeps `PIPE_BUF` buffers.
+const RECEIVE_BUF: usize = 4 * PIPE_BUF;
 
 /// Reads a response from the peer under the download cap and hands it to the decoder a group or more
 /// at a time. Stops at the end of the stream, or on a stream error (passed on to the decoder).
@@ -247,16 +269,40 @@ async fn receive_pipe(
     s: &Shared,
     st: &mut Stream,
     tx: mpsc::Sender<io::Result<Vec<u8>>>,
+    spare: &mut mpsc::Receiver<Vec<u8>>,
     label: &TransferLabels,
 ) {
     let t = s.cfg.io_timeout;
-    let mut buf = vec![0u8; PIPE_BUF];
+    let fresh = |spare: &mut mpsc::Receiver<Vec<u8>>, tx: &mpsc::Sender<_>| {
+        let mut b = spare.try_recv().unwrap_or_default();
+        let behind = tx.capacity() < PIPE_DEPTH;
+        b.resize(if behind { RECEIVE_BUF } else { PIPE_BUF }, 0);
+        b
+    };
+    let mut buf = fresh(spare, &tx);
     let mut filled = 0;
     // Looked up once, not per read: a family lookup hashes the labels under a lock.
     let received = s.metrics.received_bytes.get_or_create(label).clone();
     loop {
-        let end = PIPE_BUF.min(filled + s.download.slice_bytes());
-        let (n, failed) = match timed(t, st.read(&mut buf[filled..end])).await {
+        let end = buf.len().min(filled + s.download.slice_bytes());
+        let read = if filled == buf.len() {
+            None
+        } else if filled >= HANDOVER_BYTES {
+            // Enough for a hand-off: read on only what is already here.
+            st.read(&mut buf[filled..end]).now_or_never()
+        } else {
+            Some(timed(t, st.read(&mut buf[filled..end])).await)
+        };
+        let Some(read) = read else {
+            let mut out = std::mem::replace(&mut buf, fresh(spare, &tx));
+            out.truncate(filled);
+            filled = 0;
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let (n, failed) = match read {
             Ok(n) => (n, None),
             Err(e) => (0, Some(e)),
         };
@@ -267,10 +313,9 @@ async fn receive_pipe(
             pass_cap(s, &s.download, "download", n as u64).await;
         }
         let ended = n == 0;
-        if filled > 0 && (filled >= HANDOVER_BYTES || ended) {
-            let out = buf[..filled].to_vec();
-            filled = 0;
-            if tx.send(Ok(out)).await.is_err() {
+        if filled > 0 && ended {
+            buf.truncate(filled);
+            if tx.send(Ok(std::mem::take(&mut buf))).await.is_err() {
                 return;
             }
         }
