@@ -296,10 +296,12 @@ impl Entry {
             return Ok(fresh);
         };
         let bytes: Vec<u8> = (lo / 8..=hi / 8).map(|i| have.byte(i)).collect();
-        let p = self.dir.join("groups");
         self.groups_file
             .write_all_at(&bytes, lo / 8)
-            .map_err(io_err(&p))?;
+            .map_err(|cause| StoreError::Io {
+                path: self.dir.join("groups"),
+                cause,
+            })?;
         Ok(fresh)
     }
 
@@ -615,7 +617,10 @@ impl<'e, F: FnMut(u64)> Pending<'e, F> {
                 }
                 e.outboard
                     .write_all_at(&run, first * 64)
-                    .map_err(io_err(&e.outboard_path()))?;
+                    .map_err(|cause| StoreError::Io {
+                        path: e.outboard_path(),
+                        cause,
+                    })?;
             }
             for (index, _) in self.parents.drain(..) {
                 if let Some(w) = e.parents_written.get((index / 64) as usize) {
@@ -624,8 +629,12 @@ impl<'e, F: FnMut(u64)> Pending<'e, F> {
             }
         }
         if !self.data.is_empty() {
-            write_all_vectored_at(&e.data, &self.data, self.data_at)
-                .map_err(io_err(&e.data_path()))?;
+            write_all_vectored_at(&e.data, &self.data, self.data_at).map_err(|cause| {
+                StoreError::Io {
+                    path: e.data_path(),
+                    cause,
+                }
+            })?;
             self.bytes += self.data_len as u64;
             self.data.clear();
             self.data_len = 0;
