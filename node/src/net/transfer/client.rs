@@ -238,7 +238,7 @@ impl Read for PipeReader {
             match next {
                 Some(Ok(b)) => {
                     let used = std::mem::replace(&mut self.buf, b);
-                    // Full (the reader has enough spares) or gone: the buffer is dropped.
+                    // Back to `receive_pipe`; if it already holds two spares, or is gone, dropped.
                     let _ = self.spare.try_send(used);
                     self.at = 0;
                 }

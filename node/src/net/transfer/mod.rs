@@ -12,8 +12,9 @@
 //! - [`server`]: answering a GET, the store's encoder feeding the stream through a pipe;
 //! - [`client`]: one request to one peer, the stream feeding the store's verifying decoder.
 //!
-//! Bytes move between the blocking bao encoder/decoder and the async stream in [`PIPE_BUF`] buffers:
-//! one thread hand-off per 64 KiB, not one per cap slice (that cost more CPU than BLAKE3 and
+//! Bytes move between the blocking bao encoder/decoder and the async stream in [`PIPE_BUF`] buffers
+//! (the receiver's grow to 256 KiB while its decoder is behind): one thread hand-off per 64 KiB or
+//! more, not one per cap slice (that cost more CPU than BLAKE3 and
 //! ChaCha20 together, measured in `docs/performance.md`).
 
 pub(super) mod client;
@@ -23,7 +24,8 @@ use super::{actor::Shared, caps::Cap, metrics::DirectionLabels};
 
 /// Bytes move between a blocking bao encoder or decoder and the async stream in buffers of this size.
 const PIPE_BUF: usize = 64 * 1024;
-/// Buffers in flight per transfer, each way: with `PIPE_BUF`, at most 256 KiB per transfer.
+/// Buffers in flight per transfer, each way: with `PIPE_BUF`, at most 256 KiB per transfer (1 MiB on
+/// the receiving side while its decoder is behind; `client::RECEIVE_BUF`).
 const PIPE_DEPTH: usize = 4;
 
 /// Waits until `bytes` may pass `cap`, and counts the time held up as throttled in `direction`.
