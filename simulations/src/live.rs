@@ -216,6 +216,8 @@ struct Device {
     stop: CancellationToken,
     /// Bytes sent by earlier incarnations (a restart starts counters at zero).
     sent_before: u64,
+    /// Streams and transfers of this device's earlier runs.
+    streams_before: Counts,
     from_gateway_before: u64,
     from_peers_before: u64,
     completed: Option<f64>,
@@ -315,6 +317,7 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
             sampled: 0,
             stop: CancellationToken::new(),
             sent_before: 0,
+            streams_before: Default::default(),
             from_gateway_before: 0,
             from_peers_before: 0,
             completed: None,
@@ -499,6 +502,17 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
     out.wan_per_ward.push(gw.wan_bytes());
     out.gateway_upload_per_ward
         .push(gw_node.metrics().sent_all.get());
+    let mut counts = Counts::default();
+    add_counts(&mut counts, &gw_node.metrics());
+    for d in &devices {
+        counts.add(&d.streams_before);
+        if let Some(n) = d.node() {
+            add_counts(&mut counts, &n.metrics());
+        }
+    }
+    out.streams_opened = counts.streams;
+    out.transfers = counts.transfers;
+    out.groups_requested = counts.groups_requested;
     let label = root_hash.short();
     if let Some(mut r) = live.rollout.take() {
         for d in &devices {
@@ -690,6 +704,7 @@ impl Live {
             let m = r.node.metrics();
             let label = self.root_hash.short();
             d.sent_before += m.sent_all.get();
+            add_counts(&mut d.streams_before, &m);
             d.from_gateway_before += m.received_total(&label, "gateway");
             d.from_peers_before += m.received_total(&label, "peer");
             if let Err(e) = r.stop().await {
@@ -708,4 +723,37 @@ pub async fn first_addr(h: &Handle) -> Result<Multiaddr> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     bail!("node did not start listening")
+}
+
+/// Adds a node's stream and transfer counters to `into` (streams counted once, by their opener).
+fn add_counts(into: &mut Counts, m: &wardswarm_node::net::metrics::Metrics) {
+    for (proto, dir, n) in m.streams_opened_by_protocol() {
+        if dir == "outbound" {
+            *into.streams.entry(proto).or_default() += n;
+        }
+    }
+    for (outcome, n) in m.transfers_by_outcome() {
+        *into.transfers.entry(outcome).or_default() += n;
+    }
+    into.groups_requested += m.groups_requested.get();
+}
+
+/// Stream and transfer counts, summed over nodes (and a device's earlier runs).
+#[derive(Debug, Default)]
+struct Counts {
+    streams: std::collections::BTreeMap<String, u64>,
+    transfers: std::collections::BTreeMap<String, u64>,
+    groups_requested: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        for (k, v) in &o.streams {
+            *self.streams.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.transfers {
+            *self.transfers.entry(k.clone()).or_default() += v;
+        }
+        self.groups_requested += o.groups_requested;
+    }
 }

@@ -115,6 +115,13 @@ pub struct RunOutcome {
     pub clinical: Option<ClinicalOutcome>,
     /// The rollout, if the scenario has one (the first ward's).
     pub rollout: Option<crate::rollout::RolloutOutcome>,
+    /// Ward-protocol streams opened over the run, by protocol, every node summed (live engine; the
+    /// model engine counts transfer streams only).
+    pub streams_opened: std::collections::BTreeMap<String, u64>,
+    /// Transfers requested over the run, by how they ended, every node summed.
+    pub transfers: std::collections::BTreeMap<String, u64>,
+    /// Chunk groups asked for in transfer requests, every node summed.
+    pub groups_requested: u64,
 }
 
 impl RunOutcome {
@@ -134,6 +141,9 @@ impl RunOutcome {
             wall_s: 0.0,
             clinical: None,
             rollout: None,
+            streams_opened: Default::default(),
+            transfers: Default::default(),
+            groups_requested: 0,
         }
     }
 }
@@ -348,6 +358,10 @@ pub fn build(sc: &Scenario, run: &RunOutcome) -> Report {
             "gated_s": r.gated_s,
             "series": {"t_s": r.t, "finished_per_group": r.finished},
         })),
+        "streams_opened": run.streams_opened,
+        "transfers": run.transfers,
+        "groups_requested": run.groups_requested,
+        "groups_per_transfer": run.groups_requested as f64 / run.transfers.values().sum::<u64>().max(1) as f64,
         "elapsed_s": run.elapsed_s,
         "wall_s": run.wall_s,
         "checks_failed": failures,

@@ -378,6 +378,7 @@ impl Actor {
                         _ = shared.shutdown.cancelled() => None,
                     };
                     let Some((peer, stream)) = next else { break };
+                    shared.metrics.stream_opened(proto.id().as_ref(), "inbound");
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
                         shared.metrics.inbound_streams_dropped.inc();
                         tracing::debug!(%peer, %proto, "too many inbound streams: dropped");

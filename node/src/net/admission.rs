@@ -163,7 +163,7 @@ fn not_vouched() -> io::Error {
 pub(super) async fn outbound(s: Arc<Shared>, mut control: libp2p_stream::Control, peer: PeerId) {
     let t = s.cfg.io_timeout;
     let first = trusted(&s, &peer);
-    let mut st = match open(&mut control, peer, Protocol::Admission, t).await {
+    let mut st = match open(&s, &mut control, peer, Protocol::Admission, t).await {
         Ok(st) => st,
         Err(e) => {
             let _ = s.internal.send(verdict(&s, peer, Err(e))).await;

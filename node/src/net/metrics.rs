@@ -24,6 +24,23 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
+/// Labels of the stream counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// The protocol id, e.g. `/wardswarm/transfer/1`.
+    pub protocol: String,
+    /// `outbound` (we opened it) or `inbound`.
+    pub direction: String,
+}
+
+/// Labels of the transfer counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// How a transfer we requested ended: `done`, `corrupt`, `truncated`, `limited`, `forbidden`,
+    /// `not_found`, `cancelled` or `local_failure`.
+    pub outcome: String,
+}
+
 /// One node's counters.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -57,6 +74,13 @@ pub struct Metrics {
     pub directives_refused: Counter,
     /// Frames (HAVE, ANNOUNCE, REPORT) dropped because a peer's outbox was full.
     pub outbound_frames_dropped: Counter,
+    /// Ward-protocol streams opened, by protocol and direction: the per-peer chatter a ward pays
+    /// for beside its bytes (each stream costs a negotiation, frames, timers and tasks).
+    pub streams_opened: Family<StreamLabels, Counter>,
+    /// Transfers this node requested, by how they ended.
+    pub transfers: Family<OutcomeLabels, Counter>,
+    /// Chunk groups asked for in transfer requests (a group asked twice counts twice).
+    pub groups_requested: Counter,
 }
 
 impl Metrics {
@@ -138,6 +162,81 @@ impl Metrics {
             "HAVE, ANNOUNCE and REPORT frames dropped: the peer's outbox was full",
             self.outbound_frames_dropped.clone(),
         );
+        r.register(
+            "streams_opened",
+            "Ward-protocol streams opened, by protocol and direction",
+            self.streams_opened.clone(),
+        );
+        r.register(
+            "transfers",
+            "Transfers requested, by how they ended",
+            self.transfers.clone(),
+        );
+        r.register(
+            "groups_requested",
+            "Chunk groups asked for in transfer requests",
+            self.groups_requested.clone(),
+        );
+    }
+
+    /// Counts one transfer ended.
+    pub fn transfer_ended(&self, outcome: &str) {
+        self.transfers
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Transfers ended so far, `(outcome, count)`.
+    pub fn transfers_by_outcome(&self) -> Vec<(String, u64)> {
+        [
+            "done",
+            "corrupt",
+            "truncated",
+            "limited",
+            "forbidden",
+            "not_found",
+            "cancelled",
+            "local_failure",
+        ]
+        .into_iter()
+        .filter_map(|o| {
+            let n = self
+                .transfers
+                .get(&OutcomeLabels { outcome: o.into() })
+                .map_or(0, |c| c.get());
+            (n > 0).then(|| (o.to_string(), n))
+        })
+        .collect()
+    }
+
+    /// Counts one stream opened.
+    pub fn stream_opened(&self, protocol: &str, direction: &str) {
+        self.streams_opened
+            .get_or_create(&StreamLabels {
+                protocol: protocol.into(),
+                direction: direction.into(),
+            })
+            .inc();
+    }
+
+    /// Streams opened so far, `(protocol, direction, count)`, sorted.
+    pub fn streams_opened_by_protocol(&self) -> Vec<(String, String, u64)> {
+        let mut v = Vec::new();
+        for proto in super::wire::Protocol::ALL {
+            for dir in ["outbound", "inbound"] {
+                let l = StreamLabels {
+                    protocol: proto.id().as_ref().into(),
+                    direction: dir.into(),
+                };
+                let n = self.streams_opened.get(&l).map_or(0, |c| c.get());
+                if n > 0 {
+                    v.push((l.protocol, l.direction, n));
+                }
+            }
+        }
+        v
     }
 
     /// Bytes received from a source kind, over all artifacts (tests and reports).

@@ -21,14 +21,16 @@ pub(super) async fn timed<T>(d: Duration, f: impl Future<Output = io::Result<T>>
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))?
 }
 
-/// Opens a stream of `proto` to `peer` within `t`.
+/// Opens a stream of `proto` to `peer` within `t`, and counts it.
 pub(super) async fn open(
+    s: &Shared,
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     proto: Protocol,
     t: Duration,
 ) -> io::Result<Stream> {
     tracing::trace!(%peer, ?proto, "opening a stream");
+    s.metrics.stream_opened(proto.id().as_ref(), "outbound");
     timed(t, async {
         control
             .open_stream(peer, proto.id())
@@ -120,7 +122,7 @@ async fn drain(
             return;
         };
         if f.proto == Protocol::Have && !matches!(link, HaveLink::Unsupported) {
-            match send_have(&mut control, peer, t, &mut link, &f.body).await {
+            match send_have(&s, &mut control, peer, t, &mut link, &f.body).await {
                 Ok(()) => continue,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "HAVE on the long-lived stream failed");
@@ -131,7 +133,7 @@ async fn drain(
             }
         }
         let r = async {
-            let mut st = open(&mut control, peer, f.proto, t).await?;
+            let mut st = open(&s, &mut control, peer, f.proto, t).await?;
             timed(t, wire::write_frame(&mut st, &f.body)).await?;
             timed(t, st.close()).await
         }
@@ -146,6 +148,7 @@ async fn drain(
 /// drops the stream (the frame is lost, and heals at the next full refresh); the next frame opens a
 /// new one. A peer that refuses `have/2` is marked `Unsupported` and the caller falls back to `have/1`.
 async fn send_have(
+    s: &Shared,
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     t: Duration,
@@ -158,7 +161,7 @@ async fn send_have(
             *link = HaveLink::Unsupported;
             return Err(io::Error::other("have/2 unsupported"));
         }
-        HaveLink::Closed => match open(control, peer, Protocol::HaveStream, t).await {
+        HaveLink::Closed => match open(s, control, peer, Protocol::HaveStream, t).await {
             Ok(st) => st,
             Err(e) => {
                 if e.kind() == io::ErrorKind::Unsupported {

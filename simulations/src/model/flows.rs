@@ -187,6 +187,7 @@ impl Ward<'_> {
                 self.drive(client, Input::Progress { req, group: g });
                 if last {
                     self.end_flow(k);
+                    *self.transfers.entry("done".into()).or_default() += 1;
                     self.drive(
                         client,
                         Input::Finished {

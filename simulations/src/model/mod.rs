@@ -142,6 +142,9 @@ struct Ward<'a> {
     /// Measured devices not complete yet.
     remaining: usize,
     rng: Rng,
+    /// Transfers by how they ended; groups requested.
+    transfers: BTreeMap<String, u64>,
+    groups_requested: u64,
     series: Series,
     caps: CapSample,
 }
@@ -187,6 +190,13 @@ pub fn run(sc: &Scenario) -> RunOutcome {
         out.gateway_left_s = out.gateway_left_s.or(o.gateway_left_s);
         out.refused_admission += o.refused_admission;
         out.caps.merge(&o.caps);
+        for (k, v) in o.transfers {
+            *out.transfers.entry(k).or_default() += v;
+        }
+        for (k, v) in o.streams_opened {
+            *out.streams_opened.entry(k).or_default() += v;
+        }
+        out.groups_requested += o.groups_requested;
         out.elapsed_s = out.elapsed_s.max(o.elapsed_s);
         if w == 0 {
             out.series = o.series;
@@ -281,6 +291,8 @@ impl<'a> Ward<'a> {
             gateway_left: None,
             leave_after_copy: false,
             remaining: sc.measured(),
+            transfers: BTreeMap::new(),
+            groups_requested: 0,
             rng: Rng::from_state(
                 sc.seed ^ (ward as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed,
             ),
@@ -396,6 +408,15 @@ impl<'a> Ward<'a> {
                 outcome,
             } => {
                 if self.nodes[client].live.contains(&req) {
+                    let name = match outcome {
+                        ReqOutcome::Done => "done",
+                        ReqOutcome::Corrupt => "corrupt",
+                        ReqOutcome::Truncated => "truncated",
+                        ReqOutcome::Limited => "limited",
+                        ReqOutcome::Forbidden => "forbidden",
+                        ReqOutcome::NotFound => "not_found",
+                    };
+                    *self.transfers.entry(name.into()).or_default() += 1;
                     self.drive(client, Input::Finished { req, outcome });
                 }
             }
@@ -669,6 +690,7 @@ impl<'a> Ward<'a> {
             match a {
                 Action::Request { peer, req, groups } => {
                     self.nodes[i].live.insert(req);
+                    self.groups_requested += groups.end - groups.start;
                     let at = self.now + self.lat();
                     self.push(
                         at,
@@ -681,7 +703,9 @@ impl<'a> Ward<'a> {
                     );
                 }
                 Action::Cancel { req, .. } => {
-                    self.nodes[i].live.remove(&req);
+                    if self.nodes[i].live.remove(&req) {
+                        *self.transfers.entry("cancelled".into()).or_default() += 1;
+                    }
                     let k = self.flows.find(i, req);
                     if let Some(f) = k.and_then(|k| self.flows.remove(k)) {
                         self.nodes[f.server].serving =
@@ -758,6 +782,13 @@ impl<'a> Ward<'a> {
         }
         out.wan_per_ward.push(self.wan_bytes.round() as u64);
         out.gateway_upload_per_ward.push(self.nodes[0].uploaded);
+        out.transfers = std::mem::take(&mut self.transfers);
+        out.groups_requested = self.groups_requested;
+        let n = out.transfers.values().sum::<u64>();
+        if n > 0 {
+            out.streams_opened
+                .insert(wardswarm_node::net::wire::TRANSFER.to_string(), n);
+        }
         out.gateway_left_s = out
             .gateway_left_s
             .or(self.gateway_left.map(|t| t as f64 / 1e6));

@@ -59,17 +59,23 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     } = r;
     let root = get.root;
     let t = s.cfg.io_timeout;
+    s.metrics
+        .groups_requested
+        .inc_by(get.groups().count() as u64);
     // libp2p-stream buffers one inbound stream per connection: a burst of opens can see a stream dropped
     // by the responder before it is read. That is not the peer's fault; retry a few times, jittered.
     let mut attempt = 0u64;
     let opened = loop {
         let r = tokio::select! {
             r = async {
-                let mut st = open(&mut control, peer, Protocol::Transfer, t).await?;
+                let mut st = open(&s, &mut control, peer, Protocol::Transfer, t).await?;
                 let status = timed(t, wire::send_get(&mut st, &get)).await?;
                 Ok::<_, io::Error>((st, status))
             } => r,
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                s.metrics.transfer_ended("cancelled");
+                return;
+            }
         };
         attempt += 1;
         match r {
@@ -79,11 +85,22 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
             other => break other,
         }
     };
-    let finish = |outcome, local| Internal::Finished {
-        root,
-        req,
-        outcome,
-        local,
+    let finish = |outcome, local: Option<LocalFailure>| {
+        s.metrics.transfer_ended(match (outcome, &local) {
+            (_, Some(_)) => "local_failure",
+            (Outcome::Done, _) => "done",
+            (Outcome::Corrupt, _) => "corrupt",
+            (Outcome::Truncated, _) => "truncated",
+            (Outcome::Limited, _) => "limited",
+            (Outcome::Forbidden, _) => "forbidden",
+            (Outcome::NotFound, _) => "not_found",
+        });
+        Internal::Finished {
+            root,
+            req,
+            outcome,
+            local,
+        }
     };
     let (mut st, status) = match opened {
         Ok(x) => x,
@@ -141,6 +158,7 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     drop(watch);
     let result = decoder.await;
     if cancel.is_cancelled() {
+        s.metrics.transfer_ended("cancelled");
         return;
     }
     let msg = match result {
