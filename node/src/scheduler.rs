@@ -96,6 +96,29 @@ pub enum Outcome {
     NotFound,
 }
 
+impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Self; 6] = [
+        Self::Done,
+        Self::Corrupt,
+        Self::Truncated,
+        Self::Limited,
+        Self::Forbidden,
+        Self::NotFound,
+    ];
+    /// Its name in metrics and reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Corrupt => "corrupt",
+            Self::Truncated => "truncated",
+            Self::Limited => "limited",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+        }
+    }
+}
+
 /// Something that happened.
 #[derive(Debug, Clone)]
 pub enum Input<P> {

@@ -41,6 +41,11 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// The transfer outcome of a request we cancelled (beside [`crate::scheduler::Outcome`]'s).
+pub const CANCELLED: &str = "cancelled";
+/// The transfer outcome of a request that failed on our side (store, task).
+pub const LOCAL_FAILURE: &str = "local_failure";
+
 /// One node's counters.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
@@ -190,25 +195,18 @@ impl Metrics {
 
     /// Transfers ended so far, `(outcome, count)`.
     pub fn transfers_by_outcome(&self) -> Vec<(String, u64)> {
-        [
-            "done",
-            "corrupt",
-            "truncated",
-            "limited",
-            "forbidden",
-            "not_found",
-            "cancelled",
-            "local_failure",
-        ]
-        .into_iter()
-        .filter_map(|o| {
-            let n = self
-                .transfers
-                .get(&OutcomeLabels { outcome: o.into() })
-                .map_or(0, |c| c.get());
-            (n > 0).then(|| (o.to_string(), n))
-        })
-        .collect()
+        crate::scheduler::Outcome::ALL
+            .map(|o| o.as_str())
+            .into_iter()
+            .chain([CANCELLED, LOCAL_FAILURE])
+            .filter_map(|o| {
+                let n = self
+                    .transfers
+                    .get(&OutcomeLabels { outcome: o.into() })
+                    .map_or(0, |c| c.get());
+                (n > 0).then(|| (o.to_string(), n))
+            })
+            .collect()
     }
 
     /// Counts one stream opened.

@@ -187,7 +187,10 @@ impl Ward<'_> {
                 self.drive(client, Input::Progress { req, group: g });
                 if last {
                     self.end_flow(k);
-                    *self.transfers.entry("done".into()).or_default() += 1;
+                    *self
+                        .transfers
+                        .entry(ReqOutcome::Done.as_str().into())
+                        .or_default() += 1;
                     self.drive(
                         client,
                         Input::Finished {

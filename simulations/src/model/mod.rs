@@ -408,15 +408,7 @@ impl<'a> Ward<'a> {
                 outcome,
             } => {
                 if self.nodes[client].live.contains(&req) {
-                    let name = match outcome {
-                        ReqOutcome::Done => "done",
-                        ReqOutcome::Corrupt => "corrupt",
-                        ReqOutcome::Truncated => "truncated",
-                        ReqOutcome::Limited => "limited",
-                        ReqOutcome::Forbidden => "forbidden",
-                        ReqOutcome::NotFound => "not_found",
-                    };
-                    *self.transfers.entry(name.into()).or_default() += 1;
+                    *self.transfers.entry(outcome.as_str().into()).or_default() += 1;
                     self.drive(client, Input::Finished { req, outcome });
                 }
             }
@@ -704,7 +696,10 @@ impl<'a> Ward<'a> {
                 }
                 Action::Cancel { req, .. } => {
                     if self.nodes[i].live.remove(&req) {
-                        *self.transfers.entry("cancelled".into()).or_default() += 1;
+                        *self
+                            .transfers
+                            .entry(wardswarm_node::net::metrics::CANCELLED.into())
+                            .or_default() += 1;
                     }
                     let k = self.flows.find(i, req);
                     if let Some(f) = k.and_then(|k| self.flows.remove(k)) {

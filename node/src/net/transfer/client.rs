@@ -20,7 +20,7 @@ use crate::{
     net::{
         actor::{Internal, LocalFailure, Shared},
         admission::source_label,
-        metrics::TransferLabels,
+        metrics::{self, TransferLabels},
         streams::{open, timed},
         wire::{self, Get, Protocol, Status},
     },
@@ -73,7 +73,7 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
                 Ok::<_, io::Error>((st, status))
             } => r,
             _ = cancel.cancelled() => {
-                s.metrics.transfer_ended("cancelled");
+                s.metrics.transfer_ended(metrics::CANCELLED);
                 return;
             }
         };
@@ -86,14 +86,9 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
         }
     };
     let finish = |outcome, local: Option<LocalFailure>| {
-        s.metrics.transfer_ended(match (outcome, &local) {
-            (_, Some(_)) => "local_failure",
-            (Outcome::Done, _) => "done",
-            (Outcome::Corrupt, _) => "corrupt",
-            (Outcome::Truncated, _) => "truncated",
-            (Outcome::Limited, _) => "limited",
-            (Outcome::Forbidden, _) => "forbidden",
-            (Outcome::NotFound, _) => "not_found",
+        s.metrics.transfer_ended(match local {
+            Some(_) => metrics::LOCAL_FAILURE,
+            None => Outcome::as_str(outcome),
         });
         Internal::Finished {
             root,
@@ -158,7 +153,7 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     drop(watch);
     let result = decoder.await;
     if cancel.is_cancelled() {
-        s.metrics.transfer_ended("cancelled");
+        s.metrics.transfer_ended(metrics::CANCELLED);
         return;
     }
     let msg = match result {
