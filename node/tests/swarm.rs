@@ -82,22 +82,55 @@ async fn one_seed_feeds_eight_fetchers_who_feed_each_other() {
         "the seed uploaded {copies:.2} copies for 8 fetchers"
     );
     assert!(from_peers > 0, "fetchers fed each other");
+    // Requests to a peer go one after another on a few long-lived `transfer/2` streams.
+    let (mut streams, mut done) = (0, 0);
+    for m in &fetchers {
+        let (st, d) = streams_and_done(&m.handle.metrics(), "/wardswarm/transfer/2");
+        assert_eq!(
+            streams_and_done(&m.handle.metrics(), "/wardswarm/transfer/1").0,
+            0,
+            "no transfer/1 stream between current nodes"
+        );
+        streams += st;
+        done += d;
+    }
+    assert!(
+        streams < done,
+        "{streams} transfer/2 streams for {done} transfers"
+    );
     for m in fetchers.iter().chain([&s]) {
         m.handle.shutdown().await.expect("shutdown");
     }
 }
 
-/// A node from before `have/2` (it refuses `have/2` and sends `have/1`) still learns what others
-/// hold, and others learn what it holds: it fetches from a current seed, then a current device
-/// fetches from it alone.
+/// Outbound streams `m` opened of protocol `proto`, and transfers it ended `done`.
+fn streams_and_done(m: &wardswarm_node::net::metrics::Metrics, proto: &str) -> (u64, u64) {
+    let streams = m
+        .streams_opened_by_protocol()
+        .into_iter()
+        .filter(|(p, d, _)| p == proto && d == "outbound")
+        .map(|(_, _, n)| n)
+        .sum();
+    let done = m
+        .transfers_by_outcome()
+        .into_iter()
+        .filter(|(o, _)| o == "done")
+        .map(|(_, n)| n)
+        .sum();
+    (streams, done)
+}
+
+/// A node from before `have/2` and `transfer/2` (it refuses both and opens `have/1` and `transfer/1`
+/// streams) still learns what others hold, and others learn what it holds: it fetches from a current
+/// seed, then a current device fetches from it alone, falling back to `transfer/1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_speaking_only_have_1_learns_and_is_learned_from() {
+async fn a_node_speaking_only_first_versions_learns_and_is_learned_from() {
     let w = ward();
     let bytes = data(2 << 20, 11);
     let len = bytes.len() as u64;
     let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
     let old_cfg = Config {
-        fault: Some(Fault::HaveV1Only),
+        fault: Some(Fault::V1Only),
         ..w.config(vec![addr(&s.handle).await])
     };
     let old = w.start("old-dev", Role::Device, old_cfg, None).await;
@@ -124,6 +157,20 @@ async fn a_node_speaking_only_have_1_learns_and_is_learned_from() {
         report.banned
     );
     assert!(new.store.get(&root).expect("entry").have().is_full());
+    let (v1, done) = streams_and_done(&old.handle.metrics(), "/wardswarm/transfer/1");
+    assert!(
+        v1 >= done && done > 0,
+        "the old node: {v1} transfer/1 streams, {done} done"
+    );
+    assert_eq!(
+        streams_and_done(&old.handle.metrics(), "/wardswarm/transfer/2").0,
+        0
+    );
+    let (v1, done) = streams_and_done(&new.handle.metrics(), "/wardswarm/transfer/1");
+    assert!(
+        v1 >= done && done > 0,
+        "the new node fell back: {v1} transfer/1 streams, {done} done"
+    );
     for m in [&old, &new] {
         m.handle.shutdown().await.expect("shutdown");
     }
@@ -246,28 +293,36 @@ async fn a_non_member_gets_nothing_and_is_disconnected() {
             }
         }
     });
-    let asked = async move {
-        let mut st = control
-            .open_stream(seed_id, wire::TRANSFER)
+    // Both versions at once (the seed waits for an admission that never comes, then disconnects):
+    // on `transfer/2` the seed also ends the stream after "forbidden".
+    let ask = |proto: libp2p::StreamProtocol| {
+        let mut control = control.clone();
+        async move {
+            let mut st = control
+                .open_stream(seed_id, proto.clone())
+                .await
+                .expect("stream");
+            let status = wire::send_get(
+                &mut st,
+                &Get {
+                    root,
+                    length: 1 << 20,
+                    runs: vec![0..4],
+                },
+            )
             .await
-            .expect("stream");
-        let status = wire::send_get(
-            &mut st,
-            &Get {
-                root,
-                length: 1 << 20,
-                runs: vec![0..4],
-            },
-        )
-        .await
-        .expect("status");
-        let mut rest = Vec::new();
-        let _ = st.read_to_end(&mut rest).await;
-        (status, rest.len())
+            .unwrap_or_else(|e| panic!("a status on {proto}: {e}"));
+            let mut rest = Vec::new();
+            let _ = st.read_to_end(&mut rest).await;
+            (status, rest.len())
+        }
     };
-    let (status, extra) = tokio::time::timeout(T, asked).await.expect("in time");
-    assert_eq!(status, Status::Forbidden);
-    assert_eq!(extra, 0, "no artifact bytes");
+    let asked = futures::future::join(ask(wire::TRANSFER), ask(wire::TRANSFER_SESSION));
+    let (v1, v2) = tokio::time::timeout(T, asked).await.expect("in time");
+    for (status, extra) in [v1, v2] {
+        assert_eq!(status, Status::Forbidden);
+        assert_eq!(extra, 0, "no artifact bytes");
+    }
     tokio::time::timeout(T, closed_rx)
         .await
         .expect("in time")

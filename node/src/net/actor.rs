@@ -61,6 +61,8 @@ pub(super) struct Shared {
     pub revocations: watch::Receiver<revocation::Current>,
     /// Transfers served at once (`cfg.max_inbound_transfers` permits).
     pub serving: Arc<Semaphore>,
+    /// Idle `transfer/2` streams to each peer, for our next request to it.
+    pub links: transfer::Links,
     /// To the actor.
     pub internal: mpsc::Sender<Internal>,
     pub shutdown: CancellationToken,
@@ -177,6 +179,8 @@ fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
         Protocol::HaveStream => cfg.max_connections as usize * 2,
         Protocol::Directive => 16,
         Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
+        // Long-lived: a peer keeps a few per connection (its requests in flight, then idle ones).
+        Protocol::TransferSession => (cfg.max_connections as usize).saturating_mul(4),
     }
 }
 
@@ -217,6 +221,7 @@ pub fn spawn(
     let (revocations, revocations_rx) = watch::channel(revocation::load(&cfg, &root));
     let shared = Arc::new(Shared {
         serving: Arc::new(Semaphore::new(cfg.max_inbound_transfers)),
+        links: transfer::Links::default(),
         cfg,
         root,
         cert: cert.to_bytes(),
@@ -334,6 +339,7 @@ async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream)
         Protocol::Announce => announce::inbound_announce(s, peer, stream).await,
         Protocol::Report => announce::inbound_report(s, peer, stream).await,
         Protocol::Transfer => transfer::server::inbound(s, peer, stream).await,
+        Protocol::TransferSession => transfer::server::inbound_session(s, peer, stream).await,
         Protocol::Peers => exchange::inbound(s, peer, stream).await,
         Protocol::Revocations => revocation::inbound(s, peer, stream).await,
         Protocol::Directive => announce::inbound_directive(s, peer, stream).await,
@@ -358,8 +364,8 @@ impl Actor {
     fn start_inbound(&mut self) -> Result<(), NodeError> {
         for proto in Protocol::ALL {
             #[cfg(feature = "test-faults")]
-            if proto == Protocol::HaveStream
-                && self.shared.cfg.fault == Some(super::Fault::HaveV1Only)
+            if matches!(proto, Protocol::HaveStream | Protocol::TransferSession)
+                && self.shared.cfg.fault == Some(super::Fault::V1Only)
             {
                 continue;
             }
@@ -538,6 +544,7 @@ impl Actor {
 
     fn peer_gone(&mut self, peer: PeerId) {
         self.peers.remove(&peer);
+        self.shared.links.forget(&peer);
         self.peer_haves.remove(&peer);
         for seed in self.seeds.values_mut() {
             seed.peer_gone(&peer);

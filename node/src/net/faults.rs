@@ -12,8 +12,9 @@ pub enum Fault {
     CorruptServe,
     /// Accept transfer requests and never answer (a staller).
     StallServe,
-    /// Speak `have/1` only, as a node from before `have/2`: refuse `have/2` streams, send none.
-    HaveV1Only,
+    /// Speak the first versions only, as a node from before `have/2` and `transfer/2`: refuse those
+    /// streams, open none (`have/1` and `transfer/1` instead).
+    V1Only,
 }
 
 /// A liar flips a byte deep in each buffer it serves: the receiver's verification must catch it.

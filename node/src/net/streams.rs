@@ -97,7 +97,7 @@ async fn drain(
     let t = s.cfg.io_timeout;
     let mut link = HaveLink::Closed;
     #[cfg(feature = "test-faults")]
-    if s.cfg.fault == Some(super::Fault::HaveV1Only) {
+    if s.cfg.fault == Some(super::Fault::V1Only) {
         link = HaveLink::Unsupported;
     }
     loop {

@@ -10,6 +10,7 @@
 //! | `/wardswarm/report/1` | frame: a device's status report (JSON) | nothing |
 //! | `/wardswarm/revocations/1` | frame: a signed certificate revocation list | nothing |
 //! | `/wardswarm/transfer/1` | frame: `GET` (root, length, up to 64 runs of groups) | status byte, then the bao encoding of exactly those groups |
+//! | `/wardswarm/transfer/2` | `GET` frames, one at a time, on one long-lived stream | per GET: status byte; for `ok`, the encoding in chunks (4-byte length, bytes), then a 4-byte zero |
 //!
 //! A frame is a 4-byte big-endian length and that many bytes.
 
@@ -29,8 +30,12 @@ pub const HAVE: StreamProtocol = StreamProtocol::new("/wardswarm/have/1");
 pub const HAVE_STREAM: StreamProtocol = StreamProtocol::new("/wardswarm/have/2");
 /// Signed release announcements.
 pub const ANNOUNCE: StreamProtocol = StreamProtocol::new("/wardswarm/announce/1");
-/// Chunk-group transfer.
+/// Chunk-group transfer, one GET per stream (the responder closes the stream after its answer).
 pub const TRANSFER: StreamProtocol = StreamProtocol::new("/wardswarm/transfer/1");
+/// Chunk-group transfer, GET after GET on one long-lived stream: each response ends in-band (see
+/// [`write_chunk_header`]), so the stream stays open for the next GET and a refusal costs one byte,
+/// not a stream. Peers that do not speak it get [`TRANSFER`].
+pub const TRANSFER_SESSION: StreamProtocol = StreamProtocol::new("/wardswarm/transfer/2");
 /// Peer exchange: where the other admitted members listen (see `net::exchange`).
 pub const PEERS: StreamProtocol = StreamProtocol::new("/wardswarm/peers/1");
 /// Certificate revocation lists: one signed list per stream (see `net::revocation`).
@@ -53,6 +58,8 @@ pub enum Protocol {
     Announce,
     /// [`TRANSFER`].
     Transfer,
+    /// [`TRANSFER_SESSION`].
+    TransferSession,
     /// [`REPORT`].
     Report,
     /// [`PEERS`].
@@ -65,12 +72,13 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol a node accepts.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Admission,
         Self::Have,
         Self::HaveStream,
         Self::Announce,
         Self::Transfer,
+        Self::TransferSession,
         Self::Report,
         Self::Peers,
         Self::Revocations,
@@ -84,6 +92,7 @@ impl Protocol {
             Self::HaveStream => HAVE_STREAM,
             Self::Announce => ANNOUNCE,
             Self::Transfer => TRANSFER,
+            Self::TransferSession => TRANSFER_SESSION,
             Self::Report => REPORT,
             Self::Peers => PEERS,
             Self::Revocations => REVOCATIONS,
@@ -277,6 +286,27 @@ pub async fn write_status<W: AsyncWrite + Unpin>(w: &mut W, s: Status) -> io::Re
     w.flush().await
 }
 
+/// Largest chunk of a `transfer/2` response: a responder sends its encoder's buffers (64 KiB); a
+/// larger announced chunk is refused before it is read.
+pub const MAX_RESPONSE_CHUNK: usize = 1024 * 1024;
+
+/// The 4-byte header of a `transfer/2` response chunk of `len` bytes; `0` ends the response.
+pub fn write_chunk_header(out: &mut [u8], len: usize) {
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
+}
+
+/// The length in a `transfer/2` chunk header, `0` at the end of the response; a chunk over
+/// [`MAX_RESPONSE_CHUNK`] is refused.
+pub fn chunk_len(header: [u8; 4]) -> io::Result<usize> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_RESPONSE_CHUNK {
+        return Err(invalid(format!(
+            "response chunk of {len} bytes is over the {MAX_RESPONSE_CHUNK}-byte cap"
+        )));
+    }
+    Ok(len)
+}
+
 /// Which groups of an artifact a peer has verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Have {
@@ -381,6 +411,13 @@ mod tests {
         assert!(
             Have::from_bytes(&[0u8; 42]).is_err(),
             "bitmap length must match"
+        );
+        assert_eq!(chunk_len([0, 0, 0, 0]).expect("end"), 0);
+        assert_eq!(chunk_len([0, 1, 0, 0]).expect("64 KiB"), 65_536);
+        let err = chunk_len([0, 16, 0, 1]).expect_err("over the cap");
+        assert!(
+            err.to_string().contains("over the 1048576-byte cap"),
+            "{err}"
         );
     }
 }

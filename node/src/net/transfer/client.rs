@@ -15,7 +15,7 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{pass_cap, PIPE_BUF, PIPE_DEPTH};
+use super::{pass_cap, Link, PIPE_BUF, PIPE_DEPTH};
 use crate::{
     net::{
         actor::{Internal, LocalFailure, Shared},
@@ -64,13 +64,17 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
         .inc_by(get.groups().count() as u64);
     // libp2p-stream buffers one inbound stream per connection: a burst of opens can see a stream dropped
     // by the responder before it is read. That is not the peer's fault; retry a few times, jittered.
+    // A pooled stream the responder has meanwhile closed is no attempt: the next one is tried at once.
     let mut attempt = 0u64;
     let opened = loop {
         let r = tokio::select! {
             r = async {
-                let mut st = open(&s, &mut control, peer, Protocol::Transfer, t).await?;
-                let status = timed(t, wire::send_get(&mut st, &get)).await?;
-                Ok::<_, io::Error>((st, status))
+                let (mut st, session, reused) =
+                    link(&s, &mut control, peer, t).await.map_err(|e| (e, false))?;
+                let status = timed(t, wire::send_get(&mut st, &get))
+                    .await
+                    .map_err(|e| (e, reused))?;
+                Ok::<_, (io::Error, bool)>((st, session, status))
             } => r,
             _ = cancel.cancelled() => {
                 s.metrics.transfer_ended(metrics::CANCELLED);
@@ -79,10 +83,11 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
         };
         attempt += 1;
         match r {
-            Err(e) if attempt < 5 && e.kind() != io::ErrorKind::TimedOut => {
+            Err((e, true)) if e.kind() != io::ErrorKind::TimedOut => attempt -= 1,
+            Err((e, _)) if attempt < 5 && e.kind() != io::ErrorKind::TimedOut => {
                 tokio::time::sleep(Duration::from_millis(5 + (req * 7 + attempt * 13) % 40)).await;
             }
-            other => break other,
+            other => break other.map_err(|(e, _)| e),
         }
     };
     let finish = |outcome, local: Option<LocalFailure>| {
@@ -97,7 +102,7 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
             local,
         }
     };
-    let (mut st, status) = match opened {
+    let (mut st, session, status) = match opened {
         Ok(x) => x,
         Err(e) => {
             tracing::debug!(%peer, %root, error = %e, "transfer request failed");
@@ -107,6 +112,9 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     };
     tracing::debug!(%peer, %root, ?status, runs = get.runs.len(), "transfer status");
     if let Some(outcome) = refused(status) {
+        if session {
+            s.links.put(peer, st);
+        }
         let _ = s.internal.send(finish(outcome, None)).await;
         return;
     }
@@ -145,16 +153,20 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     // Cancelling drops the pipe's sender: the decoder sees the stream end and stops. A decoder that
     // stops first (all verified, or a corrupt group) closes the pipe, and reading stops at once.
     let watch = tx.clone();
-    tokio::select! {
-        _ = receive_pipe(&s, &mut st, tx, &mut spare_rx, &label) => {},
-        _ = watch.closed() => {},
-        _ = cancel.cancelled() => {},
-    }
+    let ended = tokio::select! {
+        e = receive_pipe(&s, &mut st, session, tx, &mut spare_rx, &label) => e,
+        _ = watch.closed() => false,
+        _ = cancel.cancelled() => false,
+    };
     drop(watch);
     let result = decoder.await;
     if cancel.is_cancelled() {
         s.metrics.transfer_ended(metrics::CANCELLED);
         return;
+    }
+    // Only a stream whose response ended in-band, all of it verified, carries the next GET.
+    if session && ended && matches!(result, Ok(Ok(_))) {
+        s.links.put(peer, st);
     }
     let msg = match result {
         Ok(Ok(_)) => finish(Outcome::Done, None),
@@ -175,6 +187,35 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
         ),
     };
     let _ = s.internal.send(msg).await;
+}
+
+/// A stream for one GET to `peer`: an idle `transfer/2` stream if one is kept, else a new one;
+/// `transfer/1` for a peer that refused `transfer/2`. Also says whether it is a `transfer/2` stream
+/// and whether it was kept (a kept stream may have been closed by the responder meanwhile).
+async fn link(
+    s: &Shared,
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+    t: Duration,
+) -> io::Result<(Stream, bool, bool)> {
+    let v1 = |st| (st, false, false);
+    #[cfg(feature = "test-faults")]
+    if s.cfg.fault == Some(crate::net::Fault::V1Only) {
+        return open(s, control, peer, Protocol::Transfer, t).await.map(v1);
+    }
+    match s.links.take(&peer) {
+        Link::Idle(st) => return Ok((st, true, true)),
+        Link::V1Only => return open(s, control, peer, Protocol::Transfer, t).await.map(v1),
+        Link::Open => {}
+    }
+    match open(s, control, peer, Protocol::TransferSession, t).await {
+        Ok(st) => Ok((st, true, false)),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            s.links.mark_v1_only(peer);
+            open(s, control, peer, Protocol::Transfer, t).await.map(v1)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A progress message carries at most this many groups (1 MiB): a response that never lets the
@@ -277,14 +318,17 @@ const HANDOVER_BYTES: usize = 4 * crate::outboard::GROUP_BYTES as usize;
 const RECEIVE_BUF: usize = 4 * PIPE_BUF;
 
 /// Reads a response from the peer under the download cap and hands it to the decoder a group or more
-/// at a time. Stops at the end of the stream, or on a stream error (passed on to the decoder).
+/// at a time. A `transfer/1` response ends with the stream; a `transfer/2` one (`session`) with its
+/// empty chunk, and then `true`: the stream may carry the next GET. Stops early on a stream error or
+/// a malformed chunk header (passed on to the decoder).
 async fn receive_pipe(
     s: &Shared,
     st: &mut Stream,
+    session: bool,
     tx: mpsc::Sender<io::Result<Vec<u8>>>,
     spare: &mut mpsc::Receiver<Vec<u8>>,
     label: &TransferLabels,
-) {
+) -> bool {
     let t = s.cfg.io_timeout;
     let fresh = |spare: &mut mpsc::Receiver<Vec<u8>>, tx: &mpsc::Sender<_>| {
         let mut b = spare.try_recv().unwrap_or_default();
@@ -294,49 +338,77 @@ async fn receive_pipe(
     };
     let mut buf = fresh(spare, &tx);
     let mut filled = 0;
+    // A session's chunk: bytes of it still to come (0: a header is next), and the header so far.
+    let mut chunk_left = 0usize;
+    let mut header = [0u8; 4];
+    let mut header_at = 0usize;
     // Looked up once, not per read: a family lookup hashes the labels under a lock.
     let received = s.metrics.received_bytes.get_or_create(label).clone();
-    loop {
-        let end = buf.len().min(filled + s.download.slice_bytes());
-        let read = if filled == buf.len() {
+    let ended = loop {
+        let in_header = session && chunk_left == 0;
+        let read = if !in_header && filled == buf.len() {
             None
-        } else if filled >= HANDOVER_BYTES {
-            // Enough for a hand-off: read on only what is already here.
-            st.read(&mut buf[filled..end]).now_or_never()
         } else {
-            Some(timed(t, st.read(&mut buf[filled..end])).await)
+            let into: &mut [u8] = if in_header {
+                &mut header[header_at..]
+            } else {
+                let mut end = buf.len().min(filled + s.download.slice_bytes());
+                if session {
+                    end = end.min(filled + chunk_left);
+                }
+                &mut buf[filled..end]
+            };
+            if filled >= HANDOVER_BYTES {
+                // Enough for a hand-off: read on only what is already here.
+                st.read(into).now_or_never()
+            } else {
+                Some(timed(t, st.read(into)).await)
+            }
         };
         let Some(read) = read else {
             let mut out = std::mem::replace(&mut buf, fresh(spare, &tx));
             out.truncate(filled);
             filled = 0;
             if tx.send(Ok(out)).await.is_err() {
-                return;
+                return false;
             }
             continue;
         };
-        let (n, failed) = match read {
-            Ok(n) => (n, None),
-            Err(e) => (0, Some(e)),
-        };
-        if n > 0 {
-            filled += n;
-            received.inc_by(n as u64);
-            s.metrics.received_all.inc_by(n as u64);
-            pass_cap(s, &s.download, "download", n as u64).await;
-        }
-        let ended = n == 0;
-        if filled > 0 && ended {
-            buf.truncate(filled);
-            if tx.send(Ok(std::mem::take(&mut buf))).await.is_err() {
-                return;
+        match read {
+            // The stream ended: a session's response should have ended first.
+            Ok(0) => break Ok(false),
+            Ok(n) if in_header => {
+                header_at += n;
+                if header_at == header.len() {
+                    header_at = 0;
+                    match wire::chunk_len(header) {
+                        Ok(0) => break Ok(true),
+                        Ok(len) => chunk_left = len,
+                        Err(e) => break Err(e),
+                    }
+                }
             }
+            Ok(n) => {
+                filled += n;
+                chunk_left = chunk_left.saturating_sub(n);
+                received.inc_by(n as u64);
+                s.metrics.received_all.inc_by(n as u64);
+                pass_cap(s, &s.download, "download", n as u64).await;
+            }
+            Err(e) => break Err(e),
         }
-        if let Some(e) = failed {
+    };
+    if filled > 0 {
+        buf.truncate(filled);
+        if tx.send(Ok(buf)).await.is_err() {
+            return false;
+        }
+    }
+    match ended {
+        Ok(ended) => ended,
+        Err(e) => {
             let _ = tx.send(Err(e)).await;
-        }
-        if ended {
-            return;
+            false
         }
     }
 }

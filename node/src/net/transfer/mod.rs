@@ -1,8 +1,14 @@
-//! Transfer (`/wardswarm/transfer/1`): verified chunk groups, bao-encoded, under the node's caps.
+//! Transfer (`/wardswarm/transfer/2`, and `/1` for peers without it): verified chunk groups,
+//! bao-encoded, under the node's caps.
 //!
 //! The requester sends a GET (root, signed length, runs of groups); the responder answers with a
 //! status byte and, for `ok`, the bao encoding of exactly those groups. The requester verifies every
 //! group against the signed root before it is stored or offered to anyone ([`crate::store`]).
+//!
+//! On `transfer/2` a response ends in-band (chunks, then an empty one), and the stream carries the
+//! next GET to the same peer: the requester keeps its idle streams to each peer in [`Links`]. A
+//! stream per GET (`transfer/1`) cost each request a stream negotiation and close on both sides, and
+//! 43 % of the live ward-50's requests are answered "limited" (`docs/performance.md`).
 //!
 //! Goals: one misbehaving peer costs time, never integrity; transfers use no more than the caps;
 //! "limited, retry later" is kept apart from "forbidden" up to the scheduler. Non-goals: choosing
@@ -19,6 +25,14 @@
 
 pub(super) mod client;
 pub(super) mod server;
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use libp2p::{PeerId, Stream};
 
 use super::{actor::Shared, caps::Cap, metrics::DirectionLabels};
 
@@ -38,5 +52,80 @@ async fn pass_cap(s: &Shared, cap: &Cap, direction: &str, bytes: u64) {
                 direction: direction.into(),
             })
             .inc_by(waited.as_secs_f64());
+    }
+}
+
+/// A responder drops a `transfer/2` stream on which no GET came for this long.
+const SESSION_IDLE: Duration = Duration::from_secs(30);
+/// A requester closes an idle `transfer/2` stream rather than use it after this long: well inside
+/// `SESSION_IDLE`, so it seldom picks a stream the responder is closing.
+const LINK_IDLE: Duration = Duration::from_secs(10);
+/// Idle `transfer/2` streams kept per peer: the scheduler's requests in flight per peer (4 by
+/// default) and some to spare. Past it a finished stream is closed.
+const MAX_IDLE_LINKS: usize = 8;
+
+/// The requester's idle `transfer/2` streams, by peer, and the peers that do not speak it. Streams
+/// come back only after a complete response (never mid-response); a peer's are dropped when its last
+/// connection closes ([`Links::forget`]).
+#[derive(Debug, Default)]
+pub(super) struct Links {
+    peers: Mutex<HashMap<PeerId, PeerLinks>>,
+}
+
+#[derive(Debug, Default)]
+struct PeerLinks {
+    idle: Vec<(Stream, Instant)>,
+    /// The peer refused `transfer/2`: it gets `transfer/1`, a stream per GET.
+    v1_only: bool,
+}
+
+/// What [`Links::take`] found for a peer.
+enum Link {
+    /// An idle `transfer/2` stream.
+    Idle(Stream),
+    /// None idle: open a new `transfer/2` stream.
+    Open,
+    /// The peer does not speak `transfer/2`.
+    V1Only,
+}
+
+impl Links {
+    fn take(&self, peer: &PeerId) -> Link {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = peers.get_mut(peer) else {
+            return Link::Open;
+        };
+        if p.v1_only {
+            return Link::V1Only;
+        }
+        // The most recently used first; older ones past `LINK_IDLE` are dropped (closing them).
+        while let Some((st, at)) = p.idle.pop() {
+            if at.elapsed() < LINK_IDLE {
+                return Link::Idle(st);
+            }
+        }
+        Link::Open
+    }
+
+    /// Keeps a stream whose last response was complete, for the next GET to `peer`.
+    fn put(&self, peer: PeerId, st: Stream) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let p = peers.entry(peer).or_default();
+        if p.idle.len() < MAX_IDLE_LINKS {
+            p.idle.push((st, Instant::now()));
+        }
+    }
+
+    fn mark_v1_only(&self, peer: PeerId) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let p = peers.entry(peer).or_default();
+        p.v1_only = true;
+        p.idle.clear();
+    }
+
+    /// Drops what is known of `peer`: its last connection closed.
+    pub(super) fn forget(&self, peer: &PeerId) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.remove(peer);
     }
 }

@@ -20,13 +20,41 @@ use crate::net::{
     wire::{self, Status},
 };
 
-/// Answers one inbound GET.
+/// Answers one inbound GET (`transfer/1`), then closes the stream.
 pub(in crate::net) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     let t = s.cfg.io_timeout;
     let Ok(get) = timed(t, wire::read_get(&mut st)).await else {
         return;
     };
-    let role = admitted_role(&s, &peer).await;
+    let _ = respond(&s, peer, &mut st, get, false).await;
+    let _ = timed(t, st.close()).await;
+}
+
+/// Answers GET after GET on one `transfer/2` stream, until the peer closes it, falls silent for
+/// [`super::SESSION_IDLE`], sends a malformed GET, or a response fails (then the stream is dropped;
+/// the peer may open another). A peer that is not admitted gets "forbidden" and the stream ends.
+pub(in crate::net) async fn inbound_session(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
+    loop {
+        let get = tokio::select! {
+            g = timed(super::SESSION_IDLE, wire::read_get(&mut st)) => g,
+            _ = s.shutdown.cancelled() => return,
+        };
+        let Ok(get) = get else {
+            return;
+        };
+        if !respond(&s, peer, &mut st, get, true).await {
+            let _ = timed(s.cfg.io_timeout, st.close()).await;
+            return;
+        }
+    }
+}
+
+/// Decides on one GET ([`policy::serve`]) and answers it: the status byte, and for `ok` the store's
+/// encoding under the upload cap, in chunks that end in-band if `session` (`transfer/2`). `true` if
+/// the answer went out whole and the stream may carry the next GET.
+async fn respond(s: &Shared, peer: PeerId, st: &mut Stream, get: wire::Get, session: bool) -> bool {
+    let t = s.cfg.io_timeout;
+    let role = admitted_role(s, &peer).await;
     let entry = s.store.get(&get.root).filter(|e| {
         let have = e.have();
         e.length() == get.length && get.groups().all(|g| have.contains(g))
@@ -49,15 +77,11 @@ pub(in crate::net) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream
     }
     #[cfg(feature = "test-faults")]
     if status == Status::Ok && crate::net::faults::stall(s.cfg.fault, &s.shutdown).await {
-        return;
+        return false;
     }
-    if status != Status::Ok {
-        let _ = timed(t, wire::write_status(&mut st, status)).await;
-        let _ = st.close().await;
-        return;
-    }
-    let Some(entry) = entry else {
-        return;
+    let Some(entry) = entry.filter(|_| status == Status::Ok) else {
+        let sent = timed(t, wire::write_status(st, status)).await.is_ok();
+        return sent && status != Status::Forbidden;
     };
     // "Ok" goes out with the first bytes of the encoding, not in a frame and a send of its own.
     let label = TransferLabels {
@@ -68,46 +92,105 @@ pub(in crate::net) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream
     // buffers; this task passes them to the peer under the upload cap.
     let (tx, rx) = mpsc::channel(PIPE_DEPTH);
     let encoder = tokio::task::spawn_blocking(move || {
-        let mut w = PipeWriter::new(tx);
-        w.buf.push(Status::Ok as u8);
+        let mut w = PipeWriter::new(tx, session);
         entry
             .serve(&get.runs, &mut w)
             .map_err(|e| e.to_string())
-            .and(w.flush().map_err(|e| e.to_string()))
+            .and(w.finish().map_err(|e| e.to_string()))
     });
-    let sent = send_pipe(&s, &mut st, rx, &label).await;
+    let sent = send_pipe(s, st, rx, &label).await;
     let encoded = encoder.await;
     drop(permit);
     match (encoded, sent) {
-        (Ok(Err(e)), _) => tracing::debug!(%peer, error = %e, "serving stopped"),
-        (Err(e), _) => tracing::debug!(%peer, error = %e, "serving task failed"),
-        (_, Err(e)) => tracing::debug!(%peer, error = %e, "serving stopped: the stream failed"),
-        _ => {}
+        (Ok(Ok(())), Ok(())) => true,
+        (Ok(Err(e)), _) => {
+            tracing::debug!(%peer, error = %e, "serving stopped");
+            false
+        }
+        (Err(e), _) => {
+            tracing::debug!(%peer, error = %e, "serving task failed");
+            false
+        }
+        (_, Err(e)) => {
+            tracing::debug!(%peer, error = %e, "serving stopped: the stream failed");
+            false
+        }
     }
 }
 
-/// The blocking encoder's output: fills `PIPE_BUF` buffers and hands them to `send_pipe`.
+/// The blocking encoder's output: fills `PIPE_BUF` buffers and hands them to `send_pipe`, each with
+/// the count of its protocol bytes (the status byte, chunk headers), which the meters leave out. In a
+/// session each buffer is one chunk: its header is reserved at the chunk's start and filled in when
+/// the buffer is handed over.
 struct PipeWriter {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<(Vec<u8>, u64)>,
     buf: Vec<u8>,
+    /// Protocol bytes in `buf`.
+    overhead: u64,
+    /// Chunked (`transfer/2`): where the open chunk's header is in `buf`.
+    chunk: Option<usize>,
 }
 
 impl PipeWriter {
-    fn new(tx: mpsc::Sender<Vec<u8>>) -> Self {
-        Self {
+    fn new(tx: mpsc::Sender<(Vec<u8>, u64)>, session: bool) -> Self {
+        let mut w = Self {
             tx,
             buf: Vec::with_capacity(PIPE_BUF),
+            overhead: 1,
+            chunk: session.then_some(0),
+        };
+        w.buf.push(Status::Ok as u8);
+        w.open_chunk();
+        w
+    }
+
+    fn open_chunk(&mut self) {
+        if self.chunk.is_some() {
+            self.chunk = Some(self.buf.len());
+            self.buf.extend_from_slice(&[0; 4]);
+            self.overhead += 4;
+        }
+    }
+
+    /// Bytes of the encoding in `buf` (past the open chunk's header).
+    fn data_len(&self) -> usize {
+        match self.chunk {
+            Some(head) => self.buf.len() - head - 4,
+            None => self.buf.len(),
         }
     }
 
     fn hand_over(&mut self) -> io::Result<()> {
+        if let Some(head) = self.chunk {
+            let len = self.data_len();
+            wire::write_chunk_header(&mut self.buf[head..], len);
+        }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_BUF));
-        self.tx.blocking_send(full).map_err(|_| {
+        let overhead = std::mem::take(&mut self.overhead);
+        self.tx.blocking_send((full, overhead)).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the stream to the peer closed before the response was sent",
             )
         })
+    }
+
+    /// Hands over the rest of the response; in a session, with the empty chunk that ends it.
+    fn finish(mut self) -> io::Result<()> {
+        if let Some(head) = self.chunk {
+            let len = self.data_len();
+            if len > 0 {
+                wire::write_chunk_header(&mut self.buf[head..], len);
+                self.buf.extend_from_slice(&[0; 4]);
+                self.overhead += 4;
+            }
+            // An empty open chunk's header, still zero, is the end.
+            self.chunk = None;
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.hand_over()
     }
 }
 
@@ -117,34 +200,36 @@ impl Write for PipeWriter {
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == PIPE_BUF {
             self.hand_over()?;
+            self.open_chunk();
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.data_len() == 0 {
             Ok(())
         } else {
-            self.hand_over()
+            self.hand_over()?;
+            self.open_chunk();
+            Ok(())
         }
     }
 }
 
-/// Sends the encoder's buffers to the peer in cap slices, then closes the stream. Returns when the
-/// encoder is done (its sender dropped) or the stream fails; dropping `rx` then stops the encoder.
+/// Sends the encoder's buffers to the peer in cap slices, then flushes. Returns when the encoder is
+/// done (its sender dropped) or the stream fails; dropping `rx` then stops the encoder.
 async fn send_pipe(
     s: &Shared,
     st: &mut Stream,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<(Vec<u8>, u64)>,
     label: &TransferLabels,
 ) -> io::Result<()> {
     let t = s.cfg.io_timeout;
-    // The status byte at the head of the first buffer is protocol, not artifact bytes: the meters
-    // count only the encoding.
-    let mut unmetered = 1u64;
     // Looked up once, not per slice: a family lookup hashes the labels under a lock.
     let sent = s.metrics.sent_bytes.get_or_create(label).clone();
-    while let Some(buf) = rx.recv().await {
+    // The status byte and chunk headers are protocol, not artifact bytes: the meters count only the
+    // encoding.
+    while let Some((buf, mut unmetered)) = rx.recv().await {
         #[cfg(feature = "test-faults")]
         let buf = {
             let mut buf = buf;
@@ -164,6 +249,72 @@ async fn send_pipe(
             at = end;
         }
     }
-    timed(t, st.flush()).await?;
-    timed(t, st.close()).await
+    timed(t, st.flush()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a `PipeWriter` hands over for `data` written in pieces of `piece` bytes, and the
+    /// protocol bytes it counted.
+    fn written(data: &[u8], piece: usize, session: bool) -> (Vec<u8>, u64) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let mut w = PipeWriter::new(tx, session);
+        for p in data.chunks(piece) {
+            w.write_all(p).expect("write");
+        }
+        w.finish().expect("finish");
+        let (mut out, mut overhead) = (Vec::new(), 0);
+        while let Ok((b, o)) = rx.try_recv() {
+            out.extend_from_slice(&b);
+            overhead += o;
+        }
+        (out, overhead)
+    }
+
+    #[test]
+    fn a_session_response_is_chunks_that_end_in_band() {
+        for (len, piece) in [
+            (0, 1),
+            (1, 1),
+            (PIPE_BUF - 5, 7),
+            (PIPE_BUF, 4096),
+            (300_001, 65_536),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let (out, overhead) = written(&data, piece.max(1), true);
+            assert_eq!(out[0], Status::Ok as u8);
+            // Parse: chunks of at most `PIPE_BUF`, then a zero header, then nothing.
+            let (mut at, mut got, mut chunks) = (1, Vec::new(), 0u64);
+            loop {
+                let len = wire::chunk_len(out[at..at + 4].try_into().expect("header"))
+                    .expect("within the cap");
+                at += 4;
+                chunks += 1;
+                if len == 0 {
+                    break;
+                }
+                assert!(len <= PIPE_BUF);
+                got.extend_from_slice(&out[at..at + len]);
+                at += len;
+            }
+            assert_eq!(at, out.len(), "nothing after the end of the response");
+            assert_eq!(got, data, "the chunks give back the encoding");
+            assert_eq!(
+                overhead,
+                1 + 4 * chunks,
+                "status byte and headers are not metered"
+            );
+        }
+    }
+
+    #[test]
+    fn a_transfer_1_response_is_the_status_byte_and_the_encoding() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let (out, overhead) = written(&data, 10_000, false);
+        assert_eq!(out[0], Status::Ok as u8);
+        assert_eq!(&out[1..], &data[..]);
+        assert_eq!(overhead, 1);
+    }
 }
