@@ -271,7 +271,7 @@ async fn a_non_member_gets_nothing_and_is_disconnected() {
 
     // A peer that speaks our protocols but has no certificate: it asks for data straight away.
     let mut sw = intruder();
-    let mut control = sw.behaviour().stream.new_control();
+    let control = sw.behaviour().stream.new_control();
     sw.dial(seed_addr).expect("dial");
     let seed_id = s.handle.peer_id();
     // Drive the intruder's swarm in the background and report when the seed drops it.

@@ -17,7 +17,7 @@
 //! | [`announce`] | `/wardswarm/announce/1` and `/wardswarm/report/1` |
 //! | [`exchange`] | `/wardswarm/peers/1`: where the other admitted members listen |
 //! | [`revocation`] | `/wardswarm/revocations/1`: revocation lists; where admission ends (expiry, revocation) |
-//! | [`transfer`] | `/wardswarm/transfer/1`: the server and the client, with their pipes |
+//! | [`transfer`] | `/wardswarm/transfer/2` and `/1`: the server and the client, with their pipes; the kept streams |
 //! | [`policy`] | pure decisions shared with the simulations: serve or refuse, the HAVE round |
 //! | [`streams`] | time limits, opening streams, each peer's bounded outbox |
 //! | [`ip_limits`] | pending and established inbound connections per remote IP |
