@@ -77,9 +77,10 @@ impl Cap {
 
     /// How many bytes to pass through this cap at a time: 20 ms of traffic (the burst), 1 to 16 KiB. Tokens are
     /// taken before a slice is written, and a slice held up by back-pressure goes out later in a lump;
-    /// with several transfers each may hold one, so slices must be small next to the cap.
+    /// with several transfers each may hold one, so slices must be small next to the cap. Without a
+    /// cap nothing is metered out, and a read or write takes whatever buffer its caller has.
     pub fn slice_bytes(&self) -> usize {
-        self.rate().map_or(MAX_SLICE, slice_for)
+        self.rate().map_or(usize::MAX, slice_for)
     }
 
     /// The current cap.

@@ -239,7 +239,7 @@ async fn send_pipe(
         let mut at = 0;
         while at < buf.len() {
             // Small slices keep the rate over any second close to the cap (see `Cap::slice_bytes`).
-            let end = buf.len().min(at + s.upload.slice_bytes());
+            let end = buf.len().min(at.saturating_add(s.upload.slice_bytes()));
             let n = (end - at) as u64;
             pass_cap(s, &s.upload, "upload", n).await;
             timed(t, st.write_all(&buf[at..end])).await?;
