@@ -352,7 +352,9 @@ async fn receive_pipe(
             let into: &mut [u8] = if in_header {
                 &mut header[header_at..]
             } else {
-                let mut end = buf.len().min(filled.saturating_add(s.download.slice_bytes()));
+                let mut end = buf
+                    .len()
+                    .min(filled.saturating_add(s.download.slice_bytes()));
                 if session {
                     end = end.min(filled + chunk_left);
                 }
