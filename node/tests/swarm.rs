@@ -176,6 +176,71 @@ async fn a_node_speaking_only_first_versions_learns_and_is_learned_from() {
     }
 }
 
+/// Reports go to the gateway one after another on one `report/2` stream; a node from before
+/// `report/2` sends each on a `report/1` stream of its own, and the gateway takes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_share_one_long_lived_stream_and_old_nodes_still_report() {
+    let w = ward();
+    let (g, _) = seed(&w, "gateway", &data(1 << 16, 5), w.config(vec![])).await;
+    let at = addr(&g.handle).await;
+    let new = w
+        .start("new-dev", Role::Device, w.config(vec![at.clone()]), None)
+        .await;
+    let old_cfg = Config {
+        fault: Some(Fault::V1Only),
+        ..w.config(vec![at])
+    };
+    let old = w.start("old-dev", Role::Device, old_cfg, None).await;
+    let mut ev = g.handle.subscribe();
+    for m in [&new, &old] {
+        let id = m.handle.peer_id();
+        tokio::time::timeout(T, async {
+            let (mut sent, mut got) = (0u32, 0u32);
+            // A report sent before the gateway admitted the device is dropped: send until five
+            // have arrived.
+            while got < 5 {
+                sent += 1;
+                let body = format!("{{\"n\":{sent}}}").into_bytes();
+                m.handle.report(body).await.expect("running");
+                let wait = tokio::time::sleep(Duration::from_millis(200));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        e = ev.recv() => match e {
+                            Ok(Event::Report { peer, .. }) if peer == id => {
+                                got += 1;
+                                break;
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                panic!("the gateway stopped")
+                            }
+                            _ => {}
+                        },
+                        _ = &mut wait => break,
+                    }
+                }
+            }
+        })
+        .await
+        .expect("five reports reached the gateway in time");
+    }
+    let (v2, _) = streams_and_done(&new.handle.metrics(), "/wardswarm/report/2");
+    let (v1, _) = streams_and_done(&new.handle.metrics(), "/wardswarm/report/1");
+    assert!(
+        (1..=2).contains(&v2) && v1 == 0,
+        "the current node: {v2} report/2 and {v1} report/1 streams"
+    );
+    let (v2, _) = streams_and_done(&old.handle.metrics(), "/wardswarm/report/2");
+    let (v1, _) = streams_and_done(&old.handle.metrics(), "/wardswarm/report/1");
+    assert!(
+        v1 >= 5 && v2 == 0,
+        "the old node: {v2} report/2 and {v1} report/1 streams"
+    );
+    for m in [&g, &new, &old] {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_liar_is_banned_and_nothing_corrupt_is_stored() {
     let w = ward();

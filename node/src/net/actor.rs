@@ -176,7 +176,9 @@ fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
         Protocol::Revocations => 16,
         Protocol::Have | Protocol::Report => 256,
         // One long-lived stream per admitted peer (a reconnect may leave a second one briefly).
-        Protocol::HaveStream => cfg.max_connections as usize * 2,
+        Protocol::HaveStream | Protocol::ReportStream | Protocol::PeersStream => {
+            cfg.max_connections as usize * 2
+        }
         Protocol::Directive => 16,
         Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
         // Long-lived: a peer keeps a few per connection (its requests in flight, then idle ones).
@@ -338,9 +340,11 @@ async fn dispatch(s: Arc<Shared>, proto: Protocol, peer: PeerId, stream: Stream)
         Protocol::HaveStream => availability::inbound_stream(s, peer, stream).await,
         Protocol::Announce => announce::inbound_announce(s, peer, stream).await,
         Protocol::Report => announce::inbound_report(s, peer, stream).await,
+        Protocol::ReportStream => announce::inbound_report_stream(s, peer, stream).await,
         Protocol::Transfer => transfer::server::inbound(s, peer, stream).await,
         Protocol::TransferSession => transfer::server::inbound_session(s, peer, stream).await,
         Protocol::Peers => exchange::inbound(s, peer, stream).await,
+        Protocol::PeersStream => exchange::inbound_stream(s, peer, stream).await,
         Protocol::Revocations => revocation::inbound(s, peer, stream).await,
         Protocol::Directive => announce::inbound_directive(s, peer, stream).await,
     }
@@ -364,8 +368,13 @@ impl Actor {
     fn start_inbound(&mut self) -> Result<(), NodeError> {
         for proto in Protocol::ALL {
             #[cfg(feature = "test-faults")]
-            if matches!(proto, Protocol::HaveStream | Protocol::TransferSession)
-                && self.shared.cfg.fault == Some(super::Fault::V1Only)
+            if matches!(
+                proto,
+                Protocol::HaveStream
+                    | Protocol::ReportStream
+                    | Protocol::PeersStream
+                    | Protocol::TransferSession
+            ) && self.shared.cfg.fault == Some(super::Fault::V1Only)
             {
                 continue;
             }

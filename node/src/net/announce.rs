@@ -29,6 +29,17 @@ pub(super) async fn inbound_report(s: Arc<Shared>, peer: PeerId, mut st: Stream)
     }
 }
 
+/// An inbound `report/2` stream: reports one after another (see
+/// [`super::availability::member_frames`]).
+pub(super) async fn inbound_report_stream(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
+    let internal = s.internal.clone();
+    super::availability::member_frames(&s, peer, &mut st, wire::MAX_REPORT_FRAME, |body| {
+        let internal = internal.clone();
+        async move { internal.send(Internal::Report { peer, body }).await.is_ok() }
+    })
+    .await;
+}
+
 /// An inbound rollout directive from an admitted member (the actor refuses one that is not from the
 /// ward's gateway).
 pub(super) async fn inbound_directive(s: Arc<Shared>, peer: PeerId, mut st: Stream) {

@@ -57,18 +57,36 @@ async fn deliver(s: &Shared, peer: PeerId, b: &[u8]) -> bool {
     }
 }
 
-/// An inbound `have/2` stream: frames until the sender closes it, falls silent for `2 × IDLE`, stops
-/// being a member, or sends a malformed frame (then the stream is dropped; the peer may open another).
+/// An inbound `have/2` stream (see [`member_frames`]).
 pub(super) async fn inbound_stream(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
-    if admitted_role(&s, &peer).await.is_none() {
+    let s2 = s.clone();
+    member_frames(&s, peer, &mut st, wire::MAX_HAVE_FRAME, |b| {
+        let s = s2.clone();
+        async move { deliver(&s, peer, &b).await }
+    })
+    .await;
+}
+
+/// The frames of an inbound long-lived stream (`have/2`, `report/2`, `peers/2`), each passed to
+/// `deliver`, until the sender closes it, falls silent for `2 × IDLE`, stops being a member, or sends
+/// a frame that is too large or that `deliver` refuses (then the stream is dropped; the peer may open
+/// another).
+pub(super) async fn member_frames<F: std::future::Future<Output = bool>>(
+    s: &Shared,
+    peer: PeerId,
+    st: &mut Stream,
+    max: usize,
+    mut deliver: impl FnMut(Vec<u8>) -> F,
+) {
+    if admitted_role(s, &peer).await.is_none() {
         return;
     }
     loop {
-        let Ok(b) = timed(2 * IDLE, wire::read_frame(&mut st, wire::MAX_HAVE_FRAME)).await else {
+        let Ok(b) = timed(2 * IDLE, wire::read_frame(st, max)).await else {
             return;
         };
         // Revoked or banned meanwhile: what it says no longer counts.
-        if s.members.borrow().role_of(&peer).is_none() || !deliver(&s, peer, &b).await {
+        if s.members.borrow().role_of(&peer).is_none() || !deliver(b).await {
             return;
         }
     }

@@ -110,11 +110,31 @@ impl PeerList {
 /// An inbound peer list from an admitted member.
 pub(super) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
     if let Some(b) = member_frame(&s, &peer, &mut st, MAX_FRAME).await {
-        match PeerList::from_bytes(&b) {
-            Ok(list) => {
-                let _ = s.internal.send(Internal::Peers { from: peer, list }).await;
-            }
-            Err(e) => tracing::debug!(%peer, error = %e, "bad peer list"),
+        let _ = deliver(&s, peer, &b).await;
+    }
+}
+
+/// An inbound `peers/2` stream: peer lists one after another (see
+/// [`super::availability::member_frames`]); a malformed list ends it.
+pub(super) async fn inbound_stream(s: Arc<Shared>, peer: PeerId, mut st: Stream) {
+    let s2 = s.clone();
+    super::availability::member_frames(&s, peer, &mut st, MAX_FRAME, |b| {
+        let s = s2.clone();
+        async move { deliver(&s, peer, &b).await }
+    })
+    .await;
+}
+
+/// Passes one peer list to the actor; `false` if it is malformed.
+async fn deliver(s: &Shared, peer: PeerId, b: &[u8]) -> bool {
+    match PeerList::from_bytes(b) {
+        Ok(list) => {
+            let _ = s.internal.send(Internal::Peers { from: peer, list }).await;
+            true
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "bad peer list");
+            false
         }
     }
 }

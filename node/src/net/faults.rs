@@ -12,8 +12,8 @@ pub enum Fault {
     CorruptServe,
     /// Accept transfer requests and never answer (a staller).
     StallServe,
-    /// Speak the first versions only, as a node from before `have/2` and `transfer/2`: refuse those
-    /// streams, open none (`have/1` and `transfer/1` instead).
+    /// Speak the first versions only, as a node from before `have/2`, `report/2`, `peers/2` and
+    /// `transfer/2`: refuse those streams, open none (the `/1` versions instead).
     V1Only,
 }
 

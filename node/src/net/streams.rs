@@ -1,7 +1,7 @@
 //! Stream helpers shared by the protocols: time limits on every stream operation, opening a stream,
-//! and each admitted peer's outbox, a bounded queue of one-frame messages (HAVE, ANNOUNCE, REPORT)
-//! drained by one task per peer: HAVE frames on one long-lived `have/2` stream, the rest a stream
-//! each.
+//! and each admitted peer's outbox, a bounded queue of one-frame messages (HAVE, ANNOUNCE, REPORT,
+//! peer lists, revocation lists) drained by one task per peer: HAVE frames, reports and peer lists
+//! each on one long-lived stream (`have/2`, `report/2`, `peers/2`), the rest a stream each.
 
 use std::{future::Future, io, sync::Arc, time::Duration};
 
@@ -78,14 +78,55 @@ impl Outbox {
     }
 }
 
-/// How the outbox sends HAVE frames to its peer.
-enum HaveLink {
-    /// No `have/2` stream open now.
+/// How the outbox sends one protocol's frames to its peer, for a protocol with a long-lived version
+/// ([`Protocol::long_lived`]).
+enum Link {
+    /// No long-lived stream open now.
     Closed,
-    /// The open `have/2` stream and when a frame last went out on it.
+    /// The open stream and when a frame last went out on it.
     Open(Stream, tokio::time::Instant),
-    /// The peer does not speak `have/2`: a `have/1` stream per frame.
+    /// The peer does not speak the long-lived version: a stream per frame.
     Unsupported,
+}
+
+/// An outbox's long-lived links, by one-frame protocol (at most one per protocol that has one).
+#[derive(Default)]
+struct Links(Vec<(Protocol, Link)>);
+
+impl Links {
+    fn get(&mut self, proto: Protocol) -> &mut Link {
+        let i = match self.0.iter().position(|(p, _)| *p == proto) {
+            Some(i) => i,
+            None => {
+                self.0.push((proto, Link::Closed));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    /// When the first open stream falls idle.
+    fn next_idle(&self) -> Option<tokio::time::Instant> {
+        self.0
+            .iter()
+            .filter_map(|(_, l)| match l {
+                Link::Open(_, last) => Some(*last + super::availability::IDLE),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Closes the streams idle since `before` (all of them with `None`).
+    async fn close(&mut self, t: Duration, before: Option<tokio::time::Instant>) {
+        for (_, l) in &mut self.0 {
+            let idle = matches!(l, Link::Open(_, last) if before.is_none_or(|b| *last + super::availability::IDLE <= b));
+            if idle {
+                if let Link::Open(mut st, _) = std::mem::replace(l, Link::Closed) {
+                    let _ = timed(t, st.close()).await;
+                }
+            }
+        }
+    }
 }
 
 async fn drain(
@@ -95,39 +136,35 @@ async fn drain(
     mut rx: mpsc::Receiver<Frame>,
 ) {
     let t = s.cfg.io_timeout;
-    let mut link = HaveLink::Closed;
+    let mut links = Links::default();
     #[cfg(feature = "test-faults")]
-    if s.cfg.fault == Some(super::Fault::V1Only) {
-        link = HaveLink::Unsupported;
-    }
+    let v1_only = s.cfg.fault == Some(super::Fault::V1Only);
+    #[cfg(not(feature = "test-faults"))]
+    let v1_only = false;
     loop {
-        let idle_at = match &link {
-            HaveLink::Open(_, last) => Some(*last + super::availability::IDLE),
-            _ => None,
-        };
+        let idle_at = links.next_idle();
         let frame = tokio::select! {
             f = rx.recv() => f,
             _ = s.shutdown.cancelled() => None,
             _ = async { tokio::time::sleep_until(idle_at.unwrap_or_else(tokio::time::Instant::now)).await }, if idle_at.is_some() => {
-                if let HaveLink::Open(mut st, _) = std::mem::replace(&mut link, HaveLink::Closed) {
-                    let _ = timed(t, st.close()).await;
-                }
+                links.close(t, Some(tokio::time::Instant::now())).await;
                 continue;
             }
         };
         let Some(f) = frame else {
-            if let HaveLink::Open(mut st, _) = link {
-                let _ = timed(t, st.close()).await;
-            }
+            links.close(t, None).await;
             return;
         };
-        if f.proto == Protocol::Have && !matches!(link, HaveLink::Unsupported) {
-            match send_have(&s, &mut control, peer, t, &mut link, &f.body).await {
-                Ok(()) => continue,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "HAVE on the long-lived stream failed");
-                    if !matches!(link, HaveLink::Unsupported) {
-                        continue;
+        if let Some(long) = f.proto.long_lived().filter(|_| !v1_only) {
+            let link = links.get(f.proto);
+            if !matches!(link, Link::Unsupported) {
+                match send_long(&s, &mut control, peer, t, link, long, &f.body).await {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        tracing::debug!(%peer, proto = %long, error = %e, "frame on the long-lived stream failed");
+                        if !matches!(link, Link::Unsupported) {
+                            continue;
+                        }
                     }
                 }
             }
@@ -144,34 +181,36 @@ async fn drain(
     }
 }
 
-/// Sends one HAVE frame on the peer's `have/2` stream, opening it first if need be. A failed write
-/// drops the stream (the frame is lost, and heals at the next full refresh); the next frame opens a
-/// new one. A peer that refuses `have/2` is marked `Unsupported` and the caller falls back to `have/1`.
-async fn send_have(
+/// Sends one frame on the peer's long-lived `long` stream, opening it first if need be. A failed
+/// write drops the stream (the frame is lost: HAVE frames and peer lists heal at the next refresh,
+/// reports at the next report); the next frame opens a new one. A peer that refuses `long` is
+/// marked `Unsupported` and the caller falls back to a stream per frame.
+async fn send_long(
     s: &Shared,
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     t: Duration,
-    link: &mut HaveLink,
+    link: &mut Link,
+    long: Protocol,
     body: &[u8],
 ) -> io::Result<()> {
-    let mut st = match std::mem::replace(link, HaveLink::Closed) {
-        HaveLink::Open(st, _) => st,
-        HaveLink::Unsupported => {
-            *link = HaveLink::Unsupported;
-            return Err(io::Error::other("have/2 unsupported"));
+    let mut st = match std::mem::replace(link, Link::Closed) {
+        Link::Open(st, _) => st,
+        Link::Unsupported => {
+            *link = Link::Unsupported;
+            return Err(io::Error::other(format!("{long} unsupported")));
         }
-        HaveLink::Closed => match open(s, control, peer, Protocol::HaveStream, t).await {
+        Link::Closed => match open(s, control, peer, long, t).await {
             Ok(st) => st,
             Err(e) => {
                 if e.kind() == io::ErrorKind::Unsupported {
-                    *link = HaveLink::Unsupported;
+                    *link = Link::Unsupported;
                 }
                 return Err(e);
             }
         },
     };
     timed(t, wire::write_frame(&mut st, body)).await?;
-    *link = HaveLink::Open(st, tokio::time::Instant::now());
+    *link = Link::Open(st, tokio::time::Instant::now());
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! | `/wardswarm/have/1` | frame: `HAVE` (root, length, bitmap of verified groups) | nothing |
 //! | `/wardswarm/announce/1` | frame: a signed release manifest | nothing |
 //! | `/wardswarm/peers/1` | frame: where the other admitted members listen | nothing |
+//! | `/wardswarm/peers/2` | `peers/1` frames, one after another on one long-lived stream | nothing |
 //! | `/wardswarm/report/1` | frame: a device's status report (JSON) | nothing |
+//! | `/wardswarm/report/2` | `report/1` frames, one after another on one long-lived stream | nothing |
 //! | `/wardswarm/revocations/1` | frame: a signed certificate revocation list | nothing |
 //! | `/wardswarm/transfer/1` | frame: `GET` (root, length, up to 64 runs of groups) | status byte, then the bao encoding of exactly those groups |
 //! | `/wardswarm/transfer/2` | `GET` frames, one at a time, on one long-lived stream | per GET: status byte; for `ok`, the encoding in chunks (4-byte length, bytes), then a 4-byte zero |
@@ -42,6 +44,10 @@ pub const PEERS: StreamProtocol = StreamProtocol::new("/wardswarm/peers/1");
 pub const REVOCATIONS: StreamProtocol = StreamProtocol::new("/wardswarm/revocations/1");
 /// Device status reports to the ward gateway: one JSON frame per stream.
 pub const REPORT: StreamProtocol = StreamProtocol::new("/wardswarm/report/1");
+/// Status reports one after another on one long-lived stream (as `have/2` for HAVE frames).
+pub const REPORT_STREAM: StreamProtocol = StreamProtocol::new("/wardswarm/report/2");
+/// Peer lists one after another on one long-lived stream (as `have/2` for HAVE frames).
+pub const PEERS_STREAM: StreamProtocol = StreamProtocol::new("/wardswarm/peers/2");
 /// The gateway's rollout directive to one device (JSON, one per stream; from the gateway only).
 pub const DIRECTIVE: StreamProtocol = StreamProtocol::new("/wardswarm/directive/1");
 /// The ward protocols, for dispatching inbound streams by an exhaustive match: a stream of any
@@ -62,8 +68,12 @@ pub enum Protocol {
     TransferSession,
     /// [`REPORT`].
     Report,
+    /// [`REPORT_STREAM`].
+    ReportStream,
     /// [`PEERS`].
     Peers,
+    /// [`PEERS_STREAM`].
+    PeersStream,
     /// [`REVOCATIONS`].
     Revocations,
     /// [`DIRECTIVE`].
@@ -72,7 +82,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol a node accepts.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Admission,
         Self::Have,
         Self::HaveStream,
@@ -80,7 +90,9 @@ impl Protocol {
         Self::Transfer,
         Self::TransferSession,
         Self::Report,
+        Self::ReportStream,
         Self::Peers,
+        Self::PeersStream,
         Self::Revocations,
         Self::Directive,
     ];
@@ -94,9 +106,21 @@ impl Protocol {
             Self::Transfer => TRANSFER,
             Self::TransferSession => TRANSFER_SESSION,
             Self::Report => REPORT,
+            Self::ReportStream => REPORT_STREAM,
             Self::Peers => PEERS,
+            Self::PeersStream => PEERS_STREAM,
             Self::Revocations => REVOCATIONS,
             Self::Directive => DIRECTIVE,
+        }
+    }
+    /// The long-lived version of a one-frame protocol, carrying its frames one after another, if it
+    /// has one.
+    pub const fn long_lived(self) -> Option<Self> {
+        match self {
+            Self::Have => Some(Self::HaveStream),
+            Self::Report => Some(Self::ReportStream),
+            Self::Peers => Some(Self::PeersStream),
+            _ => None,
         }
     }
     /// The protocol of an id, if it is one of ours.

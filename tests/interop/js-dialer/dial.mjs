@@ -11,7 +11,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 
 const PROTOCOLS = ['/wardswarm/have/1', '/wardswarm/announce/1', '/wardswarm/peers/1',
   '/wardswarm/revocations/1', '/wardswarm/report/1', '/wardswarm/transfer/1', '/wardswarm/transfer/2',
-  '/wardswarm/have/2', '/wardswarm/admission/1',
+  '/wardswarm/have/2', '/wardswarm/report/2', '/wardswarm/peers/2', '/wardswarm/admission/1',
   '/wardswarm/directive/1']
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
