@@ -28,7 +28,7 @@ use super::{
     metrics::Metrics,
     policy::{self, HaveArtifact},
     revocation,
-    streams::Outbox,
+    streams::{self, Outbox},
     transfer,
     transport::{build_swarm, fresh_port, Behaviour, BehaviourEvent},
     wire::{Have, Protocol},
@@ -165,26 +165,6 @@ pub(super) struct PeerState {
 const MAX_HAVES_PER_PEER: usize = 16;
 /// Most manifests remembered (and re-announced to newcomers).
 const MAX_MANIFESTS: usize = 32;
-
-/// Inbound streams handled at once, per protocol; past it a new stream is dropped at once (the
-/// opener sees a reset). Handlers are short: they read one frame, or a GET and a status byte (the
-/// serving itself is bounded by `max_inbound_transfers`).
-fn inbound_limit(p: Protocol, cfg: &Config) -> usize {
-    match p {
-        Protocol::Admission | Protocol::Announce | Protocol::Peers => 64,
-        // A list may be 512 KiB: 16 at once bound the memory to 8 MiB.
-        Protocol::Revocations => 16,
-        Protocol::Have | Protocol::Report => 256,
-        // One long-lived stream per admitted peer (a reconnect may leave a second one briefly).
-        Protocol::HaveStream | Protocol::ReportStream | Protocol::PeersStream => {
-            cfg.max_connections as usize * 2
-        }
-        Protocol::Directive => 16,
-        Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
-        // Long-lived: a peer keeps a few per connection (its requests in flight, then idle ones).
-        Protocol::TransferSession => (cfg.max_connections as usize).saturating_mul(4),
-    }
-}
 
 /// Starts a node. It listens, dials its bootstrap peers, and runs until `Handle::shutdown`.
 pub fn spawn(
@@ -385,7 +365,7 @@ impl Actor {
                         protocol: proto.id(),
                     })?;
             let shared = self.shared.clone();
-            let limit = Arc::new(Semaphore::new(inbound_limit(proto, &shared.cfg)));
+            let limit = Arc::new(Semaphore::new(streams::inbound_limit(proto, &shared.cfg)));
             tokio::spawn(async move {
                 loop {
                     let next = tokio::select! {

@@ -46,6 +46,27 @@ pub(super) async fn open(
     .await
 }
 
+/// Inbound streams handled at once, per protocol; past it a new stream is dropped at once (the
+/// opener sees a reset). One-frame handlers are short: they read one frame, or a GET and a status
+/// byte; long-lived ones are bounded per connection. Serving itself is bounded by
+/// `max_inbound_transfers`.
+pub(super) fn inbound_limit(p: Protocol, cfg: &super::Config) -> usize {
+    match p {
+        Protocol::Admission | Protocol::Announce | Protocol::Peers => 64,
+        // A list may be 512 KiB: 16 at once bound the memory to 8 MiB.
+        Protocol::Revocations => 16,
+        Protocol::Have | Protocol::Report => 256,
+        // One long-lived stream per admitted peer (a reconnect may leave a second one briefly).
+        Protocol::HaveStream | Protocol::ReportStream | Protocol::PeersStream => {
+            cfg.max_connections as usize * 2
+        }
+        Protocol::Directive => 16,
+        Protocol::Transfer => cfg.max_inbound_transfers.saturating_mul(4),
+        // Long-lived: a peer keeps a few per connection (its requests in flight, then idle ones).
+        Protocol::TransferSession => (cfg.max_connections as usize).saturating_mul(4),
+    }
+}
+
 /// Frames waiting for one peer. A HAVE round sends one frame per artifact, announcements are rare:
 /// 64 is many rounds' worth, and past it frames are dropped and counted, never queued without end
 /// (a lost HAVE heals at the next full refresh).

@@ -123,6 +123,13 @@ impl Protocol {
             _ => None,
         }
     }
+    /// A later version, which a node from before it does not speak (it then gets the `/1` one).
+    pub const fn is_later_version(self) -> bool {
+        matches!(
+            self,
+            Self::HaveStream | Self::ReportStream | Self::PeersStream | Self::TransferSession
+        )
+    }
     /// The protocol of an id, if it is one of ours.
     pub fn from_id(id: &StreamProtocol) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.id() == *id)

@@ -779,11 +779,8 @@ impl<'a> Ward<'a> {
         out.gateway_upload_per_ward.push(self.nodes[0].uploaded);
         out.transfers = std::mem::take(&mut self.transfers);
         out.groups_requested = self.groups_requested;
-        let n = out.transfers.values().sum::<u64>();
-        if n > 0 {
-            out.streams_opened
-                .insert(wardswarm_node::net::wire::TRANSFER.to_string(), n);
-        }
+        // No streams: the model moves requests, not libp2p streams (`transfer/2` carries many
+        // requests a stream), so `streams_opened` stays empty rather than guessed.
         out.gateway_left_s = out
             .gateway_left_s
             .or(self.gateway_left.map(|t| t as f64 / 1e6));

@@ -112,7 +112,9 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     };
     tracing::debug!(%peer, %root, ?status, runs = get.runs.len(), "transfer status");
     if let Some(outcome) = refused(status) {
-        if session {
+        // After "forbidden" the responder ends the stream; after the other refusals it waits for the
+        // next GET.
+        if session && status != Status::Forbidden {
             s.links.put(peer, st);
         }
         let _ = s.internal.send(finish(outcome, None)).await;
