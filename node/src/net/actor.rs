@@ -348,14 +348,7 @@ impl Actor {
     fn start_inbound(&mut self) -> Result<(), NodeError> {
         for proto in Protocol::ALL {
             #[cfg(feature = "test-faults")]
-            if matches!(
-                proto,
-                Protocol::HaveStream
-                    | Protocol::ReportStream
-                    | Protocol::PeersStream
-                    | Protocol::TransferSession
-            ) && self.shared.cfg.fault == Some(super::Fault::V1Only)
-            {
+            if proto.is_later_version() && self.shared.cfg.fault == Some(super::Fault::V1Only) {
                 continue;
             }
             let mut incoming =
