@@ -101,7 +101,7 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum DeltaCmd {
-    /// Create a delta from BASE to TARGET (bidiff + zstd).
+    /// Create a delta from BASE to TARGET (bidiff, then LZMA2 and a base-aware model).
     Create {
         #[arg(long)]
         base: PathBuf,
@@ -109,8 +109,10 @@ enum DeltaCmd {
         target: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// How the patch streams are compressed: lzma2 (format 2, smallest) or zstd (format 1).
-        #[arg(long, default_value = "lzma2", value_parser = ["lzma2", "zstd"])]
+        /// How the patch streams are compressed: cm (format 4, smallest: LZMA2, and the add bytes
+        /// coded by a model that sees the base), lzma2 (format 3: LZMA2 only, faster to apply) or
+        /// zstd (format 1).
+        #[arg(long, default_value = "cm", value_parser = ["cm", "lzma2", "zstd"])]
         codec: String,
         /// zstd level of the patch streams (with `--codec zstd`).
         #[arg(long, default_value_t = wardswarm_node::delta::LEVEL)]
@@ -435,7 +437,8 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let codec = match codec.as_str() {
                 "zstd" => wardswarm_node::delta::Codec::Zstd(level),
-                _ => wardswarm_node::delta::Codec::Lzma2,
+                "lzma2" => wardswarm_node::delta::Codec::Lzma2,
+                _ => wardswarm_node::delta::Codec::Modeled,
             };
             let old = std::fs::read(&base).with_context(|| base.display().to_string())?;
             let new = std::fs::read(&target).with_context(|| target.display().to_string())?;

@@ -61,8 +61,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut d1 = Vec::new();
     delta::create(&base, &target, delta::Codec::Zstd(3), &mut d1)?;
     write(out, "delta", "delta-format1", &d1)?;
+    let mut d3 = Vec::new();
+    delta::create(&base, &target, delta::Codec::Lzma2, &mut d3)?;
+    write(out, "delta", "delta-format3", &d3)?;
     let mut d = Vec::new();
-    delta::create(&base, &target, delta::Codec::Lzma2, &mut d)?;
+    delta::create(&base, &target, delta::Codec::Modeled, &mut d)?;
     write(out, "delta", "delta", &d)?;
     let full = fuzz::artifact();
     let m = Manifest {

@@ -28,8 +28,11 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use crate::hash::Hash;
 
 pub mod branch;
+mod cm;
+mod runs;
 
 use branch::{BaseView, Range, Restore};
+use runs::{Adds, ZeroRuns};
 
 /// Largest zstd window a device accepts when decoding (16 MiB per stream): bounds decoder memory.
 pub const MAX_WINDOW_LOG: u32 = 24;
@@ -41,9 +44,12 @@ pub const LEVEL: i32 = 19;
 pub const MAGIC_ZSTD: &[u8; 4] = b"WSD1";
 /// The magic bytes of format 2 (LZMA2 streams, the add bytes whole; applied, no longer written).
 pub const MAGIC_2: &[u8; 4] = b"WSD2";
-/// The magic bytes of format 3 (format 2 with long zero runs of the add bytes taken out), what
-/// [`create`] writes.
-pub const MAGIC: &[u8; 4] = b"WSD3";
+/// The magic bytes of format 3 (format 2 with long zero runs of the add bytes taken out), written
+/// with [`Codec::Lzma2`].
+pub const MAGIC_3: &[u8; 4] = b"WSD3";
+/// The magic bytes of format 4 (format 3 with the add literals coded by a model that sees the base
+/// under them, [`cm`]), what [`create`] writes with [`Codec::Modeled`].
+pub const MAGIC: &[u8; 4] = b"WSD4";
 /// Format 3 takes zero runs of at least this many add bytes out of the add stream (`docs/deltas.md`:
 /// 512 measured best of 1 to 4,096 on the corpus; short runs are cheaper left to LZMA2).
 pub const ZERO_RUN_MIN: u64 = 512;
@@ -111,7 +117,10 @@ fn get_varint(r: &mut impl Read) -> io::Result<Option<u64>> {
 /// How a delta's streams are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
-    /// Format 2: LZMA2 (xz), the smallest (7 to 9 % below zstd -19 on the corpus).
+    /// Format 4: as format 3, with the add literals coded by a context-mixing model that sees the
+    /// base bytes under them: the smallest, and the slowest to create and apply.
+    Modeled,
+    /// Format 3: every stream LZMA2 (xz), 7 to 9 % below zstd -19 on the corpus.
     Lzma2,
     /// Format 1: zstd at this level (1 to 22): faster to create.
     Zstd(i32),
@@ -188,7 +197,7 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
 pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> io::Result<()> {
     // Only format 2 and later carry transformed ranges.
     let (rb, rt) = match codec {
-        Codec::Lzma2 => (branch::exec_ranges(base), branch::exec_ranges(target)),
+        Codec::Modeled | Codec::Lzma2 => (branch::exec_ranges(base), branch::exec_ranges(target)),
         Codec::Zstd(_) => (vec![], vec![]),
     };
     let same_arch = rb
@@ -227,63 +236,6 @@ pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> 
     out.flush()
 }
 
-/// The add bytes of format 3 as they are written: runs of at least [`ZERO_RUN_MIN`] zeros taken out,
-/// the rest kept as literals. `pairs` holds (literal count, zero count) LEB128 pairs: that many
-/// literal bytes, then that many zeros. The add bytes are mostly zeros (every byte where the base
-/// matches exactly); a root file system image's are 99.6 % zeros, and LZMA2 spent most of its time
-/// on them.
-#[derive(Default)]
-struct ZeroRuns {
-    pairs: Vec<u8>,
-    literals: Vec<u8>,
-    /// Literal bytes since the last pair.
-    pending: u64,
-    /// Zeros seen since the last non-zero byte, not yet written either way.
-    zeros: u64,
-}
-
-impl ZeroRuns {
-    fn push(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let z = data.iter().position(|&b| b != 0).unwrap_or(data.len());
-            self.zeros += z as u64;
-            data = &data[z..];
-            if data.is_empty() {
-                break;
-            }
-            self.settle_zeros();
-            let n = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-            self.literals.extend_from_slice(&data[..n]);
-            self.pending += n as u64;
-            data = &data[n..];
-        }
-    }
-
-    /// The zeros before a non-zero byte (or the end): a run of their own, or literals.
-    fn settle_zeros(&mut self) {
-        if self.zeros >= ZERO_RUN_MIN {
-            put_varint(&mut self.pairs, self.pending);
-            put_varint(&mut self.pairs, self.zeros);
-            self.pending = 0;
-        } else {
-            self.literals
-                .resize(self.literals.len() + self.zeros as usize, 0);
-            self.pending += self.zeros;
-        }
-        self.zeros = 0;
-    }
-
-    /// The pairs and the literals. No pair is (0, 0).
-    fn finish(mut self) -> (Vec<u8>, Vec<u8>) {
-        self.settle_zeros();
-        if self.pending > 0 {
-            put_varint(&mut self.pairs, self.pending);
-            put_varint(&mut self.pairs, 0);
-        }
-        (self.pairs, self.literals)
-    }
-}
-
 fn put_ranges(out: &mut Vec<u8>, ranges: &[Range]) {
     out.push(ranges.len() as u8);
     for r in ranges {
@@ -304,10 +256,13 @@ fn encode(
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let mut cols: [Vec<u8>; 3] = Default::default();
     let mut runs = ZeroRuns::default();
+    let columns = !matches!(codec, Codec::Zstd(_));
+    // Where the next control starts in the base and in the target.
+    let (mut base_pos, mut target_pos) = (0u64, 0u64);
     {
         let mut t = bidiff::Translator::new(base, target, |c: &bidiff::Control<'_>| {
             let seek = ((c.seek << 1) ^ (c.seek >> 63)) as u64;
-            if codec == Codec::Lzma2 {
+            if columns {
                 put_varint(&mut cols[0], c.add.len() as u64);
                 put_varint(&mut cols[1], c.copy.len() as u64);
                 put_varint(&mut cols[2], seek);
@@ -316,12 +271,20 @@ fn encode(
                 put_varint(&mut ctrl, c.copy.len() as u64);
                 put_varint(&mut ctrl, seek);
             }
-            if codec == Codec::Lzma2 {
-                runs.push(c.add);
+            if columns {
+                let at = cm::Segment {
+                    base_pos,
+                    target_pos,
+                    len: 0,
+                    base_end: base_pos + c.add.len() as u64,
+                };
+                runs.push(c.add, &at);
             } else {
                 adds.extend_from_slice(c.add);
             }
             copies.extend_from_slice(c.copy);
+            base_pos = (base_pos + c.add.len() as u64).wrapping_add_signed(c.seek);
+            target_pos += (c.add.len() + c.copy.len()) as u64;
             Ok::<(), io::Error>(())
         });
         // One partition keeps the patch smallest (more partitions sort in parallel, slightly worse).
@@ -342,10 +305,23 @@ fn encode(
         // Controls in three columns (add lengths, copy lengths, seeks): each column's numbers are
         // alike, and LZMA2 finds more in them apart (1 to 2 % of the ruff and uv deltas). The add
         // bytes' literals, the largest stream, on one core; the rest on the other.
-        Codec::Lzma2 => {
-            let (zero_runs, literals) = runs.finish();
+        Codec::Modeled | Codec::Lzma2 => {
+            let (zero_runs, literals, segments) = runs.finish();
             let (lits, rest) = std::thread::scope(|scope| {
-                let lits = scope.spawn(|| lzma2_compress(&literals, Kind::Add));
+                let lits = scope.spawn(|| match codec {
+                    Codec::Modeled => {
+                        let started = std::time::Instant::now();
+                        let out = cm::encode(base, &segments, &literals);
+                        tracing::debug!(
+                            bytes = literals.len(),
+                            compressed = out.as_ref().map_or(0, Vec::len),
+                            elapsed = ?started.elapsed(),
+                            "delta: add literals modeled"
+                        );
+                        out
+                    }
+                    _ => lzma2_compress(&literals, Kind::Add),
+                });
                 let rest = [
                     (&cols[0], Kind::Control),
                     (&cols[1], Kind::Control),
@@ -360,14 +336,19 @@ fn encode(
                 (lits, rest)
             });
             let [c0, c1, c2, z, copies] = rest;
-            (MAGIC, vec![c0?, c1?, c2?, z?, lits?, copies?])
+            let magic = if codec == Codec::Modeled {
+                MAGIC
+            } else {
+                MAGIC_3
+            };
+            (magic, vec![c0?, c1?, c2?, z?, lits?, copies?])
         }
     };
     let mut out = magic.to_vec();
     for s in &sections {
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     }
-    if codec == Codec::Lzma2 {
+    if columns {
         put_ranges(&mut out, rb);
         put_ranges(&mut out, rt);
     }
@@ -399,6 +380,8 @@ pub fn check_base<B: Read + Seek>(
 enum Section<R: Read> {
     Zstd(zstd::stream::read::Decoder<'static, io::BufReader<io::Take<R>>>),
     Lzma2(liblzma::bufread::XzDecoder<io::BufReader<io::Take<R>>>),
+    /// Format 4's coded add literals, read by [`cm::Decoder`].
+    Raw(io::BufReader<io::Take<R>>),
 }
 
 impl<R: Read> Read for Section<R> {
@@ -406,6 +389,7 @@ impl<R: Read> Read for Section<R> {
         match self {
             Self::Zstd(d) => d.read(buf),
             Self::Lzma2(d) => d.read(buf),
+            Self::Raw(d) => d.read(buf),
         }
     }
 }
@@ -415,8 +399,15 @@ fn section<R: Read + Seek>(
     at: u64,
     len: u64,
     lzma2: bool,
+    raw: bool,
 ) -> Result<Section<R>, DeltaError> {
     r.seek(SeekFrom::Start(at))?;
+    if raw {
+        return Ok(Section::Raw(io::BufReader::with_capacity(
+            64 * 1024,
+            r.take(len),
+        )));
+    }
     if lzma2 {
         // The memory limit refuses a stream whose dictionary is over `MAX_DICT` before decoding it.
         let limit = u64::from(MAX_DICT) + (1 << 20);
@@ -430,68 +421,6 @@ fn section<R: Read + Seek>(
     let mut d = zstd::stream::read::Decoder::new(r.take(len))?;
     d.window_log_max(MAX_WINDOW_LOG)?;
     Ok(Section::Zstd(d))
-}
-
-/// The add stream: whole (formats 1 and 2) or as zero runs and literals (format 3, [`ZeroRuns`]).
-enum Adds<R: Read> {
-    Whole(Section<R>),
-    Runs {
-        pairs: Box<Section<R>>,
-        literals: Box<Section<R>>,
-        /// Of the current pair: literal bytes, then zeros, still to give.
-        literal: u64,
-        zeros: u64,
-    },
-}
-
-impl<R: Read> Read for Adds<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let (pairs, literals, literal, zeros) = match self {
-            Self::Whole(s) => return s.read(buf),
-            Self::Runs {
-                pairs,
-                literals,
-                literal,
-                zeros,
-            } => (pairs, literals, literal, zeros),
-        };
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while *literal == 0 && *zeros == 0 {
-            let truncated = |e: io::Error| match e.kind() {
-                io::ErrorKind::UnexpectedEof => malformed("truncated zero run"),
-                _ => e,
-            };
-            let Some(l) = get_varint(pairs).map_err(truncated)? else {
-                // The end of the add bytes: every literal must have been used.
-                return if literals.read(&mut [0u8])? == 0 {
-                    Ok(0)
-                } else {
-                    Err(malformed("add literals past the last zero run"))
-                };
-            };
-            let z = get_varint(pairs)
-                .map_err(truncated)?
-                .ok_or_else(|| malformed("truncated zero run"))?;
-            if l == 0 && z == 0 {
-                return Err(malformed("an empty zero run"));
-            }
-            (*literal, *zeros) = (l, z);
-        }
-        if *literal > 0 {
-            let n = (*literal).min(buf.len() as u64) as usize;
-            literals
-                .read_exact(&mut buf[..n])
-                .map_err(|_| malformed("add literals too short"))?;
-            *literal -= n as u64;
-            return Ok(n);
-        }
-        let n = (*zeros).min(buf.len() as u64) as usize;
-        buf[..n].fill(0);
-        *zeros -= n as u64;
-        Ok(n)
-    }
 }
 
 enum State {
@@ -510,6 +439,10 @@ struct Raw<R: Read + Seek, B: Read + Seek> {
     base: BaseView<B>,
     state: State,
     tmp: Vec<u8>,
+    /// Format 4: base bytes of the current control already read, from the base position on.
+    window: Vec<u8>,
+    /// Where the base is read next (kept by hand: format 4's model needs it).
+    base_pos: u64,
     produced: u64,
     limit: u64,
 }
@@ -569,8 +502,9 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)
         .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
+    let modeled = &magic == MAGIC;
     let (lzma2, mut start) = match &magic {
-        m if m == MAGIC => (true, HEADER3),
+        m if m == MAGIC || m == MAGIC_3 => (true, HEADER3),
         m if m == MAGIC_2 => (true, HEADER2),
         m if m == MAGIC_ZSTD => (false, HEADER),
         _ => {
@@ -596,8 +530,9 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
     }
     let mut sections = Vec::with_capacity(lens.len());
     let mut at = start;
-    for len in lens {
-        sections.push(section(open()?, at, len, lzma2)?);
+    for (i, len) in lens.into_iter().enumerate() {
+        // Format 4's fifth section, the add literals, is the model's coded bytes.
+        sections.push(section(open()?, at, len, lzma2, modeled && i == 4)?);
         at = at
             .checked_add(len)
             .ok_or_else(|| DeltaError::Malformed("section lengths overflow".into()))?;
@@ -609,6 +544,17 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
     };
     let adds = if !zero_runs {
         Adds::Whole(adds)
+    } else if modeled {
+        let pairs = sections
+            .pop()
+            .ok_or_else(|| DeltaError::Malformed("missing sections".into()))?;
+        Adds::Modeled {
+            pairs: Box::new(pairs),
+            literals: Box::new(cm::Decoder::new(adds)?),
+            model: cm::Model::new(),
+            literal: 0,
+            zeros: 0,
+        }
     } else {
         let pairs = sections
             .pop()
@@ -627,6 +573,8 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
         base: BaseView::new(base, rb),
         state: State::Control,
         tmp: vec![0u8; 64 * 1024],
+        window: Vec::new(),
+        base_pos: 0,
         produced: 0,
         limit,
     };
@@ -660,7 +608,8 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
                                 return Err(malformed("control columns of unequal length"));
                             }
                         }
-                        if self.adds.read(&mut b)? != 0 || self.copies.read(&mut b)? != 0 {
+                        self.adds.finish()?;
+                        if self.copies.read(&mut b)? != 0 {
                             return Err(malformed("data past the last control"));
                         }
                         self.state = State::Done;
@@ -675,6 +624,30 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
                     self.state = State::Add(add, copy, seek);
                 }
                 State::Add(0, copy, seek) => self.state = State::Copy(copy, seek),
+                State::Add(rem, copy, seek) if matches!(self.adds, Adds::Modeled { .. }) => {
+                    // The model looks up to three base bytes ahead within the control: keep them
+                    // read, and give out only bytes whose lookahead is in the window.
+                    let want = rem.min(self.tmp.len() as u64) as usize;
+                    let have = self.window.len();
+                    if have < want {
+                        self.window.resize(want, 0);
+                        self.base.read_exact(&mut self.window[have..])?;
+                    }
+                    let ready = if want as u64 == rem { want } else { want - 3 };
+                    let n = ready.min(buf.len());
+                    for (k, out) in buf[..n].iter_mut().enumerate() {
+                        let ctx = cm::Ctx {
+                            base: &self.window[k..want.min(k + 4)],
+                            base_pos: self.base_pos + k as u64,
+                            target_pos: self.produced + k as u64,
+                        };
+                        *out = self.window[k].wrapping_add(self.adds.modeled(&ctx)?);
+                    }
+                    self.window.drain(..n);
+                    self.base_pos += n as u64;
+                    self.state = State::Add(rem - n as u64, copy, seek);
+                    return self.produced(n);
+                }
                 State::Add(rem, copy, seek) => {
                     let n = (rem.min(buf.len() as u64) as usize).min(self.tmp.len());
                     self.base.read_exact(&mut buf[..n])?;
@@ -687,11 +660,13 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
                     for (o, d) in buf[..n].iter_mut().zip(&self.tmp[..n]) {
                         *o = o.wrapping_add(*d);
                     }
+                    self.base_pos += n as u64;
                     self.state = State::Add(rem - n as u64, copy, seek);
                     return self.produced(n);
                 }
                 State::Copy(0, seek) => {
                     self.base.seek(SeekFrom::Current(seek))?;
+                    self.base_pos = self.base_pos.wrapping_add_signed(seek);
                     self.state = State::Control;
                 }
                 State::Copy(rem, seek) => {
