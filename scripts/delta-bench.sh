@@ -2,7 +2,8 @@
 # scripts/delta-bench.sh CORPUS_DIR [OUT_DIR]
 #
 # Delta benchmark on the corpus built by ../shared/corpus/fetch.sh (pairs in CORPUS_DIR/pairs/<name>/{old,new}).
-# For each pair: full size, zstd -19 size, and for wardswarm (bidiff + LZMA2), bsdiff, xdelta3 -9 -S djw
+# For each pair: full size, zstd -19 size, and for wardswarm (format 4, the default; and format 3,
+# `--codec lzma2`, as wardswarm-lzma2), bsdiff, xdelta3 -9 -S djw
 # and zstd -19 --long=31 --patch-from: delta size, create time, apply time, peak RSS of create and apply
 # (GNU time's maximum resident set size), and a check that the applied output equals the new image.
 # Needs: bsdiff, xdelta3, zstd, time (apt-get install bsdiff xdelta3 zstd time) and a release build of
@@ -56,7 +57,7 @@ for dir in "$CORPUS"/pairs/*/; do
     zsize=$(stat -c %s "$OUT/$name.zst")
     QB=""; command -v qbsdiff >/dev/null && QB=qbsdiff
     HD=""; [ -n "${HDIFFZ:-}" ] && HD="hdiffz-sd hdiffz"
-    for tool in wardswarm bsdiff ${SA:+bsdiff-sa} $QB $HD xdelta3 zstd-patch-from; do
+    for tool in wardswarm wardswarm-lzma2 bsdiff ${SA:+bsdiff-sa} $QB $HD xdelta3 zstd-patch-from; do
         d="$OUT/$name.$tool.delta"; o="$OUT/$name.$tool.out"
         rm -f "$d" "$o"
         if [ "$tool" = bsdiff ] || [ "$tool" = bsdiff-sa ]; then
@@ -72,6 +73,9 @@ for dir in "$CORPUS"/pairs/*/; do
         case $tool in
             wardswarm)
                 c=$(run "$name.$tool.create" "$WS" delta create --base "$old" --target "$new" --out "$d")
+                a=$(run "$name.$tool.apply" "$WS" delta apply --base "$old" --delta "$d" --out "$o") ;;
+            wardswarm-lzma2)
+                c=$(run "$name.$tool.create" "$WS" delta create --codec lzma2 --base "$old" --target "$new" --out "$d")
                 a=$(run "$name.$tool.apply" "$WS" delta apply --base "$old" --delta "$d" --out "$o") ;;
             bsdiff|bsdiff-sa)
                 a=$(run "$name.$tool.apply" bspatch "$old" "$o" "$d") ;;

@@ -253,7 +253,7 @@ fn build_delta(
         .open(&partial)
         .map_err(|e| err(&partial, e))?;
     let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
-    crate::delta::create(&old, new, crate::delta::Codec::Modeled, &mut w)
+    crate::delta::create(&old, new, crate::delta::Codec::MODELED, &mut w)
         .map_err(|e| err(base_path, e))?;
     drop(old);
     let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;

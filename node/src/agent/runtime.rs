@@ -832,7 +832,7 @@ mod tests {
         let mut target = base.clone();
         target[5000..6000].copy_from_slice(&testkit::bytes(1000, 2));
         let mut delta = Vec::new();
-        crate::delta::create(&base, &target, crate::delta::Codec::Modeled, &mut delta)
+        crate::delta::create(&base, &target, crate::delta::Codec::MODELED, &mut delta)
             .expect("delta");
         let (store, root) = stored(d.path(), &delta);
 

@@ -6,17 +6,19 @@
 //! 2 and 3) the transformed ranges of the base and of the target ([`branch`]), then the compressed
 //! streams: the controls (per control: LEB128 add length, LEB128 copy length,
 //! zigzag-LEB128 seek), the add bytes (new minus base, byte-wise, where the base matches
-//! approximately), and the copy bytes (literal new bytes). `"WSD3"` (written now) compresses each
-//! stream as an xz stream of LZMA2, tuned per stream, with the controls in three columns and the add
-//! bytes' long zero runs in a stream of their own ([`ZERO_RUN_MIN`]); `"WSD2"` (still applied) kept
+//! approximately), and the copy bytes (literal new bytes). `"WSD4"` (written now) is `"WSD3"` with
+//! the add literals coded by [`cm`], a model that sees the base bytes under them. `"WSD3"`
+//! compresses each stream as an xz stream of LZMA2, tuned per stream, with the controls in three
+//! columns and the add bytes' long zero runs in a stream of their own ([`ZERO_RUN_MIN`]); `"WSD2"`
+//! (still applied) kept
 //! the add bytes whole; `"WSD1"` (still applied) used zstd and interleaved controls. Applying
 //! starts at base offset 0; for each control it adds `add` bytes to the base, emits `copy` literal
 //! bytes, then moves the base position by `seek`. Keeping the three kinds of data apart is what lets
 //! each compress well (bsdiff does the same with bzip2).
 //!
-//! Applying needs the base as `Read + Seek` (the device's committed slot) and holds three decoder
-//! windows (LZMA2 dictionaries of at most [`MAX_DICT`] each, zstd windows of at most
-//! 2^[`MAX_WINDOW_LOG`]) and fixed buffers, whatever the image size. Creating holds both images and
+//! Applying needs the base as `Read + Seek` (the device's committed slot) and holds one decoder
+//! per stream (LZMA2 dictionaries of at most [`MAX_DICT`] each, zstd windows of at most
+//! 2^[`MAX_WINDOW_LOG`], format 4's 14 MiB model) and fixed buffers, whatever the image size. Creating holds both images and
 //! the base's suffix array in memory (about 6.7 bytes per base byte); that happens on the device
 //! maker's build machine.
 //!
@@ -40,6 +42,9 @@ pub const MAX_WINDOW_LOG: u32 = 24;
 pub const WINDOW_LOG: u32 = 23;
 /// zstd level of each stream of a format-1 delta (`Codec::Zstd`).
 pub const LEVEL: i32 = 19;
+/// The least gain for which [`Codec::MODELED`] writes format 4: 5 % of the delta (`docs/deltas.md`:
+/// the corpus pairs gain 5.5 to 65 %, the demo's synthetic image 2.2 %, for about 20 times the CPU).
+pub const MODEL_MIN_GAIN_PERCENT: u8 = 5;
 /// The magic bytes of format 1 (zstd streams; applied, no longer written).
 pub const MAGIC_ZSTD: &[u8; 4] = b"WSD1";
 /// The magic bytes of format 2 (LZMA2 streams, the add bytes whole; applied, no longer written).
@@ -48,7 +53,7 @@ pub const MAGIC_2: &[u8; 4] = b"WSD2";
 /// with [`Codec::Lzma2`].
 pub const MAGIC_3: &[u8; 4] = b"WSD3";
 /// The magic bytes of format 4 (format 3 with the add literals coded by a model that sees the base
-/// under them, [`cm`]), what [`create`] writes with [`Codec::Modeled`].
+/// under them, [`cm`]), what [`create`] writes with [`Codec::Modeled`] where it pays.
 pub const MAGIC: &[u8; 4] = b"WSD4";
 /// Format 3 takes zero runs of at least this many add bytes out of the add stream (`docs/deltas.md`:
 /// 512 measured best of 1 to 4,096 on the corpus; short runs are cheaper left to LZMA2).
@@ -118,12 +123,21 @@ fn get_varint(r: &mut impl Read) -> io::Result<Option<u64>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     /// Format 4: as format 3, with the add literals coded by a context-mixing model that sees the
-    /// base bytes under them: the smallest, and the slowest to create and apply.
-    Modeled,
+    /// base bytes under them: the smallest, and the slowest to create and apply (about 20 times
+    /// format 3's CPU on the device). Written only when it makes the whole delta at least
+    /// `min_gain_percent` % smaller than format 3 would be; format 3 otherwise.
+    Modeled { min_gain_percent: u8 },
     /// Format 3: every stream LZMA2 (xz), 7 to 9 % below zstd -19 on the corpus.
     Lzma2,
     /// Format 1: zstd at this level (1 to 22): faster to create.
     Zstd(i32),
+}
+
+impl Codec {
+    /// Format 4 where it makes the delta at least [`MODEL_MIN_GAIN_PERCENT`] % smaller.
+    pub const MODELED: Codec = Codec::Modeled {
+        min_gain_percent: MODEL_MIN_GAIN_PERCENT,
+    };
 }
 
 /// Which of the three streams: they differ enough that each gets its own LZMA2 literal model.
@@ -197,7 +211,9 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
 pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> io::Result<()> {
     // Only format 2 and later carry transformed ranges.
     let (rb, rt) = match codec {
-        Codec::Modeled | Codec::Lzma2 => (branch::exec_ranges(base), branch::exec_ranges(target)),
+        Codec::Modeled { .. } | Codec::Lzma2 => {
+            (branch::exec_ranges(base), branch::exec_ranges(target))
+        }
         Codec::Zstd(_) => (vec![], vec![]),
     };
     let same_arch = rb
@@ -305,11 +321,11 @@ fn encode(
         // Controls in three columns (add lengths, copy lengths, seeks): each column's numbers are
         // alike, and LZMA2 finds more in them apart (1 to 2 % of the ruff and uv deltas). The add
         // bytes' literals, the largest stream, on one core; the rest on the other.
-        Codec::Modeled | Codec::Lzma2 => {
+        Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
-            let (lits, rest) = std::thread::scope(|scope| {
-                let lits = scope.spawn(|| match codec {
-                    Codec::Modeled => {
+            let (modeled, lzma, rest) = std::thread::scope(|scope| {
+                let modeled = matches!(codec, Codec::Modeled { .. }).then(|| {
+                    scope.spawn(|| {
                         let started = std::time::Instant::now();
                         let out = cm::encode(base, &segments, &literals);
                         tracing::debug!(
@@ -319,9 +335,9 @@ fn encode(
                             "delta: add literals modeled"
                         );
                         out
-                    }
-                    _ => lzma2_compress(&literals, Kind::Add),
+                    })
                 });
+                let lzma = lzma2_compress(&literals, Kind::Add);
                 let rest = [
                     (&cols[0], Kind::Control),
                     (&cols[1], Kind::Control),
@@ -330,18 +346,40 @@ fn encode(
                     (&copies, Kind::Copy),
                 ]
                 .map(|(data, kind)| lzma2_compress(data, kind));
-                let lits = lits
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("delta: compression panicked")));
-                (lits, rest)
+                let modeled = modeled.map(|m| {
+                    m.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("delta: the model panicked")))
+                });
+                (modeled, lzma, rest)
             });
             let [c0, c1, c2, z, copies] = rest;
-            let magic = if codec == Codec::Modeled {
-                MAGIC
-            } else {
-                MAGIC_3
+            let rest = [c0?, c1?, c2?, z?, copies?];
+            let lzma = lzma?;
+            let (magic, lits) = match (codec, modeled) {
+                (Codec::Modeled { min_gain_percent }, Some(m)) => {
+                    let m = m?;
+                    // Format 4 costs the device far more CPU to apply: keep it only where it pays.
+                    let whole = rest.iter().map(Vec::len).sum::<usize>() + lzma.len();
+                    let gain = lzma.len().saturating_sub(m.len());
+                    let keep = m.len() <= lzma.len()
+                        && gain as u64 * 100 >= u64::from(min_gain_percent) * whole as u64;
+                    tracing::info!(
+                        modeled = m.len(),
+                        lzma2 = lzma.len(),
+                        delta = whole,
+                        kept = if keep { "format 4" } else { "format 3" },
+                        "delta: the add model measured"
+                    );
+                    if keep {
+                        (MAGIC, m)
+                    } else {
+                        (MAGIC_3, lzma)
+                    }
+                }
+                _ => (MAGIC_3, lzma),
             };
-            (magic, vec![c0?, c1?, c2?, z?, lits?, copies?])
+            let [c0, c1, c2, z, copies] = rest;
+            (magic, vec![c0, c1, c2, z, lits, copies])
         }
     };
     let mut out = magic.to_vec();

@@ -274,7 +274,15 @@ fn format_4_round_trips_in_any_pieces_and_refuses_damage() {
     target.splice(50_000..50_000, testkit::bytes(3_000, 12));
     target[150_000..160_000].fill(0);
     let mut d = Vec::new();
-    create(&base, &target, Codec::Modeled, &mut d).expect("create");
+    create(
+        &base,
+        &target,
+        Codec::Modeled {
+            min_gain_percent: 0,
+        },
+        &mut d,
+    )
+    .expect("create");
     assert_eq!(&d[..4], MAGIC);
     let limit = target.len() as u64;
     assert_eq!(run(&d, &base, limit).expect("apply"), target);
@@ -292,6 +300,13 @@ fn format_4_round_trips_in_any_pieces_and_refuses_damage() {
         d3.len()
     );
     assert_eq!(run(&d3, &base, limit).expect("format 3 applies"), target);
+    // Where the model gains less than asked, the delta stays format 3, byte for byte.
+    let mut fallback = Vec::new();
+    let strict = Codec::Modeled {
+        min_gain_percent: 100,
+    };
+    create(&base, &target, strict, &mut fallback).expect("create");
+    assert!(fallback == d3, "format 3 when the model does not pay");
 
     // The coded literals are the fifth section: cut one byte off it, add one, or flip bytes in it.
     let lens: Vec<u64> = (0..6)
@@ -353,7 +368,7 @@ proptest::proptest! {
             }
         }
         let mut d = Vec::new();
-        create(&base, &target, Codec::Modeled, &mut d).expect("create");
+        create(&base, &target, Codec::Modeled { min_gain_percent: 0 }, &mut d).expect("create");
         let out = run_in_pieces(&d, &base, target.len() as u64, &[piece]).expect("apply");
         proptest::prop_assert!(out == target);
     }
