@@ -8,6 +8,8 @@
 #   uv          static-pie Rust executable, x86-64, uv 0.5.10 -> 0.5.11
 #   cmake       dynamically linked C++ executable (musl), x86-64, cmake 3.31.1 -> 3.31.2
 #   ruff-arm64  static Rust executable, aarch64, ruff 0.8.3 -> 0.8.4
+#   ninja       C++ executable, x86-64, ninja 1.11.1.git.kitware.jobserver-1 as packaged in 1.11.1.1 (manylinux1) and
+#               in 1.11.1.3 (manylinux2010): one source rebuilt with another toolchain (glibc 2.5 -> 2.12)
 #
 # Needs: bash, python3, pip, sha256sum.
 set -euo pipefail
@@ -61,4 +63,9 @@ wheel ruff 0.8.3 musllinux_1_2_aarch64 5be450bb18f23f0edc5a4e5585c17a56ba88920d5
     ruff-0.8.3.data/scripts/ruff "$OUT/pairs/ruff-arm64/old" 92a81128fc371b4936d52ef4a29f9ae40c1e34d514564eae54652b6dda5f62e2
 wheel ruff 0.8.4 musllinux_1_2_aarch64 13e9ec6d6b55f6da412d59953d65d66e760d583dd3c1c72bf1f26435b5bfdbae \
     ruff-0.8.4.data/scripts/ruff "$OUT/pairs/ruff-arm64/new" d6bc537c9a2557aab581f3557e5964d208515b33682e8d02a71819d94de0a21c
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64}"
+log "ninja 1.11.1.1 -> 1.11.1.3 (x86-64, C++: one source rebuilt on a newer toolchain)"
+wheel ninja 1.11.1.1 manylinux1_x86_64 84502ec98f02a037a169c4b0d5d86075eaf6afc55e1879003d6cab51ced2ea4b \
+    ninja/data/bin/ninja "$OUT/pairs/ninja/old" 68f6c375c4234305bff9790aa232815b38924390cbb6ad4987ea0f94ad2bc410
+wheel ninja 1.11.1.3 manylinux2010_x86_64 a27e78ca71316c8654965ee94b286a98c83877bfebe2607db96897bbfe458af0 \
+    ninja-1.11.1.3.data/scripts/ninja "$OUT/pairs/ninja/new" 94f5318756260447ffb88d0bc31b67dbc07119f1dc0c8dc2cb58ea575a471025
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja}"

@@ -320,7 +320,8 @@ fn encode(
         ),
         // Controls in three columns (add lengths, copy lengths, seeks): each column's numbers are
         // alike, and LZMA2 finds more in them apart (1 to 2 % of the ruff and uv deltas). The add
-        // bytes' literals, the largest stream, on one core; the rest on the other.
+        // literals' model, the slowest step, on one core; LZMA2 of every stream (the literals too,
+        // to measure the model against) on the other.
         Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
             let (modeled, lzma, rest) = std::thread::scope(|scope| {
