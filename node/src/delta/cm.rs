@@ -106,10 +106,10 @@ impl Model {
         for (n, r) in rate.iter_mut().enumerate() {
             *r = (1u32 << 18) / (n as u32 * 2 + 3);
         }
-        let mut apm = vec![0u16; 256 * 256 * 33];
-        for (i, a) in apm.iter_mut().enumerate() {
-            *a = (squash((i % 33) as i32 * 128 - 2048) * 16) as u16;
-        }
+        let row: Vec<u16> = (0..33)
+            .map(|i| (squash(i * 128 - 2048) * 16) as u16)
+            .collect();
+        let apm = row.repeat(256 * 256);
         Box::new(Model {
             stretch,
             rate,
@@ -204,10 +204,18 @@ impl Model {
     fn predict(&mut self, node: u32) -> i32 {
         let mask = (1u32 << TABLE_BITS) - 1;
         let node_hash = node.wrapping_mul(0x2545_F491);
-        for k in 0..CONTEXTS {
+        // First every context's bucket, each read once: the reads do not depend on one another, so
+        // the processor fetches the ten cache lines at once (the search below would wait for each
+        // in turn; this is most of the model's time).
+        let mut buckets = [(0usize, 0u32); CONTEXTS];
+        let mut touched = 0u32;
+        for (k, b) in buckets.iter_mut().enumerate() {
             let h = (self.hashes[k] ^ node_hash).wrapping_mul(0x9E37_79B1);
-            let check = h >> 24;
-            let bucket = (h & mask) as usize & !3;
+            *b = ((h & mask) as usize & !3, h >> 24);
+            touched ^= self.tables[k][b.0];
+        }
+        std::hint::black_box(touched);
+        for (k, &(bucket, check)) in buckets.iter().enumerate() {
             let t = &mut self.tables[k];
             // The slot with this check, else the bucket's least used one, reset.
             let mut found = None;

@@ -590,7 +590,7 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
         Adds::Modeled {
             pairs: Box::new(pairs),
             literals: Box::new(cm::Decoder::new(adds)?),
-            model: cm::Model::new(),
+            model: None,
             literal: 0,
             zeros: 0,
         }

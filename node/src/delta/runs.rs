@@ -117,7 +117,8 @@ pub(super) enum Adds<R: Read> {
     Modeled {
         pairs: Box<Section<R>>,
         literals: Box<cm::Decoder<Section<R>>>,
-        model: Box<cm::Model>,
+        /// Made at the first literal: 14 MiB, not worth making for a delta that fails before it.
+        model: Option<Box<cm::Model>>,
         literal: u64,
         zeros: u64,
     },
@@ -162,7 +163,9 @@ impl<R: Read> Adds<R> {
         }
         if *literal > 0 {
             *literal -= 1;
-            return model.code(literals.as_mut(), ctx, 0);
+            return model
+                .get_or_insert_with(cm::Model::new)
+                .code(literals.as_mut(), ctx, 0);
         }
         *zeros -= 1;
         Ok(0)
