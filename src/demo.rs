@@ -234,6 +234,7 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         } else {
             vec![]
         },
+        delta_codec: wardswarm_node::delta::Codec::MODELED,
     })?;
     let build_s = t.elapsed().as_secs_f64();
     origin::publish(

@@ -99,6 +99,17 @@ enum Cmd {
     Delta(DeltaCmd),
 }
 
+/// The newest delta format a release build writes (`release build --delta-format`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DeltaFormat {
+    #[value(name = "4")]
+    Four,
+    #[value(name = "3")]
+    Three,
+    #[value(name = "1")]
+    One,
+}
+
 #[derive(Subcommand, Debug)]
 enum DeltaCmd {
     /// Create a delta from BASE to TARGET (bidiff, then LZMA2 and a base-aware model).
@@ -294,6 +305,11 @@ enum ReleaseCmd {
         /// when it is at most 90 % of the compressed full image.
         #[arg(long = "base", value_name = "OLD_IMAGE")]
         bases: Vec<PathBuf>,
+        /// The newest delta format the fleet's agents apply: 4 (the default: format 4 where it makes
+        /// the delta at least 5 % smaller, else 3), 3 (agents from 65eb94c to before 4cdd0f4) or 1
+        /// (every agent). An agent refuses a delta of a newer format than its own.
+        #[arg(long, value_enum, default_value_t = DeltaFormat::Four)]
+        delta_format: DeltaFormat,
     },
     /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
     Verify {
@@ -777,6 +793,7 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
             zstd_level,
             zstd_workers,
             bases,
+            delta_format,
             force_counter,
         } => {
             if counter > MAX_PLAIN_COUNTER && !force_counter {
@@ -813,6 +830,13 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                 zstd_workers,
                 root,
                 bases,
+                delta_codec: match delta_format {
+                    DeltaFormat::One => {
+                        wardswarm_node::delta::Codec::Zstd(wardswarm_node::delta::LEVEL)
+                    }
+                    DeltaFormat::Three => wardswarm_node::delta::Codec::Lzma2,
+                    DeltaFormat::Four => wardswarm_node::delta::Codec::MODELED,
+                },
             };
             let report = release::build(&req)?;
             let m = &report.manifest.manifest;

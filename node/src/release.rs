@@ -110,6 +110,9 @@ pub struct BuildRequest {
     pub root: Option<TrustRoot>,
     /// Older images to publish deltas from (one delta artifact per base, when it pays).
     pub bases: Vec<PathBuf>,
+    /// How the deltas are written: [`Codec::MODELED`](crate::delta::Codec::MODELED) (format 4 where
+    /// it pays), or an older format for a fleet whose agents predate it (`docs/deltas.md`).
+    pub delta_codec: crate::delta::Codec,
 }
 
 /// A delta is published only when it is at most this fraction of the compressed full image; otherwise
@@ -177,7 +180,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
         let t = &req.target;
         let new = fs::read(t).map_err(|e| err(t, e))?;
         for b in &req.bases {
-            if let Some(a) = build_delta(b, &new, &target, full_len, &art_dir)? {
+            if let Some(a) = build_delta(req.delta_codec, b, &new, &target, full_len, &art_dir)? {
                 artifacts.push(a);
             }
         }
@@ -235,6 +238,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
 /// Builds the delta from one base into `art_dir`; `None` when it would not pay (or the base is the
 /// target, or another base with the same bytes came first).
 fn build_delta(
+    codec: crate::delta::Codec,
     base_path: &Path,
     new: &[u8],
     target: &Target,
@@ -253,8 +257,7 @@ fn build_delta(
         .open(&partial)
         .map_err(|e| err(&partial, e))?;
     let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
-    crate::delta::create(&old, new, crate::delta::Codec::MODELED, &mut w)
-        .map_err(|e| err(base_path, e))?;
+    crate::delta::create(&old, new, codec, &mut w).map_err(|e| err(base_path, e))?;
     drop(old);
     let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;
     file.sync_all().map_err(|e| err(&partial, e))?;

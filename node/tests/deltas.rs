@@ -24,19 +24,8 @@ fn a_delta_is_published_only_when_it_pays_and_it_reproduces_the_target() {
     let keys = TestKeys::default();
     let now = Timestamp::from_unix(1_800_000_000);
     let r = release::build(&BuildRequest {
-        target: d.path().join("new"),
-        product: "p".into(),
-        hardware: vec!["h".into()],
-        version: "2".into(),
-        counter: 2,
-        created: now,
-        expires: now.saturating_add(Duration::from_secs(86_400)),
-        keys: vec![keys.release.clone()],
-        out: d.path().join("rel"),
-        zstd_level: 3,
-        zstd_workers: 0,
-        root: Some(keys.root(now, Duration::from_secs(86_400 * 30))),
         bases: vec![d.path().join("old"), d.path().join("unrelated")],
+        ..request(&d, &keys, now)
     })
     .expect("build");
     let m = &r.manifest.manifest;
@@ -72,4 +61,43 @@ fn a_delta_is_published_only_when_it_pays_and_it_reproduces_the_target() {
     .expect("read");
     assert_eq!(Hash::of(&out), m.target.hash);
     release::verify_dir(&d.path().join("rel"), None, None).expect("the release verifies");
+
+    // For a fleet whose agents predate format 4, the build writes the format asked for.
+    let r3 = release::build(&BuildRequest {
+        out: d.path().join("rel3"),
+        bases: vec![d.path().join("old")],
+        delta_codec: delta::Codec::Lzma2,
+        ..request(&d, &keys, now)
+    })
+    .expect("build");
+    let m3 = &r3.manifest.manifest;
+    let a3 = m3.delta_from(&Hash::of(&old)).expect("delta from old");
+    let bytes = std::fs::read(
+        d.path()
+            .join("rel3")
+            .join(ARTIFACTS_DIR)
+            .join(a3.file_name()),
+    )
+    .expect("read delta");
+    assert_eq!(&bytes[..4], delta::MAGIC_3);
+}
+
+/// A build of `new` into `rel` with no bases.
+fn request(d: &tempfile::TempDir, keys: &TestKeys, now: Timestamp) -> BuildRequest {
+    BuildRequest {
+        target: d.path().join("new"),
+        product: "p".into(),
+        hardware: vec!["h".into()],
+        version: "2".into(),
+        counter: 2,
+        created: now,
+        expires: now.saturating_add(Duration::from_secs(86_400)),
+        keys: vec![keys.release.clone()],
+        out: d.path().join("rel"),
+        zstd_level: 3,
+        zstd_workers: 0,
+        root: Some(keys.root(now, Duration::from_secs(86_400 * 30))),
+        bases: vec![],
+        delta_codec: delta::Codec::MODELED,
+    }
 }

@@ -160,6 +160,7 @@ impl Ward {
             zstd_workers: 0,
             root: Some(self.root.clone()),
             bases: vec![],
+            delta_codec: wardswarm_node::delta::Codec::MODELED,
         })?;
         let full = report
             .manifest

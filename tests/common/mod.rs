@@ -140,6 +140,7 @@ impl Fixture {
             zstd_workers: 0,
             root: None,
             bases: vec![],
+            delta_codec: wardswarm_node::delta::Codec::MODELED,
         })
         .expect("build release");
         r.manifest.manifest.full().expect("full").length
