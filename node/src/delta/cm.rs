@@ -18,6 +18,8 @@ use std::io::{self, Read};
 
 /// Slots per context table, as a power of two. Part of the format: encoder and decoder must agree.
 pub const TABLE_BITS: u32 = 18;
+/// Base bytes the model sees from each add byte on, itself included (fewer at a control's end).
+pub const LOOKAHEAD: usize = 4;
 /// How many hashed contexts predict each bit.
 pub const CONTEXTS: usize = 10;
 /// Inputs to the mixer: one per context and a bias.
@@ -55,7 +57,7 @@ fn hash(a: u32, b: u32) -> u32 {
 }
 
 /// What the model knows of the next add byte: the base bytes from it to the end of its control
-/// (at most four are used; fewer at a control's end), and where it is in the base and the target.
+/// (at most [`LOOKAHEAD`]), and where it is in the base and the target.
 pub struct Ctx<'a> {
     pub base: &'a [u8],
     pub base_pos: u64,
@@ -437,7 +439,10 @@ pub fn encode(base: &[u8], segments: &[Segment], literals: &[u8]) -> io::Result<
     for s in segments {
         for i in 0..s.len {
             let pos = s.base_pos + i;
-            let end = s.base_end.min(pos + 4).min(base.len() as u64);
+            let end = s
+                .base_end
+                .min(pos + LOOKAHEAD as u64)
+                .min(base.len() as u64);
             let ctx = Ctx {
                 base: base.get(pos as usize..end as usize).unwrap_or(&[]),
                 base_pos: pos,
@@ -470,7 +475,10 @@ mod tests {
         for s in segments {
             for i in 0..s.len {
                 let pos = s.base_pos + i;
-                let end = s.base_end.min(pos + 4).min(base.len() as u64);
+                let end = s
+                    .base_end
+                    .min(pos + LOOKAHEAD as u64)
+                    .min(base.len() as u64);
                 let ctx = Ctx {
                     base: &base[pos as usize..end as usize],
                     base_pos: pos,

@@ -664,19 +664,23 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
                 }
                 State::Add(0, copy, seek) => self.state = State::Copy(copy, seek),
                 State::Add(rem, copy, seek) if matches!(self.adds, Adds::Modeled { .. }) => {
-                    // The model looks up to three base bytes ahead within the control: keep them
-                    // read, and give out only bytes whose lookahead is in the window.
+                    // The model looks a few base bytes ahead within the control: keep them read,
+                    // and give out only bytes whose lookahead is in the window.
                     let want = rem.min(self.tmp.len() as u64) as usize;
                     let have = self.window.len();
                     if have < want {
                         self.window.resize(want, 0);
                         self.base.read_exact(&mut self.window[have..])?;
                     }
-                    let ready = if want as u64 == rem { want } else { want - 3 };
+                    let ready = if want as u64 == rem {
+                        want
+                    } else {
+                        want - (cm::LOOKAHEAD - 1)
+                    };
                     let n = ready.min(buf.len());
                     for (k, out) in buf[..n].iter_mut().enumerate() {
                         let ctx = cm::Ctx {
-                            base: &self.window[k..want.min(k + 4)],
+                            base: &self.window[k..want.min(k + cm::LOOKAHEAD)],
                             base_pos: self.base_pos + k as u64,
                             target_pos: self.produced + k as u64,
                         };
