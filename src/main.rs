@@ -102,6 +102,8 @@ enum Cmd {
 /// The newest delta format a release build writes (`release build --delta-format`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum DeltaFormat {
+    #[value(name = "5")]
+    Five,
     #[value(name = "4")]
     Four,
     #[value(name = "3")]
@@ -133,6 +135,10 @@ enum DeltaCmd {
         #[arg(long, default_value_t = wardswarm_node::delta::MODEL_MIN_GAIN_PERCENT,
               value_parser = clap::value_parser!(u8).range(0..=100))]
         model_min_gain: u8,
+        /// gzip streams in the images: auto (format 5 when a gzip stream that this build
+        /// re-compresses bit for bit changed: the images are diffed with them inflated) or off.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+        gzip: String,
     },
     /// Apply a delta to BASE, streaming the new image to OUT (bounded memory).
     Apply {
@@ -305,10 +311,11 @@ enum ReleaseCmd {
         /// when it is at most 90 % of the compressed full image.
         #[arg(long = "base", value_name = "OLD_IMAGE")]
         bases: Vec<PathBuf>,
-        /// The newest delta format the fleet's agents apply: 4 (the default: format 4 where it makes
-        /// the delta at least 5 % smaller, else 3), 3 (agents from 65eb94c to before 4cdd0f4) or 1
-        /// (every agent). An agent refuses a delta of a newer format than its own.
-        #[arg(long, value_enum, default_value_t = DeltaFormat::Four)]
+        /// The newest delta format the fleet's agents apply: 5 (the default: as 4, and images whose
+        /// changed gzip streams this build re-compresses are diffed with them inflated), 4 (format 4
+        /// where it makes the delta at least 5 % smaller, else 3; agents from 4cdd0f4), 3 (agents
+        /// from 65eb94c) or 1 (every agent). An agent refuses a delta of a newer format than its own.
+        #[arg(long, value_enum, default_value_t = DeltaFormat::Five)]
         delta_format: DeltaFormat,
     },
     /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
@@ -456,6 +463,7 @@ fn run(cli: Cli) -> Result<()> {
             codec,
             level,
             model_min_gain,
+            gzip,
         }) => {
             let codec = match codec.as_str() {
                 "zstd" => wardswarm_node::delta::Codec::Zstd(level),
@@ -468,7 +476,11 @@ fn run(cli: Cli) -> Result<()> {
             let new = std::fs::read(&target).with_context(|| target.display().to_string())?;
             let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
             let mut w = std::io::BufWriter::new(f);
-            wardswarm_node::delta::create(&old, &new, codec, &mut w)?;
+            if gzip == "auto" {
+                wardswarm_node::delta::create_inflating(&old, &new, codec, &mut w)?;
+            } else {
+                wardswarm_node::delta::create(&old, &new, codec, &mut w)?;
+            }
             let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             println!(
@@ -835,8 +847,9 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                         wardswarm_node::delta::Codec::Zstd(wardswarm_node::delta::LEVEL)
                     }
                     DeltaFormat::Three => wardswarm_node::delta::Codec::Lzma2,
-                    DeltaFormat::Four => wardswarm_node::delta::Codec::MODELED,
+                    DeltaFormat::Four | DeltaFormat::Five => wardswarm_node::delta::Codec::MODELED,
                 },
+                delta_inflate: matches!(delta_format, DeltaFormat::Five),
             };
             let report = release::build(&req)?;
             let m = &report.manifest.manifest;

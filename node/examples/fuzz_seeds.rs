@@ -71,6 +71,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     delta::create(&base, &target, always, &mut d)?;
     write(out, "delta", "delta", &d)?;
+    // Format 5: the base's gzip member changed (lines added at the top), and a new one.
+    let mut zbase = base.clone();
+    let mut newer = fuzz::lines(800, 840);
+    newer.extend_from_slice(&fuzz::lines(0, 800));
+    let (at, old_len) = (32 << 10, fuzz::gzip(&fuzz::lines(0, 800), 9).len());
+    zbase.splice(at..at + old_len, fuzz::gzip(&newer, 9));
+    zbase.extend_from_slice(&fuzz::gzip(&fuzz::lines(0, 50), 6));
+    let mut d5 = Vec::new();
+    delta::create_inflating(&base, &zbase, delta::Codec::Lzma2, &mut d5)?;
+    if !d5.starts_with(delta::inflate::MAGIC_5) {
+        return Err("the format-5 seed did not come out as format 5".into());
+    }
+    write(out, "delta", "delta-format5", &d5)?;
     let full = fuzz::artifact();
     let m = Manifest {
         product: "infusion-pump".into(),

@@ -113,6 +113,9 @@ pub struct BuildRequest {
     /// How the deltas are written: [`Codec::MODELED`](crate::delta::Codec::MODELED) (format 4 where
     /// it pays), or an older format for a fleet whose agents predate it (`docs/deltas.md`).
     pub delta_codec: crate::delta::Codec,
+    /// Whether deltas may be format 5 (gzip streams diffed inflated, `delta::inflate`) where it
+    /// applies: agents from format 5 on.
+    pub delta_inflate: bool,
 }
 
 /// A delta is published only when it is at most this fraction of the compressed full image; otherwise
@@ -180,7 +183,15 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
         let t = &req.target;
         let new = fs::read(t).map_err(|e| err(t, e))?;
         for b in &req.bases {
-            if let Some(a) = build_delta(req.delta_codec, b, &new, &target, full_len, &art_dir)? {
+            if let Some(a) = build_delta(
+                req.delta_codec,
+                req.delta_inflate,
+                b,
+                &new,
+                &target,
+                full_len,
+                &art_dir,
+            )? {
                 artifacts.push(a);
             }
         }
@@ -239,6 +250,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
 /// target, or another base with the same bytes came first).
 fn build_delta(
     codec: crate::delta::Codec,
+    inflate: bool,
     base_path: &Path,
     new: &[u8],
     target: &Target,
@@ -257,7 +269,12 @@ fn build_delta(
         .open(&partial)
         .map_err(|e| err(&partial, e))?;
     let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
-    crate::delta::create(&old, new, codec, &mut w).map_err(|e| err(base_path, e))?;
+    if inflate {
+        crate::delta::create_inflating(&old, new, codec, &mut w)
+    } else {
+        crate::delta::create(&old, new, codec, &mut w)
+    }
+    .map_err(|e| err(base_path, e))?;
     drop(old);
     let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;
     file.sync_all().map_err(|e| err(&partial, e))?;

@@ -145,8 +145,26 @@ pub mod fuzz {
     pub fn artifact() -> Vec<u8> {
         bytes(ARTIFACT_LEN, 0xf022)
     }
-    /// The base the delta target applies deltas to.
+    /// The base the delta target applies deltas to: random bytes around a gzip member, so that
+    /// format 5's base streams have something to inflate.
     pub fn base() -> Vec<u8> {
-        bytes(64 << 10, 0xba5e)
+        let mut b = bytes(32 << 10, 0xba5e);
+        b.extend_from_slice(&gzip(&lines(0, 800), 9));
+        b.extend_from_slice(&bytes(32 << 10, 0xba5f));
+        b
+    }
+    /// Numbered text lines `from..to`.
+    pub fn lines(from: u32, to: u32) -> Vec<u8> {
+        (from..to)
+            .flat_map(|i| format!("{i} changed the package's files\n").into_bytes())
+            .collect()
+    }
+    /// A gzip member of `data` at zlib `level`.
+    pub fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        // Writing to a Vec cannot fail.
+        let _ = e.write_all(data);
+        e.finish().unwrap_or_default()
     }
 }

@@ -67,6 +67,7 @@ fn a_delta_is_published_only_when_it_pays_and_it_reproduces_the_target() {
         out: d.path().join("rel3"),
         bases: vec![d.path().join("old")],
         delta_codec: delta::Codec::Lzma2,
+        delta_inflate: false,
         ..request(&d, &keys, now)
     })
     .expect("build");
@@ -80,6 +81,58 @@ fn a_delta_is_published_only_when_it_pays_and_it_reproduces_the_target() {
     )
     .expect("read delta");
     assert_eq!(&bytes[..4], delta::MAGIC_3);
+}
+
+#[test]
+fn an_image_whose_gzip_file_changed_gets_a_format_5_delta_unless_the_fleet_predates_it() {
+    use testkit::fuzz::{gzip, lines};
+    let d = tempfile::tempdir().expect("tmp");
+    let image = |log: &[u8], seed: u64| {
+        let mut b = testkit::bytes(300_000, seed);
+        b.extend_from_slice(&gzip(log, 9));
+        b.extend_from_slice(&testkit::bytes(300_000, seed + 1));
+        b
+    };
+    let old = image(&lines(0, 20_000), 1);
+    let mut log = lines(20_000, 20_100);
+    log.extend_from_slice(&lines(0, 20_000));
+    let new = image(&log, 1);
+    std::fs::write(d.path().join("old"), &old).expect("write");
+    std::fs::write(d.path().join("new"), &new).expect("write");
+    let keys = TestKeys::default();
+    let now = Timestamp::from_unix(1_800_000_000);
+    let mut sizes = vec![];
+    for (dir, inflate) in [("rel5", true), ("rel4", false)] {
+        let r = release::build(&BuildRequest {
+            out: d.path().join(dir),
+            bases: vec![d.path().join("old")],
+            delta_inflate: inflate,
+            ..request(&d, &keys, now)
+        })
+        .expect("build");
+        let m = &r.manifest.manifest;
+        let a = m.delta_from(&Hash::of(&old)).expect("delta from old");
+        let path = d.path().join(dir).join(ARTIFACTS_DIR).join(a.file_name());
+        let bytes = std::fs::read(&path).expect("read delta");
+        assert_eq!(bytes.starts_with(delta::inflate::MAGIC_5), inflate);
+        let mut out = Vec::new();
+        delta::apply(
+            || std::fs::File::open(&path),
+            std::io::Cursor::new(&old),
+            m.target.length,
+        )
+        .expect("apply")
+        .read_to_end(&mut out)
+        .expect("read");
+        assert_eq!(Hash::of(&out), m.target.hash);
+        sizes.push(a.length);
+    }
+    assert!(
+        sizes[0] * 4 < sizes[1],
+        "format 5 {} B against format 4 {} B",
+        sizes[0],
+        sizes[1]
+    );
 }
 
 /// A build of `new` into `rel` with no bases.
@@ -99,5 +152,6 @@ fn request(d: &tempfile::TempDir, keys: &TestKeys, now: Timestamp) -> BuildReque
         root: Some(keys.root(now, Duration::from_secs(86_400 * 30))),
         bases: vec![],
         delta_codec: delta::Codec::MODELED,
+        delta_inflate: true,
     }
 }

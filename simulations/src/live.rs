@@ -161,6 +161,7 @@ impl Ward {
             root: Some(self.root.clone()),
             bases: vec![],
             delta_codec: wardswarm_node::delta::Codec::MODELED,
+            delta_inflate: true,
         })?;
         let full = report
             .manifest

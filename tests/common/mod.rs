@@ -141,6 +141,7 @@ impl Fixture {
             root: None,
             bases: vec![],
             delta_codec: wardswarm_node::delta::Codec::MODELED,
+            delta_inflate: true,
         })
         .expect("build release");
         r.manifest.manifest.full().expect("full").length

@@ -31,6 +31,7 @@ use crate::hash::Hash;
 
 pub mod branch;
 mod cm;
+pub mod inflate;
 mod runs;
 
 use branch::{BaseView, Range, Restore};
@@ -249,6 +250,41 @@ pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> 
         encode(base, target, codec, &[], &[])?
     };
     out.write_all(&best)?;
+    out.flush()
+}
+
+/// As [`create`], and where both images hold gzip streams and one that this build can re-compress
+/// changed, a format-5 delta between their inflated forms ([`inflate`]). Format 1 (`Codec::Zstd`)
+/// is never wrapped.
+pub fn create_inflating(
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    mut out: impl Write,
+) -> io::Result<()> {
+    let plan = match codec {
+        Codec::Zstd(_) => None,
+        _ => inflate::Plan::new(base, target),
+    };
+    let Some(plan) = plan else {
+        return create(base, target, codec, out);
+    };
+    let tables = lzma2_compress(&plan.tables(), Kind::Control)?;
+    let (bx, tx) = plan.expand(base, target);
+    tracing::info!(
+        base_streams = plan.base.len(),
+        target_streams = plan.target.len(),
+        expanded_base = bx.len(),
+        expanded_target = tx.len(),
+        "delta: diffing the images with their gzip streams inflated"
+    );
+    drop(plan);
+    let mut inner = Vec::new();
+    create(&bx, &tx, codec, &mut inner)?;
+    out.write_all(inflate::MAGIC_5)?;
+    out.write_all(&(tables.len() as u64).to_le_bytes())?;
+    out.write_all(&tables)?;
+    out.write_all(&inner)?;
     out.flush()
 }
 
@@ -488,12 +524,23 @@ struct Raw<R: Read + Seek, B: Read + Seek> {
 
 /// The new image, read from a delta applied to a base.
 pub struct Apply<R: Read + Seek, B: Read + Seek> {
-    out: Restore<Raw<R, B>>,
+    out: Out<R, B>,
+}
+
+type Plain<R, B> = Restore<Raw<R, B>>;
+
+enum Out<R: Read + Seek, B: Read + Seek> {
+    Plain(Box<Plain<R, B>>),
+    /// Format 5: the inner delta reads the expanded base and writes the expanded target.
+    Inflated(Box<inflate::Recompress<Plain<inflate::Shift<R>, inflate::Expanded<B>>>>),
 }
 
 impl<R: Read + Seek, B: Read + Seek> Read for Apply<R, B> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.out.read(buf)
+        match &mut self.out {
+            Out::Plain(p) => p.read(buf),
+            Out::Inflated(p) => p.read(buf),
+        }
     }
 }
 
@@ -529,14 +576,42 @@ fn get_ranges(r: &mut impl Read) -> Result<Vec<Range>, DeltaError> {
     Ok(out)
 }
 
-/// Applies a delta to `base`. `open` opens the delta (called three times: one reader per stream).
-/// Reading yields the new image; more than `limit` bytes is an error (a hostile delta cannot produce
-/// endless output).
+/// Applies a delta to `base`. `open` opens the delta (called once per stream, and once more for
+/// format 5). Reading yields the new image; more than `limit` bytes is an error (a hostile delta
+/// cannot produce endless output).
 pub fn apply<R: Read + Seek, B: Read + Seek>(
     mut open: impl FnMut() -> io::Result<R>,
     base: B,
     limit: u64,
 ) -> Result<Apply<R, B>, DeltaError> {
+    let mut r = open()?;
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)
+        .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
+    if &magic != inflate::MAGIC_5 {
+        return Ok(Apply {
+            out: Out::Plain(Box::new(apply_plain(open, base, limit)?)),
+        });
+    }
+    let header = inflate::Header::read(io::BufReader::new(r))?;
+    let expanded = header.expanded(base)?;
+    let inner_at = header.inner;
+    let inner = apply_plain(
+        move || inflate::Shift::new(open()?, inner_at),
+        expanded,
+        limit.saturating_add(header.target_growth()),
+    )?;
+    Ok(Apply {
+        out: Out::Inflated(Box::new(header.recompress(inner, limit))),
+    })
+}
+
+/// Applies a delta of formats 1 to 4 (format 5's inner delta is one of them).
+fn apply_plain<R: Read + Seek, B: Read + Seek>(
+    mut open: impl FnMut() -> io::Result<R>,
+    base: B,
+    limit: u64,
+) -> Result<Plain<R, B>, DeltaError> {
     let mut r = open()?;
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)
@@ -617,9 +692,7 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
         produced: 0,
         limit,
     };
-    Ok(Apply {
-        out: Restore::new(raw, rt),
-    })
+    Ok(Restore::new(raw, rt))
 }
 
 fn malformed(what: &str) -> io::Error {

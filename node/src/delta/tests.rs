@@ -373,3 +373,168 @@ proptest::proptest! {
         proptest::prop_assert!(out == target);
     }
 }
+
+/// Seeded text: `lines` lines of words, as a changelog holds.
+fn text(lines: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "fix", "the", "upstream", "release", "security", "CVE", "package", "build", "debian",
+        "patch", "update", "new", "version", "urgency", "medium", "closes",
+    ];
+    let mut rng = testkit::Rng::new(seed);
+    let mut out = Vec::new();
+    for _ in 0..lines {
+        for _ in 0..1 + rng.below(10) {
+            out.extend_from_slice(WORDS[rng.below(16) as usize].as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(format!("{}\n", rng.below(100_000)).as_bytes());
+    }
+    out
+}
+
+/// A gzip member of `data` made by this build's zlib at `level` (0: stored blocks, which no level
+/// from 1 to 9 reproduces).
+fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// An image of random bytes with gzip members in it, as a file system holds compressed files.
+fn image(parts: &[Vec<u8>], seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        out.extend_from_slice(&testkit::bytes(20_000, seed + i as u64));
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(&testkit::bytes(20_000, seed + 99));
+    out
+}
+
+fn gzip_pair() -> (Vec<u8>, Vec<u8>) {
+    let (log, same, stored) = (text(4000, 1), text(3000, 2), text(2000, 3));
+    let mut newer = text(40, 4);
+    newer.extend_from_slice(&log);
+    let base = image(&[gzip(&log, 9), gzip(&same, 6), gzip(&stored, 0)], 10);
+    let target = image(
+        &[
+            gzip(&newer, 9),
+            gzip(&same, 6),
+            gzip(&stored, 0),
+            gzip(&text(500, 5), 1),
+        ],
+        10,
+    );
+    (base, target)
+}
+
+#[test]
+fn gzip_streams_are_found_and_reproduced() {
+    let data = text(1000, 7);
+    let img = image(&[gzip(&data, 9), gzip(&data, 0)], 1);
+    let found = inflate::scan(&img);
+    assert_eq!(found.len(), 2);
+    assert!(found.iter().all(|(_, raw)| raw == &data));
+    let body = |s: &inflate::Stream| &img[s.at as usize..(s.at + s.len) as usize];
+    assert_eq!(inflate::reproduce(&data, body(&found[0].0)), Some(9));
+    assert_eq!(inflate::reproduce(&data, body(&found[1].0)), None);
+    // A member whose trailer's CRC does not match is not a stream.
+    let mut bad = gzip(&data, 9);
+    let n = bad.len();
+    bad[n - 6] ^= 1;
+    assert!(inflate::scan(&image(&[bad], 1)).is_empty());
+    // Name and comment fields are skipped.
+    let mut named = Vec::new();
+    let mut e = flate2::GzBuilder::new()
+        .filename("changelog")
+        .comment("c")
+        .write(&mut named, flate2::Compression::new(9));
+    e.write_all(&data).expect("gzip");
+    e.finish().expect("gzip");
+    assert_eq!(inflate::scan(&named).len(), 1);
+}
+
+#[test]
+fn format_5_round_trip_is_smaller_and_refuses_hostile_tables() {
+    let (base, target) = gzip_pair();
+    let limit = target.len() as u64;
+    let (mut plain, mut d) = (Vec::new(), Vec::new());
+    create(&base, &target, Codec::Lzma2, &mut plain).expect("create");
+    create_inflating(&base, &target, Codec::Lzma2, &mut d).expect("create");
+    assert_eq!(&d[..4], inflate::MAGIC_5);
+    assert_eq!(run(&d, &base, limit).expect("apply"), target);
+    assert_eq!(
+        run_in_pieces(&d, &base, limit, &[1, 7, 4096]).expect("apply"),
+        target
+    );
+    assert!(
+        d.len() * 2 < plain.len(),
+        "format 5 {} bytes, plain {}",
+        d.len(),
+        plain.len()
+    );
+    // Nothing to gain (no changed stream): the plain delta.
+    let mut same = Vec::new();
+    create_inflating(&base, &base, Codec::Lzma2, &mut same).expect("create");
+    assert_ne!(&same[..4], inflate::MAGIC_5);
+    // Truncated anywhere: an error, never a panic or the target.
+    for cut in [5, 12, 20, d.len() / 2, d.len() - 1] {
+        assert!(run(&d[..cut], &base, limit).is_err(), "cut at {cut}");
+    }
+    assert!(run(&d, &base, limit - 1).is_err());
+    // The wrong base: its streams do not inflate where the table says.
+    assert!(run(&d, &testkit::bytes(base.len(), 5), limit).is_err());
+}
+
+/// A format-5 delta with the given tables around the inner delta of `base` to itself.
+fn wrapped(tables: &[u8], base: &[u8]) -> Vec<u8> {
+    let t = lzma2_compress(tables, Kind::Control).expect("xz");
+    let mut d = inflate::MAGIC_5.to_vec();
+    d.extend_from_slice(&(t.len() as u64).to_le_bytes());
+    d.extend_from_slice(&t);
+    create(base, base, Codec::Lzma2, &mut d).expect("create");
+    d
+}
+
+#[test]
+fn format_5_tables_are_checked() {
+    let data = text(500, 8);
+    let base = image(&[gzip(&data, 9)], 3);
+    let s = inflate::scan(&base)[0].0;
+    let table = |base_rows: &[(u64, u64, u64)], target_rows: &[(u64, u64, u64, u8)]| {
+        let mut t = Vec::new();
+        put_varint(&mut t, base_rows.len() as u64);
+        for &(g, l, i) in base_rows {
+            put_varint(&mut t, g);
+            put_varint(&mut t, l);
+            put_varint(&mut t, i);
+        }
+        put_varint(&mut t, target_rows.len() as u64);
+        for &(g, i, l, lv) in target_rows {
+            put_varint(&mut t, g);
+            put_varint(&mut t, i);
+            put_varint(&mut t, l);
+            t.push(lv);
+        }
+        t
+    };
+    let limit = base.len() as u64 * 2;
+    let err = |t: Vec<u8>| match run(&wrapped(&t, &base), &base, limit) {
+        Err(e) => e.to_string(),
+        Ok(_) => String::from("applied"),
+    };
+    // Empty tables: the inner delta alone.
+    assert_eq!(
+        run(&wrapped(&table(&[], &[]), &base), &base, limit).expect("apply"),
+        base
+    );
+    assert!(err(table(&[(base.len() as u64, 10, 10)], &[])).contains("past the end"));
+    assert!(err(table(&[(s.at, s.len, s.inflated + 1)], &[])).contains("does not inflate"));
+    assert!(err(table(&[(s.at, 9 << 20, 10)], &[])).contains("larger than 8 MiB"));
+    assert!(err(table(&[], &[(0, 10, 10, 0)])).contains("level"));
+    // A target stream whose recorded length the re-compression does not give.
+    assert!(err(table(&[], &[(0, 1000, 10, 9)])).contains("zlib deflates differently"));
+    let mut t = table(&[], &[]);
+    t.push(0);
+    assert!(err(t).contains("past the tables"));
+}
