@@ -254,8 +254,8 @@ pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> 
 }
 
 /// As [`create`], and where both images hold gzip streams and one that this build can re-compress
-/// changed, a format-5 delta between their inflated forms ([`inflate`]). Format 1 (`Codec::Zstd`)
-/// is never wrapped.
+/// changed, also a format-5 delta between their inflated forms ([`inflate`]); the smaller is
+/// written. Format 1 (`Codec::Zstd`) is never wrapped.
 pub fn create_inflating(
     base: &[u8],
     target: &[u8],
@@ -269,6 +269,35 @@ pub fn create_inflating(
     let Some(plan) = plan else {
         return create(base, target, codec, out);
     };
+    // Both deltas at once, one per core, and the smaller kept: inflating pays on changed gzip
+    // files and could cost elsewhere, so it is measured, never assumed.
+    let (plain, inflated) = std::thread::scope(|scope| {
+        let plain = scope.spawn(|| {
+            let mut d = Vec::new();
+            create(base, target, codec, &mut d).map(|()| d)
+        });
+        let inflated = inflated(plan, base, target, codec);
+        let plain = plain
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("delta: the plain diff panicked")));
+        (plain, inflated)
+    });
+    let (plain, inflated) = (plain?, inflated?);
+    tracing::info!(
+        plain = plain.len(),
+        inflated = inflated.len(),
+        "delta: format 5 measured"
+    );
+    out.write_all(if inflated.len() < plain.len() {
+        &inflated
+    } else {
+        &plain
+    })?;
+    out.flush()
+}
+
+/// The format-5 delta of `plan`.
+fn inflated(plan: inflate::Plan, base: &[u8], target: &[u8], codec: Codec) -> io::Result<Vec<u8>> {
     let tables = lzma2_compress(&plan.tables(), Kind::Control)?;
     let (bx, tx) = plan.expand(base, target);
     tracing::info!(
@@ -279,13 +308,11 @@ pub fn create_inflating(
         "delta: diffing the images with their gzip streams inflated"
     );
     drop(plan);
-    let mut inner = Vec::new();
-    create(&bx, &tx, codec, &mut inner)?;
-    out.write_all(inflate::MAGIC_5)?;
-    out.write_all(&(tables.len() as u64).to_le_bytes())?;
-    out.write_all(&tables)?;
-    out.write_all(&inner)?;
-    out.flush()
+    let mut d = inflate::MAGIC_5.to_vec();
+    d.extend_from_slice(&(tables.len() as u64).to_le_bytes());
+    d.extend_from_slice(&tables);
+    create(&bx, &tx, codec, &mut d)?;
+    Ok(d)
 }
 
 fn put_ranges(out: &mut Vec<u8>, ranges: &[Range]) {
