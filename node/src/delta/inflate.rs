@@ -22,7 +22,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::{get_varint, malformed, put_varint, DeltaError};
+use super::{count_output, get_varint, malformed, put_varint, DeltaError};
 
 /// The magic bytes of format 5.
 pub const MAGIC_5: &[u8; 4] = b"WSD5";
@@ -581,14 +581,7 @@ pub struct Recompress<I> {
 
 impl<I: Read> Recompress<I> {
     fn give(&mut self, n: usize) -> io::Result<usize> {
-        self.produced += n as u64;
-        if self.produced > self.limit {
-            return Err(malformed(&format!(
-                "output longer than {} bytes",
-                self.limit
-            )));
-        }
-        Ok(n)
+        count_output(&mut self.produced, self.limit, n)
     }
 }
 

@@ -6,7 +6,9 @@
 //! 2 and 3) the transformed ranges of the base and of the target ([`branch`]), then the compressed
 //! streams: the controls (per control: LEB128 add length, LEB128 copy length,
 //! zigzag-LEB128 seek), the add bytes (new minus base, byte-wise, where the base matches
-//! approximately), and the copy bytes (literal new bytes). `"WSD4"` (written now) is `"WSD3"` with
+//! approximately), and the copy bytes (literal new bytes). `"WSD5"` ([`inflate`], written by
+//! [`create_inflating`] where it is smaller) wraps a format-4 or format-3 delta taken between the
+//! images with their gzip streams inflated. `"WSD4"` is `"WSD3"` with
 //! the add literals coded by [`cm`], a model that sees the base bytes under them. `"WSD3"`
 //! compresses each stream as an xz stream of LZMA2, tuned per stream, with the controls in three
 //! columns and the add bytes' long zero runs in a stream of their own ([`ZERO_RUN_MIN`]); `"WSD2"`
@@ -827,15 +829,18 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
 
 impl<R: Read + Seek, B: Read + Seek> Raw<R, B> {
     fn produced(&mut self, n: usize) -> io::Result<usize> {
-        self.produced += n as u64;
-        if self.produced > self.limit {
-            return Err(malformed(&format!(
-                "output longer than {} bytes",
-                self.limit
-            )));
-        }
-        Ok(n)
+        count_output(&mut self.produced, self.limit, n)
     }
+}
+
+/// Adds `n` bytes of output to `produced`: more than `limit` in all is an error (a hostile delta
+/// cannot produce endless output).
+fn count_output(produced: &mut u64, limit: u64, n: usize) -> io::Result<usize> {
+    *produced += n as u64;
+    if *produced > limit {
+        return Err(malformed(&format!("output longer than {limit} bytes")));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
