@@ -50,16 +50,7 @@ fn a_delta_is_published_only_when_it_pays_and_it_reproduces_the_target() {
     );
     // The published delta applies to the old image and gives the signed target.
     let path = d.path().join("rel").join(ARTIFACTS_DIR).join(a.file_name());
-    let mut out = Vec::new();
-    delta::apply(
-        || std::fs::File::open(&path),
-        std::io::Cursor::new(&old),
-        m.target.length,
-    )
-    .expect("apply")
-    .read_to_end(&mut out)
-    .expect("read");
-    assert_eq!(Hash::of(&out), m.target.hash);
+    assert_eq!(applied(&path, &old, m.target.length), m.target.hash);
     release::verify_dir(&d.path().join("rel"), None, None).expect("the release verifies");
 
     // For a fleet whose agents predate format 4, the build writes the format asked for.
@@ -115,16 +106,7 @@ fn an_image_whose_gzip_file_changed_gets_a_format_5_delta_unless_the_fleet_preda
         let path = d.path().join(dir).join(ARTIFACTS_DIR).join(a.file_name());
         let bytes = std::fs::read(&path).expect("read delta");
         assert_eq!(bytes.starts_with(delta::inflate::MAGIC_5), inflate);
-        let mut out = Vec::new();
-        delta::apply(
-            || std::fs::File::open(&path),
-            std::io::Cursor::new(&old),
-            m.target.length,
-        )
-        .expect("apply")
-        .read_to_end(&mut out)
-        .expect("read");
-        assert_eq!(Hash::of(&out), m.target.hash);
+        assert_eq!(applied(&path, &old, m.target.length), m.target.hash);
         sizes.push(a.length);
     }
     assert!(
@@ -133,6 +115,20 @@ fn an_image_whose_gzip_file_changed_gets_a_format_5_delta_unless_the_fleet_preda
         sizes[0],
         sizes[1]
     );
+}
+
+/// The hash of what the delta at `path` gives applied to `base`.
+fn applied(path: &std::path::Path, base: &[u8], limit: u64) -> Hash {
+    let mut out = Vec::new();
+    delta::apply(
+        || std::fs::File::open(path),
+        std::io::Cursor::new(base),
+        limit,
+    )
+    .expect("apply")
+    .read_to_end(&mut out)
+    .expect("read");
+    Hash::of(&out)
 }
 
 /// A build of `new` into `rel` with no bases.

@@ -614,19 +614,22 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
     limit: u64,
 ) -> Result<Apply<R, B>, DeltaError> {
     let mut r = open()?;
-    let mut magic = [0u8; 4];
-    r.read_exact(&mut magic)
-        .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
+    let magic = read_magic(&mut r)?;
     if &magic != inflate::MAGIC_5 {
         return Ok(Apply {
-            out: Out::Plain(Box::new(apply_plain(open, base, limit)?)),
+            out: Out::Plain(Box::new(apply_plain(r, magic, open, base, limit)?)),
         });
     }
     let header = inflate::Header::read(io::BufReader::new(r))?;
     let expanded = header.expanded(base)?;
     let inner_at = header.inner;
+    let mut open = move || inflate::Shift::new(open()?, inner_at);
+    let mut r = open()?;
+    let magic = read_magic(&mut r)?;
     let inner = apply_plain(
-        move || inflate::Shift::new(open()?, inner_at),
+        r,
+        magic,
+        open,
         expanded,
         limit.saturating_add(header.target_growth()),
     )?;
@@ -635,16 +638,22 @@ pub fn apply<R: Read + Seek, B: Read + Seek>(
     })
 }
 
-/// Applies a delta of formats 1 to 4 (format 5's inner delta is one of them).
+fn read_magic(r: &mut impl Read) -> Result<[u8; 4], DeltaError> {
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic)
+        .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
+    Ok(magic)
+}
+
+/// Applies a delta of formats 1 to 4 (format 5's inner delta is one of them) whose `magic` was read
+/// from `r`; `open` opens it again, once per stream.
 fn apply_plain<R: Read + Seek, B: Read + Seek>(
+    mut r: R,
+    magic: [u8; 4],
     mut open: impl FnMut() -> io::Result<R>,
     base: B,
     limit: u64,
 ) -> Result<Plain<R, B>, DeltaError> {
-    let mut r = open()?;
-    let mut magic = [0u8; 4];
-    r.read_exact(&mut magic)
-        .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
     let modeled = &magic == MAGIC;
     let (lzma2, mut start) = match &magic {
         m if m == MAGIC || m == MAGIC_3 => (true, HEADER3),
