@@ -241,8 +241,31 @@ async fn reports_share_one_long_lived_stream_and_old_nodes_still_report() {
     }
 }
 
+/// Requests of at most 4 groups: every response is verified inline, on the transfer's own task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_liar_is_banned_and_nothing_corrupt_is_stored() {
+async fn a_liar_is_banned_and_nothing_corrupt_is_stored_small_responses() {
+    a_liar_is_banned_and_nothing_corrupt_is_stored(wardswarm_node::scheduler::Config {
+        max_request_groups: 4,
+        ..Default::default()
+    })
+    .await;
+}
+
+/// A first request of 64 groups, over the 8 verified inline: the liar's response goes through the
+/// pipe to a decoder on a blocking thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_is_banned_and_nothing_corrupt_is_stored_large_responses() {
+    a_liar_is_banned_and_nothing_corrupt_is_stored(wardswarm_node::scheduler::Config {
+        initial_window_groups: 64,
+        piece_groups: 64,
+        ..Default::default()
+    })
+    .await;
+}
+
+async fn a_liar_is_banned_and_nothing_corrupt_is_stored(
+    scheduler: wardswarm_node::scheduler::Config,
+) {
     let w = ward();
     let bytes = data(2 << 20, 7);
     let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
@@ -254,7 +277,11 @@ async fn a_liar_is_banned_and_nothing_corrupt_is_stored() {
     assert_eq!(root, root2);
     // The fetcher first knows only the liar; once it has banned it, it is pointed at the honest gateway.
     let boot = vec![addr(&liar.handle).await];
-    let f = w.start("dev", Role::Device, w.config(boot), None).await;
+    let cfg = Config {
+        scheduler,
+        ..w.config(boot)
+    };
+    let f = w.start("dev", Role::Device, cfg, None).await;
     let mut events = f.handle.subscribe();
     let h = f.handle.clone();
     let len = bytes.len() as u64;

@@ -124,8 +124,146 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
         artifact: root.short(),
         source: source_label(s.members.borrow().role_of(&peer)).into(),
     };
+    let reading = Reading {
+        s: &s,
+        st: &mut st,
+        session,
+        label: &label,
+        cancel: &cancel,
+    };
+    let (ended, result) = if super::inline(&get) {
+        let limit = super::max_encoded(get.groups().count() as u64);
+        receive_inline(reading, limit, &entry, &get.runs).await
+    } else {
+        receive_piped(reading, entry, get.runs, req).await
+    };
+    if let Some(groups) = result.verified.filter(|g| !g.is_empty()) {
+        let _ = s
+            .internal
+            .send(Internal::Progress { root, req, groups })
+            .await;
+    }
+    let result = result.result;
+    if cancel.is_cancelled() {
+        s.metrics.transfer_ended(metrics::CANCELLED);
+        return;
+    }
+    // Only a stream whose response ended in-band, all of it verified, carries the next GET.
+    if session && ended && matches!(result, Ok(Ok(_))) {
+        s.links.put(peer, st);
+    }
+    let msg = match result {
+        Ok(Ok(_)) => finish(Outcome::Done, None),
+        Ok(Err(ReceiveError::Corrupt(detail))) => {
+            tracing::warn!(target: "wardswarm::security", %peer, %root, %detail, "peer sent data that does not verify");
+            finish(Outcome::Corrupt, None)
+        }
+        Ok(Err(ReceiveError::Truncated(e))) => {
+            tracing::debug!(%peer, %root, error = %e, "transfer truncated");
+            finish(Outcome::Truncated, None)
+        }
+        Ok(Err(ReceiveError::Local(e))) => {
+            finish(Outcome::Truncated, Some(LocalFailure::Store(Arc::new(e))))
+        }
+        Err(e) => finish(Outcome::Truncated, Some(LocalFailure::Task(e))),
+    };
+    let _ = s.internal.send(msg).await;
+}
+
+/// How a response was received: the decoder's result (`Err`: its task failed), and for an inline
+/// decode the groups it verified, to report before the end (a piped decoder reports its own).
+struct Received {
+    result: Result<Result<u64, ReceiveError>, String>,
+    verified: Option<Vec<u64>>,
+}
+
+/// A response being read: the stream and what reading it takes.
+struct Reading<'a> {
+    s: &'a Shared,
+    st: &'a mut Stream,
+    /// A `transfer/2` stream (the response ends in-band).
+    session: bool,
+    label: &'a TransferLabels,
+    cancel: &'a CancellationToken,
+}
+
+/// Receives a small response (`super::INLINE_GROUPS`) whole, then verifies it into the store here.
+/// Returns whether the stream may carry the next GET, and the result. At most `limit` bytes are
+/// taken (`super::max_encoded`): a peer that sends more is cut off there, and what verified is kept.
+async fn receive_inline(
+    r: Reading<'_>,
+    limit: usize,
+    entry: &Entry,
+    runs: &[std::ops::Range<u64>],
+) -> (bool, Received) {
+    let Reading {
+        s,
+        st,
+        session,
+        label,
+        cancel,
+    } = r;
+    let (tx, mut rx) = mpsc::channel(PIPE_DEPTH);
+    let (spare_tx, mut spare_rx) = mpsc::channel(2);
+    // Collects on this same task what `receive_pipe` reads; dropping `rx` (over the limit) stops it.
+    let collect = async move {
+        let mut all = Vec::new();
+        while let Some(b) = rx.recv().await {
+            match b {
+                Ok(b) if all.is_empty() => all = b,
+                Ok(b) => {
+                    all.extend_from_slice(&b);
+                    let _ = spare_tx.try_send(b);
+                }
+                Err(e) => return (all, Some(e)),
+            }
+            if all.len() > limit {
+                break;
+            }
+        }
+        (all, None)
+    };
+    let (ended, (bytes, error)) = tokio::select! {
+        r = async { tokio::join!(receive_pipe(s, st, session, tx, &mut spare_rx, label), collect) } => r,
+        _ = cancel.cancelled() => {
+            // Nothing verified; the caller sees the cancellation and reports no result.
+            let cancelled = Received { result: Ok(Ok(0)), verified: None };
+            return (false, cancelled);
+        }
+    };
+    let mut verified = Vec::new();
+    let result = entry.receive(
+        runs,
+        Whole {
+            bytes: &bytes,
+            error,
+        },
+        |g| verified.push(g),
+    );
+    let received = Received {
+        result: Ok(result),
+        verified: Some(verified),
+    };
+    (ended, received)
+}
+
+/// Receives a response through the pipe into a decoder on a blocking thread, which verifies and
+/// reports groups as they arrive. Returns whether the stream may carry the next GET, and the result.
+async fn receive_piped(
+    r: Reading<'_>,
+    entry: Arc<Entry>,
+    runs: Vec<std::ops::Range<u64>>,
+    req: ReqId,
+) -> (bool, Received) {
+    let Reading {
+        s,
+        st,
+        session,
+        label,
+        cancel,
+    } = r;
+    let root = entry.root();
     let internal = s.internal.clone();
-    let runs = get.runs.clone();
     let (tx, rx) = mpsc::channel(PIPE_DEPTH);
     // Buffers the decoder is done with come back to be filled again: no allocation and no zeroing
     // per hand-off.
@@ -156,39 +294,42 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     // stops first (all verified, or a corrupt group) closes the pipe, and reading stops at once.
     let watch = tx.clone();
     let ended = tokio::select! {
-        e = receive_pipe(&s, &mut st, session, tx, &mut spare_rx, &label) => e,
+        e = receive_pipe(s, st, session, tx, &mut spare_rx, label) => e,
         _ = watch.closed() => false,
         _ = cancel.cancelled() => false,
     };
     drop(watch);
-    let result = decoder.await;
-    if cancel.is_cancelled() {
-        s.metrics.transfer_ended(metrics::CANCELLED);
-        return;
+    let result = decoder
+        .await
+        .map_err(|e| format!("receive task failed: {e}"));
+    (
+        ended,
+        Received {
+            result,
+            verified: None,
+        },
+    )
+}
+
+/// A whole response held in memory, and the stream error that ended it early, if one did.
+struct Whole<'a> {
+    bytes: &'a [u8],
+    error: Option<io::Error>,
+}
+
+impl Read for Whole<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.bytes.is_empty() {
+            return self.error.take().map_or(Ok(0), Err);
+        }
+        Read::read(&mut self.bytes, out)
     }
-    // Only a stream whose response ended in-band, all of it verified, carries the next GET.
-    if session && ended && matches!(result, Ok(Ok(_))) {
-        s.links.put(peer, st);
+}
+
+impl Incoming for Whole<'_> {
+    fn drained(&self) -> bool {
+        self.bytes.is_empty()
     }
-    let msg = match result {
-        Ok(Ok(_)) => finish(Outcome::Done, None),
-        Ok(Err(ReceiveError::Corrupt(detail))) => {
-            tracing::warn!(target: "wardswarm::security", %peer, %root, %detail, "peer sent data that does not verify");
-            finish(Outcome::Corrupt, None)
-        }
-        Ok(Err(ReceiveError::Truncated(e))) => {
-            tracing::debug!(%peer, %root, error = %e, "transfer truncated");
-            finish(Outcome::Truncated, None)
-        }
-        Ok(Err(ReceiveError::Local(e))) => {
-            finish(Outcome::Truncated, Some(LocalFailure::Store(Arc::new(e))))
-        }
-        Err(e) => finish(
-            Outcome::Truncated,
-            Some(LocalFailure::Task(format!("receive task failed: {e}"))),
-        ),
-    };
-    let _ = s.internal.send(msg).await;
 }
 
 /// A stream for one GET to `peer`: an idle `transfer/2` stream if one is kept, else a new one;

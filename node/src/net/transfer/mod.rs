@@ -42,6 +42,40 @@ const PIPE_BUF: usize = 64 * 1024;
 /// the receiving side while its decoder is behind; `client::RECEIVE_BUF`).
 const PIPE_DEPTH: usize = 4;
 
+/// Responses of at most this many groups (128 KiB) are encoded, and verified on arrival, on the
+/// transfer's own task instead of a blocking thread. In a ward most responses are this small (about
+/// 3.5 groups each on the live ward-50), and for them handing the bytes to a blocking thread and back
+/// (a thread wake-up each way per buffer, the join, the progress message) cost more than the work:
+/// BLAKE3 of 128 KiB takes about 30 µs and the store writes go to the page cache. Larger responses
+/// keep the pipe, so a fast peer's bytes are verified on another core while the next ones arrive.
+/// A disk that blocks the store's write for long stalls this task's runtime worker for as long:
+/// bounded by this size per call.
+const INLINE_GROUPS: u64 = 8;
+
+/// Whether a response for `get` is handled inline (see [`INLINE_GROUPS`]). Counts without walking
+/// the runs: a GET is peer-controlled on the responder.
+fn inline(get: &super::wire::Get) -> bool {
+    get.runs
+        .iter()
+        .map(|r| r.end.saturating_sub(r.start))
+        .try_fold(0u64, |n, len| n.checked_add(len))
+        .is_some_and(|n| n <= INLINE_GROUPS)
+}
+
+/// The most bytes an `ok` response for `groups` groups (at most [`INLINE_GROUPS`]) can hold: the
+/// groups, and for each the proof nodes on its path as 64-byte pairs (a tree over `u64` chunks is
+/// under 64 levels deep, and scattered groups share none).
+const fn max_encoded(groups: u64) -> usize {
+    let groups = if groups > INLINE_GROUPS {
+        INLINE_GROUPS
+    } else if groups == 0 {
+        1
+    } else {
+        groups
+    };
+    groups as usize * (crate::outboard::GROUP_BYTES as usize + 64 * 64)
+}
+
 /// Waits until `bytes` may pass `cap`, and counts the time held up as throttled in `direction`.
 async fn pass_cap(s: &Shared, cap: &Cap, direction: &str, bytes: u64) {
     let waited = cap.acquire_bytes(bytes).await;

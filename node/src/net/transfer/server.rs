@@ -88,18 +88,27 @@ async fn respond(s: &Shared, peer: PeerId, st: &mut Stream, get: wire::Get, sess
         artifact: get.root.short(),
         source: source_label(role).into(),
     };
-    // The encoder reads the store on a blocking thread and hands the bao stream over in large
-    // buffers; this task passes them to the peer under the upload cap.
-    let (tx, rx) = mpsc::channel(PIPE_DEPTH);
-    let encoder = tokio::task::spawn_blocking(move || {
+    // A small response is encoded here, whole, before it is sent (`super::INLINE_GROUPS`). A larger
+    // one is encoded on a blocking thread that hands the bao stream over in large buffers while this
+    // task passes them to the peer under the upload cap.
+    let inline = super::inline(&get);
+    let encode = move |tx| {
         let mut w = PipeWriter::new(tx, session);
         entry
             .serve(&get.runs, &mut w)
             .map_err(|e| e.to_string())
             .and(w.finish().map_err(|e| e.to_string()))
-    });
-    let sent = send_pipe(s, st, rx, &label).await;
-    let encoded = encoder.await;
+    };
+    let (encoded, sent) = if inline {
+        let (tx, rx) = mpsc::channel(INLINE_BUFS);
+        let encoded = encode(Handover::Held(tx));
+        (Ok(encoded), send_pipe(s, st, rx, &label).await)
+    } else {
+        let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+        let encoder = tokio::task::spawn_blocking(move || encode(Handover::Pipe(tx)));
+        let sent = send_pipe(s, st, rx, &label).await;
+        (encoder.await, sent)
+    };
     drop(permit);
     match (encoded, sent) {
         (Ok(Ok(())), Ok(())) => true,
@@ -118,12 +127,26 @@ async fn respond(s: &Shared, peer: PeerId, st: &mut Stream, get: wire::Get, sess
     }
 }
 
-/// The blocking encoder's output: fills `PIPE_BUF` buffers and hands them to `send_pipe`, each with
-/// the count of its protocol bytes (the status byte, chunk headers), which the meters leave out. In a
+/// Buffers an inline response can fill: `super::max_encoded` of `super::INLINE_GROUPS` groups, its
+/// status byte and chunk headers, in `PIPE_BUF` buffers, with room to spare.
+const INLINE_BUFS: usize = 4;
+const _: () = assert!(super::max_encoded(super::INLINE_GROUPS) + 64 < (INLINE_BUFS - 1) * PIPE_BUF);
+
+/// Where a [`PipeWriter`]'s full buffers go.
+enum Handover {
+    /// To `send_pipe` running on another task while this encoder runs on a blocking thread: waits
+    /// while the pipe is full.
+    Pipe(mpsc::Sender<(Vec<u8>, u64)>),
+    /// Held until the whole (small) response is encoded on the sending task itself, then sent.
+    Held(mpsc::Sender<(Vec<u8>, u64)>),
+}
+
+/// The encoder's output: fills `PIPE_BUF` buffers and hands them to `send_pipe`, each with the
+/// count of its protocol bytes (the status byte, chunk headers), which the meters leave out. In a
 /// session each buffer is one chunk: its header is reserved at the chunk's start and filled in when
 /// the buffer is handed over.
 struct PipeWriter {
-    tx: mpsc::Sender<(Vec<u8>, u64)>,
+    tx: Handover,
     buf: Vec<u8>,
     /// Protocol bytes in `buf`.
     overhead: u64,
@@ -132,7 +155,7 @@ struct PipeWriter {
 }
 
 impl PipeWriter {
-    fn new(tx: mpsc::Sender<(Vec<u8>, u64)>, session: bool) -> Self {
+    fn new(tx: Handover, session: bool) -> Self {
         let mut w = Self {
             tx,
             buf: Vec::with_capacity(PIPE_BUF),
@@ -167,12 +190,18 @@ impl PipeWriter {
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_BUF));
         let overhead = std::mem::take(&mut self.overhead);
-        self.tx.blocking_send((full, overhead)).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the stream to the peer closed before the response was sent",
-            )
-        })
+        match &self.tx {
+            Handover::Pipe(tx) => tx.blocking_send((full, overhead)).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the stream to the peer closed before the response was sent",
+                )
+            }),
+            // `INLINE_BUFS` holds any response `super::inline` admits.
+            Handover::Held(tx) => tx.try_send((full, overhead)).map_err(|_| {
+                io::Error::other("an inline response outgrew its buffers (a bug in wardswarm)")
+            }),
+        }
     }
 
     /// Hands over the rest of the response; in a session, with the empty chunk that ends it.
@@ -260,7 +289,7 @@ mod tests {
     /// protocol bytes it counted.
     fn written(data: &[u8], piece: usize, session: bool) -> (Vec<u8>, u64) {
         let (tx, mut rx) = mpsc::channel(1024);
-        let mut w = PipeWriter::new(tx, session);
+        let mut w = PipeWriter::new(Handover::Pipe(tx), session);
         for p in data.chunks(piece) {
             w.write_all(p).expect("write");
         }
