@@ -513,6 +513,7 @@ async fn run_async(sc: &Scenario) -> Result<RunOutcome> {
         }
     }
     out.streams_opened = counts.streams;
+    out.frames_sent = counts.frames;
     out.transfers = counts.transfers;
     out.groups_requested = counts.groups_requested;
     let label = root_hash.short();
@@ -734,6 +735,9 @@ fn add_counts(into: &mut Counts, m: &wardswarm_node::net::metrics::Metrics) {
             *into.streams.entry(proto).or_default() += n;
         }
     }
+    for (proto, n) in m.frames_sent_by_protocol() {
+        *into.frames.entry(proto).or_default() += n;
+    }
     for (outcome, n) in m.transfers_by_outcome() {
         *into.transfers.entry(outcome).or_default() += n;
     }
@@ -744,6 +748,7 @@ fn add_counts(into: &mut Counts, m: &wardswarm_node::net::metrics::Metrics) {
 #[derive(Debug, Default)]
 struct Counts {
     streams: std::collections::BTreeMap<String, u64>,
+    frames: std::collections::BTreeMap<String, u64>,
     transfers: std::collections::BTreeMap<String, u64>,
     groups_requested: u64,
 }
@@ -752,6 +757,9 @@ impl Counts {
     fn add(&mut self, o: &Counts) {
         for (k, v) in &o.streams {
             *self.streams.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.frames {
+            *self.frames.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &o.transfers {
             *self.transfers.entry(k.clone()).or_default() += v;

@@ -118,6 +118,9 @@ pub struct RunOutcome {
     /// Ward-protocol streams opened over the run, by protocol, every node summed (live engine; the
     /// model engine counts transfer streams only).
     pub streams_opened: std::collections::BTreeMap<String, u64>,
+    /// Frames sent from the nodes' outboxes over the run, by the protocol that carried them, every
+    /// node summed (live engine).
+    pub frames_sent: std::collections::BTreeMap<String, u64>,
     /// Transfers requested over the run, by how they ended, every node summed.
     pub transfers: std::collections::BTreeMap<String, u64>,
     /// Chunk groups asked for in transfer requests, every node summed.
@@ -142,6 +145,7 @@ impl RunOutcome {
             clinical: None,
             rollout: None,
             streams_opened: Default::default(),
+            frames_sent: Default::default(),
             transfers: Default::default(),
             groups_requested: 0,
         }
@@ -359,6 +363,7 @@ pub fn build(sc: &Scenario, run: &RunOutcome) -> Report {
             "series": {"t_s": r.t, "finished_per_group": r.finished},
         })),
         "streams_opened": run.streams_opened,
+        "frames_sent": run.frames_sent,
         "transfers": run.transfers,
         "groups_requested": run.groups_requested,
         "groups_per_transfer": run.groups_requested as f64 / run.transfers.values().sum::<u64>().max(1) as f64,

@@ -135,6 +135,11 @@ pub(super) enum Internal {
         outcome: Outcome,
         local: Option<LocalFailure>,
     },
+    /// A HAVE frame to `peer` was lost on its way out (its stream failed): `peer` gets our
+    /// availability in full at the next round.
+    HaveLost {
+        peer: PeerId,
+    },
 }
 
 /// Messages from handlers and tasks waiting for the actor. Progress arrives at most once per verified
@@ -159,6 +164,8 @@ pub(super) struct PeerState {
     pub(super) pex_sent: Option<blake3::Hash>,
     /// We started admission on a connection we dialed.
     admitting: bool,
+    /// When it is next sent our availability in full (admitted peers only).
+    pub(super) have_refresh: Option<policy::Refresh>,
 }
 
 /// Most artifacts a peer's availability is remembered for.
@@ -239,7 +246,6 @@ pub fn spawn(
         downloads: HashMap::new(),
         peer_haves: HashMap::new(),
         have_dirty: HashSet::new(),
-        have_force: false,
         last_have: 0,
         seeds: HashMap::new(),
         manifests: BTreeMap::new(),
@@ -288,8 +294,6 @@ pub(super) struct Actor {
     pub(super) downloads: HashMap<Hash, Download>,
     pub(super) peer_haves: HashMap<PeerId, HashMap<Hash, Have>>,
     pub(super) have_dirty: HashSet<Hash>,
-    /// Resend every availability in full at the next round (heals lost HAVE frames).
-    have_force: bool,
     /// When the last availability round went out (ms since `epoch`).
     last_have: u64,
     /// Super-seeding state per artifact (gateway only).
@@ -386,7 +390,7 @@ impl Actor {
     async fn run(mut self) {
         let mut tick = tokio::time::interval(self.shared.cfg.tick);
         let mut have_tick = tokio::time::interval(self.shared.cfg.have_interval);
-        let mut slow_tick = tokio::time::interval(policy::HAVE_REFRESH);
+        let mut slow_tick = tokio::time::interval(policy::SLOW_TICK);
         let reply = loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
@@ -467,6 +471,7 @@ impl Actor {
                     parting: None,
                     pex_sent: None,
                     admitting: false,
+                    have_refresh: None,
                 });
                 // The first connection we dialed starts admission, even if the peer's own dial to
                 // us was established first (both learned of each other by peer exchange at once):
@@ -663,10 +668,24 @@ impl Actor {
                 outcome,
                 local,
             } => self.on_finished(root, req, outcome, local),
+            Internal::HaveLost { peer } => self.have_lost(&peer),
+        }
+    }
+
+    /// A HAVE frame to `peer` was lost: it gets our availability in full at the next round.
+    fn have_lost(&mut self, peer: &PeerId) {
+        let now = self.now_ms();
+        if let Some(r) = self
+            .peers
+            .get_mut(peer)
+            .and_then(|p| p.have_refresh.as_mut())
+        {
+            r.lost(now);
         }
     }
 
     fn on_admitted(&mut self, peer: PeerId, cert: Certificate) {
+        let now = self.now_ms();
         if !self.peers.contains_key(&peer) {
             // Its connection closed while its certificate was being checked.
             return;
@@ -682,6 +701,9 @@ impl Actor {
             return;
         };
         state.cert = Some(cert);
+        if state.have_refresh.is_none() {
+            state.have_refresh = Some(policy::Refresh::new(now));
+        }
         if state.outbox.is_none() {
             state.outbox = Some(Outbox::spawn(
                 self.shared.clone(),
@@ -803,13 +825,6 @@ impl Actor {
     }
 
     fn on_slow_tick(&mut self) {
-        // Availability is re-sent in full every few seconds, so a dropped HAVE heals by itself.
-        for e in self.shared.store.list() {
-            if !e.have().is_empty() || self.downloads.contains_key(&e.root()) {
-                self.have_dirty.insert(e.root());
-            }
-        }
-        self.have_force = true;
         self.redial_bootstrap();
         self.dial_members();
         // Caps follow their schedules.
@@ -849,11 +864,34 @@ impl Actor {
             return;
         }
         self.last_have = now;
-        let refresh = std::mem::take(&mut self.have_force);
+        // Peers whose full refresh is due get every artifact we hold or fetch, changed or not.
+        let due: HashSet<PeerId> = peers
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| {
+                self.peers
+                    .get(p)
+                    .and_then(|s| s.have_refresh)
+                    .is_some_and(|r| r.is_due(now))
+            })
+            .collect();
         let dirty = std::mem::take(&mut self.have_dirty);
         let mut roots: Vec<Hash> = dirty.iter().copied().collect();
-        roots.extend(self.seeds.keys().filter(|r| !dirty.contains(r)).copied());
+        if due.is_empty() {
+            roots.extend(self.seeds.keys().filter(|r| !dirty.contains(r)).copied());
+        } else {
+            roots.extend(
+                self.shared
+                    .store
+                    .list()
+                    .iter()
+                    .filter(|e| !e.have().is_empty() || self.downloads.contains_key(&e.root()))
+                    .map(|e| e.root())
+                    .filter(|r| !dirty.contains(r)),
+            );
+        }
         let uploads = self.shared.upload.rate() != Some(0);
+        let mut lost = Vec::new();
         for root in roots {
             let Some(e) = self.shared.store.get(&root) else {
                 self.seeds.remove(&root);
@@ -868,14 +906,24 @@ impl Actor {
                 fetching,
                 seed,
             };
-            for (p, groups) in policy::have_round(now, refresh, a, &peers) {
+            for (p, groups) in policy::have_round(now, |p| due.contains(p), a, &peers) {
                 let frame = Have {
                     root,
                     length: e.length(),
                     groups,
                 };
-                self.send_to(&p, Protocol::Have, Arc::new(frame.to_bytes()));
+                if !self.send_to(&p, Protocol::Have, Arc::new(frame.to_bytes())) {
+                    lost.push(p);
+                }
             }
+        }
+        for p in due {
+            if let Some(r) = self.peers.get_mut(&p).and_then(|s| s.have_refresh.as_mut()) {
+                r.sent(now);
+            }
+        }
+        for p in lost {
+            self.have_lost(&p);
         }
     }
 }

@@ -4,8 +4,8 @@
 //! for peers that do not speak `have/2`. A stream per frame cost every HAVE a stream negotiation, two
 //! upgrade timers and a connection idle timer on each side (`docs/performance.md`).
 //!
-//! Goals: peers learn what to ask whom for, cheaply; a lost frame heals at the next full refresh
-//! ([`super::policy::HAVE_REFRESH`]). What to show whom is decided by [`super::policy::have_round`];
+//! Goals: peers learn what to ask whom for, cheaply; a lost frame heals at the next full refresh to
+//! that peer, at once where the sender saw it lost ([`super::policy::Refresh`]). What to show whom is decided by [`super::policy::have_round`];
 //! this file only carries frames. Non-goals: incremental updates (each HAVE is a full bitmap).
 
 use std::{sync::Arc, time::Duration};
@@ -35,6 +35,8 @@ pub(super) async fn member_frame(
 /// A sender closes its `have/2` stream after this long without a frame; a receiver gives up on one
 /// silent for twice as long.
 pub(super) const IDLE: Duration = Duration::from_secs(30);
+// A settled ward's periodic refresh keeps the stream open rather than reopening it each time.
+const _: () = assert!(super::policy::HAVE_REFRESH_MAX.as_secs() < IDLE.as_secs());
 
 /// An inbound HAVE (`have/1`).
 pub(super) async fn inbound(s: Arc<Shared>, peer: PeerId, mut st: Stream) {

@@ -270,7 +270,7 @@ impl Actor {
     /// loaded, shaped LAN a handshake can lose packets and time out, and the next attempt should
     /// not wait for it.
     pub(super) fn redial_bootstrap(&mut self) {
-        if self.revoked_self || self.bootstrap_dialed.elapsed() < super::policy::HAVE_REFRESH / 2 {
+        if self.revoked_self || self.bootstrap_dialed.elapsed() < super::policy::SLOW_TICK / 2 {
             return;
         }
         self.bootstrap_dialed = Instant::now();

@@ -24,6 +24,13 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
+/// Labels of the frame counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// The protocol id of the stream that carried it, e.g. `/wardswarm/have/2`.
+    pub protocol: String,
+}
+
 /// Labels of the stream counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -82,6 +89,9 @@ pub struct Metrics {
     /// Ward-protocol streams opened, by protocol and direction: the per-peer chatter a ward pays
     /// for beside its bytes (each stream costs a negotiation, frames, timers and tasks).
     pub streams_opened: Family<StreamLabels, Counter>,
+    /// Frames sent from the outbox (availability, announcements, reports, peer lists), by the
+    /// protocol that carried them: with `streams_opened`, what a ward says besides its bytes.
+    pub frames_sent: Family<ProtocolLabels, Counter>,
     /// Transfers this node requested, by how they ended.
     pub transfers: Family<OutcomeLabels, Counter>,
     /// Chunk groups asked for in transfer requests (a group asked twice counts twice).
@@ -173,6 +183,11 @@ impl Metrics {
             self.streams_opened.clone(),
         );
         r.register(
+            "frames_sent",
+            "Frames sent from the outbox (availability, announcements, reports, peer lists), by protocol",
+            self.frames_sent.clone(),
+        );
+        r.register(
             "transfers",
             "Transfers requested, by how they ended",
             self.transfers.clone(),
@@ -235,6 +250,20 @@ impl Metrics {
             }
         }
         v
+    }
+
+    /// Frames sent so far, `(protocol, count)`, sorted.
+    pub fn frames_sent_by_protocol(&self) -> Vec<(String, u64)> {
+        super::wire::Protocol::ALL
+            .iter()
+            .filter_map(|proto| {
+                let l = ProtocolLabels {
+                    protocol: proto.id().as_ref().into(),
+                };
+                let n = self.frames_sent.get(&l).map_or(0, |c| c.get());
+                (n > 0).then_some((l.protocol, n))
+            })
+            .collect()
     }
 
     /// Bytes received from a source kind, over all artifacts (tests and reports).

@@ -4,7 +4,8 @@
 //! - [`serve`]: answer a transfer request with data, "limited, retry later", "not found" or
 //!   "forbidden";
 //! - [`have_round`]: which groups of an artifact to show which peer in one availability round;
-//! - [`have_period`]: how long availability rounds are in a ward of a given size.
+//! - [`have_period`]: how long availability rounds are in a ward of a given size;
+//! - [`Refresh`]: when a peer is next sent our availability in full, changed or not.
 //!
 //! No clock, no I/O: the caller passes what it knows.
 
@@ -13,8 +14,56 @@ use std::time::Duration;
 use super::wire::Status;
 use crate::{groups::GroupSet, membership::Role, seeding::SuperSeed};
 
-/// Availability is re-sent in full this often, so a HAVE frame lost on the way heals by itself.
+/// A newly admitted peer is sent our availability in full again, changed or not, this long after
+/// its admission, and then at doubling gaps up to [`HAVE_REFRESH_MAX`] ([`Refresh`]): a HAVE frame
+/// lost while a connection starts (libp2p-stream drops streams in a burst of opens) heals within
+/// seconds. Re-sending every set to every peer every 2 s forever was most of a settled ward's
+/// traffic: 1,275 frames a second on the ward-50 once every device was done.
 pub const HAVE_REFRESH: Duration = Duration::from_secs(2);
+/// The longest gap between full refreshes to a peer: what heals a HAVE frame lost without the
+/// sender noticing (one it noticed is re-sent at the next round, [`Refresh::lost`]). Under the 30 s
+/// after which an idle `have/2` stream is closed (`availability::IDLE`), so a settled ward keeps its
+/// streams instead of opening one per refresh.
+pub const HAVE_REFRESH_MAX: Duration = Duration::from_secs(20);
+/// A node's housekeeping round: redials, certificate expiry, cap schedules.
+pub const SLOW_TICK: Duration = Duration::from_secs(2);
+
+/// When one peer is next sent our availability in full, changed or not: [`HAVE_REFRESH`] after its
+/// admission, then at doubling gaps up to [`HAVE_REFRESH_MAX`]; at the next round after a frame to
+/// it was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refresh {
+    due_ms: u64,
+    gap_ms: u64,
+}
+
+impl Refresh {
+    /// The schedule of a peer admitted at `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        let gap_ms = HAVE_REFRESH.as_millis() as u64;
+        Self {
+            due_ms: now_ms.saturating_add(gap_ms),
+            gap_ms,
+        }
+    }
+
+    /// A full refresh is due at `now_ms`.
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.due_ms
+    }
+
+    /// A full refresh went out at `now_ms`: the next after twice the last gap.
+    pub fn sent(&mut self, now_ms: u64) {
+        self.gap_ms = (self.gap_ms.saturating_mul(2)).min(HAVE_REFRESH_MAX.as_millis() as u64);
+        self.due_ms = now_ms.saturating_add(self.gap_ms);
+    }
+
+    /// A HAVE frame to this peer was lost: refresh at the next round, and the gaps start again.
+    pub fn lost(&mut self, now_ms: u64) {
+        self.gap_ms = HAVE_REFRESH.as_millis() as u64 / 2;
+        self.due_ms = now_ms;
+    }
+}
 
 /// What a node knows when a transfer request arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,24 +119,23 @@ pub struct HaveArtifact<'a, P: Ord + Clone> {
 }
 
 /// Which groups of one artifact to show which admitted peer in this round: a device sends its set
-/// when it changed (or on a `refresh` round) to every peer; a super-seeding gateway sends each
-/// device its own view, every round (views grow as devices fetch), and other gateways its full set.
+/// when it changed to every peer, and to a peer whose full refresh is due (`refresh`) whether or
+/// not it changed; a super-seeding gateway sends each device its own view when it changed (views
+/// grow as devices fetch) or a refresh is due, and other gateways its full set.
 pub fn have_round<P: Ord + Clone>(
     now_ms: u64,
-    refresh: bool,
+    refresh: impl Fn(&P) -> bool,
     a: HaveArtifact<'_, P>,
     peers: &[(P, Role)],
 ) -> Vec<(P, GroupSet)> {
     if a.mine.is_empty() && !a.fetching {
         return vec![];
     }
-    let send_full = a.changed || refresh;
+    let send_full = |p: &P| a.changed || refresh(p);
     let Some(seed) = a.seed else {
-        if !send_full {
-            return vec![];
-        }
         return peers
             .iter()
+            .filter(|(p, _)| send_full(p))
             .map(|(p, _)| (p.clone(), a.mine.clone()))
             .collect();
     };
@@ -96,10 +144,10 @@ pub fn have_round<P: Ord + Clone>(
     for (p, role) in peers {
         if *role == Role::Device {
             // A device that has not said it fetches this artifact is shown nothing yet.
-            if let Some(v) = seed.view(now_ms, p, refresh) {
+            if let Some(v) = seed.view(now_ms, p, refresh(p)) {
                 out.push((p.clone(), v));
             }
-        } else if send_full {
+        } else if send_full(p) {
             out.push((p.clone(), a.mine.clone()));
         }
     }
@@ -163,14 +211,14 @@ mod tests {
             fetching: true,
             seed: None,
         };
-        assert!(have_round(0, false, unchanged, &peers).is_empty());
+        assert!(have_round(0, |_| false, unchanged, &peers).is_empty());
         let changed = HaveArtifact {
             mine: &mine,
             changed: true,
             fetching: true,
             seed: None,
         };
-        assert_eq!(have_round(0, false, changed, &peers).len(), 2);
+        assert_eq!(have_round(0, |_| false, changed, &peers).len(), 2);
         let nothing = GroupSet::new(8);
         let idle = HaveArtifact {
             mine: &nothing,
@@ -178,17 +226,26 @@ mod tests {
             fetching: false,
             seed: None,
         };
-        assert!(have_round(0, true, idle, &peers).is_empty());
+        assert!(have_round(0, |_| true, idle, &peers).is_empty());
+        // An unchanged set goes only to the peers whose refresh is due.
+        let unchanged = HaveArtifact {
+            mine: &mine,
+            changed: false,
+            fetching: true,
+            seed: None,
+        };
+        let out = have_round(0, |p| *p == 2, unchanged, &peers);
+        assert_eq!(out.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2]);
 
         // A gateway shows a device nothing until the device says it fetches; then a window of
         // fresh groups, not all it has.
         const N: u64 = 4096;
         let mut seed = SuperSeed::new(seeding::Config::default(), N);
         let full = GroupSet::full(N);
-        let round = |seed: &mut SuperSeed<u32>, refresh| {
+        let round = |seed: &mut SuperSeed<u32>, refresh: bool| {
             have_round(
                 0,
-                refresh,
+                |_| refresh,
                 HaveArtifact {
                     mine: &full,
                     changed: false,
@@ -211,5 +268,35 @@ mod tests {
         assert!(round(&mut seed, true)
             .iter()
             .any(|(p, g)| *p == 2 && g.is_full()));
+    }
+
+    #[test]
+    fn refreshes_back_off_to_the_longest_gap_and_come_at_once_after_a_loss() {
+        let first = HAVE_REFRESH.as_millis() as u64;
+        let max = HAVE_REFRESH_MAX.as_millis() as u64;
+        let mut r = Refresh::new(1_000);
+        assert!(!r.is_due(1_000 + first - 1));
+        assert!(r.is_due(1_000 + first));
+        // Sent at each due time: the gaps double up to the longest.
+        let (mut now, mut gaps) = (1_000 + first, Vec::new());
+        for _ in 0..8 {
+            r.sent(now);
+            let mut next = now;
+            while !r.is_due(next) {
+                next += 1;
+            }
+            gaps.push(next - now);
+            now = next;
+        }
+        assert_eq!(
+            gaps,
+            vec![2 * first, 4 * first, 8 * first, max, max, max, max, max]
+        );
+        // A lost frame: due at once, and the gaps start again.
+        r.lost(now + 5);
+        assert!(r.is_due(now + 5));
+        r.sent(now + 5);
+        assert!(!r.is_due(now + 5 + first - 1));
+        assert!(r.is_due(now + 5 + first));
     }
 }

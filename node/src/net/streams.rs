@@ -69,7 +69,7 @@ pub(super) fn inbound_limit(p: Protocol, cfg: &super::Config) -> usize {
 
 /// Frames waiting for one peer. A HAVE round sends one frame per artifact, announcements are rare:
 /// 64 is many rounds' worth, and past it frames are dropped and counted, never queued without end
-/// (a lost HAVE heals at the next full refresh).
+/// (the peer of a dropped HAVE gets a full refresh at the next round).
 pub(super) const OUTBOX_FRAMES: usize = 64;
 
 /// One message for a peer's outbox.
@@ -180,10 +180,14 @@ async fn drain(
             let link = links.get(f.proto);
             if !matches!(link, Link::Unsupported) {
                 match send_long(&s, &mut control, peer, t, link, long, &f.body).await {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        frame_sent(&s, long);
+                        continue;
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, proto = %long, error = %e, "frame on the long-lived stream failed");
                         if !matches!(link, Link::Unsupported) {
+                            frame_lost(&s, peer, f.proto);
                             continue;
                         }
                     }
@@ -196,15 +200,39 @@ async fn drain(
             timed(t, st.close()).await
         }
         .await;
-        if let Err(e) = r {
-            tracing::debug!(%peer, proto = %f.proto, error = %e, "send failed");
+        match r {
+            Ok(()) => frame_sent(&s, f.proto),
+            Err(e) => {
+                tracing::debug!(%peer, proto = %f.proto, error = %e, "send failed");
+                frame_lost(&s, peer, f.proto);
+            }
         }
     }
 }
 
+fn frame_sent(s: &Shared, proto: Protocol) {
+    s.metrics
+        .frames_sent
+        .get_or_create(&super::metrics::ProtocolLabels {
+            protocol: proto.id().as_ref().into(),
+        })
+        .inc();
+}
+
+/// Tells the actor a HAVE frame to `peer` was lost, so that `peer` gets our availability in full at
+/// the next round. Other frames heal by their own rounds (peer lists, reports). If the actor's queue
+/// is full, the peer's periodic refresh heals it instead.
+fn frame_lost(s: &Shared, peer: PeerId, proto: Protocol) {
+    if proto == Protocol::Have {
+        let _ = s
+            .internal
+            .try_send(super::actor::Internal::HaveLost { peer });
+    }
+}
+
 /// Sends one frame on the peer's long-lived `long` stream, opening it first if need be. A failed
-/// write drops the stream (the frame is lost: HAVE frames and peer lists heal at the next refresh,
-/// reports at the next report); the next frame opens a new one. A peer that refuses `long` is
+/// write drops the stream (the frame is lost: the peer of a lost HAVE gets a full refresh at the next
+/// round, peer lists heal at their next refresh, reports at the next report); the next frame opens a new one. A peer that refuses `long` is
 /// marked `Unsupported` and the caller falls back to a stream per frame.
 async fn send_long(
     s: &Shared,

@@ -62,8 +62,6 @@ const STEP: u64 = 5_000;
 /// The node's availability round and scheduler tick, µs.
 const HAVE_EVERY: u64 = defaults::HAVE_INTERVAL.as_micros() as u64;
 const TICK_EVERY: u64 = defaults::TICK.as_micros() as u64;
-/// Rounds between full availability refreshes, as the node's.
-const REFRESH_ROUNDS: u64 = (policy::HAVE_REFRESH.as_micros() as u64) / HAVE_EVERY;
 const SAMPLE_EVERY: u64 = 500_000;
 /// Transfers a node serves at once, as the node's default.
 const MAX_INBOUND: usize = defaults::MAX_INBOUND_TRANSFERS;
@@ -112,7 +110,9 @@ struct Node {
     live: BTreeSet<ReqId>,
     known: BTreeMap<usize, GroupSet>,
     sent: Option<GroupSet>,
-    rounds: u64,
+    /// When each peer is next sent this node's availability in full, as the node's
+    /// ([`policy::Refresh`]; the model loses no frame).
+    refresh: BTreeMap<usize, policy::Refresh>,
     serving: usize,
     completed: Option<u64>,
     from_gateway: u64,
@@ -452,7 +452,12 @@ impl<'a> Ward<'a> {
         n.alive = true;
         n.admitted = n.behaviour != Behaviour::NonMember;
         n.sent = None;
-        n.rounds = 0;
+        n.refresh.clear();
+        // Admitted anew: every peer's refresh schedule for it starts again.
+        for other in &mut self.nodes {
+            other.refresh.remove(&i);
+        }
+        let n = &mut self.nodes[i];
         if !n.admitted {
             return;
         }
@@ -558,8 +563,6 @@ impl<'a> Ward<'a> {
         if !self.nodes[i].alive || !self.nodes[i].admitted {
             return;
         }
-        self.nodes[i].rounds += 1;
-        let refresh = self.nodes[i].rounds.is_multiple_of(REFRESH_ROUNDS);
         let at = self.now + self.lat();
         let now_ms = self.now / 1000;
         if i == 0 && self.leave_after_copy && self.gateway_left.is_none() && self.seeded_once() {
@@ -571,6 +574,24 @@ impl<'a> Ward<'a> {
             .filter(|&p| p != i && self.nodes[p].alive && self.nodes[p].admitted)
             .map(|p| (p, if p == 0 { Role::Gateway } else { Role::Device }))
             .collect();
+        // A peer's schedule starts when it is first seen admitted, and again after it was gone.
+        let refresh = &mut self.nodes[i].refresh;
+        refresh.retain(|p, _| peers.iter().any(|(q, _)| q == p));
+        for (p, _) in &peers {
+            refresh
+                .entry(*p)
+                .or_insert_with(|| policy::Refresh::new(now_ms));
+        }
+        let due: BTreeSet<usize> = refresh
+            .iter()
+            .filter(|(_, r)| r.is_due(now_ms))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &due {
+            if let Some(r) = refresh.get_mut(p) {
+                r.sent(now_ms);
+            }
+        }
         let mine = if i == 0 {
             self.nodes[0].has.clone()
         } else {
@@ -582,7 +603,7 @@ impl<'a> Ward<'a> {
         let seed = (i == 0).then_some(&mut self.seed);
         let frames = policy::have_round(
             now_ms,
-            refresh,
+            |p| due.contains(p),
             HaveArtifact {
                 mine: &mine,
                 changed,
@@ -817,7 +838,7 @@ impl Node {
             live: BTreeSet::new(),
             known: BTreeMap::new(),
             sent: None,
-            rounds: 0,
+            refresh: BTreeMap::new(),
             serving: 0,
             completed: None,
             from_gateway: 0,
