@@ -244,33 +244,48 @@ async fn reports_share_one_long_lived_stream_and_old_nodes_still_report() {
 /// Requests of at most 4 groups: every response is verified inline, on the transfer's own task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_liar_is_banned_and_nothing_corrupt_is_stored_small_responses() {
-    a_liar_is_banned_and_nothing_corrupt_is_stored(wardswarm_node::scheduler::Config {
+    let scheduler = wardswarm_node::scheduler::Config {
         max_request_groups: 4,
         ..Default::default()
-    })
-    .await;
+    };
+    a_liar_is_banned_and_nothing_corrupt_is_stored(scheduler, None).await;
+}
+
+/// Requests of 8 groups from a liar that uploads at 256 KB/s: each response is verified inline,
+/// its first four groups (where the liar's flipped byte is) as soon as they arrive, the rest when
+/// it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liar_is_banned_and_nothing_corrupt_is_stored_inline_responses_reported_early() {
+    let scheduler = wardswarm_node::scheduler::Config {
+        max_request_groups: 8,
+        piece_groups: 8,
+        ..Default::default()
+    };
+    a_liar_is_banned_and_nothing_corrupt_is_stored(scheduler, Some(256_000)).await;
 }
 
 /// A first request of 64 groups, over the 8 verified inline: the liar's response goes through the
 /// pipe to a decoder on a blocking thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_liar_is_banned_and_nothing_corrupt_is_stored_large_responses() {
-    a_liar_is_banned_and_nothing_corrupt_is_stored(wardswarm_node::scheduler::Config {
+    let scheduler = wardswarm_node::scheduler::Config {
         initial_window_groups: 64,
         piece_groups: 64,
         ..Default::default()
-    })
-    .await;
+    };
+    a_liar_is_banned_and_nothing_corrupt_is_stored(scheduler, None).await;
 }
 
 async fn a_liar_is_banned_and_nothing_corrupt_is_stored(
     scheduler: wardswarm_node::scheduler::Config,
+    liar_upload: Option<u64>,
 ) {
     let w = ward();
     let bytes = data(2 << 20, 7);
     let (s, root) = seed(&w, "gateway", &bytes, w.config(vec![])).await;
     let liar_cfg = Config {
         fault: Some(Fault::CorruptServe),
+        upload: Schedule::fixed(liar_upload),
         ..w.config(vec![])
     };
     let (liar, root2) = seed(&w, "liar", &bytes, liar_cfg).await;

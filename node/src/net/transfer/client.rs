@@ -133,7 +133,7 @@ pub(in crate::net) async fn run(s: Arc<Shared>, mut control: libp2p_stream::Cont
     };
     let (ended, result) = if super::inline(&get) {
         let limit = super::max_encoded(get.groups().count() as u64);
-        receive_inline(reading, limit, &entry, &get.runs).await
+        receive_inline(reading, limit, &entry, &get.runs, req).await
     } else {
         receive_piped(reading, entry, get.runs, req).await
     };
@@ -190,11 +190,16 @@ struct Reading<'a> {
 /// Receives a small response (`super::INLINE_GROUPS`) whole, then verifies it into the store here.
 /// Returns whether the stream may carry the next GET, and the result. At most `limit` bytes are
 /// taken (`super::max_encoded`): a peer that sends more is cut off there, and what verified is kept.
+///
+/// Groups are reported when the response ends, except that the first [`HANDOVER_BYTES`] of a longer
+/// one are verified and reported as soon as they are here, as the pipe hands them to its decoder:
+/// a slow peer's response is not taken for stalled by the scheduler before it ends.
 async fn receive_inline(
     r: Reading<'_>,
     limit: usize,
     entry: &Entry,
     runs: &[std::ops::Range<u64>],
+    req: ReqId,
 ) -> (bool, Received) {
     let Reading {
         s,
@@ -205,7 +210,16 @@ async fn receive_inline(
     } = r;
     let (tx, mut rx) = mpsc::channel(PIPE_DEPTH);
     let (spare_tx, mut spare_rx) = mpsc::channel(2);
-    // Collects on this same task what `receive_pipe` reads; dropping `rx` (over the limit) stops it.
+    // A response of more groups than a hand-off holds reports its first ones early.
+    let handover_groups = (HANDOVER_BYTES as u64) / crate::outboard::GROUP_BYTES;
+    let mut early_done = runs.iter().map(|r| r.end - r.start).sum::<u64>() <= handover_groups;
+    let decode = |bytes: &[u8], error| {
+        let mut verified = Vec::new();
+        let r = entry.receive(runs, Whole { bytes, error }, |g| verified.push(g));
+        (r, verified)
+    };
+    // Collects on this same task what `receive_pipe` reads; dropping `rx` (over the limit, or a
+    // first part that does not verify) stops it.
     let collect = async move {
         let mut all = Vec::new();
         while let Some(b) = rx.recv().await {
@@ -215,31 +229,40 @@ async fn receive_inline(
                     all.extend_from_slice(&b);
                     let _ = spare_tx.try_send(b);
                 }
-                Err(e) => return (all, Some(e)),
+                Err(e) => return (all, Some(e), None),
             }
             if all.len() > limit {
                 break;
             }
+            if !early_done && all.len() >= HANDOVER_BYTES && !rx.is_closed() {
+                early_done = true;
+                match decode(&all, None) {
+                    (Ok(_) | Err(ReceiveError::Truncated(_)), groups) => {
+                        if !groups.is_empty() {
+                            let (root, req) = (entry.root(), req);
+                            let _ = s
+                                .internal
+                                .send(Internal::Progress { root, req, groups })
+                                .await;
+                        }
+                    }
+                    (Err(e), groups) => return (all, None, Some((Err(e), groups))),
+                }
+            }
         }
-        (all, None)
+        (all, None, None)
     };
-    let (ended, (bytes, error)) = tokio::select! {
+    let (ended, (bytes, error, failed)) = tokio::select! {
         r = async { tokio::join!(receive_pipe(s, st, session, tx, &mut spare_rx, label), collect) } => r,
         _ = cancel.cancelled() => {
-            // Nothing verified; the caller sees the cancellation and reports no result.
+            // Nothing more verified; the caller sees the cancellation and reports no result.
             let cancelled = Received { result: Ok(Ok(0)), verified: None };
             return (false, cancelled);
         }
     };
-    let mut verified = Vec::new();
-    let result = entry.receive(
-        runs,
-        Whole {
-            bytes: &bytes,
-            error,
-        },
-        |g| verified.push(g),
-    );
+    // The whole response, again from its start: groups verified early are checked again but not
+    // reported twice (the store reports only groups new to it).
+    let (result, verified) = failed.unwrap_or_else(|| decode(&bytes, error));
     let received = Received {
         result: Ok(result),
         verified: Some(verified),

@@ -94,10 +94,11 @@ async fn respond(s: &Shared, peer: PeerId, st: &mut Stream, get: wire::Get, sess
     let inline = super::inline(&get);
     let encode = move |tx| {
         let mut w = PipeWriter::new(tx, session);
+        // `finish` only after a whole encoding: after a failed hand-over there is nothing to end.
         entry
             .serve(&get.runs, &mut w)
             .map_err(|e| e.to_string())
-            .and(w.finish().map_err(|e| e.to_string()))
+            .and_then(|()| w.finish().map_err(|e| e.to_string()))
     };
     let (encoded, sent) = if inline {
         let (tx, rx) = mpsc::channel(INLINE_BUFS);
@@ -190,7 +191,7 @@ impl PipeWriter {
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_BUF));
         let overhead = std::mem::take(&mut self.overhead);
-        match &self.tx {
+        let sent = match &self.tx {
             Handover::Pipe(tx) => tx.blocking_send((full, overhead)).map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::BrokenPipe,
@@ -201,7 +202,12 @@ impl PipeWriter {
             Handover::Held(tx) => tx.try_send((full, overhead)).map_err(|_| {
                 io::Error::other("an inline response outgrew its buffers (a bug in wardswarm)")
             }),
+        };
+        if sent.is_err() {
+            // Nothing more goes out: no chunk is open in the (empty) buffer.
+            self.chunk = None;
         }
+        sent
     }
 
     /// Hands over the rest of the response; in a session, with the empty chunk that ends it.
@@ -335,6 +341,18 @@ mod tests {
                 1 + 4 * chunks,
                 "status byte and headers are not metered"
             );
+        }
+    }
+
+    #[test]
+    fn a_writer_whose_peer_went_away_fails_without_panicking() {
+        for session in [true, false] {
+            let (tx, rx) = mpsc::channel(1);
+            drop(rx);
+            let mut w = PipeWriter::new(Handover::Pipe(tx), session);
+            assert!(w.write_all(&vec![7u8; 3 * PIPE_BUF]).is_err());
+            // What `respond` no longer does after a failed encoding; it must not panic either.
+            let _ = w.finish();
         }
     }
 
