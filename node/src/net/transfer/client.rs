@@ -213,10 +213,12 @@ async fn receive_inline(
     // A response of more groups than a hand-off holds reports its first ones early.
     let handover_groups = (HANDOVER_BYTES as u64) / crate::outboard::GROUP_BYTES;
     let mut early_done = runs.iter().map(|r| r.end - r.start).sum::<u64>() <= handover_groups;
+    // Verifies what `bytes` holds; also says how many bytes the encoding did not take.
     let decode = |bytes: &[u8], error| {
         let mut verified = Vec::new();
-        let r = entry.receive(runs, Whole { bytes, error }, |g| verified.push(g));
-        (r, verified)
+        let mut whole = Whole { bytes, error };
+        let r = entry.receive(runs, &mut whole, |g| verified.push(g));
+        (r, verified, whole.bytes.len())
     };
     // Collects on this same task what `receive_pipe` reads; dropping `rx` (over the limit, or a
     // first part that does not verify) stops it.
@@ -237,7 +239,7 @@ async fn receive_inline(
             if !early_done && all.len() >= HANDOVER_BYTES && !rx.is_closed() {
                 early_done = true;
                 match decode(&all, None) {
-                    (Ok(_) | Err(ReceiveError::Truncated(_)), groups) => {
+                    (Ok(_) | Err(ReceiveError::Truncated(_)), groups, _) => {
                         if !groups.is_empty() {
                             let (root, req) = (entry.root(), req);
                             let _ = s
@@ -246,7 +248,7 @@ async fn receive_inline(
                                 .await;
                         }
                     }
-                    (Err(e), groups) => return (all, None, Some((Err(e), groups))),
+                    (Err(e), groups, _) => return (all, None, Some((Err(e), groups, 0))),
                 }
             }
         }
@@ -262,12 +264,14 @@ async fn receive_inline(
     };
     // The whole response, again from its start: groups verified early are checked again but not
     // reported twice (the store reports only groups new to it).
-    let (result, verified) = failed.unwrap_or_else(|| decode(&bytes, error));
+    let (result, verified, unread) = failed.unwrap_or_else(|| decode(&bytes, error));
     let received = Received {
         result: Ok(result),
         verified: Some(verified),
     };
-    (ended, received)
+    // A response with bytes past its encoding is verified as far as it goes, but its stream, whose
+    // peer sends what it should not, carries no further GET (the pipe's decoder drops it too).
+    (ended && unread == 0, received)
 }
 
 /// Receives a response through the pipe into a decoder on a blocking thread, which verifies and
