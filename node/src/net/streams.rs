@@ -210,6 +210,7 @@ async fn drain(
     }
 }
 
+/// Counts a frame that went out on a stream of `proto` (`wardswarm_frames_sent_total`).
 fn frame_sent(s: &Shared, proto: Protocol) {
     s.metrics
         .frames_sent
@@ -232,8 +233,9 @@ fn frame_lost(s: &Shared, peer: PeerId, proto: Protocol) {
 
 /// Sends one frame on the peer's long-lived `long` stream, opening it first if need be. A failed
 /// write drops the stream (the frame is lost: the peer of a lost HAVE gets a full refresh at the next
-/// round, peer lists heal at their next refresh, reports at the next report); the next frame opens a new one. A peer that refuses `long` is
-/// marked `Unsupported` and the caller falls back to a stream per frame.
+/// round, peer lists heal at their next refresh, reports at the next report); the next frame opens
+/// a new one. A peer that refuses `long` is marked `Unsupported` and the caller falls back to a
+/// stream per frame.
 async fn send_long(
     s: &Shared,
     control: &mut libp2p_stream::Control,
