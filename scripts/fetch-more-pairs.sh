@@ -10,6 +10,12 @@
 #   ruff-arm64  static Rust executable, aarch64, ruff 0.8.3 -> 0.8.4
 #   ninja       C++ executable, x86-64, ninja 1.11.1.git.kitware.jobserver-1 as packaged in 1.11.1.1 (manylinux1) and
 #               in 1.11.1.3 (manylinux2010): one source rebuilt with another toolchain (glibc 2.5 -> 2.12)
+# and, since 2026-12-06, shared libraries from manylinux wheels (Python extension modules):
+#   pydantic        Rust, x86-64, pydantic-core 2.27.1 -> 2.27.2 (the new one 11 % smaller: rebuilt anew)
+#   pydantic-arm64  Rust, AArch64, the same versions
+#   orjson          Rust, x86-64, orjson 3.10.11 -> 3.10.12
+#   rpds            Rust, x86-64, rpds-py 0.22.0 -> 0.22.3
+#   regex           C, x86-64, regex 2024.9.11 -> 2024.11.6
 #
 # Needs: bash, python3, pip, sha256sum.
 set -euo pipefail
@@ -68,4 +74,28 @@ wheel ninja 1.11.1.1 manylinux1_x86_64 84502ec98f02a037a169c4b0d5d86075eaf6afc55
     ninja/data/bin/ninja "$OUT/pairs/ninja/old" 68f6c375c4234305bff9790aa232815b38924390cbb6ad4987ea0f94ad2bc410
 wheel ninja 1.11.1.3 manylinux2010_x86_64 a27e78ca71316c8654965ee94b286a98c83877bfebe2607db96897bbfe458af0 \
     ninja-1.11.1.3.data/scripts/ninja "$OUT/pairs/ninja/new" 94f5318756260447ffb88d0bc31b67dbc07119f1dc0c8dc2cb58ea575a471025
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja}"
+log "pydantic-core 2.27.1 -> 2.27.2 (x86-64 and aarch64, Rust shared library)"
+wheel pydantic_core 2.27.1 manylinux_2_17_x86_64 7597c07fbd11515f654d6ece3d0e4e5093edc30a436c63142d9a4b8e22f19c35 \
+    pydantic_core/_pydantic_core.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/pydantic/old" 5a9544460a5e53eeffbcaadd861f6e6fe9d7add56c634b92c7929612a007c88b
+wheel pydantic_core 2.27.2 manylinux_2_17_x86_64 6fb4aadc0b9a0c063206846d603b92030eb6f03069151a625667f982887153e2 \
+    pydantic_core/_pydantic_core.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/pydantic/new" 1e507537f1ec89253b6a9b6f3de13782b1d5766b5307864445c48915db41699e
+wheel pydantic_core 2.27.1 manylinux_2_17_aarch64 15aae984e46de8d376df515f00450d1522077254ef6b7ce189b38ecee7c9677c \
+    pydantic_core/_pydantic_core.cpython-312-aarch64-linux-gnu.so "$OUT/pairs/pydantic-arm64/old" decc2fcd6348b54a650775814a59fb436d9fe90df74957e5428c7eb0ae382fd5
+wheel pydantic_core 2.27.2 manylinux_2_17_aarch64 172fce187655fece0c90d90a678424b013f8fbb0ca8b036ac266749c09438cb7 \
+    pydantic_core/_pydantic_core.cpython-312-aarch64-linux-gnu.so "$OUT/pairs/pydantic-arm64/new" fe8d1f27cc8df7a8913b716cd89127ef270d81a628bde81cb49eb3d90caf7ac4
+log "orjson 3.10.11 -> 3.10.12 (x86-64, Rust shared library)"
+wheel orjson 3.10.11 manylinux_2_17_x86_64 e2f3b7c5803138e67028dde33450e054c87e0703afbe730c105f1fcd873496d5 \
+    orjson/orjson.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/orjson/old" e300bef24f589078bd168172cdf4d90d24ba3e8c049ffb21863bd3e7d0250c76
+wheel orjson 3.10.12 manylinux_2_17_x86_64 910fdf2ac0637b9a77d1aad65f803bac414f0b06f720073438a7bd8906298192 \
+    orjson/orjson.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/orjson/new" 867c47b681cc99145f1ba3c159ee04deb583a1314b2826ad24a5540b236ad4f8
+log "rpds-py 0.22.0 -> 0.22.3 (x86-64, Rust shared library)"
+wheel rpds_py 0.22.0 manylinux_2_17_x86_64 b91bfef5daa2a5a4fe62f8d317fc91a626073639f951f851bd2cb252d01bc6c5 \
+    rpds/rpds.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/rpds/old" aadbdafcb1809e1726c027291e630b6179dfe6b62c5092f160e3fa6769c500ac
+wheel rpds_py 0.22.3 manylinux_2_17_x86_64 e67ba3c290821343c192f7eae1d8fd5999ca2dc99994114643e2f2d3e6138b15 \
+    rpds/rpds.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/rpds/new" 7ba3475f9d9e551707fc8b670e2733dbcb8e14d30dd092fb6989914b09a3cc1e
+log "regex 2024.9.11 -> 2024.11.6 (x86-64, C shared library)"
+wheel regex 2024.9.11 manylinux_2_17_x86_64 85ab7824093d8f10d44330fe1e6493f756f252d145323dd17ab6b48733ff6c0a \
+    regex/_regex.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/regex/old" cfdc655628dfef5e1a2d68b35db2b7eb1edee02f9f89cd01cbe6381f4aeed6c0
+wheel regex 2024.11.6 manylinux_2_17_x86_64 70b7fa6606c2881c1db9479b0eaa11ed5dfa11c8d60a474ff0e095099f39d98e \
+    regex/_regex.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/regex/new" 36ea51e7710ff839e2ca6be3da3ed7150a6cc4d0d6aff5501d08aa05e1494462
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex}"

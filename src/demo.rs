@@ -235,7 +235,7 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             vec![]
         },
         delta_codec: wardswarm_node::delta::Codec::MODELED,
-        delta_inflate: true,
+        delta_methods: wardswarm_node::delta::Methods::ALL,
     })?;
     let build_s = t.elapsed().as_secs_f64();
     origin::publish(

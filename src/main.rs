@@ -102,6 +102,8 @@ enum Cmd {
 /// The newest delta format a release build writes (`release build --delta-format`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum DeltaFormat {
+    #[value(name = "7")]
+    Seven,
     #[value(name = "5")]
     Five,
     #[value(name = "4")]
@@ -114,7 +116,7 @@ enum DeltaFormat {
 
 #[derive(Subcommand, Debug)]
 enum DeltaCmd {
-    /// Create a delta from BASE to TARGET (bidiff, then LZMA2 and a base-aware model).
+    /// Create a delta from BASE to TARGET: the smallest of a bsdiff-style diff (LZMA2 and a base-aware model), LZMA2 against the base, and both with gzip streams inflated.
     Create {
         #[arg(long)]
         base: PathBuf,
@@ -139,6 +141,11 @@ enum DeltaCmd {
         /// re-compresses bit for bit changed: the images are diffed with them inflated) or off.
         #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
         gzip: String,
+        /// Formats 6 and 7: auto (where the base is at most 16 MiB, also code the new image as one
+        /// LZMA2 stream with the base as its dictionary; and try the diff's seeks as 32-bit words;
+        /// each kept where it is smaller) or off (formats 1 to 5 only).
+        #[arg(long = "formats-6-7", default_value = "auto", value_parser = ["auto", "off"])]
+        formats_6_7: String,
     },
     /// Apply a delta to BASE, streaming the new image to OUT (bounded memory).
     Apply {
@@ -311,11 +318,13 @@ enum ReleaseCmd {
         /// when it is at most 90 % of the compressed full image.
         #[arg(long = "base", value_name = "OLD_IMAGE")]
         bases: Vec<PathBuf>,
-        /// The newest delta format the fleet's agents apply: 5 (the default: as 4, and images whose
-        /// changed gzip streams this build re-compresses are diffed with them inflated), 4 (format 4
-        /// where it makes the delta at least 5 % smaller, else 3; agents from 4cdd0f4), 3 (agents
-        /// from 65eb94c) or 1 (every agent). An agent refuses a delta of a newer format than its own.
-        #[arg(long, value_enum, default_value_t = DeltaFormat::Five)]
+        /// The newest delta format the fleet's agents apply: 7 (the default: as 5, and where smaller,
+        /// format 6, a base of at most 16 MiB serving as the LZMA2 dictionary of the whole new image,
+        /// or format 7, the diff's seeks as 32-bit words; agents from 2026-12-06), 5 (as 4, and images whose changed gzip streams this build re-compresses are
+        /// diffed with them inflated; agents from 2026-12-03), 4 (format 4 where it makes the delta
+        /// at least 5 % smaller, else 3; agents from 4cdd0f4), 3 (agents from 65eb94c) or 1 (every
+        /// agent). An agent refuses a delta of a newer format than its own.
+        #[arg(long, value_enum, default_value_t = DeltaFormat::Seven)]
         delta_format: DeltaFormat,
     },
     /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
@@ -464,6 +473,7 @@ fn run(cli: Cli) -> Result<()> {
             level,
             model_min_gain,
             gzip,
+            formats_6_7,
         }) => {
             let codec = match codec.as_str() {
                 "zstd" => wardswarm_node::delta::Codec::Zstd(level),
@@ -476,11 +486,12 @@ fn run(cli: Cli) -> Result<()> {
             let new = std::fs::read(&target).with_context(|| target.display().to_string())?;
             let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
             let mut w = std::io::BufWriter::new(f);
-            if gzip == "auto" {
-                wardswarm_node::delta::create_inflating(&old, &new, codec, &mut w)?;
-            } else {
-                wardswarm_node::delta::create(&old, &new, codec, &mut w)?;
-            }
+            let methods = wardswarm_node::delta::Methods {
+                inflate: gzip == "auto",
+                against_base: formats_6_7 == "auto",
+                seek_words: formats_6_7 == "auto",
+            };
+            wardswarm_node::delta::create_with(&old, &new, codec, methods, &mut w)?;
             let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()?;
             println!(
@@ -847,9 +858,15 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                         wardswarm_node::delta::Codec::Zstd(wardswarm_node::delta::LEVEL)
                     }
                     DeltaFormat::Three => wardswarm_node::delta::Codec::Lzma2,
-                    DeltaFormat::Four | DeltaFormat::Five => wardswarm_node::delta::Codec::MODELED,
+                    DeltaFormat::Four | DeltaFormat::Five | DeltaFormat::Seven => {
+                        wardswarm_node::delta::Codec::MODELED
+                    }
                 },
-                delta_inflate: matches!(delta_format, DeltaFormat::Five),
+                delta_methods: wardswarm_node::delta::Methods {
+                    inflate: matches!(delta_format, DeltaFormat::Five | DeltaFormat::Seven),
+                    against_base: matches!(delta_format, DeltaFormat::Seven),
+                    seek_words: matches!(delta_format, DeltaFormat::Seven),
+                },
             };
             let report = release::build(&req)?;
             let m = &report.manifest.manifest;

@@ -84,6 +84,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("the format-5 seed did not come out as format 5".into());
     }
     write(out, "delta", "delta-format5", &d5)?;
+    // Format 6: the new image as LZMA2 against the base.
+    let d6 =
+        delta::lz::create(&base, &target, &[], &[])?.ok_or("the base is too large for format 6")?;
+    write(out, "delta", "delta-format6", &d6)?;
+    // Format 7: the diff with its seeks as absolute and as diagonal words.
+    for (name, how) in [
+        ("delta-format7-absolute", delta::Seeks::Absolute),
+        ("delta-format7-diagonal", delta::Seeks::Diagonal),
+    ] {
+        let d7 = delta::create_diff_with_seeks(&base, &target, delta::Codec::Lzma2, how)?;
+        write(out, "delta", name, &d7)?;
+    }
     let full = fuzz::artifact();
     let m = Manifest {
         product: "infusion-pump".into(),

@@ -113,9 +113,10 @@ pub struct BuildRequest {
     /// How the deltas are written: [`Codec::MODELED`](crate::delta::Codec::MODELED) (format 4 where
     /// it pays), or an older format for a fleet whose agents predate it (`docs/deltas.md`).
     pub delta_codec: crate::delta::Codec,
-    /// Whether deltas may be format 5 (gzip streams diffed inflated, `delta::inflate`) where it
-    /// applies: agents from format 5 on.
-    pub delta_inflate: bool,
+    /// Which formats past 4 deltas may be, where they apply and are smaller
+    /// ([`Methods`](crate::delta::Methods)): format 5 (gzip streams diffed inflated) for agents from
+    /// format 5 on, format 6 (LZMA2 against the base) for agents from format 6 on.
+    pub delta_methods: crate::delta::Methods,
 }
 
 /// A delta is published only when it is at most this fraction of the compressed full image; otherwise
@@ -185,7 +186,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
         for b in &req.bases {
             if let Some(a) = build_delta(
                 req.delta_codec,
-                req.delta_inflate,
+                req.delta_methods,
                 b,
                 &new,
                 &target,
@@ -250,7 +251,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
 /// target, or another base with the same bytes came first).
 fn build_delta(
     codec: crate::delta::Codec,
-    inflate: bool,
+    methods: crate::delta::Methods,
     base_path: &Path,
     new: &[u8],
     target: &Target,
@@ -269,12 +270,7 @@ fn build_delta(
         .open(&partial)
         .map_err(|e| err(&partial, e))?;
     let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
-    if inflate {
-        crate::delta::create_inflating(&old, new, codec, &mut w)
-    } else {
-        crate::delta::create(&old, new, codec, &mut w)
-    }
-    .map_err(|e| err(base_path, e))?;
+    crate::delta::create_with(&old, new, codec, methods, &mut w).map_err(|e| err(base_path, e))?;
     drop(old);
     let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;
     file.sync_all().map_err(|e| err(&partial, e))?;

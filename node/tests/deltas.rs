@@ -58,7 +58,7 @@ fn a_delta_is_published_only_when_it_pays_and_it_reproduces_the_target() {
         out: d.path().join("rel3"),
         bases: vec![d.path().join("old")],
         delta_codec: delta::Codec::Lzma2,
-        delta_inflate: false,
+        delta_methods: delta::Methods::NONE,
         ..request(&d, &keys, now)
     })
     .expect("build");
@@ -97,7 +97,11 @@ fn an_image_whose_gzip_file_changed_gets_a_format_5_delta_unless_the_fleet_preda
         let r = release::build(&BuildRequest {
             out: d.path().join(dir),
             bases: vec![d.path().join("old")],
-            delta_inflate: inflate,
+            delta_methods: delta::Methods {
+                inflate,
+                against_base: false,
+                seek_words: false,
+            },
             ..request(&d, &keys, now)
         })
         .expect("build");
@@ -148,6 +152,6 @@ fn request(d: &tempfile::TempDir, keys: &TestKeys, now: Timestamp) -> BuildReque
         root: Some(keys.root(now, Duration::from_secs(86_400 * 30))),
         bases: vec![],
         delta_codec: delta::Codec::MODELED,
-        delta_inflate: true,
+        delta_methods: delta::Methods::ALL,
     }
 }

@@ -161,7 +161,7 @@ impl Ward {
             root: Some(self.root.clone()),
             bases: vec![],
             delta_codec: wardswarm_node::delta::Codec::MODELED,
-            delta_inflate: true,
+            delta_methods: wardswarm_node::delta::Methods::ALL,
         })?;
         let full = report
             .manifest

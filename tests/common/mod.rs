@@ -141,7 +141,7 @@ impl Fixture {
             root: None,
             bases: vec![],
             delta_codec: wardswarm_node::delta::Codec::MODELED,
-            delta_inflate: true,
+            delta_methods: wardswarm_node::delta::Methods::ALL,
         })
         .expect("build release");
         r.manifest.manifest.full().expect("full").length

@@ -34,6 +34,7 @@ use crate::hash::Hash;
 pub mod branch;
 mod cm;
 pub mod inflate;
+pub mod lz;
 mod runs;
 
 use branch::{BaseView, Range, Restore};
@@ -58,6 +59,28 @@ pub const MAGIC_3: &[u8; 4] = b"WSD3";
 /// The magic bytes of format 4 (format 3 with the add literals coded by a model that sees the base
 /// under them, [`cm`]), what [`create`] writes with [`Codec::Modeled`] where it pays.
 pub const MAGIC: &[u8; 4] = b"WSD4";
+/// The magic bytes of format 7: format 3 or 4 with a flags byte after the magic ([`FLAG_MODELED`],
+/// [`Seeks`] in [`SEEKS_SHIFT`]), written where the seeks are not varints.
+pub const MAGIC_7: &[u8; 4] = b"WSD7";
+/// Format 7: the add literals are coded by [`cm`] (as format 4).
+pub const FLAG_MODELED: u8 = 1;
+/// Format 7: where the flags byte holds the seek column's [`Seeks`] (two bits).
+pub const SEEKS_SHIFT: u8 = 1;
+
+/// How the seek column codes where each control leaves the base. Which is smallest depends on the
+/// pair (`docs/deltas.md`), so each is measured; words are 32-bit big-endian, so that LZMA2's
+/// position bits see which byte of a word it codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeks {
+    /// The seek (the move from the end of the control's add bytes), zigzag LEB128.
+    Varint = 0,
+    /// The base position the next control starts at, as a word: in target order these mostly climb,
+    /// so their top bytes repeat.
+    Absolute = 1,
+    /// The next control's diagonal (its base position minus its target position), zigzag, as a
+    /// word: constant across a region that moved as a block.
+    Diagonal = 2,
+}
 /// Format 3 takes zero runs of at least this many add bytes out of the add stream (`docs/deltas.md`:
 /// 512 measured best of 1 to 4,096 on the corpus; short runs are cheaper left to LZMA2).
 pub const ZERO_RUN_MIN: u64 = 512;
@@ -147,6 +170,8 @@ impl Codec {
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Control,
+    /// The seek column as 32-bit words (format 7, [`Seeks`]).
+    Words,
     Add,
     Copy,
 }
@@ -191,6 +216,7 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
     o.dict_size(dict).nice_len(273);
     let (lc, lp, pb) = match kind {
         Kind::Control => (0, 0, 0),
+        Kind::Words => (0, 2, 2),
         Kind::Add => (1, 2, 2),
         Kind::Copy => (3, 0, 2),
     };
@@ -205,13 +231,119 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// Creates a delta from `base` to `target` (both in memory), its streams compressed with `codec`.
-///
-/// For ELF executables of one instruction set (format 2 only), it also diffs the two images with
-/// their executable sections' branch targets made absolute ([`branch`]) and keeps whichever delta
-/// is smaller: the transform pays on some executables and costs on others, so it is measured, never
-/// assumed.
-pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> io::Result<()> {
+/// Which formats past format 4 creating may write: each is applied only by agents that know it
+/// (`release build --delta-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Methods {
+    /// Format 5: where a gzip stream that this build re-compresses changed, also diff the images
+    /// with their gzip streams inflated ([`inflate`]).
+    pub inflate: bool,
+    /// Format 6 (agents from 2026-12-06): where the base fits a device's dictionary, also code the
+    /// new image as one LZMA2 stream with the base as its preset dictionary ([`lz`]).
+    pub against_base: bool,
+    /// Format 7 (agents from 2026-12-06): also try the diff's seeks as 32-bit words ([`Seeks`]).
+    pub seek_words: bool,
+}
+
+impl Methods {
+    /// Formats 1 to 4 only.
+    pub const NONE: Methods = Methods {
+        inflate: false,
+        against_base: false,
+        seek_words: false,
+    };
+    /// Every format this build writes.
+    pub const ALL: Methods = Methods {
+        inflate: true,
+        against_base: true,
+        seek_words: true,
+    };
+}
+
+/// Creates a delta from `base` to `target` (both in memory), its streams compressed with `codec`:
+/// formats 1 to 4 ([`create_with`] with [`Methods::NONE`]).
+pub fn create(base: &[u8], target: &[u8], codec: Codec, out: impl Write) -> io::Result<()> {
+    create_with(base, target, codec, Methods::NONE, out)
+}
+
+/// As [`create`], and where both images hold gzip streams and one that this build can re-compress
+/// changed, also a format-5 delta between their inflated forms ([`inflate`]); the smaller is
+/// written. Format 1 (`Codec::Zstd`) is never wrapped.
+pub fn create_inflating(
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    out: impl Write,
+) -> io::Result<()> {
+    let methods = Methods {
+        inflate: true,
+        against_base: false,
+        seek_words: false,
+    };
+    create_with(base, target, codec, methods, out)
+}
+
+/// Creates the smallest delta from `base` to `target` that `codec` and `methods` allow, measuring
+/// each candidate rather than assuming which pays: the bsdiff-style diff of the images as they
+/// are and, for ELF executables, with their branch targets made absolute ([`branch`]); with
+/// `methods.against_base`, format 6 ([`lz`]); with `methods.seek_words`, format 7's seek words; with `methods.inflate`, all of these again between
+/// the images with their gzip streams inflated (format 5). Format 1 (`Codec::Zstd`) is only ever
+/// the plain or transformed diff.
+pub fn create_with(
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    methods: Methods,
+    mut out: impl Write,
+) -> io::Result<()> {
+    let plan = match codec {
+        Codec::Zstd(_) => None,
+        _ if methods.inflate => inflate::Plan::new(base, target),
+        _ => None,
+    };
+    let methods = match codec {
+        Codec::Zstd(_) => Methods::NONE,
+        _ => methods,
+    };
+    let best = match plan {
+        None => best(base, target, codec, methods)?,
+        Some(plan) => {
+            // Both deltas at once, one per core, and the smaller kept: inflating pays on changed
+            // gzip files and could cost elsewhere, so it is measured, never assumed.
+            let (plain, inflated) = std::thread::scope(|scope| {
+                let plain = scope.spawn(|| best(base, target, codec, methods));
+                let inflated = inflated(plan, base, target, codec, methods);
+                let plain = plain
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("delta: the plain diff panicked")));
+                (plain, inflated)
+            });
+            let (plain, inflated) = (plain?, inflated?);
+            tracing::info!(
+                plain = plain.len(),
+                inflated = inflated.len(),
+                "delta: format 5 measured"
+            );
+            if inflated.len() < plain.len() {
+                inflated
+            } else {
+                plain
+            }
+        }
+    };
+    out.write_all(&best)?;
+    out.flush()
+}
+
+/// The smallest delta of the images as given: the bsdiff-style diff (formats 1 to 4), of the
+/// images as they are and, for ELF executables of one instruction set (format 2 on), with their
+/// branch targets made absolute; format 6 and format 7's seek words as `methods` allow.
+fn best(base: &[u8], target: &[u8], codec: Codec, methods: Methods) -> io::Result<Vec<u8>> {
+    let words = if methods.seek_words {
+        SeekChoice::Smallest
+    } else {
+        SeekChoice::Varint
+    };
     // Only format 2 and later carry transformed ranges.
     let (rb, rt) = match codec {
         Codec::Modeled { .. } | Codec::Lzma2 => {
@@ -219,18 +351,25 @@ pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> 
         }
         Codec::Zstd(_) => (vec![], vec![]),
     };
-    let same_arch = rb
-        .iter()
-        .chain(&rt)
-        .all(|r| rb.first().is_some_and(|f| f.arch == r.arch));
-    let best = if !rb.is_empty() && !rt.is_empty() && same_arch {
+    let same_arch = !rb.is_empty()
+        && !rt.is_empty()
+        && rb
+            .iter()
+            .chain(&rt)
+            .all(|r| rb.first().is_some_and(|f| f.arch == r.arch));
+    let (rb, rt) = if same_arch {
+        (rb, rt)
+    } else {
+        (vec![], vec![])
+    };
+    let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
         let (plain, transformed) = std::thread::scope(|scope| {
-            let plain = scope.spawn(|| encode(base, target, codec, &[], &[]));
+            let plain = scope.spawn(|| encode(base, target, codec, &[], &[], words));
             let (mut tb, mut tt) = (base.to_vec(), target.to_vec());
             branch::encode_all(&mut tb, &rb);
             branch::encode_all(&mut tt, &rt);
-            let transformed = encode(&tb, &tt, codec, &rb, &rt);
+            let transformed = encode(&tb, &tt, codec, &rb, &rt, words);
             let plain = plain
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("delta: the plain diff panicked")));
@@ -249,57 +388,43 @@ pub fn create(base: &[u8], target: &[u8], codec: Codec, mut out: impl Write) -> 
             plain
         }
     } else {
-        encode(base, target, codec, &[], &[])?
+        encode(base, target, codec, &[], &[], words)?
     };
-    out.write_all(&best)?;
-    out.flush()
-}
-
-/// As [`create`], and where both images hold gzip streams and one that this build can re-compress
-/// changed, also a format-5 delta between their inflated forms ([`inflate`]); the smaller is
-/// written. Format 1 (`Codec::Zstd`) is never wrapped.
-pub fn create_inflating(
-    base: &[u8],
-    target: &[u8],
-    codec: Codec,
-    mut out: impl Write,
-) -> io::Result<()> {
-    let plan = match codec {
-        Codec::Zstd(_) => None,
-        _ => inflate::Plan::new(base, target),
+    if !methods.against_base {
+        return Ok(diff);
+    }
+    let Some(lz) = lz::create(base, target, &rb, &rt)? else {
+        return Ok(diff);
     };
-    let Some(plan) = plan else {
-        return create(base, target, codec, out);
+    // Format 4 costs the device about 20 times the CPU of the others to apply: as against format 3,
+    // it must beat format 6 by the codec's least gain to be kept.
+    let slack = match codec {
+        Codec::Modeled { min_gain_percent }
+            if diff.starts_with(MAGIC)
+                || (diff.starts_with(MAGIC_7) && diff[4] & FLAG_MODELED != 0) =>
+        {
+            min_gain_percent
+        }
+        _ => 0,
     };
-    // Both deltas at once, one per core, and the smaller kept: inflating pays on changed gzip
-    // files and could cost elsewhere, so it is measured, never assumed.
-    let (plain, inflated) = std::thread::scope(|scope| {
-        let plain = scope.spawn(|| {
-            let mut d = Vec::new();
-            create(base, target, codec, &mut d).map(|()| d)
-        });
-        let inflated = inflated(plan, base, target, codec);
-        let plain = plain
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("delta: the plain diff panicked")));
-        (plain, inflated)
-    });
-    let (plain, inflated) = (plain?, inflated?);
+    let keep_lz = (lz.len() as u64) * 100 < (diff.len() as u64) * (100 + u64::from(slack));
     tracing::info!(
-        plain = plain.len(),
-        inflated = inflated.len(),
-        "delta: format 5 measured"
+        diff = diff.len(),
+        format_6 = lz.len(),
+        kept = if keep_lz { "format 6" } else { "the diff" },
+        "delta: format 6 against the diff"
     );
-    out.write_all(if inflated.len() < plain.len() {
-        &inflated
-    } else {
-        &plain
-    })?;
-    out.flush()
+    Ok(if keep_lz { lz } else { diff })
 }
 
 /// The format-5 delta of `plan`.
-fn inflated(plan: inflate::Plan, base: &[u8], target: &[u8], codec: Codec) -> io::Result<Vec<u8>> {
+fn inflated(
+    plan: inflate::Plan,
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    methods: Methods,
+) -> io::Result<Vec<u8>> {
     let tables = lzma2_compress(&plan.tables(), Kind::Control)?;
     let (bx, tx) = plan.expand(base, target);
     tracing::info!(
@@ -313,7 +438,7 @@ fn inflated(plan: inflate::Plan, base: &[u8], target: &[u8], codec: Codec) -> io
     let mut d = inflate::MAGIC_5.to_vec();
     d.extend_from_slice(&(tables.len() as u64).to_le_bytes());
     d.extend_from_slice(&tables);
-    create(&bx, &tx, codec, &mut d)?;
+    d.extend_from_slice(&best(&bx, &tx, codec, methods)?);
     Ok(d)
 }
 
@@ -326,16 +451,46 @@ fn put_ranges(out: &mut Vec<u8>, ranges: &[Range]) {
     }
 }
 
+/// Which seek codings [`encode`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeekChoice {
+    /// Varints (formats 1 to 4).
+    Varint,
+    /// The smallest of every [`Seeks`].
+    Smallest,
+    /// This one, whatever its size (tests and fuzz seeds).
+    Force(Seeks),
+}
+
+/// The bsdiff-style diff of the images as they are, its seeks coded as `seeks` says whatever the
+/// size: for tests and fuzzing seeds, which need every format 7 coding. Releases use
+/// [`create_with`].
+#[doc(hidden)]
+pub fn create_diff_with_seeks(
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    seeks: Seeks,
+) -> io::Result<Vec<u8>> {
+    encode(base, target, codec, &[], &[], SeekChoice::Force(seeks))
+}
+
 /// One delta: the diff of `base` and `target` as given (already transformed over `rb` and `rt`).
+/// `seeks` says which seek codings to try (format 7's words, or varints only).
 fn encode(
     base: &[u8],
     target: &[u8],
     codec: Codec,
     rb: &[Range],
     rt: &[Range],
+    seeks: SeekChoice,
 ) -> io::Result<Vec<u8>> {
+    let words = seeks != SeekChoice::Varint;
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let mut cols: [Vec<u8>; 3] = Default::default();
+    // The seeks as 32-bit words (absolute, diagonal), while every one fits.
+    let mut absolute = words.then(Vec::new);
+    let mut diagonal = words.then(Vec::new);
     let mut runs = ZeroRuns::default();
     let columns = !matches!(codec, Codec::Zstd(_));
     // Where the next control starts in the base and in the target.
@@ -366,6 +521,19 @@ fn encode(
             copies.extend_from_slice(c.copy);
             base_pos = (base_pos + c.add.len() as u64).wrapping_add_signed(c.seek);
             target_pos += (c.add.len() + c.copy.len()) as u64;
+            if let Some(w) = &mut absolute {
+                match u32::try_from(base_pos) {
+                    Ok(p) => w.extend_from_slice(&p.to_be_bytes()),
+                    Err(_) => absolute = None,
+                }
+            }
+            if let Some(w) = &mut diagonal {
+                let d = base_pos as i64 - target_pos as i64;
+                match u32::try_from(((d << 1) ^ (d >> 63)) as u64) {
+                    Ok(d) => w.extend_from_slice(&d.to_be_bytes()),
+                    Err(_) => diagonal = None,
+                }
+            }
             Ok::<(), io::Error>(())
         });
         // One partition keeps the patch smallest (more partitions sort in parallel, slightly worse).
@@ -374,9 +542,10 @@ fn encode(
         bidiff::diff(base, target, &params, |m| t.translate(m))?;
         t.close()?;
     }
-    let (magic, sections) = match codec {
+    let (magic, flags, sections) = match codec {
         Codec::Zstd(level) => (
             MAGIC_ZSTD,
+            0,
             vec![
                 zstd_compress(&ctrl, level)?,
                 zstd_compress(&adds, level)?,
@@ -389,7 +558,7 @@ fn encode(
         // to measure the model against) on the other.
         Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
-            let (modeled, lzma, rest) = std::thread::scope(|scope| {
+            let (modeled, lzma, rest, words_z) = std::thread::scope(|scope| {
                 let modeled = matches!(codec, Codec::Modeled { .. }).then(|| {
                     scope.spawn(|| {
                         let started = std::time::Instant::now();
@@ -404,6 +573,11 @@ fn encode(
                     })
                 });
                 let lzma = lzma2_compress(&literals, Kind::Add);
+                let words_z =
+                    [(&absolute, Seeks::Absolute), (&diagonal, Seeks::Diagonal)].map(|(w, how)| {
+                        w.as_ref()
+                            .map(|w| lzma2_compress(w, Kind::Words).map(|c| (c, how)))
+                    });
                 let rest = [
                     (&cols[0], Kind::Control),
                     (&cols[1], Kind::Control),
@@ -416,10 +590,35 @@ fn encode(
                     m.join()
                         .unwrap_or_else(|_| Err(io::Error::other("delta: the model panicked")))
                 });
-                (modeled, lzma, rest)
+                (modeled, lzma, rest, words_z)
             });
             let [c0, c1, c2, z, copies] = rest;
-            let rest = [c0?, c1?, c2?, z?, copies?];
+            let mut rest = [c0?, c1?, c2?, z?, copies?];
+            let mut flags = 0;
+            let forced = match seeks {
+                SeekChoice::Force(f) => Some(f),
+                _ => None,
+            };
+            let mut seeks = Seeks::Varint;
+            for w in words_z {
+                if let Some((w, how)) = w.transpose()? {
+                    tracing::debug!(
+                        varints = rest[2].len(),
+                        words = w.len(),
+                        ?how,
+                        "delta: the seek column measured"
+                    );
+                    let take = match forced {
+                        Some(f) => f == how,
+                        None => w.len() < rest[2].len(),
+                    };
+                    if take {
+                        rest[2] = w;
+                        seeks = how;
+                    }
+                }
+            }
+            flags |= (seeks as u8) << SEEKS_SHIFT;
             let lzma = lzma?;
             let (magic, lits) = match (codec, modeled) {
                 (Codec::Modeled { min_gain_percent }, Some(m)) => {
@@ -437,6 +636,7 @@ fn encode(
                         "delta: the add model measured"
                     );
                     if keep {
+                        flags |= FLAG_MODELED;
                         (MAGIC, m)
                     } else {
                         (MAGIC_3, lzma)
@@ -445,10 +645,18 @@ fn encode(
                 _ => (MAGIC_3, lzma),
             };
             let [c0, c1, c2, z, copies] = rest;
-            (magic, vec![c0, c1, c2, z, lits, copies])
+            let magic = if seeks != Seeks::Varint {
+                MAGIC_7
+            } else {
+                magic
+            };
+            (magic, flags, vec![c0, c1, c2, z, lits, copies])
         }
     };
     let mut out = magic.to_vec();
+    if magic == MAGIC_7 {
+        out.push(flags);
+    }
     for s in &sections {
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     }
@@ -543,6 +751,8 @@ struct Raw<R: Read + Seek, B: Read + Seek> {
     base: BaseView<B>,
     state: State,
     tmp: Vec<u8>,
+    /// How the seek column codes the seeks (format 7).
+    seeks: Seeks,
     /// Format 4: base bytes of the current control already read, from the base position on.
     window: Vec<u8>,
     /// Where the base is read next (kept by hand: format 4's model needs it).
@@ -556,7 +766,23 @@ pub struct Apply<R: Read + Seek, B: Read + Seek> {
     out: Out<R, B>,
 }
 
-type Plain<R, B> = Restore<Raw<R, B>>;
+/// A delta of formats 1 to 4, 6 or 7 (what format 5 wraps). Held boxed by [`Apply`], so the
+/// variants' sizes need not match.
+#[allow(clippy::large_enum_variant)]
+enum Plain<R: Read + Seek, B: Read + Seek> {
+    Streams(Restore<Raw<R, B>>),
+    /// Format 6: the base held in the LZMA2 dictionary.
+    AgainstBase(Restore<lz::Decode<R>>),
+}
+
+impl<R: Read + Seek, B: Read + Seek> Read for Plain<R, B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Streams(p) => p.read(buf),
+            Self::AgainstBase(p) => p.read(buf),
+        }
+    }
+}
 
 enum Out<R: Read + Seek, B: Read + Seek> {
     Plain(Box<Plain<R, B>>),
@@ -645,8 +871,8 @@ fn read_magic(r: &mut impl Read) -> Result<[u8; 4], DeltaError> {
     Ok(magic)
 }
 
-/// Applies a delta of formats 1 to 4 (format 5's inner delta is one of them) whose `magic` was read
-/// from `r`; `open` opens it again, once per stream.
+/// Applies a delta of formats 1 to 4 or 6 (format 5's inner delta is one of them) whose `magic` was
+/// read from `r`; `open` opens it again, once per stream.
 fn apply_plain<R: Read + Seek, B: Read + Seek>(
     mut r: R,
     magic: [u8; 4],
@@ -654,9 +880,32 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
     base: B,
     limit: u64,
 ) -> Result<Plain<R, B>, DeltaError> {
-    let modeled = &magic == MAGIC;
+    if &magic == lz::MAGIC_6 {
+        return Ok(Plain::AgainstBase(lz::open(r, base, limit)?));
+    }
+    let mut modeled = &magic == MAGIC;
+    let mut seeks = Seeks::Varint;
+    let mut flags_len = 0;
+    if &magic == MAGIC_7 {
+        let mut f = [0u8];
+        r.read_exact(&mut f)
+            .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
+        seeks = match f[0] >> SEEKS_SHIFT {
+            0 => Seeks::Varint,
+            1 => Seeks::Absolute,
+            2 => Seeks::Diagonal,
+            _ => {
+                return Err(DeltaError::Malformed(format!(
+                    "unknown format 7 flags {:#04x} (written by a newer version?)",
+                    f[0]
+                )))
+            }
+        };
+        modeled = f[0] & FLAG_MODELED != 0;
+        flags_len = 1;
+    }
     let (lzma2, mut start) = match &magic {
-        m if m == MAGIC || m == MAGIC_3 => (true, HEADER3),
+        m if m == MAGIC || m == MAGIC_3 || m == MAGIC_7 => (true, HEADER3),
         m if m == MAGIC_2 => (true, HEADER2),
         m if m == MAGIC_ZSTD => (false, HEADER),
         _ => {
@@ -667,6 +916,7 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
     };
     let zero_runs = start == HEADER3;
     let mut lens = vec![0u64; (start as usize - 4) / 8];
+    start += flags_len;
     for l in lens.iter_mut() {
         let mut b = [0u8; 8];
         r.read_exact(&mut b)
@@ -724,13 +974,45 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
         copies,
         base: BaseView::new(base, rb),
         state: State::Control,
+        seeks,
         tmp: vec![0u8; 64 * 1024],
         window: Vec::new(),
         base_pos: 0,
         produced: 0,
         limit,
     };
-    Ok(Restore::new(raw, rt))
+    Ok(Plain::Streams(Restore::new(raw, rt)))
+}
+
+impl<R: Read + Seek, B: Read + Seek> Raw<R, B> {
+    /// The next seek, for a control of `add` and `copy` bytes that starts here.
+    fn seek(&mut self, add: u64, copy: u64, column: usize) -> io::Result<i64> {
+        let zigzag = |z: u64| ((z >> 1) as i64) ^ -((z & 1) as i64);
+        if self.seeks == Seeks::Varint {
+            let z = get_varint(&mut self.ctrl[column])?
+                .ok_or_else(|| malformed("truncated control"))?;
+            return Ok(zigzag(z));
+        }
+        let mut w = [0u8; 4];
+        self.ctrl[column]
+            .read_exact(&mut w)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => malformed("truncated control"),
+                _ => e,
+            })?;
+        let w = u64::from(u32::from_be_bytes(w));
+        // Where the control's add bytes end in the base, and where the next control starts in
+        // the target: i128, so that no hostile length overflows.
+        let add_end = i128::from(self.base_pos) + i128::from(add);
+        let next = match self.seeks {
+            Seeks::Absolute => i128::from(w),
+            _ => {
+                let target_end = i128::from(self.produced) + i128::from(add) + i128::from(copy);
+                target_end + i128::from(zigzag(w))
+            }
+        };
+        i64::try_from(next - add_end).map_err(|_| malformed("seek out of range"))
+    }
 }
 
 fn malformed(what: &str) -> io::Error {
@@ -768,9 +1050,7 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
                     let last = self.ctrl.len() - 1;
                     let copy = get_varint(&mut self.ctrl[1.min(last)])?
                         .ok_or_else(|| malformed("truncated control"))?;
-                    let z = get_varint(&mut self.ctrl[last])?
-                        .ok_or_else(|| malformed("truncated control"))?;
-                    let seek = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                    let seek = self.seek(add, copy, last)?;
                     self.state = State::Add(add, copy, seek);
                 }
                 State::Add(0, copy, seek) => self.state = State::Copy(copy, seek),

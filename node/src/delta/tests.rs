@@ -538,3 +538,176 @@ fn format_5_tables_are_checked() {
     t.push(0);
     assert!(err(t).contains("past the tables"));
 }
+
+/// A "rebuild": the base's lines in another order, a few of them new, as a toolchain change moves
+/// and re-encodes every function. bidiff finds no long matches; LZMA2 against the base finds the
+/// lines.
+fn rebuild_pair() -> (Vec<u8>, Vec<u8>) {
+    let base = text(12_000, 61);
+    let lines: Vec<&[u8]> = base.split_inclusive(|b| *b == b'\n').collect();
+    let mut rng = testkit::Rng::new(62);
+    let mut target = Vec::new();
+    for _ in 0..lines.len() {
+        if rng.below(20) == 0 {
+            target.extend_from_slice(&text(1, rng.below(1_000_000)));
+        } else {
+            target.extend_from_slice(lines[rng.below(lines.len() as u64) as usize]);
+        }
+    }
+    (base, target)
+}
+
+#[test]
+fn format_6_is_kept_where_smaller_and_refuses_hostile_input() {
+    let (base, target) = rebuild_pair();
+    let len = target.len() as u64;
+    let mut diff = Vec::new();
+    create(&base, &target, Codec::MODELED, &mut diff).expect("create");
+    let mut d = Vec::new();
+    create_with(&base, &target, Codec::MODELED, Methods::ALL, &mut d).expect("create");
+    assert_eq!(&d[..4], lz::MAGIC_6, "format 6 was not kept");
+    assert!(d.len() < diff.len(), "{} >= {}", d.len(), diff.len());
+    for pieces in [&[1usize, 7, 65_536][..], &[100_000]] {
+        assert_eq!(
+            run_in_pieces(&d, &base, len, pieces).expect("apply"),
+            target
+        );
+    }
+    // Where it is not smaller (a small change in place in 2 MB of noise: LZMA2 still codes a
+    // match every 273 bytes), the diff is kept.
+    let noise = testkit::bytes(2_000_000, 64);
+    let mut small = noise.clone();
+    small[5_000..5_010].copy_from_slice(b"0123456789");
+    let mut d2 = Vec::new();
+    create_with(&noise, &small, Codec::MODELED, Methods::ALL, &mut d2).expect("create");
+    assert_ne!(&d2[..4], lz::MAGIC_6);
+    assert_eq!(run(&d2, &noise, small.len() as u64).expect("apply"), small);
+
+    // Truncated anywhere (the end marker too), bytes after the end, a short limit: errors.
+    for cut in [1, 2, 9, d.len() / 2] {
+        assert!(run(&d[..d.len() - cut], &base, len).is_err(), "cut {cut}");
+    }
+    let mut longer = d.clone();
+    longer.push(0);
+    let e = run(&longer, &base, len).expect_err("trailing byte");
+    assert!(e.to_string().contains("after the LZMA2 stream"), "{e}");
+    assert!(run(&d, &base, len - 1).is_err());
+    // A header that lies about the length, or asks for too large a dictionary.
+    for stated in [len - 1, len + 1] {
+        let mut h = d.clone();
+        h[8..16].copy_from_slice(&stated.to_le_bytes());
+        assert!(run(&h, &base, len + 10).is_err(), "stated {stated}");
+    }
+    let mut big = d.clone();
+    big[4..8].copy_from_slice(&(MAX_DICT * 2).to_le_bytes());
+    let e = run(&big, &base, len).expect_err("dictionary");
+    assert!(matches!(e, DeltaError::Malformed(_)), "{e}");
+    // Flipped bytes in the stream: an error or a different image (caught by the image's hash),
+    // never a panic.
+    let mut rng = testkit::Rng::new(63);
+    for _ in 0..200 {
+        let mut bad = d.clone();
+        let at = 40 + rng.below(bad.len() as u64 - 40) as usize;
+        bad[at] ^= 1 << rng.below(8);
+        if let Ok(out) = run(&bad, &base, len) {
+            assert_eq!(out.len() as u64, len);
+        }
+    }
+    // A base larger than a device's dictionary.
+    let huge = vec![0u8; lz::MAX_BASE + 1];
+    let e = run(&d, &huge, len).expect_err("base too large");
+    assert!(e.to_string().contains("whole base"), "{e}");
+}
+
+#[test]
+fn format_6_with_transformed_ranges_round_trips() {
+    let base = code_like(200_000, 71);
+    let mut target = code_like(40_000, 72);
+    target.extend_from_slice(&base[10_000..150_000]);
+    let ranges = [Range {
+        arch: branch::Arch::X86,
+        start: 1_000,
+        len: 100_000,
+    }];
+    let mut tb = base.clone();
+    let mut tt = target.clone();
+    branch::encode_all(&mut tb, &ranges);
+    branch::encode_all(&mut tt, &ranges);
+    assert_ne!(tt, target);
+    let d = lz::create(&base, &target, &ranges, &ranges)
+        .expect("create")
+        .expect("fits");
+    assert_eq!(&d[..4], lz::MAGIC_6);
+    assert_eq!(
+        run_in_pieces(&d, &base, target.len() as u64, &[3, 70_000]).expect("apply"),
+        target
+    );
+}
+
+/// Blocks of the base in another order, lightly edited, between new bytes: many far seeks.
+fn moved_blocks_pair() -> (Vec<u8>, Vec<u8>) {
+    let base = code_like(400_000, 81);
+    let mut rng = testkit::Rng::new(82);
+    let mut target = Vec::new();
+    for _ in 0..60 {
+        let at = rng.below(390_000) as usize;
+        let len = 2_000 + rng.below(4_000) as usize;
+        let mut block = base[at..(at + len).min(base.len())].to_vec();
+        for k in (0..block.len()).step_by(97) {
+            block[k] ^= 0x5a;
+        }
+        target.extend_from_slice(&block);
+        target.extend_from_slice(&testkit::bytes(50, rng.next_u64()));
+    }
+    (base, target)
+}
+
+#[test]
+fn format_7_round_trips_every_seek_coding_and_refuses_damage() {
+    let (base, target) = moved_blocks_pair();
+    let len = target.len() as u64;
+    for codec in [
+        Codec::Lzma2,
+        Codec::Modeled {
+            min_gain_percent: 0,
+        },
+    ] {
+        for how in [Seeks::Varint, Seeks::Absolute, Seeks::Diagonal] {
+            let d = create_diff_with_seeks(&base, &target, codec, how).expect("encode");
+            if how == Seeks::Varint {
+                assert!(&d[..4] == MAGIC || &d[..4] == MAGIC_3);
+            } else {
+                assert_eq!(&d[..4], MAGIC_7);
+                assert_eq!(d[4] >> SEEKS_SHIFT, how as u8);
+                if codec == Codec::Lzma2 {
+                    assert_eq!(d[4] & FLAG_MODELED, 0);
+                }
+            }
+            for pieces in [&[1usize, 9_999][..], &[70_000]] {
+                assert_eq!(
+                    run_in_pieces(&d, &base, len, pieces).expect("apply"),
+                    target,
+                    "{codec:?} {how:?}"
+                );
+            }
+            assert!(run(&d[..d.len() - 9], &base, len).is_err());
+            if how != Seeks::Varint {
+                let mut bad = d.clone();
+                bad[4] |= 3 << SEEKS_SHIFT;
+                let e = run(&bad, &base, len).expect_err("unknown flags");
+                assert!(e.to_string().contains("flags"), "{e}");
+                // Another seek coding read from the same column: an error or another image,
+                // never a panic.
+                let mut other = d.clone();
+                other[4] ^= 3 << SEEKS_SHIFT;
+                if let Ok(out) = run(&other, &base, len) {
+                    assert_ne!(out, target);
+                }
+            }
+        }
+    }
+    // Unforced, the smallest coding is kept: here the seeks are far and words pay.
+    let mut d = Vec::new();
+    create_with(&base, &target, Codec::Lzma2, Methods::ALL, &mut d).expect("create");
+    assert_eq!(run(&d, &base, len).expect("apply"), target);
+}

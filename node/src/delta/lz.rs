@@ -1,0 +1,236 @@
+//! Format 6 (`"WSD6"`): the whole new image as one LZMA2 stream whose dictionary starts out holding
+//! the base, as `zstd --patch-from` does with zstd.
+//!
+//! A bsdiff-style diff (formats 1 to 4) codes the new bytes that have no long match in the base as
+//! literals, compressed apart from the base. Where most of the image changed a little everywhere (a
+//! program rebuilt with another toolchain: the same functions, laid out and encoded anew), those
+//! literals are most of the delta, and many of them repeat short runs of the base. LZMA2 with the
+//! base as its preset dictionary finds those runs, and its match distances, repeated-match codes and
+//! literal contexts cost fewer bytes there than bidiff's controls and streams (`docs/deltas.md`: the
+//! ninja rebuild). For an ELF executable the images are diffed with their branch targets made
+//! absolute first ([`super::branch`]), when that measures smaller.
+//!
+//! The dictionary bounds it: the base must fit in [`MAX_DICT`] (16 MiB), the most a device
+//! allocates for an LZMA2 dictionary. Larger bases take the other formats. Applying holds the
+//! dictionary (at most 16 MiB, filled from the base, which is read once and checked against the
+//! signed base hash before, as for every delta) and one transform block.
+//!
+//! Layout: `"WSD6"`, the dictionary size (u32, little-endian), the new image's length (u64), the
+//! base's and the new image's transformed ranges (as format 3), then the raw LZMA2 stream, which
+//! must end with its end marker exactly at the delta's end.
+
+use std::io::{self, Read, Seek};
+
+use lzma_rust2::{Lzma2Options, Lzma2Reader, Lzma2Writer, LzmaOptions};
+
+use super::branch::{self, BaseView, Range, Restore};
+use super::{get_ranges, put_ranges, DeltaError, MAX_DICT};
+
+/// The magic bytes of format 6.
+pub const MAGIC_6: &[u8; 4] = b"WSD6";
+
+/// The largest base format 6 is tried on: the whole base must fit in the device's dictionary.
+pub const MAX_BASE: usize = MAX_DICT as usize;
+
+/// The dictionary for a base and a new image: enough to hold both, rounded up to a power of two,
+/// and never over [`MAX_DICT`] (where the base is near that size, the start of the base leaves the
+/// window as the new image's end is written: the new image's matches mostly lie at about the same
+/// offset in the base, so they stay in reach).
+fn dict_size(base: usize, target: usize) -> u32 {
+    ((base + target) as u64)
+        .next_power_of_two()
+        .clamp(1 << 16, u64::from(MAX_DICT)) as u32
+}
+
+/// One format-6 delta of `target` against `base`, both already transformed over `rb` and `rt`.
+fn encode(base: &[u8], target: &[u8], rb: &[Range], rt: &[Range]) -> io::Result<Vec<u8>> {
+    let dict = dict_size(base.len(), target.len());
+    let mut opts = LzmaOptions::with_preset(9);
+    // xz's `-9` model (lc=3, lp=0, pb=2): measured on the ninja pair, `lc=4` and `lc=2, pb=0`
+    // were within 1 %, and a longer nice length or a deeper search within 0.1 %.
+    opts.dict_size = dict;
+    opts.nice_len = LzmaOptions::NICE_LEN_MAX;
+    opts.preset_dict = Some(base.to_vec());
+    let mut out = MAGIC_6.to_vec();
+    out.extend_from_slice(&dict.to_le_bytes());
+    out.extend_from_slice(&(target.len() as u64).to_le_bytes());
+    put_ranges(&mut out, rb);
+    put_ranges(&mut out, rt);
+    let mut w = Lzma2Writer::new(
+        out,
+        Lzma2Options {
+            lzma_options: opts,
+            ..Default::default()
+        },
+    );
+    io::Write::write_all(&mut w, target)?;
+    w.finish()
+}
+
+/// The smallest format-6 delta of `target` against `base`: of the images as they are and, where
+/// both are ELF executables of one instruction set, with their branch targets made absolute
+/// (`rb` and `rt`, from [`branch::exec_ranges`]; empty otherwise). `None` if the base is over
+/// [`MAX_BASE`] or empty (an empty preset dictionary is no dictionary: LZMA2 would then start
+/// with a dictionary reset, which the decoder, told of a preset, refuses).
+pub fn create(
+    base: &[u8],
+    target: &[u8],
+    rb: &[Range],
+    rt: &[Range],
+) -> io::Result<Option<Vec<u8>>> {
+    if base.is_empty() || base.len() > MAX_BASE {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let (plain, transformed) = std::thread::scope(|scope| {
+        let transformed = (!rb.is_empty() && !rt.is_empty()).then(|| {
+            scope.spawn(|| {
+                let (mut tb, mut tt) = (base.to_vec(), target.to_vec());
+                branch::encode_all(&mut tb, rb);
+                branch::encode_all(&mut tt, rt);
+                encode(&tb, &tt, rb, rt)
+            })
+        });
+        let plain = encode(base, target, &[], &[]);
+        let transformed = transformed.map(|t| {
+            t.join().unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "delta: the format-6 transformed encoder panicked",
+                ))
+            })
+        });
+        (plain, transformed)
+    });
+    let plain = plain?;
+    let transformed = transformed.transpose()?;
+    tracing::info!(
+        plain = plain.len(),
+        transformed = transformed.as_ref().map(Vec::len),
+        elapsed = ?started.elapsed(),
+        "delta: format 6 (LZMA2 against the base) measured"
+    );
+    Ok(Some(match transformed {
+        Some(t) if t.len() < plain.len() => t,
+        _ => plain,
+    }))
+}
+
+/// The new image, decoded from a format-6 delta.
+pub struct Decode<R: Read> {
+    lzma: Lzma2Reader<io::BufReader<R>>,
+    /// The new image's length, from the header.
+    len: u64,
+    produced: u64,
+    done: bool,
+}
+
+impl<R: Read> std::fmt::Debug for Decode<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decode")
+            .field("len", &self.len)
+            .field("produced", &self.produced)
+            .finish_non_exhaustive()
+    }
+}
+
+fn malformed(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed delta: format 6: {what}"),
+    )
+}
+
+/// Opens a format-6 delta whose magic was read from `r`. The base is read whole (at most
+/// [`MAX_BASE`] bytes, transformed as the header says) into the dictionary. `limit` bounds the
+/// output, as for the other formats.
+pub fn open<R: Read, B: Read + Seek>(
+    r: R,
+    base: B,
+    limit: u64,
+) -> Result<Restore<Decode<R>>, DeltaError> {
+    let mut r = io::BufReader::with_capacity(64 * 1024, r);
+    let mut b4 = [0u8; 4];
+    let mut b8 = [0u8; 8];
+    r.read_exact(&mut b4)
+        .and_then(|()| r.read_exact(&mut b8))
+        .map_err(|e| DeltaError::Malformed(format!("format 6 header: {e}")))?;
+    let dict = u32::from_le_bytes(b4);
+    let len = u64::from_le_bytes(b8);
+    if !(lzma_rust2::DICT_SIZE_MIN..=MAX_DICT).contains(&dict) {
+        return Err(DeltaError::Malformed(format!(
+            "format 6: a dictionary of {dict} bytes (a device allows 4 KiB to {MAX_DICT})"
+        )));
+    }
+    if len > limit {
+        return Err(DeltaError::Malformed(format!(
+            "format 6: the new image would be {len} bytes, over the limit of {limit}"
+        )));
+    }
+    let rb = get_ranges(&mut r)?;
+    let rt = get_ranges(&mut r)?;
+    // The base, transformed as the creator saw it. One byte past the most tells a base that is
+    // too large for this format from one that fits exactly.
+    let mut preset = Vec::new();
+    BaseView::new(base, rb)
+        .take(MAX_BASE as u64 + 1)
+        .read_to_end(&mut preset)?;
+    if preset.len() > MAX_BASE {
+        return Err(DeltaError::Malformed(format!(
+            "format 6 needs the whole base in its dictionary, and the base is over {MAX_BASE} bytes"
+        )));
+    }
+    // An empty base is no preset: the stream must then reset the dictionary first, which the
+    // decoder checks.
+    let lzma = Lzma2Reader::new(r, dict, (!preset.is_empty()).then_some(&preset[..]));
+    drop(preset);
+    let decode = Decode {
+        lzma,
+        len,
+        produced: 0,
+        done: false,
+    };
+    Ok(Restore::new(decode, rt))
+}
+
+impl<R: Read> Read for Decode<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        // At most one byte past the stated length, to tell a stream that runs on.
+        let want = (self.len - self.produced).saturating_add(1);
+        let want = buf.len().min(usize::try_from(want).unwrap_or(usize::MAX));
+        let n = self
+            .lzma
+            .read(&mut buf[..want])
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => malformed("the LZMA2 stream is truncated"),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+                    malformed(format!("the LZMA2 stream is corrupt ({e})"))
+                }
+                _ => e,
+            })?;
+        self.produced += n as u64;
+        if self.produced > self.len {
+            return Err(malformed(format!(
+                "the stream decodes to more than the {} bytes its header states",
+                self.len
+            )));
+        }
+        if n == 0 {
+            if self.produced != self.len {
+                return Err(malformed(format!(
+                    "the stream ended after {} of the {} bytes its header states",
+                    self.produced, self.len
+                )));
+            }
+            // The end marker must be the delta's last byte.
+            let mut b = [0u8];
+            if self.lzma.inner_mut().read(&mut b)? != 0 {
+                return Err(malformed("bytes after the LZMA2 stream's end"));
+            }
+            self.done = true;
+        }
+        Ok(n)
+    }
+}
