@@ -196,6 +196,14 @@ pub fn encode_all(data: &mut [u8], ranges: &[Range]) {
     }
 }
 
+/// Copies of a base and a target, each transformed over its ranges (what a transformed diff reads).
+pub fn encode_pair(base: &[u8], target: &[u8], rb: &[Range], rt: &[Range]) -> (Vec<u8>, Vec<u8>) {
+    let (mut tb, mut tt) = (base.to_vec(), target.to_vec());
+    encode_all(&mut tb, rb);
+    encode_all(&mut tt, rt);
+    (tb, tt)
+}
+
 /// A base image as the delta saw it: its ranges transformed, one block at a time, as it is read.
 #[derive(Debug)]
 pub struct BaseView<B> {

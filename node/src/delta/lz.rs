@@ -82,27 +82,18 @@ pub fn create(
         return Ok(None);
     }
     let started = std::time::Instant::now();
-    let (plain, transformed) = std::thread::scope(|scope| {
-        let transformed = (!rb.is_empty() && !rt.is_empty()).then(|| {
-            scope.spawn(|| {
-                let (mut tb, mut tt) = (base.to_vec(), target.to_vec());
-                branch::encode_all(&mut tb, rb);
-                branch::encode_all(&mut tt, rt);
+    let (plain, transformed) = if rb.is_empty() || rt.is_empty() {
+        (encode(base, target, &[], &[])?, None)
+    } else {
+        let (plain, transformed) = super::at_once(
+            || encode(base, target, &[], &[]),
+            || {
+                let (tb, tt) = branch::encode_pair(base, target, rb, rt);
                 encode(&tb, &tt, rb, rt)
-            })
-        });
-        let plain = encode(base, target, &[], &[]);
-        let transformed = transformed.map(|t| {
-            t.join().unwrap_or_else(|_| {
-                Err(io::Error::other(
-                    "delta: the format-6 transformed encoder panicked",
-                ))
-            })
-        });
-        (plain, transformed)
-    });
-    let plain = plain?;
-    let transformed = transformed.transpose()?;
+            },
+        )?;
+        (plain, Some(transformed))
+    };
     tracing::info!(
         plain = plain.len(),
         transformed = transformed.as_ref().map(Vec::len),

@@ -310,15 +310,10 @@ pub fn create_with(
         Some(plan) => {
             // Both deltas at once, one per core, and the smaller kept: inflating pays on changed
             // gzip files and could cost elsewhere, so it is measured, never assumed.
-            let (plain, inflated) = std::thread::scope(|scope| {
-                let plain = scope.spawn(|| best(base, target, codec, methods));
-                let inflated = inflated(plan, base, target, codec, methods);
-                let plain = plain
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("delta: the plain diff panicked")));
-                (plain, inflated)
-            });
-            let (plain, inflated) = (plain?, inflated?);
+            let (plain, inflated) = at_once(
+                || best(base, target, codec, methods),
+                || inflated(plan, base, target, codec, methods),
+            )?;
             tracing::info!(
                 plain = plain.len(),
                 inflated = inflated.len(),
@@ -364,18 +359,13 @@ fn best(base: &[u8], target: &[u8], codec: Codec, methods: Methods) -> io::Resul
     };
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
-        let (plain, transformed) = std::thread::scope(|scope| {
-            let plain = scope.spawn(|| encode(base, target, codec, &[], &[], words));
-            let (mut tb, mut tt) = (base.to_vec(), target.to_vec());
-            branch::encode_all(&mut tb, &rb);
-            branch::encode_all(&mut tt, &rt);
-            let transformed = encode(&tb, &tt, codec, &rb, &rt, words);
-            let plain = plain
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("delta: the plain diff panicked")));
-            (plain, transformed)
-        });
-        let (plain, transformed) = (plain?, transformed?);
+        let (plain, transformed) = at_once(
+            || encode(base, target, codec, &[], &[], words),
+            || {
+                let (tb, tt) = branch::encode_pair(base, target, &rb, &rt);
+                encode(&tb, &tt, codec, &rb, &rt, words)
+            },
+        )?;
         tracing::info!(
             plain = plain.len(),
             transformed = transformed.len(),
@@ -415,6 +405,26 @@ fn best(base: &[u8], target: &[u8], codec: Codec, methods: Methods) -> io::Resul
         "delta: format 6 against the diff"
     );
     Ok(if keep_lz { lz } else { diff })
+}
+
+/// Runs `a` on another thread and `b` on this one (creating is single-threaded per candidate, and
+/// the machine has cores to spare), and returns both results, or the first error.
+fn at_once<A, B>(
+    a: impl FnOnce() -> io::Result<A> + Send,
+    b: impl FnOnce() -> io::Result<B>,
+) -> io::Result<(A, B)>
+where
+    A: Send,
+{
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(a);
+        let b = b();
+        let a = a
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("delta: a candidate's encoder panicked")));
+        (a, b)
+    });
+    Ok((a?, b?))
 }
 
 /// The format-5 delta of `plan`.
