@@ -81,6 +81,7 @@ pub enum Seeks {
     /// word: constant across a region that moved as a block.
     Diagonal = 2,
 }
+
 /// Format 3 takes zero runs of at least this many add bytes out of the add stream (`docs/deltas.md`:
 /// 512 measured best of 1 to 4,096 on the corpus; short runs are cheaper left to LZMA2).
 pub const ZERO_RUN_MIN: u64 = 512;
