@@ -49,6 +49,10 @@ pub struct NodeFile {
     /// mDNS discovery on the ward LAN.
     #[serde(default = "yes")]
     pub mdns: bool,
+    /// Connections the node opens to ward members it discovers, until it has this many
+    /// (default 8; inbound ones are accepted beyond it). See `docs/swarm.md`, Connections.
+    #[serde(default = "target_peers")]
+    pub target_peers: usize,
     /// Upload cap.
     #[serde(default)]
     pub upload: CapFile,
@@ -243,6 +247,10 @@ pub struct GatewayFile {
     /// mDNS.
     #[serde(default = "yes")]
     pub mdns: bool,
+    /// Connections the gateway opens to members it discovers (default 8); every device dials its
+    /// gateway anyway.
+    #[serde(default = "target_peers")]
+    pub target_peers: usize,
     /// Download the newest full image before any device asks.
     #[serde(default)]
     pub prefetch: bool,
@@ -273,6 +281,10 @@ pub struct GatewayFile {
 
 fn two() -> usize {
     2
+}
+
+fn target_peers() -> usize {
+    wardswarm_node::net::config::defaults::TARGET_PEERS
 }
 
 fn read_doc(p: &Path, max: usize) -> Result<Vec<u8>> {
@@ -393,6 +405,7 @@ pub fn run_node(config: PathBuf) -> Result<()> {
         listen: parse_addrs(&f.listen)?,
         bootstrap: parse_addrs(&f.bootstrap)?,
         mdns: f.mdns,
+        target_peers: f.target_peers,
         ward: f.ward.clone(),
         upload: f.upload.schedule().map_err(anyhow::Error::msg)?,
         download: f.download.schedule().map_err(anyhow::Error::msg)?,
@@ -442,6 +455,7 @@ pub fn run_seeder(config: PathBuf) -> Result<()> {
         listen: parse_addrs(&f.listen)?,
         bootstrap: parse_addrs(&f.bootstrap)?,
         mdns: f.mdns,
+        target_peers: f.target_peers,
         ward: f.ward.clone(),
         upload: f.upload.schedule().map_err(anyhow::Error::msg)?,
         revocations_file: f.revocations.clone(),

@@ -984,3 +984,84 @@ async fn a_bootstrap_peer_gets_one_connection_not_two() {
         gw.handle.shutdown().await.expect("shutdown");
     }
 }
+
+/// Devices that know only their gateway learn of each other from its peer lists and dial them,
+/// each until it has `target_peers` connections: the ward forms a graph of bounded degree, not a
+/// full mesh, and the artifact still reaches every device, mostly from devices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_dial_members_up_to_their_target_and_the_ward_still_delivers() {
+    const DEVICES: usize = 8;
+    const TARGET: usize = 3;
+    let w = ward();
+    let bytes = data(4 << 20, 7);
+    let gw = Config {
+        upload: Schedule::fixed(Some(4_000_000)),
+        seeding: Some(Default::default()),
+        ..w.config(vec![])
+    };
+    let (s, root) = seed(&w, "gateway", &bytes, gw).await;
+    let boot = vec![addr(&s.handle).await];
+    let mut devices = vec![];
+    for i in 0..DEVICES {
+        let cfg = Config {
+            target_peers: TARGET,
+            ..w.config(boot.clone())
+        };
+        devices.push(w.start(&format!("dev{i}"), Role::Device, cfg, None).await);
+    }
+    // Every device reaches its target: the gateway's lists name seven other members.
+    let mut degrees = vec![];
+    tokio::time::timeout(T, async {
+        loop {
+            degrees.clear();
+            for d in &devices {
+                degrees.push(d.handle.peers().await.expect("peers").len());
+            }
+            if degrees.iter().all(|&n| n >= TARGET) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("every device reaches {TARGET} peers: {degrees:?}"));
+    // Dials in flight when the last device got there have ended by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut sum = 0;
+    for d in &devices {
+        sum += d.handle.peers().await.expect("peers").len();
+    }
+    // Each device dials the gateway and at most TARGET - 1 devices, so there are at most
+    // DEVICES * (TARGET - 1) links between devices; a full mesh would be DEVICES * DEVICES peers.
+    let most = DEVICES + 2 * DEVICES * (TARGET - 1);
+    assert!(
+        sum <= most,
+        "the devices hold {sum} peers in all, more than the {most} that {TARGET}-peer dialing allows"
+    );
+    let jobs: Vec<_> = devices
+        .iter()
+        .map(|m| {
+            let h = m.handle.clone();
+            tokio::spawn(async move { tokio::time::timeout(T, h.fetch(root, 4 << 20)).await })
+        })
+        .collect();
+    for j in jobs {
+        j.await.expect("task").expect("in time").expect("fetched");
+    }
+    let art = root.short();
+    let from_peers: u64 = devices
+        .iter()
+        .map(|m| m.handle.metrics().received_total(&art, "peer"))
+        .sum();
+    for m in &devices {
+        let e = m.store.get(&root).expect("entry");
+        assert_eq!(std::fs::read(e.data_path()).expect("read"), bytes);
+    }
+    assert!(
+        from_peers > 0,
+        "devices fed each other over the sparse graph"
+    );
+    for m in devices.iter().chain([&s]) {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}

@@ -687,14 +687,6 @@ impl Live {
                 }
             });
         }
-        if member
-            && !self
-                .boot
-                .iter()
-                .any(|a| a.to_string().contains(&h.peer_id().to_string()))
-        {
-            self.boot.push(first_addr(&h).await?);
-        }
         d.running = Some(running);
         Ok(())
     }

@@ -497,7 +497,10 @@ impl Actor {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 for (peer, addr) in list {
-                    if peer != self.peer_id && !self.swarm.is_connected(&peer) {
+                    if peer != self.peer_id
+                        && !self.swarm.is_connected(&peer)
+                        && self.room_to_dial()
+                    {
                         let _ = self
                             .swarm
                             .dial(fresh_port(addr.with_p2p(peer).unwrap_or_else(|a| a)));

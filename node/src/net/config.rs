@@ -18,7 +18,7 @@ pub struct Config {
     /// Discover ward peers by mDNS (default on).
     pub mdns: bool,
     /// Exchange admitted members' addresses with admitted members, and dial the ones learned
-    /// (default on): a ward forms a full swarm from one bootstrap address where multicast is blocked.
+    /// (default on): a ward forms a swarm from one bootstrap address where multicast is blocked.
     pub peer_exchange: bool,
     /// How often mDNS re-queries (default 5 s; libp2p's 5-minute default is far too slow for a ward).
     pub mdns_query_interval: Duration,
@@ -30,6 +30,12 @@ pub struct Config {
     pub download: Schedule,
     /// A peer that has not proved membership by then is disconnected (default 5 s).
     pub admission_timeout: Duration,
+    /// Connections this node opens itself, to members it learned of by peer exchange or mDNS,
+    /// until it has this many in all (default 8). Inbound connections are accepted up to
+    /// `max_connections`, so a ward forms a random graph of degree about `target_peers` to twice
+    /// that, not a full mesh: every device is also connected to its gateway, so the graph is
+    /// connected whatever the draw. Bootstrap peers (the gateway) are always dialed.
+    pub target_peers: usize,
     /// Established connections in total (default 256).
     pub max_connections: u32,
     /// Established connections per peer (default 2: allows a simultaneous dial).
@@ -71,6 +77,8 @@ pub struct Config {
 pub mod defaults {
     use std::time::Duration;
 
+    /// See [`super::Config::target_peers`].
+    pub const TARGET_PEERS: usize = 8;
     /// See [`super::Config::max_inbound_transfers`].
     pub const MAX_INBOUND_TRANSFERS: usize = 32;
     /// See [`super::Config::have_interval`].
@@ -93,6 +101,7 @@ impl Default for Config {
             upload: Schedule::default(),
             download: Schedule::default(),
             admission_timeout: Duration::from_secs(5),
+            target_peers: defaults::TARGET_PEERS,
             max_connections: 256,
             max_connections_per_peer: 2,
             max_pending_incoming: 64,
@@ -139,6 +148,7 @@ impl Config {
             return Err(ConfigError::NoListenAddress);
         }
         let positive = [
+            ("target_peers", self.target_peers == 0),
             ("max_connections", self.max_connections == 0),
             (
                 "max_connections_per_peer",

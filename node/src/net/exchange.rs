@@ -1,6 +1,8 @@
 //! Peer exchange (`/wardswarm/peers/1`): admitted members tell each other where the other admitted
 //! members listen, so a ward whose devices know only the gateway's address (hospital VLANs often
-//! block mDNS multicast) still forms a full swarm.
+//! block mDNS multicast) still forms a swarm: each node dials the members it learns of until it
+//! has `target_peers` connections (default 8), in an order of its own, so a ward is a random
+//! graph of bounded degree with the gateway connected to every device, not a full mesh.
 //!
 //! The model is BitTorrent's peer exchange (PEX): peers already in the swarm gossip the addresses of
 //! the others. A standard libp2p mechanism was weighed and not taken: a rendezvous server answers
@@ -10,7 +12,7 @@
 //! only a hint: dialing it leads to the usual admission, so a wrong or forged entry costs one failed
 //! dial, never membership.
 //!
-//! Goals: a full swarm from one bootstrap address; bounded work per list. Non-goals: NAT traversal,
+//! Goals: a connected swarm of bounded degree from one bootstrap address; bounded work per list. Non-goals: NAT traversal,
 //! peers outside the ward's LAN.
 
 use std::{sync::Arc, time::Instant};
@@ -284,46 +286,59 @@ impl Actor {
         }
     }
 
-    /// Dials the remembered members that are not connected and are due, at most
+    /// Dials the remembered members that are not connected and are due, while this node has
+    /// fewer than `target_peers` connections (dials in flight counted), at most
     /// `PEX_DIALS_PER_LIST` at a time and none above half the connection limit; each dial pushes
-    /// that member's next attempt back (2 s, doubling to 8 s) until it connects.
+    /// that member's next attempt back (2 s, doubling to 8 s) until it connects. Which members
+    /// are dialed first is a hash of the two peer ids: every node prefers different members, so
+    /// a ward forms a random graph of bounded degree instead of a full mesh, and no member is
+    /// everyone's first choice. Inbound connections are accepted up to `max_connections`.
     pub(super) fn dial_members(&mut self) {
         if !self.shared.cfg.peer_exchange || self.revoked_self {
             return;
         }
         let now = Instant::now();
-        let mut room = (self.shared.cfg.max_connections as usize / 2)
-            .saturating_sub(self.peers.len())
+        let pending = self
+            .swarm
+            .network_info()
+            .connection_counters()
+            .num_pending_outgoing() as usize;
+        let busy = self.peers.len() + pending;
+        let room = (self.shared.cfg.max_connections as usize / 2)
+            .min(self.shared.cfg.target_peers)
+            .saturating_sub(busy)
             .min(PEX_DIALS_PER_LIST);
-        let mut due = Vec::new();
         let swarm = &self.swarm;
+        // A member gone for good (switched off, moved ward) is forgotten after a minute or so of
+        // trying; a list that names it again brings it back.
         self.pex_members.retain(|peer, m| {
             if swarm.is_connected(peer) {
                 m.failures = 0;
                 m.next = now;
-                return true;
             }
-            if m.next > now || room == 0 {
-                return true;
-            }
-            // A member gone for good (switched off, moved ward) is forgotten after a minute or so
-            // of trying; a list that names it again brings it back.
-            if m.failures >= PEX_GIVE_UP {
-                return false;
-            }
-            room -= 1;
+            m.failures < PEX_GIVE_UP
+        });
+        if room == 0 {
+            return;
+        }
+        let me = self.peer_id.to_bytes();
+        let mut due: Vec<([u8; 32], PeerId)> = self
+            .pex_members
+            .iter()
+            .filter(|(peer, m)| m.next <= now && !self.swarm.is_connected(peer))
+            .filter(|(peer, _)| super::revocation::revoked(&self.shared, peer).is_none())
+            .map(|(peer, _)| (dial_rank(&me, peer), *peer))
+            .collect();
+        due.sort_unstable();
+        for (_, peer) in due.into_iter().take(room) {
+            let Some(m) = self.pex_members.get_mut(&peer) else {
+                continue;
+            };
             m.next = now + PEX_RETRY * (1u32 << m.failures.min(2));
             m.failures = m.failures.saturating_add(1);
-            due.push((*peer, m.addrs.clone()));
-            true
-        });
-        for (peer, addrs) in due {
-            if super::revocation::revoked(&self.shared, &peer).is_some() {
-                continue;
-            }
             tracing::debug!(%peer, "dialing a member learned by peer exchange");
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                .addresses(addrs)
+                .addresses(m.addrs.clone())
                 .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
                 // See `transport::fresh_port`: both ends of a list dial each other at once.
                 .allocate_new_port()
@@ -331,6 +346,25 @@ impl Actor {
             let _ = self.swarm.dial(opts);
         }
     }
+
+    /// Room for one more connection found by discovery (mDNS), under `target_peers`.
+    pub(super) fn room_to_dial(&self) -> bool {
+        let pending = self
+            .swarm
+            .network_info()
+            .connection_counters()
+            .num_pending_outgoing() as usize;
+        self.peers.len() + pending < self.shared.cfg.target_peers
+    }
+}
+
+/// The order in which a node dials the members it knows: a hash of its own and the member's peer
+/// id, so each node has its own order (a random graph) and it is the same on every run.
+fn dial_rank(me: &[u8], peer: &PeerId) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("wardswarm peer exchange dial order v1");
+    h.update(me);
+    h.update(&peer.to_bytes());
+    *h.finalize().as_bytes()
 }
 
 /// A member learned by peer exchange.
@@ -377,6 +411,30 @@ mod tests {
             .to_libp2p()
             .public()
             .to_peer_id()
+    }
+
+    /// Every node has an order of its own over the same members, stable across runs: in a ward of
+    /// 50, the members each node would dial first are spread over the ward, not the same few.
+    #[test]
+    fn each_node_prefers_different_members() {
+        let members: Vec<PeerId> = (1..=50).map(peer).collect();
+        let first_choice = |me: &PeerId| {
+            let me = me.to_bytes();
+            members
+                .iter()
+                .filter(|p| p.to_bytes() != me)
+                .min_by_key(|p| dial_rank(&me, p))
+                .copied()
+                .expect("members")
+        };
+        assert_eq!(first_choice(&members[0]), first_choice(&members[0]));
+        let distinct: std::collections::HashSet<PeerId> =
+            members.iter().map(first_choice).collect();
+        assert!(
+            distinct.len() >= 20,
+            "50 nodes' first choices fall on {} members",
+            distinct.len()
+        );
     }
 
     proptest! {

@@ -2,8 +2,11 @@
 //! [`Scheduler`] (every device) and [`SuperSeed`] (every gateway) over a modelled network.
 //!
 //! What is modelled, and how the real node does the same thing:
+//! - **Connections** as the node forms them: every device connects to its gateway and dials other
+//!   members in an order of its own until it has `target_peers`; availability and requests go only
+//!   over connections ([`Ward::connect`]).
 //! - **Availability rounds** every 250 ms per node (random phase): a device sends its verified set to
-//!   every admitted peer when it changed (and in full every 2 s); the gateway sends each device its
+//!   every admitted peer it is connected to when it changed (and in full every 2 s); the gateway sends each device its
 //!   super-seeding view. Like `broadcast_haves`.
 //! - **Requests** go to the serving node after the one-way latency. It answers not-found if it lacks a
 //!   group, "limited" if it serves 32 transfers already or its upload cap is 0, otherwise it streams.
@@ -109,6 +112,9 @@ struct Node {
     /// Requests the scheduler has outstanding (a request arriving for another one is dropped).
     live: BTreeSet<ReqId>,
     known: BTreeMap<usize, GroupSet>,
+    /// The nodes it has a connection to (symmetric), as the node forms them
+    /// ([`Ward::connect`]).
+    links: BTreeSet<usize>,
     sent: Option<GroupSet>,
     /// When each peer is next sent this node's availability in full, as the node's
     /// ([`policy::Refresh`]; the model loses no frame).
@@ -383,9 +389,7 @@ impl<'a> Ward<'a> {
             Ev::HaveRound(i) => {
                 self.have_round(i);
                 // As the node: longer rounds in larger wards (`node::have_period`).
-                let peers = (0..self.nodes.len())
-                    .filter(|&p| p != i && self.nodes[p].alive && self.nodes[p].admitted)
-                    .count();
+                let peers = self.peers_of(i).len();
                 let period = policy::have_period(Duration::from_micros(HAVE_EVERY), peers);
                 self.push(now + period.as_micros() as u64, Ev::HaveRound(i));
             }
@@ -457,27 +461,9 @@ impl<'a> Ward<'a> {
         for other in &mut self.nodes {
             other.refresh.remove(&i);
         }
-        let n = &mut self.nodes[i];
-        if !n.admitted {
+        self.connect(i);
+        if !self.nodes[i].admitted {
             return;
-        }
-        // Peers tell the newcomer what they have (the gateway shows it its view once it asks).
-        let peers: Vec<usize> = (1..self.nodes.len())
-            .filter(|&p| p != i && self.nodes[p].alive && self.nodes[p].admitted)
-            .collect();
-        for p in peers {
-            let g = self.announced(p);
-            if !g.is_empty() {
-                let at = self.now + 2 * self.lat();
-                self.push(
-                    at,
-                    Ev::Have {
-                        from: p,
-                        to: i,
-                        groups: g,
-                    },
-                );
-            }
         }
         // It hears the release announcement and starts fetching (a hostile member fetches honestly
         // too, as in the live engine: it misbehaves only when serving).
@@ -511,6 +497,10 @@ impl<'a> Ward<'a> {
         self.nodes[i].sched = None;
         self.nodes[i].live.clear();
         self.nodes[i].known.clear();
+        let former = std::mem::take(&mut self.nodes[i].links);
+        for &p in &former {
+            self.nodes[p].links.remove(&i);
+        }
         let gone: Vec<usize> = self
             .flows
             .keys()
@@ -536,6 +526,87 @@ impl<'a> Ward<'a> {
                 }
             }
         }
+        // Its peers under their target dial others (the node's slow tick).
+        for p in former {
+            if p != 0 && self.nodes[p].alive && self.nodes[p].admitted {
+                self.top_up(p);
+            }
+        }
+    }
+
+    /// The connections a node comes up with, as the node makes them (`exchange::dial_members`):
+    /// every device dials its gateway; an admitted one then dials the admitted members it knows
+    /// (the gateway's peer lists name them all), in an order of its own, until it has
+    /// `target_peers` connections, and accepts inbound ones beyond that. Members still under
+    /// their target dial the newcomer when they learn of it.
+    fn connect(&mut self, i: usize) {
+        if i != 0 && self.nodes[0].alive {
+            self.link(0, i);
+        }
+        if i == 0 || !self.nodes[i].admitted {
+            return;
+        }
+        self.top_up(i);
+        for p in 1..self.nodes.len() {
+            if p != i
+                && self.nodes[p].alive
+                && self.nodes[p].admitted
+                && self.nodes[p].links.len() < defaults::TARGET_PEERS
+            {
+                self.top_up(p);
+            }
+        }
+    }
+
+    /// A member under its target dials members it is not connected to, in its own order.
+    fn top_up(&mut self, i: usize) {
+        let seed = self.sc.seed;
+        let mut candidates: Vec<(u64, usize)> = (1..self.nodes.len())
+            .filter(|&p| {
+                p != i
+                    && self.nodes[p].alive
+                    && self.nodes[p].admitted
+                    && !self.nodes[i].links.contains(&p)
+            })
+            .map(|p| (dial_rank(seed, i, p), p))
+            .collect();
+        candidates.sort_unstable();
+        for (_, p) in candidates {
+            if self.nodes[i].links.len() >= defaults::TARGET_PEERS {
+                break;
+            }
+            self.link(i, p);
+        }
+    }
+
+    /// A new connection: once both are admitted, each device tells the other what it has (the
+    /// gateway shows a device its view once it asks, in its availability rounds).
+    fn link(&mut self, a: usize, b: usize) {
+        if !self.nodes[a].links.insert(b) {
+            return;
+        }
+        self.nodes[b].links.insert(a);
+        let admitted = |n: &Node| n.alive && n.admitted;
+        if a == 0 || !admitted(&self.nodes[a]) || !admitted(&self.nodes[b]) {
+            return;
+        }
+        let at = self.now + 2 * self.lat();
+        for (from, to) in [(a, b), (b, a)] {
+            let groups = self.announced(from);
+            if !groups.is_empty() {
+                self.push(at, Ev::Have { from, to, groups });
+            }
+        }
+    }
+
+    /// The admitted, running nodes `i` is connected to.
+    fn peers_of(&self, i: usize) -> Vec<usize> {
+        self.nodes[i]
+            .links
+            .iter()
+            .copied()
+            .filter(|&p| self.nodes[p].alive && self.nodes[p].admitted)
+            .collect()
     }
 
     /// Does every group exist on some honest, running device (one copy is in the ward)? The scenario
@@ -570,8 +641,9 @@ impl<'a> Ward<'a> {
             self.leave(0);
             return;
         }
-        let peers: Vec<(usize, Role)> = (0..self.nodes.len())
-            .filter(|&p| p != i && self.nodes[p].alive && self.nodes[p].admitted)
+        let peers: Vec<(usize, Role)> = self
+            .peers_of(i)
+            .into_iter()
             .map(|p| (p, if p == 0 { Role::Gateway } else { Role::Device }))
             .collect();
         // A peer's schedule starts when it is first seen admitted, and again after it was gone.
@@ -837,6 +909,7 @@ impl Node {
             sched: None,
             live: BTreeSet::new(),
             known: BTreeMap::new(),
+            links: BTreeSet::new(),
             sent: None,
             refresh: BTreeMap::new(),
             serving: 0,
@@ -846,6 +919,116 @@ impl Node {
             uploaded: 0,
             sample_uploaded: 0,
             banned: BTreeSet::new(),
+        }
+    }
+}
+
+/// A node's order of preference among the members it could dial (the node hashes the two peer
+/// ids; the model, the two indices and the scenario's seed).
+fn dial_rank(seed: u64, a: usize, b: usize) -> u64 {
+    let mut x = seed ^ (a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (b as u64).rotate_left(32);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ward_of(devices: usize) -> Scenario {
+        Scenario::parse(&format!(
+            "name = \"t\"\nseed = 3\nartifact = \"1MiB\"\n[gateway]\nwan = \"10MB\"\nupload = \"4MB\"\n\
+             [[devices]]\ncount = {devices}\nupload = \"1MB\"\ndownload = \"4MB\"\n"
+        ))
+        .expect("scenario")
+    }
+
+    /// Joins every device, as the scenario's join events would.
+    fn joined(sc: &Scenario) -> Ward<'_> {
+        let mut w = Ward::new(sc, 0);
+        for i in 1..w.nodes.len() {
+            w.join(i);
+        }
+        w
+    }
+
+    /// Is every node reachable from device 1 without the gateway?
+    fn devices_connected(w: &Ward<'_>) -> bool {
+        let mut seen = BTreeSet::from([1]);
+        let mut todo = vec![1];
+        while let Some(i) = todo.pop() {
+            for &p in &w.nodes[i].links {
+                if p != 0 && w.nodes[p].alive && seen.insert(p) {
+                    todo.push(p);
+                }
+            }
+        }
+        seen.len() == (1..w.nodes.len()).filter(|&i| w.nodes[i].alive).count()
+    }
+
+    #[test]
+    fn devices_connect_to_the_gateway_and_up_to_their_target() {
+        let sc = ward_of(50);
+        let w = joined(&sc);
+        let gateway = &w.nodes[0].links;
+        assert_eq!(
+            gateway.len(),
+            50,
+            "every device is connected to its gateway"
+        );
+        let edges: usize = (1..=50)
+            .map(|i| w.nodes[i].links.iter().filter(|&&p| p != 0).count())
+            .sum::<usize>()
+            / 2;
+        for i in 1..=50 {
+            assert!(
+                w.nodes[i].links.len() >= defaults::TARGET_PEERS,
+                "device {i} has {} links",
+                w.nodes[i].links.len()
+            );
+        }
+        // Each device dials at most TARGET_PEERS - 1 devices beside its gateway.
+        assert!(edges <= 50 * (defaults::TARGET_PEERS - 1), "{edges} links");
+        assert!(edges < 50 * 49 / 2, "not a full mesh");
+        assert!(devices_connected(&w), "the devices form one graph");
+    }
+
+    #[test]
+    fn peers_of_a_device_that_leaves_dial_others() {
+        let sc = ward_of(20);
+        let mut w = joined(&sc);
+        let former: Vec<usize> = w.nodes[5]
+            .links
+            .iter()
+            .copied()
+            .filter(|&p| p != 0)
+            .collect();
+        w.leave(5);
+        assert!(w.nodes[5].links.is_empty());
+        for p in former {
+            assert!(!w.nodes[p].links.contains(&5));
+            assert!(
+                w.nodes[p].links.len() >= defaults::TARGET_PEERS,
+                "device {p} topped up to its target: {} links",
+                w.nodes[p].links.len()
+            );
+        }
+        w.join(5);
+        assert!(w.nodes[5].links.len() >= defaults::TARGET_PEERS);
+        assert!(devices_connected(&w));
+    }
+
+    #[test]
+    fn a_ward_smaller_than_the_target_is_a_full_mesh() {
+        let sc = ward_of(5);
+        let w = joined(&sc);
+        for i in 1..=5 {
+            assert_eq!(
+                w.nodes[i].links.len(),
+                5,
+                "device {i}: gateway and four devices"
+            );
         }
     }
 }
