@@ -251,11 +251,21 @@ impl Actor {
             if let Some(m) = self.pex_members.get_mut(&peer) {
                 m.addrs = addrs;
             } else if self.pex_members.len() < MAX_PEERS {
+                // Two members usually learn of each other in the same round. The one with the
+                // smaller peer id dials at once; the other waits `PEX_DEFER` and dials only if no
+                // connection came (its peer was at its target, or the dial failed). Both dialing
+                // at once left most pairs of a ward with two connections, each with its own
+                // yamux, noise and pings (74 connections for 36 pairs in the live ward-8).
+                let next = if self.peer_id > peer {
+                    now + PEX_DEFER
+                } else {
+                    now
+                };
                 self.pex_members.insert(
                     peer,
                     PexMember {
                         addrs,
-                        next: now,
+                        next,
                         failures: 0,
                     },
                 );
@@ -385,6 +395,10 @@ const PEX_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 /// devices whose first dials failed while a 50-process ward started on 2 cores without peers for
 /// the whole transfer (netns ward-50).
 const PEX_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long the member with the larger peer id waits before dialing a member it just learned of,
+/// so that the two do not both dial (see `on_peer_list`).
+const PEX_DEFER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Dials after which a member that never connected is forgotten (2 + 4 + 8 × 6 s ≈ a minute).
 const PEX_GIVE_UP: u32 = 8;
