@@ -168,6 +168,15 @@ pub(super) struct PeerState {
     pub(super) have_refresh: Option<policy::Refresh>,
 }
 
+impl PeerState {
+    /// Does this connection count toward `target_peers`? An admitted member does, and so does a
+    /// peer we dialed ourselves while its admission runs; a peer that dialed us counts once it is
+    /// admitted, so sockets from non-members cannot keep a node from dialing its ward.
+    pub(super) fn counts_toward_target(&self) -> bool {
+        self.cert.is_some() || self.admitting
+    }
+}
+
 /// Most artifacts a peer's availability is remembered for.
 const MAX_HAVES_PER_PEER: usize = 16;
 /// Most manifests remembered (and re-announced to newcomers).

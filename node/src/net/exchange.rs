@@ -313,7 +313,7 @@ impl Actor {
             .network_info()
             .connection_counters()
             .num_pending_outgoing() as usize;
-        let busy = self.peers.len() + pending;
+        let busy = self.connected_toward_target() + pending;
         let room = (self.shared.cfg.max_connections as usize / 2)
             .min(self.shared.cfg.target_peers)
             .saturating_sub(busy)
@@ -364,7 +364,15 @@ impl Actor {
             .network_info()
             .connection_counters()
             .num_pending_outgoing() as usize;
-        self.peers.len() + pending < self.shared.cfg.target_peers
+        self.connected_toward_target() + pending < self.shared.cfg.target_peers
+    }
+
+    /// Connections that count toward `target_peers` ([`PeerState::counts_toward_target`]).
+    fn connected_toward_target(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| p.counts_toward_target())
+            .count()
     }
 }
 
