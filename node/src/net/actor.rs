@@ -505,16 +505,24 @@ impl Actor {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                // Remembered and dialed like members from peer lists: under `target_peers`, in
+                // this node's own order (every device hears the same answers in the same order:
+                // dialing them as they came made the first few responders everyone's peers), and
+                // with the same retry, tie-break and bound.
+                let mut found: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in list {
-                    if peer != self.peer_id
-                        && !self.swarm.is_connected(&peer)
-                        && self.room_to_dial()
-                    {
-                        let _ = self
-                            .swarm
-                            .dial(fresh_port(addr.with_p2p(peer).unwrap_or_else(|a| a)));
+                    if peer != self.peer_id && !self.swarm.is_connected(&peer) {
+                        let addrs = found.entry(peer).or_default();
+                        if addrs.len() < exchange::MAX_ADDRS {
+                            addrs.push(addr);
+                        }
                     }
                 }
+                let now = Instant::now();
+                for (peer, addrs) in found {
+                    self.learn_member(peer, addrs, now);
+                }
+                self.dial_members();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,

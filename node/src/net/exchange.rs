@@ -245,34 +245,40 @@ impl Actor {
         // retried from memory, not by the next list.
         let now = Instant::now();
         for (peer, addrs) in list.0 {
-            if peer == self.peer_id || addrs.is_empty() {
-                continue;
-            }
-            if let Some(m) = self.pex_members.get_mut(&peer) {
-                m.addrs = addrs;
-            } else if self.pex_members.len() < MAX_PEERS {
-                // Two members usually learn of each other in the same round. The one with the
-                // smaller peer id dials at once; the other waits `PEX_DEFER` and dials only if no
-                // connection came (its peer was at its target, or the dial failed). Both dialing
-                // at once left most pairs of a ward with two connections, each with its own
-                // yamux, noise and pings (74 connections for 36 pairs in the live ward-8).
-                let next = if self.peer_id > peer {
-                    now + PEX_DEFER
-                } else {
-                    now
-                };
-                self.pex_members.insert(
-                    peer,
-                    PexMember {
-                        addrs,
-                        next,
-                        failures: 0,
-                    },
-                );
-            }
+            self.learn_member(peer, addrs, now);
         }
         tracing::trace!(via = %from, "peer list received");
         self.dial_members();
+    }
+
+    /// Remembers where a member (or, from mDNS, a would-be member) listens, to be dialed by
+    /// [`Self::dial_members`] under `target_peers` and in this node's order.
+    pub(super) fn learn_member(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, now: Instant) {
+        if peer == self.peer_id || addrs.is_empty() {
+            return;
+        }
+        if let Some(m) = self.pex_members.get_mut(&peer) {
+            m.addrs = addrs;
+        } else if self.pex_members.len() < MAX_PEERS {
+            // Two members usually learn of each other in the same round. The one with the smaller
+            // peer id dials at once; the other waits `PEX_DEFER` and dials only if no connection
+            // came (its peer was at its target, or the dial failed). Both dialing at once left
+            // most pairs of a ward with two connections, each with its own yamux, noise and pings
+            // (74 connections for 36 pairs in the live ward-8).
+            let next = if self.peer_id > peer {
+                now + PEX_DEFER
+            } else {
+                now
+            };
+            self.pex_members.insert(
+                peer,
+                PexMember {
+                    addrs,
+                    next,
+                    failures: 0,
+                },
+            );
+        }
     }
 
     /// Redials bootstrap peers we lost (the gateway restarts; a device reboots), unless the ward
@@ -304,7 +310,7 @@ impl Actor {
     /// a ward forms a random graph of bounded degree instead of a full mesh, and no member is
     /// everyone's first choice. Inbound connections are accepted up to `max_connections`.
     pub(super) fn dial_members(&mut self) {
-        if !self.shared.cfg.peer_exchange || self.revoked_self {
+        if self.revoked_self {
             return;
         }
         let now = Instant::now();
@@ -355,16 +361,6 @@ impl Actor {
                 .build();
             let _ = self.swarm.dial(opts);
         }
-    }
-
-    /// Room for one more connection found by discovery (mDNS), under `target_peers`.
-    pub(super) fn room_to_dial(&self) -> bool {
-        let pending = self
-            .swarm
-            .network_info()
-            .connection_counters()
-            .num_pending_outgoing() as usize;
-        self.connected_toward_target() + pending < self.shared.cfg.target_peers
     }
 
     /// Connections that count toward `target_peers` ([`PeerState::counts_toward_target`]).
