@@ -300,7 +300,9 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
         root.clone(),
     )
     .await?;
-    let mut boot = vec![first_addr(gw.node()).await?];
+    // Every device knows only its gateway, as in a hospital; the devices find each other through
+    // its peer lists (`docs/swarm.md`).
+    let boot = vec![first_addr(gw.node()).await?];
     let device_cap = parse_rate(&args.device_cap)?;
     let cert_for = |k: &libp2p::identity::Keypair, id: &str| Ok(cert(k, id, MemberRole::Device)?);
     if !args.json {
@@ -363,7 +365,6 @@ async fn run_async(args: &DemoArgs, now: Timestamp) -> Result<()> {
             &factory,
             part,
         )?;
-        boot.push(first_addr(&dev.dev.node).await?);
         devices.push(dev);
     }
     gw.poll_now();
