@@ -12,8 +12,8 @@
 //! only a hint: dialing it leads to the usual admission, so a wrong or forged entry costs one failed
 //! dial, never membership.
 //!
-//! Goals: a connected swarm of bounded degree from one bootstrap address; bounded work per list. Non-goals: NAT traversal,
-//! peers outside the ward's LAN.
+//! Goals: a connected swarm of bounded degree from one bootstrap address; bounded work per list.
+//! Non-goals: NAT traversal, peers outside the ward's LAN.
 
 use std::{sync::Arc, time::Instant};
 
