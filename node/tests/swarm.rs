@@ -1065,3 +1065,69 @@ async fn devices_dial_members_up_to_their_target_and_the_ward_still_delivers() {
         m.handle.shutdown().await.expect("shutdown");
     }
 }
+
+/// Only members count toward `target_peers` (and peers the node dialed itself, while their
+/// admission runs): sockets from non-members, however many, do not keep a device from dialing the
+/// members it learns of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_from_non_members_do_not_keep_a_device_from_its_ward() {
+    let w = ward();
+    let gw = w
+        .start("gateway", Role::Gateway, w.config(vec![]), None)
+        .await;
+    let gw_addr = addr(&gw.handle).await;
+    // Members that never dial anyone but their gateway: any member the device gets, it dialed.
+    let mut members = vec![];
+    for i in 0..3 {
+        let cfg = Config {
+            target_peers: 1,
+            ..w.config(vec![gw_addr.clone()])
+        };
+        members.push(w.start(&format!("m{i}"), Role::Device, cfg, None).await);
+    }
+    // The device: two peers wanted, and non-members are left connected for the whole test.
+    let cfg = Config {
+        target_peers: 2,
+        admission_timeout: Duration::from_secs(600),
+        ..w.config(vec![])
+    };
+    let dev = w.start("dev", Role::Device, cfg, None).await;
+    let dev_addr = addr(&dev.handle).await;
+    let mut drivers = vec![];
+    for _ in 0..3 {
+        let mut sw = intruder();
+        sw.dial(dev_addr.clone()).expect("dial");
+        drivers.push(tokio::spawn(async move {
+            loop {
+                sw.select_next_some().await;
+            }
+        }));
+    }
+    tokio::time::timeout(T, async {
+        while dev.handle.metrics().connections_open.get() < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("three non-members connected");
+    // Now it meets its gateway, whose peer list names the three members.
+    dev.handle.dial(gw_addr).await.expect("running");
+    let ids: Vec<_> = members.iter().map(|m| m.handle.peer_id()).collect();
+    tokio::time::timeout(T, async {
+        loop {
+            let peers = dev.handle.peers().await.expect("peers");
+            if peers.iter().any(|(p, _, _)| ids.contains(p)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the device dials a member while three non-members hold connections to it");
+    for d in drivers {
+        d.abort();
+    }
+    for m in members.iter().chain([&dev, &gw]) {
+        m.handle.shutdown().await.expect("shutdown");
+    }
+}
