@@ -50,7 +50,7 @@ pub struct NodeFile {
     #[serde(default = "yes")]
     pub mdns: bool,
     /// Connections the node opens to ward members it discovers, until it has this many
-    /// (default 8; inbound ones are accepted beyond it). See `docs/swarm.md`, Connections.
+    /// (default 8; inbound ones are accepted beyond it). See `docs/swarm.md`, Peer exchange.
     #[serde(default = "target_peers")]
     pub target_peers: usize,
     /// Upload cap.

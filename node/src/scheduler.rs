@@ -776,7 +776,8 @@ impl<P: Ord + Clone + Debug> Scheduler<P> {
     }
 }
 
-fn splitmix(mut x: u64) -> u64 {
+/// SplitMix64: a well-mixed 64-bit value from any input (seeds, orders of preference).
+pub fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -33,10 +33,11 @@ pub struct Config {
     /// Connections this node opens itself, to members it learned of by peer exchange or mDNS,
     /// until it has this many in all (default 8): admitted members, dials in flight and peers it
     /// dialed that are still in admission count; a peer that dialed it counts once admitted, so
-    /// sockets from non-members cannot keep it from dialing its ward. Inbound connections are accepted up to
-    /// `max_connections`, so a ward forms a random graph of degree about `target_peers` to twice
-    /// that, not a full mesh: every device is also connected to its gateway, so the graph is
-    /// connected whatever the draw. Bootstrap peers (the gateway) are always dialed.
+    /// sockets from non-members cannot keep it from dialing its ward. Inbound connections are
+    /// accepted up to `max_connections`, so a ward forms a random graph of degree about
+    /// `target_peers` to twice that, not a full mesh: every device is also connected to its
+    /// gateway, so the graph is connected whatever the draw. Bootstrap peers (the gateway) are
+    /// always dialed.
     pub target_peers: usize,
     /// Established connections in total (default 256).
     pub max_connections: u32,

@@ -303,7 +303,8 @@ impl Actor {
     }
 
     /// Dials the remembered members that are not connected and are due, while this node has
-    /// fewer than `target_peers` connections (dials in flight counted), at most
+    /// fewer than `target_peers` connections (dials in flight counted, and connections as
+    /// [`PeerState::counts_toward_target`] says), at most
     /// `PEX_DIALS_PER_LIST` at a time and none above half the connection limit; each dial pushes
     /// that member's next attempt back (2 s, doubling to 8 s) until it connects. Which members
     /// are dialed first is a hash of the two peer ids: every node prefers different members, so

@@ -6,8 +6,8 @@
 //!   members in an order of its own until it has `target_peers`; availability and requests go only
 //!   over connections ([`Ward::connect`]).
 //! - **Availability rounds** every 250 ms per node (random phase): a device sends its verified set to
-//!   every admitted peer it is connected to when it changed (and in full every 2 s); the gateway sends each device its
-//!   super-seeding view. Like `broadcast_haves`.
+//!   every admitted peer it is connected to when it changed (and in full every 2 s); the gateway
+//!   sends each device its super-seeding view. Like `broadcast_haves`.
 //! - **Requests** go to the serving node after the one-way latency. It answers not-found if it lacks a
 //!   group, "limited" if it serves 32 transfers already or its upload cap is 0, otherwise it streams.
 //! - **Bandwidth:** every transfer is a fluid flow limited by the sender's upload cap and the
@@ -926,10 +926,9 @@ impl Node {
 /// A node's order of preference among the members it could dial (the node hashes the two peer
 /// ids; the model, the two indices and the scenario's seed).
 fn dial_rank(seed: u64, a: usize, b: usize) -> u64 {
-    let mut x = seed ^ (a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (b as u64).rotate_left(32);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
+    scheduler::splitmix(
+        seed ^ (a as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (b as u64).rotate_left(32),
+    )
 }
 
 #[cfg(test)]
