@@ -441,6 +441,12 @@ impl<'a> Ward<'a> {
             }
             Ev::Net => {
                 self.net_step();
+                // As the live harness: the gateway leaves as soon as one copy is in the ward, not
+                // at its next availability round (which could come after the last device finished).
+                if self.leave_after_copy && self.gateway_left.is_none() && self.seeded_once() {
+                    self.gateway_left = Some(now);
+                    self.leave(0);
+                }
                 self.push(now + STEP, Ev::Net);
             }
             Ev::Sample => {
@@ -636,11 +642,6 @@ impl<'a> Ward<'a> {
         }
         let at = self.now + self.lat();
         let now_ms = self.now / 1000;
-        if i == 0 && self.leave_after_copy && self.gateway_left.is_none() && self.seeded_once() {
-            self.gateway_left = Some(self.now);
-            self.leave(0);
-            return;
-        }
         let peers: Vec<(usize, Role)> = self
             .peers_of(i)
             .into_iter()
