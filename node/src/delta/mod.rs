@@ -20,8 +20,9 @@
 //!
 //! Applying needs the base as `Read + Seek` (the device's committed slot) and holds one decoder
 //! per stream (LZMA2 dictionaries of at most [`MAX_DICT`] each, zstd windows of at most
-//! 2^[`MAX_WINDOW_LOG`], format 4's 14 MiB model) and fixed buffers, whatever the image size. Creating holds both images and
-//! the base's suffix array in memory (about 6.7 bytes per base byte); that happens on the device
+//! 2^[`MAX_WINDOW_LOG`], format 4's 14 MiB model) and fixed buffers, whatever the image size. Creating holds both images in
+//! memory, and the suffix array of the base (4 bytes per byte), or where the base is large, of the
+//! base bytes that long exact matches found first leave ([`anchor`]); that happens on the device
 //! maker's build machine.
 //!
 //! The device checks the base's BLAKE3 against the delta's signed base before it writes anything,
@@ -31,6 +32,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::hash::Hash;
 
+mod anchor;
 pub mod branch;
 mod cm;
 pub mod inflate;
@@ -307,23 +309,30 @@ pub fn create_with(
         _ => methods,
     };
     let best = match plan {
-        None => best(base, target, codec, methods)?,
+        None => best(base, target, codec, methods, None)?.expect("no budget"),
         Some(plan) => {
             // Both deltas at once, one per core, and the smaller kept: inflating pays on changed
-            // gzip files and could cost elsewhere, so it is measured, never assumed.
+            // gzip files and could cost elsewhere, so it is measured, never assumed. The plain
+            // one is coded only as far as it could still be smaller than the inflated one (the
+            // likelier to win): before its add literals, it waits for the inflated one's size.
+            let budget = Budget::default();
             let (plain, inflated) = at_once(
-                || best(base, target, codec, methods),
-                || inflated(plan, base, target, codec, methods),
+                || best(base, target, codec, methods, Some(&budget)),
+                || {
+                    let _known = budget.known_on_drop();
+                    let d = inflated(plan, base, target, codec, methods)?;
+                    budget.set(d.len());
+                    Ok(d)
+                },
             )?;
             tracing::info!(
-                plain = plain.len(),
+                plain = plain.as_ref().map(Vec::len),
                 inflated = inflated.len(),
-                "delta: format 5 measured"
+                "delta: format 5 measured (no plain size: it could not be smaller)"
             );
-            if inflated.len() < plain.len() {
-                inflated
-            } else {
-                plain
+            match plain {
+                Some(plain) if plain.len() <= inflated.len() => plain,
+                _ => inflated,
             }
         }
     };
@@ -333,8 +342,16 @@ pub fn create_with(
 
 /// The smallest delta of the images as given: the bsdiff-style diff (formats 1 to 4), of the
 /// images as they are and, for ELF executables of one instruction set (format 2 on), with their
-/// branch targets made absolute; format 6 and format 7's seek words as `methods` allow.
-fn best(base: &[u8], target: &[u8], codec: Codec, methods: Methods) -> io::Result<Vec<u8>> {
+/// branch targets made absolute; format 6 and format 7's seek words as `methods` allow. With a
+/// `budget`, `None` where no candidate can be smaller than that many bytes (their coding stops
+/// as soon as the streams coded so far reach it).
+fn best(
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    methods: Methods,
+    budget: Option<&Budget>,
+) -> io::Result<Option<Vec<u8>>> {
     let words = if methods.seek_words {
         SeekChoice::Smallest
     } else {
@@ -361,31 +378,35 @@ fn best(base: &[u8], target: &[u8], codec: Codec, methods: Methods) -> io::Resul
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
         let (plain, transformed) = at_once(
-            || encode(base, target, codec, &[], &[], words),
+            || encode(base, target, codec, &[], &[], words, budget),
             || {
                 let (tb, tt) = branch::encode_pair(base, target, &rb, &rt);
-                encode(&tb, &tt, codec, &rb, &rt, words)
+                encode(&tb, &tt, codec, &rb, &rt, words, budget)
             },
         )?;
         tracing::info!(
-            plain = plain.len(),
-            transformed = transformed.len(),
+            plain = plain.as_ref().map(Vec::len),
+            transformed = transformed.as_ref().map(Vec::len),
             ranges = rb.len(),
             "delta: the branch transform measured"
         );
-        if transformed.len() < plain.len() {
-            transformed
-        } else {
-            plain
+        match (plain, transformed) {
+            (Some(p), Some(t)) if t.len() < p.len() => Some(t),
+            (Some(p), _) => Some(p),
+            (None, t) => t,
         }
     } else {
-        encode(base, target, codec, &[], &[], words)?
+        encode(base, target, codec, &[], &[], words, budget)?
     };
     if !methods.against_base {
         return Ok(diff);
     }
     let Some(lz) = lz::create(base, target, &rb, &rt)? else {
         return Ok(diff);
+    };
+    let Some(diff) = diff else {
+        // The diff could not come under the budget; format 6 is kept only if it does.
+        return Ok(budget.is_none_or(|b| lz.len() < b.wait()).then_some(lz));
     };
     // Format 4 costs the device about 20 times the CPU of the others to apply: as against format 3,
     // it must beat format 6 by the codec's least gain to be kept.
@@ -405,7 +426,49 @@ fn best(base: &[u8], target: &[u8], codec: Codec, methods: Methods) -> io::Resul
         kept = if keep_lz { "format 6" } else { "the diff" },
         "delta: format 6 against the diff"
     );
-    Ok(if keep_lz { lz } else { diff })
+    Ok(Some(if keep_lz { lz } else { diff }))
+}
+
+/// The size another candidate will have: a candidate that is worth finishing only if it can be
+/// smaller waits for it.
+#[derive(Default)]
+struct Budget {
+    size: std::sync::Mutex<Option<usize>>,
+    known: std::sync::Condvar,
+}
+
+impl Budget {
+    /// Sets the size, once (later calls do nothing), and wakes whoever waits.
+    fn set(&self, n: usize) {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        if size.is_none() {
+            *size = Some(n);
+            self.known.notify_all();
+        }
+    }
+
+    /// The size, once it is set.
+    fn wait(&self) -> usize {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(n) = *size {
+                return n;
+            }
+            size = self.known.wait(size).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A guard that, if the size was never set (the other candidate failed or panicked), sets
+    /// it to "no limit" when dropped, so that no one waits for ever.
+    fn known_on_drop(&self) -> impl Drop + '_ {
+        struct Guard<'a>(&'a Budget);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0.set(usize::MAX);
+            }
+        }
+        Guard(self)
+    }
 }
 
 /// Runs `a` on another thread and `b` on this one (creating is single-threaded per candidate, and
@@ -449,7 +512,8 @@ fn inflated(
     let mut d = inflate::MAGIC_5.to_vec();
     d.extend_from_slice(&(tables.len() as u64).to_le_bytes());
     d.extend_from_slice(&tables);
-    d.extend_from_slice(&best(&bx, &tx, codec, methods)?);
+    let inner = best(&bx, &tx, codec, methods, None)?.expect("no budget");
+    d.extend_from_slice(&inner);
     Ok(d)
 }
 
@@ -483,11 +547,21 @@ pub fn create_diff_with_seeks(
     codec: Codec,
     seeks: Seeks,
 ) -> io::Result<Vec<u8>> {
-    encode(base, target, codec, &[], &[], SeekChoice::Force(seeks))
+    encode(
+        base,
+        target,
+        codec,
+        &[],
+        &[],
+        SeekChoice::Force(seeks),
+        None,
+    )
+    .map(|d| d.expect("no budget"))
 }
 
 /// One delta: the diff of `base` and `target` as given (already transformed over `rb` and `rt`).
-/// `seeks` says which seek codings to try (format 7's words, or varints only).
+/// `seeks` says which seek codings to try (format 7's words, or varints only). With a `budget`
+/// (LZMA2 codecs), `None` as soon as the streams coded so far reach that many bytes.
 fn encode(
     base: &[u8],
     target: &[u8],
@@ -495,7 +569,8 @@ fn encode(
     rb: &[Range],
     rt: &[Range],
     seeks: SeekChoice,
-) -> io::Result<Vec<u8>> {
+    budget: Option<&Budget>,
+) -> io::Result<Option<Vec<u8>>> {
     let words = seeks != SeekChoice::Varint;
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let mut cols: [Vec<u8>; 3] = Default::default();
@@ -547,10 +622,7 @@ fn encode(
             }
             Ok::<(), io::Error>(())
         });
-        // One partition keeps the patch smallest (more partitions sort in parallel, slightly worse).
-        let params =
-            bidiff::DiffParams::new(1, None).map_err(|e| io::Error::other(e.to_string()))?;
-        bidiff::diff(base, target, &params, |m| t.translate(m))?;
+        anchor::diff(base, target, |m| t.translate(m))?;
         t.close()?;
     }
     let (magic, flags, sections) = match codec {
@@ -569,21 +641,19 @@ fn encode(
         // to measure the model against) on the other.
         Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
-            let (modeled, lzma, rest, words_z) = std::thread::scope(|scope| {
-                let modeled = matches!(codec, Codec::Modeled { .. }).then(|| {
-                    scope.spawn(|| {
-                        let started = std::time::Instant::now();
-                        let out = cm::encode(base, &segments, &literals);
-                        tracing::debug!(
-                            bytes = literals.len(),
-                            compressed = out.as_ref().map_or(0, Vec::len),
-                            elapsed = ?started.elapsed(),
-                            "delta: add literals modeled"
-                        );
-                        out
-                    })
-                });
-                let lzma = lzma2_compress(&literals, Kind::Add);
+            let model = || {
+                let started = std::time::Instant::now();
+                let out = cm::encode(base, &segments, &literals);
+                tracing::debug!(
+                    bytes = literals.len(),
+                    compressed = out.as_ref().map_or(0, Vec::len),
+                    elapsed = ?started.elapsed(),
+                    "delta: add literals modeled"
+                );
+                out
+            };
+            // Every stream but the add literals.
+            let code_rest = || {
                 let words_z =
                     [(&absolute, Seeks::Absolute), (&diagonal, Seeks::Diagonal)].map(|(w, how)| {
                         w.as_ref()
@@ -597,12 +667,62 @@ fn encode(
                     (&copies, Kind::Copy),
                 ]
                 .map(|(data, kind)| lzma2_compress(data, kind));
-                let modeled = modeled.map(|m| {
-                    m.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("delta: the model panicked")))
-                });
-                (modeled, lzma, rest, words_z)
-            });
+                (rest, words_z)
+            };
+            let modeling = matches!(codec, Codec::Modeled { .. });
+            let (modeled, lzma, rest, words_z) = match budget {
+                None => std::thread::scope(|scope| {
+                    let modeled = modeling.then(|| scope.spawn(model));
+                    let lzma = lzma2_compress(&literals, Kind::Add);
+                    let (rest, words_z) = code_rest();
+                    let modeled = modeled.map(|m| {
+                        m.join()
+                            .unwrap_or_else(|_| Err(io::Error::other("delta: the model panicked")))
+                    });
+                    (modeled, lzma, rest, words_z)
+                }),
+                Some(budget) => {
+                    // The other streams first (the literals' coding is most of the time): if
+                    // they alone, with the smaller seek column, reach the budget, this delta
+                    // cannot be the smaller one.
+                    let (rest, words_z) = code_rest();
+                    let budget = budget.wait();
+                    let len = |r: &io::Result<Vec<u8>>| r.as_ref().map_or(0, Vec::len);
+                    let seek_column = words_z
+                        .iter()
+                        .flatten()
+                        .map(|w| w.as_ref().map_or(usize::MAX, |(c, _)| c.len()))
+                        .fold(len(&rest[2]), usize::min);
+                    let lower = HEADER3 as usize
+                        + 2
+                        + RANGE_BYTES * (rb.len() + rt.len())
+                        + len(&rest[0])
+                        + len(&rest[1])
+                        + seek_column
+                        + len(&rest[3])
+                        + len(&rest[4]);
+                    if rest.iter().all(Result::is_ok) && lower > budget {
+                        tracing::info!(
+                            lower,
+                            budget,
+                            literals = literals.len(),
+                            "delta: a candidate stopped before its add literals: it cannot be smaller"
+                        );
+                        return Ok(None);
+                    }
+                    let (modeled, lzma) = std::thread::scope(|scope| {
+                        let modeled = modeling.then(|| scope.spawn(model));
+                        let lzma = lzma2_compress(&literals, Kind::Add);
+                        let modeled = modeled.map(|m| {
+                            m.join().unwrap_or_else(|_| {
+                                Err(io::Error::other("delta: the model panicked"))
+                            })
+                        });
+                        (modeled, lzma)
+                    });
+                    (modeled, lzma, rest, words_z)
+                }
+            };
             let [c0, c1, c2, z, copies] = rest;
             let mut rest = [c0?, c1?, c2?, z?, copies?];
             let mut flags = 0;
@@ -678,7 +798,7 @@ fn encode(
     for s in &sections {
         out.extend_from_slice(s);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Hashes `len` bytes of a base from the start, then rewinds it.
@@ -1110,7 +1230,8 @@ impl<R: Read + Seek, B: Read + Seek> Read for Raw<R, B> {
                     return self.produced(n);
                 }
                 State::Copy(0, seek) => {
-                    self.base.seek(SeekFrom::Current(seek))?;
+                    // Relative: a buffered base keeps its buffer for a short seek.
+                    self.base.seek_relative(seek)?;
                     self.base_pos = self.base_pos.wrapping_add_signed(seek);
                     self.state = State::Control;
                 }

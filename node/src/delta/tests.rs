@@ -486,6 +486,42 @@ fn format_5_round_trip_is_smaller_and_refuses_hostile_tables() {
     assert!(run(&d, &testkit::bytes(base.len(), 5), limit).is_err());
 }
 
+#[test]
+fn the_expanded_base_reads_back_and_forth_between_streams() {
+    // Five base streams, read at seeded places in any order, with room for two, then for all.
+    let parts: Vec<Vec<u8>> = (0..5).map(|i| text(2000, 20 + i)).collect();
+    let base = image(&parts.iter().map(|p| gzip(p, 9)).collect::<Vec<_>>(), 30);
+    let target = image(&[gzip(&text(100, 40), 9)], 31);
+    let plan = inflate::Plan::new(&base, &target).expect("a changed stream");
+    let (bx, _) = plan.expand(&base, &target);
+    let t = lzma2_compress(&plan.tables(), Kind::Control).expect("xz");
+    let mut tables = (t.len() as u64).to_le_bytes().to_vec();
+    tables.extend_from_slice(&t);
+    let header = inflate::Header::read(io::Cursor::new(&tables)).expect("tables");
+    let largest = parts.iter().map(Vec::len).max().expect("parts") as u64;
+    for room in [2 * largest, 1 << 30] {
+        let mut x = header
+            .expanded(io::Cursor::new(&base))
+            .expect("expanded")
+            .with_cache_bytes(room);
+        let mut rng = testkit::Rng::new(room);
+        let mut most = 0;
+        for _ in 0..300 {
+            let at = rng.below(bx.len() as u64);
+            let len = (1 + rng.below(5000)).min(bx.len() as u64 - at) as usize;
+            let mut got = vec![0; len];
+            x.seek(SeekFrom::Start(at)).expect("seek");
+            x.read_exact(&mut got).expect("read");
+            assert_eq!(got, &bx[at as usize..at as usize + len], "at {at}");
+            let (bytes, streams) = x.cached();
+            assert!(bytes <= room, "{bytes} cached, room for {room}");
+            most = most.max(streams);
+        }
+        let want = if room < 1 << 30 { 2 } else { 5 };
+        assert_eq!(most, want, "streams kept at once with room for {room}");
+    }
+}
+
 /// A format-5 delta with the given tables around the inner delta of `base` to itself.
 fn wrapped(tables: &[u8], base: &[u8]) -> Vec<u8> {
     let t = lzma2_compress(tables, Kind::Control).expect("xz");
@@ -710,4 +746,61 @@ fn format_7_round_trips_every_seek_coding_and_refuses_damage() {
     let mut d = Vec::new();
     create_with(&base, &target, Codec::Lzma2, Methods::ALL, &mut d).expect("create");
     assert_eq!(run(&d, &base, len).expect("apply"), target);
+}
+
+#[test]
+fn an_image_past_the_anchor_size_round_trips() {
+    // A 40 MiB image: its 4 KiB blocks of random data mostly kept, some moved, some changed by a
+    // few bytes (as a rebuilt file would), and new data inserted; long exact matches are found by
+    // block hashing before the suffix-array diff sees what is left.
+    const B: usize = 4096;
+    let base = testkit::bytes(40 << 20, 61);
+    assert!(base.len() >= anchor::MIN_BASE);
+    let mut rng = testkit::Rng::new(62);
+    let mut target = Vec::with_capacity(base.len() + (1 << 20));
+    for k in 0..base.len() / B {
+        let from = match rng.below(100) {
+            0..=2 => rng.below((base.len() / B) as u64) as usize,
+            _ => k,
+        };
+        let start = target.len();
+        target.extend_from_slice(&base[from * B..(from + 1) * B]);
+        if rng.below(100) < 2 {
+            for _ in 0..8 {
+                let at = start + rng.below(B as u64) as usize;
+                target[at] = target[at].wrapping_add(1 + rng.below(255) as u8);
+            }
+        }
+        if rng.below(1000) == 0 {
+            target.extend_from_slice(&testkit::bytes(3000, k as u64));
+        }
+    }
+    let anchors = anchor::find(&base, &target, anchor::MIN_ANCHOR);
+    let anchored: usize = anchors.iter().map(|a| a.len).sum();
+    assert!(
+        anchored * 10 > target.len() * 9,
+        "{anchored} bytes anchored"
+    );
+    let mut d = Vec::new();
+    create(&base, &target, Codec::Lzma2, &mut d).expect("create");
+    assert!(d.len() < 1 << 20, "delta {} bytes", d.len());
+    assert_eq!(run(&d, &base, target.len() as u64).expect("apply"), target);
+}
+
+#[test]
+fn a_budget_is_waited_for_and_never_left_unset() {
+    let b = Budget::default();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.wait());
+        b.set(7);
+        b.set(9);
+        assert_eq!(waiter.join().expect("waiter"), 7);
+    });
+    // A candidate that fails before its size is known still releases whoever waits.
+    let b = Budget::default();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.wait());
+        drop(b.known_on_drop());
+        assert_eq!(waiter.join().expect("waiter"), usize::MAX);
+    });
 }
