@@ -43,6 +43,7 @@ pub fn diff(
     target: &[u8],
     on_match: impl FnMut(Match) -> io::Result<()>,
 ) -> io::Result<()> {
+    // One partition keeps the patch smallest (more partitions sort in parallel, slightly worse).
     let params = bidiff::DiffParams::new(1, None).map_err(|e| io::Error::other(e.to_string()))?;
     if base.len() < MIN_BASE {
         return suffix_diff(base, target, &params, on_match);

@@ -457,7 +457,8 @@ impl<R: Seek> Seek for Shift<R> {
 }
 
 /// The base with its listed streams inflated, read and sought as one image. Inflates a stream
-/// when it is first read and keeps the most recently used ones, up to [`CACHE_BYTES`] in all.
+/// when it is first read and keeps the most recently used ones, up to [`CACHE_BYTES`] and
+/// [`CACHE_STREAMS`] in all.
 pub struct Expanded<B> {
     base: B,
     segs: Vec<Seg>,
@@ -477,6 +478,10 @@ pub struct Expanded<B> {
 /// ones. A delta's copies can go back and forth between several streams (the rootfs pair's
 /// between three of 0.25 to 0.77 MB: with two kept, it inflated 0.9 to 3.8 GB for a 0.4 GB image).
 pub const CACHE_BYTES: u64 = 2 * MAX_INFLATED;
+/// The most streams [`Expanded`] keeps, whatever their size: finding one is a scan of them, and
+/// an image of many small gzip files (changelogs of a few hundred bytes) must not make every read
+/// scan thousands.
+pub const CACHE_STREAMS: usize = 64;
 
 impl<B: Read + Seek> Expanded<B> {
     /// Keeps at most `n` inflated bytes (tests: a small bound makes streams leave the cache).
@@ -502,7 +507,9 @@ impl<B: Read + Seek> Expanded<B> {
         let s = self.segs[k];
         // The least recently read streams make room (a listed stream inflates to at most
         // MAX_INFLATED, so one always fits).
-        while !self.cache.is_empty() && self.cached + s.inflated > self.cache_bytes {
+        while !self.cache.is_empty()
+            && (self.cached + s.inflated > self.cache_bytes || self.cache.len() >= CACHE_STREAMS)
+        {
             let lru = (0..self.cache.len())
                 .min_by_key(|&i| self.cache[i].2)
                 .expect("not empty");

@@ -328,7 +328,7 @@ pub fn create_with(
             tracing::info!(
                 plain = plain.as_ref().map(Vec::len),
                 inflated = inflated.len(),
-                "delta: format 5 measured (no plain size: it could not be smaller)"
+                "delta: format 5 measured (plain: none where it stopped, unable to be smaller)"
             );
             match plain {
                 Some(plain) if plain.len() <= inflated.len() => plain,

@@ -520,6 +520,20 @@ fn the_expanded_base_reads_back_and_forth_between_streams() {
         let want = if room < 1 << 30 { 2 } else { 5 };
         assert_eq!(most, want, "streams kept at once with room for {room}");
     }
+    // Many small streams: never more than `CACHE_STREAMS` kept, whatever the room.
+    let parts: Vec<Vec<u8>> = (0..100).map(|i| text(20, 50 + i)).collect();
+    let base = image(&parts.iter().map(|p| gzip(p, 9)).collect::<Vec<_>>(), 60);
+    let plan = inflate::Plan::new(&base, &target).expect("a changed stream");
+    let (bx, _) = plan.expand(&base, &target);
+    let t = lzma2_compress(&plan.tables(), Kind::Control).expect("xz");
+    let mut tables = (t.len() as u64).to_le_bytes().to_vec();
+    tables.extend_from_slice(&t);
+    let header = inflate::Header::read(io::Cursor::new(&tables)).expect("tables");
+    let mut x = header.expanded(io::Cursor::new(&base)).expect("expanded");
+    let mut got = Vec::new();
+    x.read_to_end(&mut got).expect("read");
+    assert_eq!(got, bx);
+    assert_eq!(x.cached().1, inflate::CACHE_STREAMS);
 }
 
 /// A format-5 delta with the given tables around the inner delta of `base` to itself.
