@@ -486,11 +486,10 @@ fn format_5_round_trip_is_smaller_and_refuses_hostile_tables() {
     assert!(run(&d, &testkit::bytes(base.len(), 5), limit).is_err());
 }
 
-#[test]
-fn the_expanded_base_reads_back_and_forth_between_streams() {
-    // Five base streams, read at seeded places in any order, with room for two, then for all.
-    let parts: Vec<Vec<u8>> = (0..5).map(|i| text(2000, 20 + i)).collect();
-    let base = image(&parts.iter().map(|p| gzip(p, 9)).collect::<Vec<_>>(), 30);
+/// An image of `parts` as gzip streams (seeded by `seed`), its expanded form, and the format-5
+/// header a device reads for it (against a target with one changed stream).
+fn expandable(parts: &[Vec<u8>], seed: u64) -> (Vec<u8>, Vec<u8>, inflate::Header) {
+    let base = image(&parts.iter().map(|p| gzip(p, 9)).collect::<Vec<_>>(), seed);
     let target = image(&[gzip(&text(100, 40), 9)], 31);
     let plan = inflate::Plan::new(&base, &target).expect("a changed stream");
     let (bx, _) = plan.expand(&base, &target);
@@ -498,6 +497,14 @@ fn the_expanded_base_reads_back_and_forth_between_streams() {
     let mut tables = (t.len() as u64).to_le_bytes().to_vec();
     tables.extend_from_slice(&t);
     let header = inflate::Header::read(io::Cursor::new(&tables)).expect("tables");
+    (base, bx, header)
+}
+
+#[test]
+fn the_expanded_base_reads_back_and_forth_between_streams() {
+    // Five base streams, read at seeded places in any order, with room for two, then for all.
+    let parts: Vec<Vec<u8>> = (0..5).map(|i| text(2000, 20 + i)).collect();
+    let (base, bx, header) = expandable(&parts, 30);
     let largest = parts.iter().map(Vec::len).max().expect("parts") as u64;
     for room in [2 * largest, 1 << 30] {
         let mut x = header
@@ -522,13 +529,7 @@ fn the_expanded_base_reads_back_and_forth_between_streams() {
     }
     // Many small streams: never more than `CACHE_STREAMS` kept, whatever the room.
     let parts: Vec<Vec<u8>> = (0..100).map(|i| text(20, 50 + i)).collect();
-    let base = image(&parts.iter().map(|p| gzip(p, 9)).collect::<Vec<_>>(), 60);
-    let plan = inflate::Plan::new(&base, &target).expect("a changed stream");
-    let (bx, _) = plan.expand(&base, &target);
-    let t = lzma2_compress(&plan.tables(), Kind::Control).expect("xz");
-    let mut tables = (t.len() as u64).to_le_bytes().to_vec();
-    tables.extend_from_slice(&t);
-    let header = inflate::Header::read(io::Cursor::new(&tables)).expect("tables");
+    let (base, bx, header) = expandable(&parts, 60);
     let mut x = header.expanded(io::Cursor::new(&base)).expect("expanded");
     let mut got = Vec::new();
     x.read_to_end(&mut got).expect("read");
