@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/fetch-more-pairs.sh CORPUS_DIR — executable pairs beyond ../shared/corpus/fetch.sh's, for the
-# delta benchmark (scripts/delta-bench.sh). Patch releases of real binaries from PyPI's musllinux
-# wheels; every wheel and every extracted executable is checked against a pinned sha256, and the
-# script fails on a mismatch.
+# delta benchmark (scripts/delta-bench.sh). Patch releases of real binaries from PyPI's wheels and
+# npm's tarballs; every wheel, tarball and extracted executable is checked against a pinned sha256,
+# and the script fails on a mismatch.
 #
 # Pairs produced under CORPUS_DIR/pairs/<name>/{old,new}:
 #   uv          static-pie Rust executable, x86-64, uv 0.5.10 -> 0.5.11
@@ -16,7 +16,7 @@
 #   orjson          Rust, x86-64, orjson 3.10.11 -> 3.10.12
 #   rpds            Rust, x86-64, rpds-py 0.22.0 -> 0.22.3
 #   regex           C, x86-64, regex 2024.9.11 -> 2024.11.6
-# and, since 2026-12-06 (later), executables and libraries of other toolchains, from PyPI and npm:
+# and, added later on 2026-12-06, executables and libraries of other toolchains, from npm and PyPI:
 #   esbuild         Go, x86-64, static executable, @esbuild/linux-x64 0.24.0 -> 0.24.1 (npm)
 #   esbuild-arm64   Go, AArch64, the same versions (@esbuild/linux-arm64)
 #   biome           Rust, x86-64, PIE executable, @biomejs/cli-linux-x64 1.9.3 -> 1.9.4 (npm)
@@ -60,11 +60,15 @@ EOF
 }
 
 # npm SCOPE/NAME FILE VERSION SHA256 MEMBER DEST MEMBER_SHA256: one file of an npm package's tarball
-npm() {
+npm_file() {
     local pkg=$1 file=$2 ver=$3 sha=$4 member=$5 dest=$6 msha=$7
     local t="$DL/npm-${pkg//\//_}-$ver.tgz"
     mkdir -p "$(dirname "$dest")"
-    [ -s "$t" ] || curl -fsS -o "$t" "https://registry.npmjs.org/$pkg/-/$file-$ver.tgz"
+    if [ ! -s "$t" ]; then
+        # to a temporary name first: an interrupted download is fetched again, not kept
+        curl -fsS -o "$t.part" "https://registry.npmjs.org/$pkg/-/$file-$ver.tgz"
+        mv "$t.part" "$t"
+    fi
     check_sha "$t" "$sha"
     tar -xzOf "$t" "$member" > "$dest"
     check_sha "$dest" "$msha"
@@ -117,23 +121,23 @@ wheel regex 2024.9.11 manylinux_2_17_x86_64 85ab7824093d8f10d44330fe1e6493f756f2
 wheel regex 2024.11.6 manylinux_2_17_x86_64 70b7fa6606c2881c1db9479b0eaa11ed5dfa11c8d60a474ff0e095099f39d98e \
     regex/_regex.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/regex/new" 36ea51e7710ff839e2ca6be3da3ed7150a6cc4d0d6aff5501d08aa05e1494462
 log "esbuild 0.24.0 -> 0.24.1 (x86-64 and aarch64, Go executable)"
-npm @esbuild/linux-x64 linux-x64 0.24.0 e7ed3f09090b864987027411d34b6b522b2090d83c811f712033e07a587d2275 \
+npm_file @esbuild/linux-x64 linux-x64 0.24.0 e7ed3f09090b864987027411d34b6b522b2090d83c811f712033e07a587d2275 \
     package/bin/esbuild "$OUT/pairs/esbuild/old" 8367cdb8aa8069785db9a37da1f5cdcea5c28c449509020a85b4c54e53a37353
-npm @esbuild/linux-x64 linux-x64 0.24.1 5b99b53f4e00b980f612bb126246ee4e859b958171668dfef691f4bb6404124a \
+npm_file @esbuild/linux-x64 linux-x64 0.24.1 5b99b53f4e00b980f612bb126246ee4e859b958171668dfef691f4bb6404124a \
     package/bin/esbuild "$OUT/pairs/esbuild/new" f3d7d426598d8fbb0d3cdaa9da52586f5580411a0040648cf0a2d020d4d545ec
-npm @esbuild/linux-arm64 linux-arm64 0.24.0 5098151a97fadd7e3c43e38a4ad922f679400359deef396ac8b6db7759a5d403 \
+npm_file @esbuild/linux-arm64 linux-arm64 0.24.0 5098151a97fadd7e3c43e38a4ad922f679400359deef396ac8b6db7759a5d403 \
     package/bin/esbuild "$OUT/pairs/esbuild-arm64/old" 7288683360edb081cf2ea238a7b0015ac33e764301dedf5e86aa4ec186a6f7c8
-npm @esbuild/linux-arm64 linux-arm64 0.24.1 d5bc7743e65e121d13fb1eefc62910b35f7a3264df01e458abdd58e5d9d9eded \
+npm_file @esbuild/linux-arm64 linux-arm64 0.24.1 d5bc7743e65e121d13fb1eefc62910b35f7a3264df01e458abdd58e5d9d9eded \
     package/bin/esbuild "$OUT/pairs/esbuild-arm64/new" b7b29cfbd316c7c7c079eeb233e3cb3518171c271319cb7c8001d212808dcfaf
 log "biome 1.9.3 -> 1.9.4 (x86-64, Rust executable)"
-npm @biomejs/cli-linux-x64 cli-linux-x64 1.9.3 6f2bdfc3d62979ba2b5b0a052f9a807d4be3feb457932c49154f2091f51be34b \
+npm_file @biomejs/cli-linux-x64 cli-linux-x64 1.9.3 6f2bdfc3d62979ba2b5b0a052f9a807d4be3feb457932c49154f2091f51be34b \
     package/biome "$OUT/pairs/biome/old" 8486c25c33530f69f87cf8f7c36f61800b1068d768bf92de11f08a89e451985a
-npm @biomejs/cli-linux-x64 cli-linux-x64 1.9.4 3e38f0368640ac9d25cca30199a4070ee6179f330d9f0f432aac6e21020269d7 \
+npm_file @biomejs/cli-linux-x64 cli-linux-x64 1.9.4 3e38f0368640ac9d25cca30199a4070ee6179f330d9f0f432aac6e21020269d7 \
     package/biome "$OUT/pairs/biome/new" ce247fb644999ef52e5111dd6fd6e471019669fc9c4a44b5699721e39b7032c3
 log "rollup 4.28.0 -> 4.28.1 (x86-64, Rust Node addon)"
-npm @rollup/rollup-linux-x64-gnu rollup-linux-x64-gnu 4.28.0 559fd30080b004fa93c55dbefd68a7e8ee297437cfac0074cf03d94343f229a7 \
+npm_file @rollup/rollup-linux-x64-gnu rollup-linux-x64-gnu 4.28.0 559fd30080b004fa93c55dbefd68a7e8ee297437cfac0074cf03d94343f229a7 \
     package/rollup.linux-x64-gnu.node "$OUT/pairs/rollup/old" 2a33b2b1f1aeb74dbb2af14fdd46a35381db6446b0c09db2c481bbe4dfe035bd
-npm @rollup/rollup-linux-x64-gnu rollup-linux-x64-gnu 4.28.1 b2a7e67bec05bbd111bcfd165412ad17671f2b4f458e052792ea58a1a7644f7c \
+npm_file @rollup/rollup-linux-x64-gnu rollup-linux-x64-gnu 4.28.1 b2a7e67bec05bbd111bcfd165412ad17671f2b4f458e052792ea58a1a7644f7c \
     package/rollup.linux-x64-gnu.node "$OUT/pairs/rollup/new" 7d3ebcb5464630282803b763f028fbf05442c275e21c6302590b4732f77c080e
 log "lxml 5.3.0 -> 5.3.1 (x86-64, Cython-generated C shared library)"
 wheel lxml 5.3.0 manylinux_2_28_x86_64 3879cc6ce938ff4eb4900d901ed63555c778731a96365e53fadb36437a131a99 \
