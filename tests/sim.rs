@@ -1,7 +1,7 @@
-//! `wardswarm sim` end to end: the CI scenarios (a live ward of 8, a netns ward of 6 processes), the
-//! model's determinism and its handling of a ward in trouble. The CLI itself fails a run when a device
-//! does not update, WAN bytes exceed 1.01 x the artifact, or a cap is exceeded by more than 5 %; these
-//! tests check that it passed and read the report.
+//! `wardswarm sim` end to end: the CI scenarios (a live ward of 8, a netns ward of 6 processes, one of
+//! 4 with mDNS on), the model's determinism and its handling of a ward in trouble. The CLI itself
+//! fails a run when a device does not update, WAN bytes exceed 1.01 x the artifact, or a cap is
+//! exceeded by more than 5 %; these tests check that it passed and read the report.
 
 use std::{path::Path, process::Command};
 
@@ -83,6 +83,61 @@ fn a_netns_ward_of_six_processes_updates_and_keeps_the_clinical_flow() {
     assert!(
         kept >= 0.9,
         "the clinical flow kept only {kept:.3} of its throughput"
+    );
+}
+
+/// mDNS on a real ward LAN: every node of a netns ward also announces and browses with mDNS; the
+/// answers cross the bridge between namespaces (the nodes' debug logs say so) and the ward updates
+/// as it does without them. mDNS answers are dialed like peers from peer lists, and a device admits
+/// another it heard of only by mDNS once the gateway's peer list vouches for it (`docs/swarm.md`).
+#[test]
+fn a_netns_ward_with_mdns_on_hears_its_members_and_updates() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = Command::new(BIN)
+        .args([
+            "sim",
+            &scenario("ward-4-netns-mdns.toml"),
+            "--engine",
+            "netns",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env(
+            "WARDSWARM_SIM_LOG",
+            "warn,wardswarm_node=info,wardswarm_seeder=info,wardswarm_node::net::actor=debug",
+        )
+        .output()
+        .expect("run wardswarm sim");
+    let code = o.status.code().unwrap_or(-1);
+    if code == 77 {
+        assert!(
+            std::env::var_os("WARDSWARM_REQUIRE_NETNS").is_none(),
+            "the netns engine cannot run here, and CI requires it"
+        );
+        eprintln!("skipped: the netns engine needs root, ip and tc");
+        return;
+    }
+    assert_eq!(
+        code,
+        0,
+        "the CLI's checks failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: Value = serde_json::from_slice(&o.stdout).expect("report");
+    assert_eq!(r["devices_updated"], 4, "{r}");
+    assert!(f(&r, "wan_over_artifact") <= 1.01, "{r}");
+    let heard = (0..4)
+        .filter(|i| {
+            let log = dir.path().join(format!("netns/d{i:03}/device.log"));
+            std::fs::read_to_string(&log)
+                .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+                .contains("mDNS answers from peers not connected")
+        })
+        .count();
+    assert!(
+        heard >= 1,
+        "no device heard an mDNS answer from another namespace"
     );
 }
 

@@ -370,7 +370,8 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
     std::fs::write(
         gw.dir.join("gateway.toml"),
         format!(
-            "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstate = \"state\"\norigin = \"http://10.99.0.1:8080/\"\npoll_interval = \"2s\"\napi_listen = \"{gw_addr}:8080\"\napi_open_reads = true\nlisten = [\"/ip4/{gw_addr}/tcp/4001\"]\nmdns = false\nprefetch = true\n[wan]\ndefault = \"{}\"\n[upload]\ndefault = \"{}\"\n",
+            "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstate = \"state\"\norigin = \"http://10.99.0.1:8080/\"\npoll_interval = \"2s\"\napi_listen = \"{gw_addr}:8080\"\napi_open_reads = true\nlisten = [\"/ip4/{gw_addr}/tcp/4001\"]\nmdns = {}\nprefetch = true\n[wan]\ndefault = \"{}\"\n[upload]\ndefault = \"{}\"\n",
+            sc.mdns,
             rate_str(sc.gateway.wan),
             rate_str(sc.gateway.upload)
         ),
@@ -398,14 +399,16 @@ fn run_in(sc: &Scenario, bin: &Path, out: &Path, net: &mut Net) -> Result<RunOut
         std::fs::create_dir_all(f.dir.join("slots"))?;
         std::fs::write(f.dir.join("slots/slot-a.img"), vec![0x11u8; 64 * 1024])?;
         // Only the gateway, as `docs/examples/device.toml` suggests: the devices find each other
-        // through its peer lists (mDNS is off).
+        // through its peer lists, and with `[lan] mdns` also through mDNS answers on the bridge
+        // (admitted once the gateway's peer list vouches for them: `docs/swarm.md`, Admission).
         let boot = [format!("\"{gw_multi}\"")];
         std::fs::write(
             f.dir.join("device.toml"),
             format!(
-                "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstore = \"store\"\nlisten = [\"/ip4/{}/tcp/4001\"]\nbootstrap = [{}]\nmdns = false\n[upload]\ndefault = \"{}\"\n[download]\ndefault = \"{}\"\n[agent]\nstate = \"agent\"\ninstall = \"automatic\"\nhardware = \"{HARDWARE}\"\nproduct = \"{PRODUCT}\"\nfactory_version = \"1.0.0\"\nfactory_counter = 1\nhealth_check = \"true\"\nreport_interval = \"1s\"\n[agent.slots]\nbackend = \"file\"\ndir = \"slots\"\n",
+                "ward = \"{WARD}\"\nkey = \"node.key\"\ncertificate = \"node.cert\"\ntrust_root = \"../root.json\"\nstore = \"store\"\nlisten = [\"/ip4/{}/tcp/4001\"]\nbootstrap = [{}]\nmdns = {}\n[upload]\ndefault = \"{}\"\n[download]\ndefault = \"{}\"\n[agent]\nstate = \"agent\"\ninstall = \"automatic\"\nhardware = \"{HARDWARE}\"\nproduct = \"{PRODUCT}\"\nfactory_version = \"1.0.0\"\nfactory_counter = 1\nhealth_check = \"true\"\nreport_interval = \"1s\"\n[agent.slots]\nbackend = \"file\"\ndir = \"slots\"\n",
                 devices[i].1,
                 boot.join(", "),
+                sc.mdns,
                 rate_str(spec.upload),
                 rate_str(spec.download)
             ),

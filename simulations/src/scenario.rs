@@ -43,6 +43,9 @@ pub struct Scenario {
     pub gateway: GatewaySpec,
     /// One-way LAN latency.
     pub latency: Duration,
+    /// Every node also announces itself and browses with mDNS on the ward LAN (netns engine; the
+    /// devices keep the gateway in `bootstrap`).
+    pub mdns: bool,
     /// Devices of one ward, in order.
     pub devices: Vec<DeviceSpec>,
     pub events: Vec<Event>,
@@ -193,6 +196,8 @@ struct GatewayFile {
 struct LanFile {
     #[serde(default)]
     latency: Option<String>,
+    #[serde(default)]
+    mdns: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +377,7 @@ impl Scenario {
                 .map(dur)
                 .transpose()?
                 .unwrap_or(Duration::from_micros(500)),
+            mdns: f.lan.mdns,
             devices,
             events,
             clinical,

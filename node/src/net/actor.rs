@@ -518,6 +518,9 @@ impl Actor {
                         }
                     }
                 }
+                if !found.is_empty() {
+                    tracing::debug!(new = found.len(), "mDNS answers from peers not connected");
+                }
                 let now = Instant::now();
                 for (peer, addrs) in found {
                     self.learn_member(peer, addrs, now);
