@@ -188,6 +188,19 @@ fn a_bad_scenario_is_refused_with_the_reason() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown event kind \"meteor\""), "{err}");
+    // mDNS runs only between namespaces: the live engine says so rather than ignore it.
+    let o = Command::new(BIN)
+        .args([
+            "sim",
+            &scenario("ward-4-netns-mdns.toml"),
+            "--engine",
+            "live",
+        ])
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("`[lan] mdns` needs the netns engine"), "{err}");
 }
 
 /// A rollout in both engines: the canary waits for the window (10 s after the start), the 25 % wave

@@ -52,6 +52,9 @@ pub fn run(sc: &Scenario) -> Result<RunOutcome> {
             sc.devices.len()
         );
     }
+    if sc.mdns {
+        bail!("the live engine runs every node on 127.0.0.1 with mDNS off; `[lan] mdns` needs the netns engine (--engine netns)");
+    }
     if sc.events.iter().any(|e| matches!(e, Event::Cap { .. })) {
         bail!("the live engine does not run cap events yet: a node's caps follow its configured schedule (use --engine model)");
     }
