@@ -18,6 +18,11 @@ fn scenario(name: &str) -> String {
 
 /// Runs a scenario; returns the exit code and the JSON report.
 fn sim(file: &str, engine: &str, out: &Path) -> (i32, Option<Value>) {
+    sim_with(file, engine, out, &[])
+}
+
+/// [`sim`] with extra environment variables for the CLI and the processes it starts.
+fn sim_with(file: &str, engine: &str, out: &Path, env: &[(&str, &str)]) -> (i32, Option<Value>) {
     let o = Command::new(BIN)
         .args([
             "sim",
@@ -28,6 +33,7 @@ fn sim(file: &str, engine: &str, out: &Path) -> (i32, Option<Value>) {
             "--out",
         ])
         .arg(out)
+        .envs(env.iter().copied())
         .output()
         .expect("run wardswarm sim");
     let code = o.status.code().unwrap_or(-1);
@@ -35,6 +41,20 @@ fn sim(file: &str, engine: &str, out: &Path) -> (i32, Option<Value>) {
         eprintln!("{}", String::from_utf8_lossy(&o.stderr));
     }
     (code, serde_json::from_slice(&o.stdout).ok())
+}
+
+/// The netns engine exited 77 (it cannot run here: no root, `ip` or `tc`): the test is skipped,
+/// unless CI requires the engine.
+fn netns_unavailable(code: i32) -> bool {
+    if code != 77 {
+        return false;
+    }
+    assert!(
+        std::env::var_os("WARDSWARM_REQUIRE_NETNS").is_none(),
+        "the netns engine cannot run here, and CI requires it"
+    );
+    eprintln!("skipped: the netns engine needs root, ip and tc");
+    true
 }
 
 fn f(v: &Value, k: &str) -> f64 {
@@ -64,12 +84,7 @@ fn a_live_ward_of_eight_updates_within_the_wan_and_cap_limits() {
 fn a_netns_ward_of_six_processes_updates_and_keeps_the_clinical_flow() {
     let dir = tempfile::tempdir().expect("tmp");
     let (code, r) = sim("ward-6-netns.toml", "netns", dir.path());
-    if code == 77 {
-        assert!(
-            std::env::var_os("WARDSWARM_REQUIRE_NETNS").is_none(),
-            "the netns engine cannot run here, and CI requires it"
-        );
-        eprintln!("skipped: the netns engine needs root, ip and tc");
+    if netns_unavailable(code) {
         return;
     }
     assert_eq!(code, 0, "the CLI's checks failed");
@@ -93,38 +108,20 @@ fn a_netns_ward_of_six_processes_updates_and_keeps_the_clinical_flow() {
 #[test]
 fn a_netns_ward_with_mdns_on_hears_its_members_and_updates() {
     let dir = tempfile::tempdir().expect("tmp");
-    let o = Command::new(BIN)
-        .args([
-            "sim",
-            &scenario("ward-4-netns-mdns.toml"),
-            "--engine",
-            "netns",
-            "--json",
-            "--out",
-        ])
-        .arg(dir.path())
-        .env(
+    let (code, r) = sim_with(
+        "ward-4-netns-mdns.toml",
+        "netns",
+        dir.path(),
+        &[(
             "WARDSWARM_SIM_LOG",
             "warn,wardswarm_node=info,wardswarm_seeder=info,wardswarm_node::net::actor=debug",
-        )
-        .output()
-        .expect("run wardswarm sim");
-    let code = o.status.code().unwrap_or(-1);
-    if code == 77 {
-        assert!(
-            std::env::var_os("WARDSWARM_REQUIRE_NETNS").is_none(),
-            "the netns engine cannot run here, and CI requires it"
-        );
-        eprintln!("skipped: the netns engine needs root, ip and tc");
+        )],
+    );
+    if netns_unavailable(code) {
         return;
     }
-    assert_eq!(
-        code,
-        0,
-        "the CLI's checks failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let r: Value = serde_json::from_slice(&o.stdout).expect("report");
+    assert_eq!(code, 0, "the CLI's checks failed");
+    let r = r.expect("report");
     assert_eq!(r["devices_updated"], 4, "{r}");
     assert!(f(&r, "wan_over_artifact") <= 1.01, "{r}");
     let heard = (0..4)
