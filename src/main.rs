@@ -511,7 +511,7 @@ fn run(cli: Cli) -> Result<()> {
             let b = std::fs::File::open(&base).with_context(|| base.display().to_string())?;
             let mut r = wardswarm_node::delta::apply(
                 || std::fs::File::open(&delta),
-                std::io::BufReader::with_capacity(256 * 1024, b),
+                std::io::BufReader::with_capacity(wardswarm_node::delta::BASE_BUFFER, b),
                 max_length,
             )
             .with_context(|| delta.display().to_string())?;

@@ -315,7 +315,10 @@ impl Slots for FileSlots {
     fn open_seek(&self, slot: SlotId) -> Result<Box<dyn ReadSeek>, SlotError> {
         let p = self.image_path(slot);
         let f = File::open(&p).map_err(io_at(&p))?;
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
+        Ok(Box::new(io::BufReader::with_capacity(
+            crate::delta::BASE_BUFFER,
+            f,
+        )))
     }
 
     fn activate_once(&self, slot: SlotId) -> Result<(), SlotError> {
@@ -461,7 +464,10 @@ impl Slots for BlockSlots {
     fn open_seek(&self, slot: SlotId) -> Result<Box<dyn ReadSeek>, SlotError> {
         let p = self.device(slot);
         let f = File::open(p).map_err(io_at(p))?;
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, f)))
+        Ok(Box::new(io::BufReader::with_capacity(
+            crate::delta::BASE_BUFFER,
+            f,
+        )))
     }
 
     fn activate_once(&self, slot: SlotId) -> Result<(), SlotError> {

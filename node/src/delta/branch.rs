@@ -267,9 +267,17 @@ impl<B: Read + Seek> Read for BaseView<B> {
             None => {
                 let next = next_start(&self.ranges, pos);
                 let want = (out.len() as u64).min(next - pos) as usize;
-                if self.inner_pos != Some(pos) {
-                    self.inner_pos = None;
-                    self.inner.seek(SeekFrom::Start(pos))?;
+                match self.inner_pos {
+                    Some(at) if at == pos => {}
+                    // Relative where the inner position is known: a buffered reader keeps its
+                    // buffer for a seek within it. An absolute seek empties it, and a delta's
+                    // controls seek often and not far: each refilled 256 KiB, for a few hundred
+                    // bytes read (`docs/deltas.md`, "Applying faster").
+                    Some(at) => {
+                        self.inner_pos = None;
+                        self.inner.seek_relative(pos.wrapping_sub(at) as i64)?;
+                    }
+                    None => self.inner.seek(SeekFrom::Start(pos)).map(drop)?,
                 }
                 let n = self.inner.read(&mut out[..want])?;
                 self.inner_pos = Some(pos + n as u64);
@@ -434,6 +442,36 @@ mod tests {
                 back.extend_from_slice(&piece[..n]);
             }
             assert_eq!(back, data, "{arch:?}");
+        }
+    }
+
+    /// A delta's controls seek back and forth a little at a time: through a buffered base, the
+    /// view seeks relatively (keeping the buffer) and must still read the right bytes, in and out
+    /// of transformed ranges, whichever way it moves.
+    #[test]
+    fn short_seeks_through_a_buffered_base_read_the_right_bytes() {
+        let data = code(100_003, 11);
+        let ranges = vec![Range {
+            arch: Arch::X86,
+            start: 40_000,
+            len: 20_000,
+        }];
+        let mut enc = data.clone();
+        encode_all(&mut enc, &ranges);
+        let inner = io::BufReader::with_capacity(4_096, io::Cursor::new(data.clone()));
+        let mut v = BaseView::new(inner, ranges);
+        let mut rng = crate::testkit::Rng::new(5);
+        let mut pos = 0i64;
+        for _ in 0..5_000 {
+            let step = rng.below(18_000) as i64 - 9_000;
+            pos = (pos + step).clamp(0, data.len() as i64 - 1);
+            let at = v.stream_position().expect("position") as i64;
+            v.seek_relative(pos - at).expect("seek");
+            let n = (1 + rng.below(600) as usize).min(data.len() - pos as usize);
+            let mut got = vec![0u8; n];
+            v.read_exact(&mut got).expect("read");
+            assert_eq!(got, enc[pos as usize..pos as usize + n], "at {pos}");
+            pos += n as i64;
         }
     }
 

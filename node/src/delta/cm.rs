@@ -216,6 +216,10 @@ impl Model {
             *b = ((h & mask) as usize & !3, h >> 24);
             touched ^= self.tables[k][b.0];
         }
+        // And the adaptive probability map's row for this base byte and node (66 bytes, two
+        // cache lines at most), which is known now but otherwise read only after the mix.
+        let row = (usize::from(self.base_byte) << 8 | (node as usize & 255)) * 33;
+        touched ^= u32::from(self.apm[row]) ^ u32::from(self.apm[row + 32]);
         std::hint::black_box(touched);
         for (k, &(bucket, check)) in buckets.iter().enumerate() {
             let t = &mut self.tables[k];
