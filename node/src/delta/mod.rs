@@ -170,7 +170,7 @@ impl Codec {
 }
 
 /// Which of the three streams: they differ enough that each gets its own LZMA2 literal model.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Control,
     /// The seek column as 32-bit words (format 7, [`Seeks`]).
@@ -198,8 +198,17 @@ fn lzma_err(e: liblzma::stream::Error) -> io::Error {
 /// move in 4-byte words (`lc=1, lp=2`: 1.1 % smaller than `lc=0, lp=0`); copy bytes are mostly new
 /// code and data, where xz's defaults (`lc=3, pb=2`) do best.
 fn lzma2_compress(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
+    lzma2_split(data, kind, false)
+}
+
+/// As [`lzma2_compress`]; with `split` (where this encoder has a core to itself: not beside the
+/// branch transform's candidate), long add literals as two blocks at once ([`SPLIT_ADDS`]).
+fn lzma2_split(data: &[u8], kind: Kind, split: bool) -> io::Result<Vec<u8>> {
     let started = std::time::Instant::now();
-    let out = lzma2_compress_inner(data, kind)?;
+    // Two blocks of half the stream each, where it is long enough to pay.
+    let block =
+        (split && kind == Kind::Add && data.len() >= SPLIT_ADDS).then(|| data.len().div_ceil(2));
+    let out = lzma2_compress_inner(data, kind, block)?;
     tracing::debug!(
         ?kind,
         bytes = data.len(),
@@ -210,10 +219,18 @@ fn lzma2_compress(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
-    use liblzma::stream::{Check, Filters, LzmaOptions, Stream, PRESET_EXTREME};
+/// Add literals at least this long are coded as two xz blocks at once (one per core), each half
+/// the stream: LZMA2 `-9e` codes about 1 MB a second here, and on an image's 16 MB of literals it
+/// was the longest step of creating its delta. The halves cost 0.16 % more on the rootfs pair's
+/// literals than one block (`docs/deltas.md`, "Creating faster"). The stream stays one xz stream,
+/// read by every decoder; the output does not depend on the machine's cores.
+const SPLIT_ADDS: usize = 8 << 20;
+
+/// One xz stream of LZMA2 `-9e`; with `block`, its blocks that long at most, coded on two threads.
+fn lzma2_compress_inner(data: &[u8], kind: Kind, block: Option<usize>) -> io::Result<Vec<u8>> {
+    use liblzma::stream::{Check, Filters, LzmaOptions, MtStreamBuilder, Stream, PRESET_EXTREME};
     let mut o = LzmaOptions::new_preset(9 | PRESET_EXTREME).map_err(lzma_err)?;
-    let dict = (data.len() as u64)
+    let dict = (block.unwrap_or(data.len()) as u64)
         .next_power_of_two()
         .clamp(4096, u64::from(MAX_DICT)) as u32;
     o.dict_size(dict).nice_len(273);
@@ -228,7 +245,17 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
         .position_bits(pb);
     let mut f = Filters::new();
     f.lzma2(&o);
-    let stream = Stream::new_stream_encoder(&f, Check::None).map_err(lzma_err)?;
+    let stream = if let Some(block) = block {
+        MtStreamBuilder::new()
+            .threads(2)
+            .block_size(block as u64)
+            .filters(f)
+            .check(Check::None)
+            .encoder()
+    } else {
+        Stream::new_stream_encoder(&f, Check::None)
+    }
+    .map_err(lzma_err)?;
     let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
     enc.write_all(data)?;
     enc.finish()
@@ -378,10 +405,10 @@ fn best(
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
         let (plain, transformed) = at_once(
-            || encode(base, target, codec, &[], &[], words, budget),
+            || encode(base, target, codec, &[], &[], words, budget, false),
             || {
                 let (tb, tt) = branch::encode_pair(base, target, &rb, &rt);
-                encode(&tb, &tt, codec, &rb, &rt, words, budget)
+                encode(&tb, &tt, codec, &rb, &rt, words, budget, false)
             },
         )?;
         tracing::info!(
@@ -396,7 +423,7 @@ fn best(
             (None, t) => t,
         }
     } else {
-        encode(base, target, codec, &[], &[], words, budget)?
+        encode(base, target, codec, &[], &[], words, budget, true)?
     };
     if !methods.against_base {
         return Ok(diff);
@@ -555,6 +582,7 @@ pub fn create_diff_with_seeks(
         &[],
         SeekChoice::Force(seeks),
         None,
+        false,
     )
     .map(|d| d.expect("no budget"))
 }
@@ -570,6 +598,7 @@ fn encode(
     rt: &[Range],
     seeks: SeekChoice,
     budget: Option<&Budget>,
+    split: bool,
 ) -> io::Result<Option<Vec<u8>>> {
     let words = seeks != SeekChoice::Varint;
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
@@ -671,14 +700,12 @@ fn encode(
             };
             let modeling = matches!(codec, Codec::Modeled { .. });
             let (modeled, lzma, rest, words_z) = match budget {
+                // The literals' LZMA2 here, the model and then the other streams beside it.
                 None => std::thread::scope(|scope| {
-                    let modeled = modeling.then(|| scope.spawn(model));
-                    let lzma = lzma2_compress(&literals, Kind::Add);
-                    let (rest, words_z) = code_rest();
-                    let modeled = modeled.map(|m| {
-                        m.join()
-                            .unwrap_or_else(|_| Err(io::Error::other("delta: the model panicked")))
-                    });
+                    let side = scope.spawn(|| (modeling.then(model), code_rest()));
+                    let lzma = lzma2_split(&literals, Kind::Add, split);
+                    let (modeled, (rest, words_z)) =
+                        side.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
                     (modeled, lzma, rest, words_z)
                 }),
                 Some(budget) => {
@@ -712,7 +739,7 @@ fn encode(
                     }
                     let (modeled, lzma) = std::thread::scope(|scope| {
                         let modeled = modeling.then(|| scope.spawn(model));
-                        let lzma = lzma2_compress(&literals, Kind::Add);
+                        let lzma = lzma2_split(&literals, Kind::Add, split);
                         let modeled = modeled.map(|m| {
                             m.join().unwrap_or_else(|_| {
                                 Err(io::Error::other("delta: the model panicked"))
