@@ -405,10 +405,34 @@ fn best(
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
         let (plain, transformed) = at_once(
-            || encode(base, target, codec, &[], &[], words, budget, false),
+            || {
+                encode(
+                    base,
+                    target,
+                    codec,
+                    &[],
+                    &[],
+                    words,
+                    Lane {
+                        budget,
+                        split: false,
+                    },
+                )
+            },
             || {
                 let (tb, tt) = branch::encode_pair(base, target, &rb, &rt);
-                encode(&tb, &tt, codec, &rb, &rt, words, budget, false)
+                encode(
+                    &tb,
+                    &tt,
+                    codec,
+                    &rb,
+                    &rt,
+                    words,
+                    Lane {
+                        budget,
+                        split: false,
+                    },
+                )
             },
         )?;
         tracing::info!(
@@ -423,7 +447,18 @@ fn best(
             (None, t) => t,
         }
     } else {
-        encode(base, target, codec, &[], &[], words, budget, true)?
+        encode(
+            base,
+            target,
+            codec,
+            &[],
+            &[],
+            words,
+            Lane {
+                budget,
+                split: true,
+            },
+        )?
     };
     if !methods.against_base {
         return Ok(diff);
@@ -454,6 +489,16 @@ fn best(
         "delta: format 6 against the diff"
     );
     Ok(Some(if keep_lz { lz } else { diff }))
+}
+
+/// How a candidate's encoder runs beside the others.
+#[derive(Clone, Copy, Default)]
+struct Lane<'a> {
+    /// Stop before the add literals where this candidate cannot come under this size.
+    budget: Option<&'a Budget>,
+    /// This encoder has a core to itself: long add literals are coded as two blocks at once
+    /// ([`SPLIT_ADDS`]). Not beside the branch transform's candidate, which already runs at once.
+    split: bool,
 }
 
 /// The size another candidate will have: a candidate that is worth finishing only if it can be
@@ -581,8 +626,7 @@ pub fn create_diff_with_seeks(
         &[],
         &[],
         SeekChoice::Force(seeks),
-        None,
-        false,
+        Lane::default(),
     )
     .map(|d| d.expect("no budget"))
 }
@@ -597,9 +641,9 @@ fn encode(
     rb: &[Range],
     rt: &[Range],
     seeks: SeekChoice,
-    budget: Option<&Budget>,
-    split: bool,
+    lane: Lane<'_>,
 ) -> io::Result<Option<Vec<u8>>> {
+    let Lane { budget, split } = lane;
     let words = seeks != SeekChoice::Varint;
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let mut cols: [Vec<u8>; 3] = Default::default();
