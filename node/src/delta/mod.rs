@@ -748,10 +748,12 @@ fn encode(
                 None => std::thread::scope(|scope| {
                     let side = scope.spawn(|| (modeling.then(model), code_rest()));
                     let lzma = lzma2_split(&literals, Kind::Add, split);
-                    let (modeled, (rest, words_z)) =
-                        side.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                    (modeled, lzma, rest, words_z)
-                }),
+                    side.join()
+                        .map(|(modeled, (rest, words_z))| (modeled, lzma, rest, words_z))
+                        .map_err(|_| {
+                            io::Error::other("delta: the model or another stream's coder panicked")
+                        })
+                })?,
                 Some(budget) => {
                     // The other streams first (the literals' coding is most of the time): if
                     // they alone, with the smaller seek column, reach the budget, this delta
