@@ -402,37 +402,18 @@ fn best(
     } else {
         (vec![], vec![])
     };
+    // Beside the branch transform's candidate, each encoder has one core; alone, two.
+    let lane = Lane {
+        budget,
+        split: !same_arch,
+    };
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
         let (plain, transformed) = at_once(
-            || {
-                encode(
-                    base,
-                    target,
-                    codec,
-                    &[],
-                    &[],
-                    words,
-                    Lane {
-                        budget,
-                        split: false,
-                    },
-                )
-            },
+            || encode(base, target, codec, &[], &[], words, lane),
             || {
                 let (tb, tt) = branch::encode_pair(base, target, &rb, &rt);
-                encode(
-                    &tb,
-                    &tt,
-                    codec,
-                    &rb,
-                    &rt,
-                    words,
-                    Lane {
-                        budget,
-                        split: false,
-                    },
-                )
+                encode(&tb, &tt, codec, &rb, &rt, words, lane)
             },
         )?;
         tracing::info!(
@@ -447,18 +428,7 @@ fn best(
             (None, t) => t,
         }
     } else {
-        encode(
-            base,
-            target,
-            codec,
-            &[],
-            &[],
-            words,
-            Lane {
-                budget,
-                split: true,
-            },
-        )?
+        encode(base, target, codec, &[], &[], words, lane)?
     };
     if !methods.against_base {
         return Ok(diff);
