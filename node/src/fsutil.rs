@@ -101,6 +101,193 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
+/// Memory, offset and length alignment for direct I/O (`O_DIRECT`): 4 KiB serves devices with
+/// 512-byte and with 4 KiB logical blocks.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A zeroed buffer whose start is aligned to [`DIRECT_ALIGN`], for direct I/O.
+#[derive(Debug)]
+pub struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// A buffer of `len` bytes.
+    pub fn new(len: usize) -> Self {
+        let raw = vec![0u8; len + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        Self { raw, start, len }
+    }
+    /// The aligned bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+    /// The aligned bytes, to fill.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// Opens an existing file or block device for direct I/O (`O_DIRECT`), or `None` where its file
+/// system refuses it (tmpfs, some FUSE and network file systems): callers then use the page cache.
+pub fn open_direct(path: &Path, write: bool) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
+}
+
+/// Whether an error is direct I/O refused (misaligned for this device, or not supported here), so
+/// the same bytes may go through the page cache instead.
+fn direct_refused(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
+
+/// Writes an image from its start, whole [`DIRECT_ALIGN`] blocks past the page cache where the file
+/// system allows it: an install neither copies the image through the page cache nor evicts the
+/// running system's cached files to make room for it (on a device with little memory, the clinical
+/// application's). A tail shorter than a block, and everything on a file system without direct
+/// I/O, goes through `file`. Durable only after `file.sync_all()`, which flushes both.
+#[derive(Debug)]
+pub struct ImageWriter<'a> {
+    file: &'a File,
+    direct: Option<File>,
+    at: u64,
+    direct_bytes: u64,
+}
+
+impl<'a> ImageWriter<'a> {
+    /// A writer into `file` (opened for writing, at `path`) from offset 0.
+    pub fn new(file: &'a File, path: &Path) -> Self {
+        Self {
+            file,
+            direct: open_direct(path, true),
+            at: 0,
+            direct_bytes: 0,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.at
+    }
+
+    /// Bytes written past the page cache.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes
+    }
+
+    /// Writes `data` at the current offset. `data` comes from an [`AlignedBuf`]; only the image's last
+    /// piece may be a length that is not a whole number of blocks.
+    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.at % DIRECT_ALIGN as u64 != 0 {
+            // An earlier piece ended mid-block: no more direct writes.
+            self.direct = None;
+        }
+        while let Some(d) = &self.direct {
+            let whole = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+            if whole == 0 {
+                break;
+            }
+            match d.write_at(&data[..whole], self.at) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the device took no more bytes",
+                    ))
+                }
+                Ok(n) => {
+                    self.at += n as u64;
+                    self.direct_bytes += n as u64;
+                    data = &data[n..];
+                    if n % DIRECT_ALIGN != 0 {
+                        self.direct = None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if direct_refused(&e) => self.direct = None,
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.write_all_at(data, self.at)?;
+        self.at += data.len() as u64;
+        Ok(())
+    }
+}
+
+/// Reads a file or block device from its start, past the page cache where its file system allows
+/// it: a check that reads back what an install wrote then reads the medium, not the page cache's
+/// copy of what was written, and fills no cache with it.
+#[derive(Debug)]
+pub struct DirectReader {
+    plain: File,
+    direct: Option<File>,
+    buf: AlignedBuf,
+    filled: usize,
+    at: usize,
+    offset: u64,
+}
+
+impl DirectReader {
+    /// Buffer of each direct read.
+    const BUF: usize = 1 << 20;
+
+    /// Opens `path`.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            plain: File::open(path)?,
+            direct: open_direct(path, false),
+            buf: AlignedBuf::new(Self::BUF),
+            filled: 0,
+            at: 0,
+            offset: 0,
+        })
+    }
+
+    fn refill(&mut self) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        loop {
+            let r = match &self.direct {
+                Some(d) => d.read_at(self.buf.as_mut_slice(), self.offset),
+                None => self.plain.read_at(self.buf.as_mut_slice(), self.offset),
+            };
+            match r {
+                Ok(n) => {
+                    if n % DIRECT_ALIGN != 0 {
+                        // Short of a whole block: the end (or a device that reads in odd
+                        // pieces); what follows, if anything, is read through the page cache.
+                        self.direct = None;
+                    }
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.direct.is_some() && direct_refused(&e) => self.direct = None,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Read for DirectReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.filled {
+            self.filled = self.refill()?;
+            self.at = 0;
+        }
+        let n = out.len().min(self.filled - self.at);
+        out[..n].copy_from_slice(&self.buf.as_slice()[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +319,54 @@ mod tests {
         replace(&p, b"three", 0o644)?;
         assert_eq!(fs::read(&p)?, b"three");
         assert!(matches!(read_capped(&p, 4)?, Err(5)));
+        Ok(())
+    }
+
+    #[test]
+    fn an_image_written_and_read_back_past_the_page_cache_is_the_same_bytes() -> io::Result<()> {
+        let d = tempfile::tempdir()?;
+        // Lengths around block and buffer boundaries, pieces of a whole buffer and a tail.
+        for len in [0usize, 1, 4095, 4096, 4097, (1 << 20) + 513, 3 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let p = d.path().join(format!("img-{len}"));
+            let f = OpenOptions::new().create(true).write(true).truncate(true).open(&p)?;
+            let mut w = ImageWriter::new(&f, &p);
+            let mut buf = AlignedBuf::new(1 << 20);
+            for piece in data.chunks(1 << 20) {
+                buf.as_mut_slice()[..piece.len()].copy_from_slice(piece);
+                w.write(&buf.as_slice()[..piece.len()])?;
+            }
+            assert_eq!(w.written(), len as u64);
+            if open_direct(&p, true).is_some() {
+                let whole = (len / DIRECT_ALIGN * DIRECT_ALIGN) as u64;
+                assert_eq!(w.direct_bytes(), whole, "{len} bytes: whole blocks go direct");
+            }
+            f.sync_all()?;
+            assert_eq!(fs::read(&p)?, data, "{len} bytes written");
+            let mut back = Vec::new();
+            let mut r = DirectReader::open(&p)?;
+            r.read_to_end(&mut back)?;
+            assert_eq!(back, data, "{len} bytes read back");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_unaligned_piece_ends_direct_writes_and_the_rest_still_lands() -> io::Result<()> {
+        let d = tempfile::tempdir()?;
+        let p = d.path().join("img");
+        let f = OpenOptions::new().create(true).write(true).truncate(true).open(&p)?;
+        let mut w = ImageWriter::new(&f, &p);
+        let mut buf = AlignedBuf::new(3 * DIRECT_ALIGN);
+        let data: Vec<u8> = (0..3 * DIRECT_ALIGN).map(|i| (i % 251) as u8).collect();
+        buf.as_mut_slice().copy_from_slice(&data);
+        // A caller that breaks the contract (a mid-block piece before the last) still gets its
+        // bytes where they belong, through the page cache.
+        w.write(&buf.as_slice()[..100])?;
+        w.write(&buf.as_slice()[100..])?;
+        assert_eq!(w.direct_bytes(), 0, "nothing direct after a piece that is not whole blocks");
+        f.sync_all()?;
+        assert_eq!(fs::read(&p)?, data);
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! * [`FileSlots`]: two image files and a small boot-state file that imitates a bootloader's
 //!   boot-once logic (U-Boot's `bootcount`/`upgrade_available`, GRUB's `next_entry`). A "reboot" is a
 //!   restart of the agent: [`Slots::boot`] plays the bootloader. For development, simulation and tests.
-//! * [`BlockSlots`]: two block devices (or any files) written with `O_SYNC`-style fsync, and the boot
+//! * [`BlockSlots`]: two block devices (or any files) written past the page cache and fsynced, and the boot
 //!   switch done by configured shell commands, e.g. U-Boot's `fw_setenv` or GRUB's `grub-editenv`
 //!   (see `docs/examples/device.toml`).
 //!
@@ -12,7 +12,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read, Write},
+    io::{self, Read},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -121,11 +121,13 @@ pub trait Slots: Send + Sync + std::fmt::Debug {
     /// Called once per (simulated) boot, before anything else.
     fn boot(&self) -> Result<BootState, SlotError>;
     /// Writes an image of exactly `length` bytes into `slot` (never the committed one) and makes it
-    /// durable. Returns the bytes written.
+    /// durable. Returns the bytes written. Both backends write past the page cache (`O_DIRECT`)
+    /// where the file system allows it ([`fsutil::ImageWriter`]).
     fn write(&self, slot: SlotId, image: &mut dyn Read, length: u64) -> Result<u64, SlotError>;
     /// The size of what `slot` holds (file length, or the block device's size).
     fn size(&self, slot: SlotId) -> Result<u64, SlotError>;
-    /// Reads back `length` bytes of `slot`, for verification after writing.
+    /// Reads back `length` bytes of `slot`, for verification after writing: past the page cache
+    /// where the file system allows it, so the check reads the medium ([`fsutil::DirectReader`]).
     fn open(&self, slot: SlotId, length: u64) -> Result<Box<dyn Read + Send>, SlotError>;
     /// Opens `slot` for random access (a delta reads its base from the committed slot).
     fn open_seek(&self, slot: SlotId) -> Result<Box<dyn ReadSeek>, SlotError>;
@@ -139,18 +141,32 @@ pub trait Slots: Send + Sync + std::fmt::Debug {
     fn reboot(&self) -> Result<Reboot, SlotError>;
 }
 
-/// Copies exactly `length` bytes from `image` into `out`.
+/// Copies exactly `length` bytes from `image` into the slot `out` (at `path`), from its start: whole
+/// blocks past the page cache where the file system allows it ([`fsutil::ImageWriter`]). The caller
+/// syncs `out`.
 fn copy_exact(
     slot: SlotId,
     image: &mut dyn Read,
-    out: &mut dyn Write,
+    out: &File,
     length: u64,
     path: &Path,
 ) -> Result<u64, SlotError> {
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = fsutil::AlignedBuf::new(1 << 20);
+    let mut w = fsutil::ImageWriter::new(out, path);
     let mut n = 0u64;
     loop {
-        let k = image.read(&mut buf).map_err(SlotError::Source)?;
+        // Fill the buffer whole (a source may return short reads) so every piece but the last is
+        // whole blocks.
+        let mut k = 0;
+        let room = buf.as_mut_slice();
+        while k < room.len() {
+            match image.read(&mut room[k..]) {
+                Ok(0) => break,
+                Ok(r) => k += r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(SlotError::Source(e)),
+            }
+        }
         if k == 0 {
             break;
         }
@@ -162,7 +178,10 @@ fn copy_exact(
                 actual: n,
             });
         }
-        out.write_all(&buf[..k]).map_err(io_at(path))?;
+        w.write(&buf.as_slice()[..k]).map_err(io_at(path))?;
+        if k < buf.as_slice().len() {
+            break;
+        }
     }
     if n != length {
         return Err(SlotError::Length {
@@ -290,13 +309,13 @@ impl Slots for FileSlots {
             return Err(SlotError::Committed(slot));
         }
         let p = self.image_path(slot);
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(&p)
             .map_err(io_at(&p))?;
-        let n = copy_exact(slot, image, &mut f, length, &p)?;
+        let n = copy_exact(slot, image, &f, length, &p)?;
         f.sync_all().map_err(io_at(&p))?;
         Ok(n)
     }
@@ -308,7 +327,7 @@ impl Slots for FileSlots {
 
     fn open(&self, slot: SlotId, length: u64) -> Result<Box<dyn Read + Send>, SlotError> {
         let p = self.image_path(slot);
-        let f = File::open(&p).map_err(io_at(&p))?;
+        let f = fsutil::DirectReader::open(&p).map_err(io_at(&p))?;
         Ok(Box::new(f.take(length)))
     }
 
@@ -437,13 +456,13 @@ impl Slots for BlockSlots {
         let p = self.device(slot);
         // A block device is not truncated; a regular file (for tests) is.
         let is_file = fs::metadata(p).map(|m| m.is_file()).unwrap_or(true);
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .create(is_file)
             .write(true)
             .truncate(is_file)
             .open(p)
             .map_err(io_at(p))?;
-        let n = copy_exact(slot, image, &mut f, length, p)?;
+        let n = copy_exact(slot, image, &f, length, p)?;
         f.sync_all().map_err(io_at(p))?;
         Ok(n)
     }
@@ -457,7 +476,7 @@ impl Slots for BlockSlots {
 
     fn open(&self, slot: SlotId, length: u64) -> Result<Box<dyn Read + Send>, SlotError> {
         let p = self.device(slot);
-        let f = File::open(p).map_err(io_at(p))?;
+        let f = fsutil::DirectReader::open(p).map_err(io_at(p))?;
         Ok(Box::new(f.take(length)))
     }
 
