@@ -186,7 +186,7 @@ impl<'a> ImageWriter<'a> {
     /// piece may be a length that is not a whole number of blocks.
     pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        if self.at % DIRECT_ALIGN as u64 != 0 {
+        if !self.at.is_multiple_of(DIRECT_ALIGN as u64) {
             // An earlier piece ended mid-block: no more direct writes.
             self.direct = None;
         }
@@ -206,7 +206,7 @@ impl<'a> ImageWriter<'a> {
                     self.at += n as u64;
                     self.direct_bytes += n as u64;
                     data = &data[n..];
-                    if n % DIRECT_ALIGN != 0 {
+                    if !n.is_multiple_of(DIRECT_ALIGN) {
                         self.direct = None;
                     }
                 }
@@ -259,7 +259,7 @@ impl DirectReader {
             };
             match r {
                 Ok(n) => {
-                    if n % DIRECT_ALIGN != 0 {
+                    if !n.is_multiple_of(DIRECT_ALIGN) {
                         // Short of a whole block: the end (or a device that reads in odd
                         // pieces); what follows, if anything, is read through the page cache.
                         self.direct = None;
@@ -329,7 +329,11 @@ mod tests {
         for len in [0usize, 1, 4095, 4096, 4097, (1 << 20) + 513, 3 << 20] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
             let p = d.path().join(format!("img-{len}"));
-            let f = OpenOptions::new().create(true).write(true).truncate(true).open(&p)?;
+            let f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&p)?;
             let mut w = ImageWriter::new(&f, &p);
             let mut buf = AlignedBuf::new(1 << 20);
             for piece in data.chunks(1 << 20) {
@@ -339,7 +343,11 @@ mod tests {
             assert_eq!(w.written(), len as u64);
             if open_direct(&p, true).is_some() {
                 let whole = (len / DIRECT_ALIGN * DIRECT_ALIGN) as u64;
-                assert_eq!(w.direct_bytes(), whole, "{len} bytes: whole blocks go direct");
+                assert_eq!(
+                    w.direct_bytes(),
+                    whole,
+                    "{len} bytes: whole blocks go direct"
+                );
             }
             f.sync_all()?;
             assert_eq!(fs::read(&p)?, data, "{len} bytes written");
@@ -355,7 +363,11 @@ mod tests {
     fn an_unaligned_piece_ends_direct_writes_and_the_rest_still_lands() -> io::Result<()> {
         let d = tempfile::tempdir()?;
         let p = d.path().join("img");
-        let f = OpenOptions::new().create(true).write(true).truncate(true).open(&p)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&p)?;
         let mut w = ImageWriter::new(&f, &p);
         let mut buf = AlignedBuf::new(3 * DIRECT_ALIGN);
         let data: Vec<u8> = (0..3 * DIRECT_ALIGN).map(|i| (i % 251) as u8).collect();
@@ -364,7 +376,11 @@ mod tests {
         // bytes where they belong, through the page cache.
         w.write(&buf.as_slice()[..100])?;
         w.write(&buf.as_slice()[100..])?;
-        assert_eq!(w.direct_bytes(), 0, "nothing direct after a piece that is not whole blocks");
+        assert_eq!(
+            w.direct_bytes(),
+            0,
+            "nothing direct after a piece that is not whole blocks"
+        );
         f.sync_all()?;
         assert_eq!(fs::read(&p)?, data);
         Ok(())
