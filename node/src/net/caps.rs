@@ -2,12 +2,21 @@
 //!
 //! Bytes are counted in cells of 1 KiB (1-byte cells ran 7 % over at high rates from rounding; measured
 //! in `../shared/docs/measured-here.md`), with an explicit burst of 20 ms of traffic (at least one 16 KiB
-//! chunk group), so the rate over any second stays within a few percent of the cap. A cap can change at
-//! run time (schedules); `None` means unlimited, `Some(0)` means nothing passes (upload: leech only).
+//! chunk group) and one [`TICK`], so the rate over any second stays within a few percent of the cap. A
+//! cap can change at run time (schedules); `None` means unlimited, `Some(0)` means nothing passes
+//! (upload: leech only).
+//!
+//! A transfer held up by a cap sleeps until the next instant of a process-wide grid of [`TICK`] after
+//! its tokens are due, not until the instant they are due: every transfer waiting on any cap of the
+//! process wakes at the same instants, and the runtime wakes once a tick for all of them instead of
+//! once for each. Paced traffic is otherwise a stream of lone wake-ups: a parked thread woken, a
+//! 16 KiB slice sent, the thread parked again, each costing more than the bytes
+//! (`docs/performance.md`). The extra tick of burst keeps the rate: tokens earned while a waiter
+//! waits for the tick are not lost to a full bucket.
 
 use std::{
     num::NonZeroU32,
-    sync::{Arc, RwLock},
+    sync::{Arc, LazyLock, RwLock},
     time::{Duration, Instant},
 };
 
@@ -17,6 +26,21 @@ use governor::{clock::Clock, DefaultDirectRateLimiter as Limiter, Quota, RateLim
 pub const CELL: u64 = 1024;
 /// Largest slice passed through a limiter at once (one chunk group).
 const MAX_SLICE: usize = 16 * 1024;
+/// Waits for a cap end on a grid of this period, shared by every cap of the process.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// The instant, on the process-wide [`TICK`] grid, at which to wake for tokens due after `wait`.
+fn on_tick(now: Instant, wait: Duration) -> Instant {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    let due = now + wait;
+    let tick = TICK.as_nanos();
+    // `due` + `pad` is a whole number of ticks from the epoch, before or after it.
+    let pad = match due.checked_duration_since(*EPOCH) {
+        Some(since) => (tick - since.as_nanos() % tick) % tick,
+        None => (*EPOCH - due).as_nanos() % tick,
+    };
+    due + Duration::from_nanos(pad as u64)
+}
 
 fn slice_for(rate: u64) -> usize {
     ((rate / 50) as usize).clamp(CELL as usize, MAX_SLICE)
@@ -65,9 +89,11 @@ impl Cap {
         if let Some(r) = rate.filter(|r| *r > 0) {
             let cells_per_sec = (r as f64 / CELL as f64).max(1e-3);
             let period = Duration::from_secs_f64(1.0 / cells_per_sec);
-            // Burst: 20 ms of traffic (2 % of any one-second window), at least one slice.
+            // Burst: 20 ms of traffic (2 % of any one-second window), at least one slice, and a
+            // tick's worth for the wait to the tick.
             let slice_cells = slice_for(r).div_ceil(CELL as usize) as u32;
-            let burst = ((cells_per_sec * 0.02).ceil() as u32).max(slice_cells);
+            let tick_cells = (cells_per_sec * TICK.as_secs_f64()).ceil() as u32;
+            let burst = ((cells_per_sec * 0.02).ceil() as u32).max(slice_cells) + tick_cells;
             if let (Some(q), Some(b)) = (Quota::with_period(period), NonZeroU32::new(burst)) {
                 st.limiter = Some(Arc::new(RateLimiter::direct(q.allow_burst(b))));
                 st.burst_cells = burst;
@@ -75,7 +101,7 @@ impl Cap {
         }
     }
 
-    /// How many bytes to pass through this cap at a time: 20 ms of traffic (the burst), 1 to 16 KiB. Tokens are
+    /// How many bytes to pass through this cap at a time: 20 ms of traffic, 1 to 16 KiB. Tokens are
     /// taken before a slice is written, and a slice held up by back-pressure goes out later in a lump;
     /// with several transfers each may hold one, so slices must be small next to the cap. Without a
     /// cap nothing is metered out, and a read or write takes whatever buffer its caller has.
@@ -126,7 +152,15 @@ impl Cap {
                         Ok(Ok(())) => cells -= u64::from(n),
                         Ok(Err(not_until)) => {
                             let wait = not_until.wait_time_from(l.clock().now());
-                            tokio::time::sleep(wait.max(Duration::from_micros(100))).await;
+                            let now = Instant::now();
+                            let at = tokio::time::Instant::from_std(on_tick(now, wait));
+                            // A runtime whose clock is paused ahead of real time would see that
+                            // instant as past: then the plain wait, never a busy loop.
+                            if at > tokio::time::Instant::now() {
+                                tokio::time::sleep_until(at).await;
+                            } else {
+                                tokio::time::sleep(wait.max(Duration::from_micros(100))).await;
+                            }
                         }
                     }
                 }
@@ -248,6 +282,30 @@ mod tests {
             s.rate_at(day + 22 * 3600 + 30 * 60),
             None,
             "23:30 local wraps"
+        );
+    }
+
+    #[test]
+    fn waits_end_on_the_shared_grid_and_never_early() {
+        let now = Instant::now();
+        let mut ends = Vec::new();
+        for wait_us in [0u64, 1, 999, 4_321, 9_999, 10_000, 10_001, 25_000] {
+            let wait = Duration::from_micros(wait_us);
+            let at = on_tick(now, wait);
+            assert!(at >= now + wait, "woken before the tokens are due");
+            assert!(at < now + wait + TICK, "more than a tick late");
+            ends.push(at);
+        }
+        // Any two ends are a whole number of ticks apart: the same grid for every waiter.
+        let tick = TICK.as_nanos();
+        for w in ends.windows(2) {
+            assert_eq!((w[1] - w[0]).as_nanos() % tick, 0);
+        }
+        // A later caller lands on the same grid.
+        let later = on_tick(now + Duration::from_micros(3_333), Duration::ZERO);
+        assert_eq!(
+            later.saturating_duration_since(ends[0]).as_nanos() % tick,
+            0
         );
     }
 
