@@ -670,9 +670,22 @@ impl Live {
         let i: usize = d.id[5..].parse::<usize>().unwrap_or(1) - 1;
         let mut rx = h.subscribe();
         let tx = self.events.clone();
+        // Only what the run loop records goes on to it: it runs on the thread that called
+        // `block_on`, so each event sent there wakes that thread (a futex and a context switch),
+        // and a node emits a progress event for every batch of verified groups.
         tokio::spawn(async move {
-            while let Ok(ev) = rx.recv().await {
-                if tx.send((i, ev)).await.is_err() {
+            loop {
+                let ev = match rx.recv().await {
+                    Ok(ev) => ev,
+                    // Behind a burst of events: those skipped are lost, not the ones after.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let wanted = matches!(
+                    ev,
+                    NodeEvent::Complete { .. } | NodeEvent::PeerBanned { .. }
+                );
+                if wanted && tx.send((i, ev)).await.is_err() {
                     break;
                 }
             }
