@@ -29,6 +29,20 @@ const MAX_SLICE: usize = 16 * 1024;
 /// Waits for a cap end on a grid of this period, shared by every cap of the process.
 pub const TICK: Duration = Duration::from_millis(10);
 
+/// An interval of `period` whose ticks fall on the process-wide [`TICK`] grid (when `period` is a
+/// whole number of ticks): a node's periodic work wakes at the instants its paced transfers, and the
+/// other nodes of the process, wake anyway, not at a phase of its own. Panics if `period` is zero,
+/// as `tokio::time::interval` does.
+pub fn grid_interval(period: Duration) -> tokio::time::Interval {
+    let start = tokio::time::Instant::from_std(on_tick(Instant::now(), Duration::ZERO));
+    if start >= tokio::time::Instant::now() {
+        tokio::time::interval_at(start, period)
+    } else {
+        // A runtime whose clock is paused ahead of real time: no grid.
+        tokio::time::interval(period)
+    }
+}
+
 /// The instant, on the process-wide [`TICK`] grid, at which to wake for tokens due after `wait`.
 fn on_tick(now: Instant, wait: Duration) -> Instant {
     static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
