@@ -322,6 +322,15 @@ mod tests {
         Ok(())
     }
 
+    /// An empty file at `p`, open for writing, as the slot backends open one.
+    fn new_file(p: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(p)
+    }
+
     #[test]
     fn an_image_written_and_read_back_past_the_page_cache_is_the_same_bytes() -> io::Result<()> {
         let d = tempfile::tempdir()?;
@@ -329,11 +338,7 @@ mod tests {
         for len in [0usize, 1, 4095, 4096, 4097, (1 << 20) + 513, 3 << 20] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
             let p = d.path().join(format!("img-{len}"));
-            let f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&p)?;
+            let f = new_file(&p)?;
             let mut w = ImageWriter::new(&f, &p);
             let mut buf = AlignedBuf::new(1 << 20);
             for piece in data.chunks(1 << 20) {
@@ -363,11 +368,7 @@ mod tests {
     fn an_unaligned_piece_ends_direct_writes_and_the_rest_still_lands() -> io::Result<()> {
         let d = tempfile::tempdir()?;
         let p = d.path().join("img");
-        let f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&p)?;
+        let f = new_file(&p)?;
         let mut w = ImageWriter::new(&f, &p);
         let mut buf = AlignedBuf::new(3 * DIRECT_ALIGN);
         let data: Vec<u8> = (0..3 * DIRECT_ALIGN).map(|i| (i % 251) as u8).collect();
