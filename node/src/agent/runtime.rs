@@ -411,7 +411,7 @@ impl Agent {
         let acts = self.offer_known().await?;
         queue.extend(acts);
         self.send_report().await;
-        let mut ticker = crate::net::caps::grid_interval(self.cfg.report_interval);
+        let mut ticker = crate::net::grid::interval(self.cfg.report_interval);
         let mut last_progress_report = Instant::now();
         loop {
             // Start the next action, if any; fetches and health checks run while events are handled.

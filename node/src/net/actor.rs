@@ -397,10 +397,10 @@ impl Actor {
     }
 
     async fn run(mut self) {
-        // On the process-wide grid of the caps' waits: one wake-up serves them all.
-        let mut tick = super::caps::grid_interval(self.shared.cfg.tick);
-        let mut have_tick = super::caps::grid_interval(self.shared.cfg.have_interval);
-        let mut slow_tick = super::caps::grid_interval(policy::SLOW_TICK);
+        // On the process-wide grid of wake-ups (`grid`): one wake-up serves them all.
+        let mut tick = super::grid::interval(self.shared.cfg.tick);
+        let mut have_tick = super::grid::interval(self.shared.cfg.have_interval);
+        let mut slow_tick = super::grid::interval(policy::SLOW_TICK);
         let reply = loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),

@@ -2,12 +2,12 @@
 //!
 //! Bytes are counted in cells of 1 KiB (1-byte cells ran 7 % over at high rates from rounding; measured
 //! in `../shared/docs/measured-here.md`), with an explicit burst of 20 ms of traffic (at least one 16 KiB
-//! chunk group) and one [`TICK`], so the rate over any second stays within a few percent of the cap. A
+//! chunk group) and one [`grid::TICK`], so the rate over any second stays within a few percent of the cap. A
 //! cap can change at run time (schedules); `None` means unlimited, `Some(0)` means nothing passes
 //! (upload: leech only).
 //!
-//! A transfer held up by a cap sleeps until the next instant of a process-wide grid of [`TICK`] after
-//! its tokens are due, not until the instant they are due: every transfer waiting on any cap of the
+//! A transfer held up by a cap sleeps until the next instant of the process-wide [`grid`] after its
+//! tokens are due, not until the instant they are due: every transfer waiting on any cap of the
 //! process wakes at the same instants, and the runtime wakes once a tick for all of them instead of
 //! once for each. Paced traffic is otherwise a stream of lone wake-ups: a parked thread woken, a
 //! 16 KiB slice sent, the thread parked again, each costing more than the bytes
@@ -16,46 +16,18 @@
 
 use std::{
     num::NonZeroU32,
-    sync::{Arc, LazyLock, RwLock},
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use governor::{clock::Clock, DefaultDirectRateLimiter as Limiter, Quota, RateLimiter};
 
+use super::grid;
+
 /// Bytes per limiter cell.
 pub const CELL: u64 = 1024;
 /// Largest slice passed through a limiter at once (one chunk group).
 const MAX_SLICE: usize = 16 * 1024;
-/// Waits for a cap end on a grid of this period, shared by every cap of the process.
-pub const TICK: Duration = Duration::from_millis(10);
-
-/// An interval of `period` whose ticks fall on the process-wide [`TICK`] grid (when `period` is a
-/// whole number of ticks): a node's periodic work wakes at the instants its paced transfers, and the
-/// other nodes of the process, wake anyway, not at a phase of its own. Panics if `period` is zero,
-/// as `tokio::time::interval` does.
-pub fn grid_interval(period: Duration) -> tokio::time::Interval {
-    let start = tokio::time::Instant::from_std(on_tick(Instant::now(), Duration::ZERO));
-    if start >= tokio::time::Instant::now() {
-        tokio::time::interval_at(start, period)
-    } else {
-        // A runtime whose clock is paused ahead of real time: no grid.
-        tokio::time::interval(period)
-    }
-}
-
-/// The instant, on the process-wide [`TICK`] grid, at which to wake for tokens due after `wait`.
-fn on_tick(now: Instant, wait: Duration) -> Instant {
-    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-    let due = now + wait;
-    let tick = TICK.as_nanos();
-    // `due` + `pad` is a whole number of ticks from the epoch, before or after it.
-    let pad = match due.checked_duration_since(*EPOCH) {
-        Some(since) => (tick - since.as_nanos() % tick) % tick,
-        None => (*EPOCH - due).as_nanos() % tick,
-    };
-    due + Duration::from_nanos(pad as u64)
-}
-
 fn slice_for(rate: u64) -> usize {
     ((rate / 50) as usize).clamp(CELL as usize, MAX_SLICE)
 }
@@ -106,7 +78,7 @@ impl Cap {
             // Burst: 20 ms of traffic (2 % of any one-second window), at least one slice, and a
             // tick's worth for the wait to the tick.
             let slice_cells = slice_for(r).div_ceil(CELL as usize) as u32;
-            let tick_cells = (cells_per_sec * TICK.as_secs_f64()).ceil() as u32;
+            let tick_cells = (cells_per_sec * grid::TICK.as_secs_f64()).ceil() as u32;
             let burst = ((cells_per_sec * 0.02).ceil() as u32).max(slice_cells) + tick_cells;
             if let (Some(q), Some(b)) = (Quota::with_period(period), NonZeroU32::new(burst)) {
                 st.limiter = Some(Arc::new(RateLimiter::direct(q.allow_burst(b))));
@@ -166,15 +138,7 @@ impl Cap {
                         Ok(Ok(())) => cells -= u64::from(n),
                         Ok(Err(not_until)) => {
                             let wait = not_until.wait_time_from(l.clock().now());
-                            let now = Instant::now();
-                            let at = tokio::time::Instant::from_std(on_tick(now, wait));
-                            // A runtime whose clock is paused ahead of real time would see that
-                            // instant as past: then the plain wait, never a busy loop.
-                            if at > tokio::time::Instant::now() {
-                                tokio::time::sleep_until(at).await;
-                            } else {
-                                tokio::time::sleep(wait.max(Duration::from_micros(100))).await;
-                            }
+                            grid::sleep(wait).await;
                         }
                     }
                 }
@@ -296,30 +260,6 @@ mod tests {
             s.rate_at(day + 22 * 3600 + 30 * 60),
             None,
             "23:30 local wraps"
-        );
-    }
-
-    #[test]
-    fn waits_end_on_the_shared_grid_and_never_early() {
-        let now = Instant::now();
-        let mut ends = Vec::new();
-        for wait_us in [0u64, 1, 999, 4_321, 9_999, 10_000, 10_001, 25_000] {
-            let wait = Duration::from_micros(wait_us);
-            let at = on_tick(now, wait);
-            assert!(at >= now + wait, "woken before the tokens are due");
-            assert!(at < now + wait + TICK, "more than a tick late");
-            ends.push(at);
-        }
-        // Any two ends are a whole number of ticks apart: the same grid for every waiter.
-        let tick = TICK.as_nanos();
-        for w in ends.windows(2) {
-            assert_eq!((w[1] - w[0]).as_nanos() % tick, 0);
-        }
-        // A later caller lands on the same grid.
-        let later = on_tick(now + Duration::from_micros(3_333), Duration::ZERO);
-        assert_eq!(
-            later.saturating_duration_since(ends[0]).as_nanos() % tick,
-            0
         );
     }
 

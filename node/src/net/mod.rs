@@ -24,6 +24,7 @@
 //! | [`transport`] | the libp2p behaviour, building the swarm (TCP, noise, yamux), dialing from a fresh port |
 //! | [`wire`] | message formats as plain async functions, with size caps |
 //! | [`caps`] | upload and download limiters (governor) and schedules |
+//! | [`grid`] | the process-wide 10 ms grid that cap waits and periodic timers wake on |
 //! | [`metrics`] | per-node Prometheus metrics |
 //! | `faults` | deliberate misbehaviour (feature `test-faults` only) |
 
@@ -37,6 +38,7 @@ pub mod exchange;
 #[cfg(feature = "test-faults")]
 pub mod faults;
 mod fetch;
+pub mod grid;
 pub mod handle;
 pub mod ip_limits;
 pub mod metrics;
