@@ -637,9 +637,13 @@ async fn signed_announcements_spread_and_forged_ones_do_not() {
         Artifact, ArtifactKind, Compression, Manifest, SignedManifest, Target,
     };
     let w = ward();
-    let a = w
-        .start("gateway", Role::Gateway, w.config(vec![]), None)
-        .await;
+    // A line a - b - c: neither end dials the other after learning of it by peer exchange (each
+    // already has one member), so what c hears from a can only have come through b.
+    let line = |bootstrap| Config {
+        target_peers: 1,
+        ..w.config(bootstrap)
+    };
+    let a = w.start("gateway", Role::Gateway, line(vec![]), None).await;
     let b = w
         .start(
             "b",
@@ -649,12 +653,7 @@ async fn signed_announcements_spread_and_forged_ones_do_not() {
         )
         .await;
     let c = w
-        .start(
-            "c",
-            Role::Device,
-            w.config(vec![addr(&b.handle).await]),
-            None,
-        )
+        .start("c", Role::Device, line(vec![addr(&b.handle).await]), None)
         .await;
     let mut ev = c.handle.subscribe();
     // Wait until c is admitted at b, so the relay has somewhere to go.
