@@ -417,8 +417,14 @@ async fn a_non_member_gets_nothing_and_is_disconnected() {
                     runs: vec![0..4],
                 },
             )
-            .await
-            .unwrap_or_else(|e| panic!("a status on {proto}: {e}"));
+            .await;
+            // Under load the seed's disconnect can win the race with its answer: the stream then
+            // ends before a status, which gives the intruder nothing either.
+            let status = match status {
+                Ok(s) => Some(s),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+                Err(e) => panic!("a status on {proto}: {e}"),
+            };
             let mut rest = Vec::new();
             let _ = st.read_to_end(&mut rest).await;
             (status, rest.len())
@@ -427,7 +433,10 @@ async fn a_non_member_gets_nothing_and_is_disconnected() {
     let asked = futures::future::join(ask(wire::TRANSFER), ask(wire::TRANSFER_SESSION));
     let (v1, v2) = tokio::time::timeout(T, asked).await.expect("in time");
     for (status, extra) in [v1, v2] {
-        assert_eq!(status, Status::Forbidden);
+        assert!(
+            matches!(status, None | Some(Status::Forbidden)),
+            "forbidden or cut off, got {status:?}"
+        );
         assert_eq!(extra, 0, "no artifact bytes");
     }
     tokio::time::timeout(T, closed_rx)
