@@ -23,6 +23,10 @@
 #   rollup          Rust, x86-64, Node addon, @rollup/rollup-linux-x64-gnu 4.28.0 -> 4.28.1 (npm)
 #   lxml            Cython-generated C, x86-64, lxml.etree 5.3.0 -> 5.3.1
 #   numpy           C, x86-64, numpy's _multiarray_umath 2.1.2 -> 2.1.3
+# and, last on 2026-12-06, three more, measured only after the code they were measured with was written:
+#   cryptography    Rust with OpenSSL linked in, x86-64, cryptography's _rust.abi3.so 44.0.0 -> 44.0.1
+#   grpcio          C++ and Cython, x86-64, grpcio's cygrpc 1.68.0 -> 1.68.1 (same size, 74 % of bytes differ)
+#   swc             Rust, x86-64, Node addon of 50 MB, @swc/core-linux-x64-gnu 1.9.2 -> 1.9.3 (npm)
 #
 # Needs: bash, python3, pip, curl, tar, sha256sum.
 set -euo pipefail
@@ -149,4 +153,19 @@ wheel numpy 2.1.2 manylinux_2_17_x86_64 6d95f286b8244b3649b477ac066c6906fbb2905f
     numpy/_core/_multiarray_umath.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/numpy/old" d6e22a218c41b67d6d77f87da7eaa38cd676a78554e9edf46484798d447a90dc
 wheel numpy 2.1.3 manylinux_2_17_x86_64 2312b2aa89e1f43ecea6da6ea9a810d06aae08321609d8dc0d0eda6d946a541b \
     numpy/_core/_multiarray_umath.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/numpy/new" a94d3fe5be076987c4fa70d063f06364933b7d3c96edb0d92fff3750551d30fe
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy}"
+log "cryptography 44.0.0 -> 44.0.1 (x86-64, Rust with OpenSSL, shared library)"
+wheel cryptography 44.0.0 manylinux_2_17_x86_64 404fdc66ee5f83a1388be54300ae978b2efd538018de18556dde92575e05defc \
+    cryptography/hazmat/bindings/_rust.abi3.so "$OUT/pairs/cryptography/old" cc4aa0cb54b2a6d1099a850dcdd377ac3527cd49119bf0c648f9ed8e551b19c5
+wheel cryptography 44.0.1 manylinux_2_17_x86_64 1e8d181e90a777b63f3f0caa836844a1182f1f265687fac2115fcf245f5fbec3 \
+    cryptography/hazmat/bindings/_rust.abi3.so "$OUT/pairs/cryptography/new" b057f51e6f3932e36a956fdf6a9e9de1e9088b994ad79f66c783fc9454e83403
+log "grpcio 1.68.0 -> 1.68.1 (x86-64, C++ and Cython shared library)"
+wheel grpcio 1.68.0 manylinux_2_17_x86_64 e0d30f3fee9372796f54d3100b31ee70972eaadcc87314be369360248a3dcffe \
+    grpc/_cython/cygrpc.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/grpcio/old" cfea8eac7a4bba69bb833092010324f18bfd0f09965924a6113eb76c1e10bb0e
+wheel grpcio 1.68.1 manylinux_2_17_x86_64 95c87ce2a97434dffe7327a4071839ab8e8bffd0054cc74cbe971fba98aedd60 \
+    grpc/_cython/cygrpc.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/grpcio/new" f3d13258889033d5fbc9102732a42aab4390cd3ca669beec1a6319e1ae875318
+log "swc 1.9.2 -> 1.9.3 (x86-64, Rust Node addon)"
+npm_file @swc/core-linux-x64-gnu core-linux-x64-gnu 1.9.2 71a119787750d98026e0a8702ff2f07d940aa20b12e17f4e8cfa5fc0bad2e321 \
+    package/swc.linux-x64-gnu.node "$OUT/pairs/swc/old" b35b39f4aff4b26a0a6fac5dcdfb52395ffe38efc9ed91eb951d5382e74b6418
+npm_file @swc/core-linux-x64-gnu core-linux-x64-gnu 1.9.3 3d3adebe001aa567ea9f546dc2d85522b609e2db153ae4c5754d50baf80ed99e \
+    package/swc.linux-x64-gnu.node "$OUT/pairs/swc/new" 398d2d910b7064b5baccde8bd2656ea1db09e6e334ce34dbc6dac60e3c8a18ca
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc}"
