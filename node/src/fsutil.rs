@@ -144,7 +144,7 @@ pub fn open_direct(path: &Path, write: bool) -> Option<File> {
 
 /// Whether an error is direct I/O refused (misaligned for this device, or not supported here), so
 /// the same bytes may go through the page cache instead.
-fn direct_refused(e: &io::Error) -> bool {
+pub fn direct_refused(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINVAL)
 }
 

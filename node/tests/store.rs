@@ -298,3 +298,51 @@ fn groups_are_written_and_reported_before_the_response_waits_for_the_peer() {
     assert!(e.is_complete());
     assert_eq!(std::fs::read(e.data_path()).expect("read"), bytes);
 }
+
+#[test]
+fn full_batches_go_past_the_page_cache_and_small_ones_and_the_tail_do_not() {
+    // 40 groups and a short last one: one response writes 256 KiB batches, the last one short.
+    let len = 40 * GROUP_BYTES + 777;
+    let bytes = data(len, 41);
+    let (_d, src, root) = source(&bytes);
+    let dir = tempfile::tempdir().expect("tmp");
+    let dst = Store::open(dir.path()).expect("store");
+    let e = dst.create(root, len).expect("create");
+    let n = e.group_count();
+    // Single groups first: batches of one group stay in the page cache.
+    for g in [3, 17] {
+        e.receive(&[g..g + 1], &encode(&src, &root, &[g..g + 1])[..], |_| {})
+            .expect("verified");
+    }
+    assert_eq!(e.direct_bytes(), 0, "a batch of one group is not direct");
+    let mut seen = Vec::new();
+    e.receive(&[0..n], &encode(&src, &root, &[0..n])[..], |g| seen.push(g))
+        .expect("verified");
+    assert_eq!(seen.len() as u64, n - 2, "each new group reported once");
+    assert!(e.is_complete());
+    let direct = wardswarm_node::fsutil::open_direct(&e.data_path(), true).is_some();
+    if direct {
+        // 16 groups per full batch; what is left after the second full batch is neither full nor
+        // whole blocks at the end.
+        assert!(
+            e.direct_bytes() >= 2 * 16 * GROUP_BYTES,
+            "full batches went direct: {} bytes",
+            e.direct_bytes()
+        );
+        assert_eq!(e.direct_bytes() % 4096, 0);
+    }
+    assert_eq!(std::fs::read(e.data_path()).expect("read"), bytes);
+    // What was written direct serves and survives a reopen like the rest.
+    e.sync().expect("sync");
+    drop(e);
+    drop(dst);
+    let again = Store::open(dir.path()).expect("reopen");
+    let e = again.get(&root).expect("entry");
+    assert!(e.is_complete(), "every group re-validated on open");
+    let relay_dir = tempfile::tempdir().expect("tmp");
+    let relay = Store::open(relay_dir.path()).expect("store");
+    let r = relay.create(root, len).expect("create");
+    r.receive(&[0..n], &encode(&again, &root, &[0..n])[..], |_| {})
+        .expect("relay verified");
+    assert_eq!(std::fs::read(r.data_path()).expect("read"), bytes);
+}
