@@ -330,9 +330,21 @@ impl Entry {
         encoded: impl Incoming,
         on_group: impl FnMut(u64),
     ) -> Result<u64, ReceiveError> {
+        self.receive_as(groups, encoded, on_group, Reuse::Seldom)
+    }
+
+    /// [`Self::receive`], for data that will be read again soon (`Reuse::Soon`: written through the
+    /// page cache whatever the batch) or seldom.
+    fn receive_as(
+        &self,
+        groups: &[Range<u64>],
+        encoded: impl Incoming,
+        on_group: impl FnMut(u64),
+        reuse: Reuse,
+    ) -> Result<u64, ReceiveError> {
         let ranges = chunk_ranges(groups);
         let tree = self.tree();
-        let pending = RefCell::new(Pending::new(self, on_group));
+        let pending = RefCell::new(Pending::new(self, on_group, reuse));
         let reader = FlushBeforeWait {
             inner: encoded,
             pending: &pending,
@@ -392,9 +404,11 @@ impl Entry {
     }
 
     /// Writes verified leaves, contiguous from `offset`. A full batch ([`DIRECT_MIN_BYTES`] or more)
-    /// goes past the page cache in whole blocks where the file system allows it; a smaller one, the
-    /// artifact's short last group, and everything where direct I/O is refused, with one `pwritev` of
-    /// the decoder's buffers.
+    /// of data that will be read again seldom ([`Reuse::Seldom`]: fetched from a peer) goes past the
+    /// page cache in whole blocks where the file system allows it; a smaller one, the gateway's WAN
+    /// intake ([`Reuse::Soon`]: it serves the ward next, from the cache), the artifact's short last
+    /// group, and everything where direct I/O is refused, with one `pwritev` of the decoder's
+    /// buffers.
     ///
     /// Full batches come from a fast source (a peer on an idle link, the gateway's WAN intake): a
     /// stream of bytes a node writes once and reads seldom (once to install, a few times to serve
@@ -406,9 +420,10 @@ impl Entry {
     /// groups, the ward's usual case) stay in the page cache: there each direct write is a request
     /// to the device of its own, and sending the ward's batches of 64 KiB and up direct cost it more
     /// CPU, not less.
-    fn write_data(&self, leaves: &[Bytes], offset: u64) -> io::Result<()> {
+    fn write_data(&self, leaves: &[Bytes], offset: u64, reuse: Reuse) -> io::Result<()> {
         let len: usize = leaves.iter().map(|b| b.len()).sum();
-        let whole = if offset.is_multiple_of(fsutil::DIRECT_ALIGN as u64) {
+        let whole = if reuse == Reuse::Seldom && offset.is_multiple_of(fsutil::DIRECT_ALIGN as u64)
+        {
             len / fsutil::DIRECT_ALIGN * fsutil::DIRECT_ALIGN
         } else {
             0
@@ -508,7 +523,8 @@ impl Entry {
             &mut encoded,
         )
         .map_err(|e| ReceiveError::Corrupt(format!("origin data or outboard is malformed: {e}")))?;
-        self.receive(&[groups], &encoded[..], on_group)
+        // The gateway's WAN intake: the ward is served from it next, so it stays in the page cache.
+        self.receive_as(&[groups], &encoded[..], on_group, Reuse::Soon)
     }
 
     /// Encodes `groups` (all must be verified here) bao-encoded into `out`, re-validating every group
@@ -632,6 +648,7 @@ struct Pending<'e, F> {
     parents: Vec<(u64, [u8; 64])>,
     groups: Vec<u64>,
     on_group: F,
+    reuse: Reuse,
     /// Bytes written.
     bytes: u64,
     /// A write that failed inside a read (before waiting): reported as ours, not the peer's.
@@ -639,9 +656,10 @@ struct Pending<'e, F> {
 }
 
 impl<'e, F: FnMut(u64)> Pending<'e, F> {
-    fn new(entry: &'e Entry, on_group: F) -> Self {
+    fn new(entry: &'e Entry, on_group: F, reuse: Reuse) -> Self {
         Self {
             entry,
+            reuse,
             data_at: 0,
             data: Vec::new(),
             data_len: 0,
@@ -703,7 +721,7 @@ impl<'e, F: FnMut(u64)> Pending<'e, F> {
             }
         }
         if !self.data.is_empty() {
-            e.write_data(&self.data, self.data_at)
+            e.write_data(&self.data, self.data_at, self.reuse)
                 .map_err(|cause| StoreError::Io {
                     path: e.data_path(),
                     cause,
@@ -721,6 +739,14 @@ impl<'e, F: FnMut(u64)> Pending<'e, F> {
         }
         Ok(())
     }
+}
+
+/// Whether received data will be read again soon: the gateway's WAN intake, which it serves to
+/// the whole ward next, or not (what a device fetches, to install).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    Soon,
+    Seldom,
 }
 
 /// Aligned buffers for direct writes, kept for the next batch: taking a fresh one per batch would

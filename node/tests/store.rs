@@ -346,3 +346,23 @@ fn full_batches_go_past_the_page_cache_and_small_ones_and_the_tail_do_not() {
         .expect("relay verified");
     assert_eq!(std::fs::read(r.data_path()).expect("read"), bytes);
 }
+
+#[test]
+fn the_gateways_wan_intake_stays_in_the_page_cache() {
+    // Plain bytes from the origin, in one piece: the gateway serves them to the ward next.
+    let len = 40 * GROUP_BYTES;
+    let bytes = data(len, 43);
+    let (d, _src, root) = source(&bytes);
+    let ob = std::fs::read(d.path().join("src-files").join("ob")).expect("outboard");
+    let dir = tempfile::tempdir().expect("tmp");
+    let dst = Store::open(dir.path()).expect("store");
+    let e = dst.create(root, len).expect("create");
+    e.receive_plain(0, &bytes, &ob, |_| {}).expect("verified");
+    assert!(e.is_complete());
+    assert_eq!(
+        e.direct_bytes(),
+        0,
+        "full batches, but kept in the page cache"
+    );
+    assert_eq!(std::fs::read(e.data_path()).expect("read"), bytes);
+}
