@@ -14,7 +14,7 @@
 //! the parents written to `outboard`, the bytes to `data`, and last the group's bit to `groups` (in
 //! batches of up to 256 KiB of groups, each batch in that order; see `Pending`). A kill
 //! -9 at any instant therefore leaves every set bit backed by verified data (the page cache survives a
-//! process kill). [`Entry::sync`] fsyncs data and outboard before the bitmap, bounding what a power cut
+//! process kill, and a direct write has reached the device when it returns). [`Entry::sync`] fsyncs data and outboard before the bitmap, bounding what a power cut
 //! loses; and on open every claimed group is re-hashed against the outboard and the root, so a bit whose
 //! data did not reach the disk is dropped instead of trusted. Before serving, every group is re-validated
 //! against the outboard as it is encoded: nothing unverified is ever sent or installed.
@@ -410,9 +410,8 @@ impl Entry {
     /// group, and everything where direct I/O is refused, with one `pwritev` of the decoder's
     /// buffers.
     ///
-    /// Full batches come from a fast source (a peer on an idle link, the gateway's WAN intake): a
-    /// stream of bytes a node writes once and reads seldom (once to install, a few times to serve
-    /// peers). Through the page cache each of those bytes is copied into a freshly allocated page,
+    /// Full batches come from a fast peer (on an idle link): bytes a node writes once and reads
+    /// seldom (once to install, a few times to serve peers). Through the page cache each of those bytes is copied into a freshly allocated page,
     /// dirties memory that writeback must then chase, and evicts other files' pages; on a device,
     /// the clinical application's. Past it, the leaves are copied once into a warm, aligned buffer and
     /// the device's DMA does the rest. The pair benchmark moved 385 to 400 MB/s this way against 331
@@ -422,14 +421,16 @@ impl Entry {
     /// CPU, not less.
     fn write_data(&self, leaves: &[Bytes], offset: u64, reuse: Reuse) -> io::Result<()> {
         let len: usize = leaves.iter().map(|b| b.len()).sum();
-        let whole = if reuse == Reuse::Seldom && offset.is_multiple_of(fsutil::DIRECT_ALIGN as u64)
-        {
-            len / fsutil::DIRECT_ALIGN * fsutil::DIRECT_ALIGN
-        } else {
-            0
+        // Whole blocks of a full batch of seldom-read data, from an aligned offset; else none.
+        let whole = match len / fsutil::DIRECT_ALIGN * fsutil::DIRECT_ALIGN {
+            w if reuse == Reuse::Seldom
+                && w >= DIRECT_MIN_BYTES
+                && offset.is_multiple_of(fsutil::DIRECT_ALIGN as u64) =>
+            {
+                w
+            }
+            _ => 0,
         };
-        // A batch short of full goes through the page cache (see `DIRECT_MIN_BYTES`).
-        let whole = if whole >= DIRECT_MIN_BYTES { whole } else { 0 };
         let done = match &self.direct {
             Some(d) if whole > 0 && !self.direct_refused.load(Ordering::Relaxed) => {
                 match direct_write(d, leaves, offset, whole) {
@@ -639,8 +640,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// data, then the groups' bits, then reports the groups: the store's write order, per batch.
 struct Pending<'e, F> {
     entry: &'e Entry,
-    /// Contiguous verified leaves starting at `data_at`, `data_len` bytes (written with one `pwritev`,
-    /// not copied).
+    /// Contiguous verified leaves starting at `data_at`, `data_len` bytes ([`Entry::write_data`]).
     data_at: u64,
     data: Vec<Bytes>,
     data_len: usize,
