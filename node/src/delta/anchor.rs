@@ -2,14 +2,14 @@
 //! and scans only what they leave (the idea of HDiffPatch's block match, written anew).
 //!
 //! Most of a disk image's new version is its old one, byte for byte, at the same or another offset:
-//! unchanged files, the free space between them. Finding those with bidiff's suffix array costs
-//! most of a delta's creation: on the 384 MiB rootfs pair, about 20 s to sort and 25 s to scan, and
-//! 4 bytes of suffix array per base byte. Here the base's aligned [`BLOCK`]-byte blocks are indexed
-//! by a rolling hash, the target is scanned for them (and first along the last match's diagonal and
-//! the identity), and every exact match of at least [`MIN_ANCHOR`] bytes becomes an anchor. The
-//! base's bytes that no anchor uses and the target's that no anchor covers are then diffed by bidiff,
-//! each compacted into one buffer, and its matches are mapped back and merged with the anchors in
-//! target order.
+//! unchanged files, the free space between them. Finding those with the suffix array
+//! ([`super::scan`]) costs most of a delta's creation: on the 384 MiB rootfs pair, about 20 s to
+//! sort and 25 s to scan, and 4 bytes of suffix array per base byte. Here the base's aligned
+//! [`BLOCK`]-byte blocks are indexed by a rolling hash, the target is scanned for them (and first
+//! along the last match's diagonal and the identity), and every exact match of at least
+//! [`MIN_ANCHOR`] bytes becomes an anchor. The base's bytes that no anchor uses and the target's
+//! that no anchor covers are then diffed by the suffix-array scan, each compacted into one buffer,
+//! and its matches are mapped back and merged with the anchors in target order.
 //!
 //! An anchor takes equal lengths out of both sides, so a region that bsdiff would match
 //! approximately across an anchor keeps its diagonal in the compacted buffers, and its pieces merge
@@ -43,10 +43,8 @@ pub fn diff(
     target: &[u8],
     on_match: impl FnMut(Match) -> io::Result<()>,
 ) -> io::Result<()> {
-    // One partition keeps the patch smallest (more partitions sort in parallel, slightly worse).
-    let params = bidiff::DiffParams::new(1, None).map_err(|e| io::Error::other(e.to_string()))?;
     if base.len() < MIN_BASE {
-        return suffix_diff(base, target, &params, on_match);
+        return suffix_diff(base, target, on_match);
     }
     diff_anchored(base, target, MIN_ANCHOR, on_match)
 }
@@ -58,7 +56,6 @@ pub fn diff_anchored(
     min_anchor: usize,
     on_match: impl FnMut(Match) -> io::Result<()>,
 ) -> io::Result<()> {
-    let params = bidiff::DiffParams::new(1, None).map_err(|e| io::Error::other(e.to_string()))?;
     let started = std::time::Instant::now();
     let anchors = find(base, target, min_anchor);
     let anchored: usize = anchors.iter().map(|a| a.len).sum();
@@ -70,7 +67,7 @@ pub fn diff_anchored(
         "delta: exact matches found by block hashing"
     );
     if anchors.is_empty() {
-        return suffix_diff(base, target, &params, on_match);
+        return suffix_diff(base, target, on_match);
     }
     let (tmap, ctarget) = compact(target, target_gaps(&anchors, target.len()));
     let (bmap, cbase) = compact(base, base_unused(&anchors, base.len()));
@@ -93,7 +90,7 @@ pub fn diff_anchored(
         next: 0,
     };
     let mut tseg = 0;
-    suffix_diff(&cbase, &ctarget, &params, |m| {
+    suffix_diff(&cbase, &ctarget, |m| {
         // The add part: split where either side's compacted buffer joins two pieces.
         let (mut ct, mut cb, mut len) = (m.add_new_start, m.add_old_start, m.add_length);
         while len > 0 {
@@ -119,26 +116,13 @@ pub fn diff_anchored(
     out.finish()
 }
 
-/// bidiff's diff, which cannot take an empty base (its suffix array finds no match and panics):
-/// then the target is all copy.
+/// The suffix-array diff ([`super::scan`]).
 fn suffix_diff(
     base: &[u8],
     target: &[u8],
-    params: &bidiff::DiffParams,
-    mut on_match: impl FnMut(Match) -> io::Result<()>,
+    on_match: impl FnMut(Match) -> io::Result<()>,
 ) -> io::Result<()> {
-    if !base.is_empty() {
-        return bidiff::diff(base, target, params, on_match);
-    }
-    if target.is_empty() {
-        return Ok(());
-    }
-    on_match(Match {
-        add_old_start: 0,
-        add_new_start: 0,
-        add_length: 0,
-        copy_end: target.len(),
-    })
+    super::scan::diff(base, target, super::scan::Params::default(), on_match)
 }
 
 /// An exact match: `target[target..target + len] == base[base..base + len]`.

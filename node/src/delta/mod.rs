@@ -1,6 +1,7 @@
-//! Binary deltas: a bsdiff-style suffix-array diff (matches found by the `bidiff` crate), written as
-//! separately compressed streams of controls, add bytes and copy bytes, applied as a stream in
-//! bounded memory.
+//! Binary deltas: a bsdiff-style suffix-array diff (matches found by [`scan`], which takes among
+//! equally long matches the one nearest the last; controls built by the `bidiff` crate's
+//! translator), written as separately compressed streams of controls, add bytes and copy bytes,
+//! applied as a stream in bounded memory.
 //!
 //! Format (`docs/formats.md`): four magic bytes, then little-endian u64 section lengths, then (formats
 //! 2 and 3) the transformed ranges of the base and of the target ([`branch`]), then the compressed
@@ -38,6 +39,7 @@ mod cm;
 pub mod inflate;
 pub mod lz;
 mod runs;
+mod scan;
 
 use branch::{BaseView, Range, Restore};
 use runs::{Adds, ZeroRuns};
