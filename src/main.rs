@@ -102,6 +102,8 @@ enum Cmd {
 /// The newest delta format a release build writes (`release build --delta-format`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum DeltaFormat {
+    #[value(name = "8")]
+    Eight,
     #[value(name = "7")]
     Seven,
     #[value(name = "5")]
@@ -318,13 +320,14 @@ enum ReleaseCmd {
         /// when it is at most 90 % of the compressed full image.
         #[arg(long = "base", value_name = "OLD_IMAGE")]
         bases: Vec<PathBuf>,
-        /// The newest delta format the fleet's agents apply: 7 (the default: as 5, and where smaller,
+        /// The newest delta format the fleet's agents apply: 8 (the default: format 7 with raw LZMA2
+        /// sections, without xz's per-stream headers; agents from 2026-12-07), 7 (as 5, and where smaller,
         /// format 6, a base of at most 16 MiB serving as the LZMA2 dictionary of the whole new image,
         /// or format 7, the diff's seeks as 32-bit words; agents from 2026-12-06), 5 (as 4, and images whose changed gzip streams this build re-compresses are
         /// diffed with them inflated; agents from 2026-12-03), 4 (format 4 where it makes the delta
         /// at least 5 % smaller, else 3; agents from 4cdd0f4), 3 (agents from 65eb94c) or 1 (every
         /// agent). An agent refuses a delta of a newer format than its own.
-        #[arg(long, value_enum, default_value_t = DeltaFormat::Seven)]
+        #[arg(long, value_enum, default_value_t = DeltaFormat::Eight)]
         delta_format: DeltaFormat,
     },
     /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
@@ -490,6 +493,7 @@ fn run(cli: Cli) -> Result<()> {
                 inflate: gzip == "auto",
                 against_base: formats_6_7 == "auto",
                 seek_words: formats_6_7 == "auto",
+                raw_streams: formats_6_7 == "auto",
             };
             wardswarm_node::delta::create_with(&old, &new, codec, methods, &mut w)?;
             let f = w.into_inner().map_err(|e| e.into_error())?;
@@ -858,14 +862,19 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                         wardswarm_node::delta::Codec::Zstd(wardswarm_node::delta::LEVEL)
                     }
                     DeltaFormat::Three => wardswarm_node::delta::Codec::Lzma2,
-                    DeltaFormat::Four | DeltaFormat::Five | DeltaFormat::Seven => {
-                        wardswarm_node::delta::Codec::MODELED
-                    }
+                    DeltaFormat::Four
+                    | DeltaFormat::Five
+                    | DeltaFormat::Seven
+                    | DeltaFormat::Eight => wardswarm_node::delta::Codec::MODELED,
                 },
                 delta_methods: wardswarm_node::delta::Methods {
-                    inflate: matches!(delta_format, DeltaFormat::Five | DeltaFormat::Seven),
-                    against_base: matches!(delta_format, DeltaFormat::Seven),
-                    seek_words: matches!(delta_format, DeltaFormat::Seven),
+                    inflate: matches!(
+                        delta_format,
+                        DeltaFormat::Five | DeltaFormat::Seven | DeltaFormat::Eight
+                    ),
+                    against_base: matches!(delta_format, DeltaFormat::Seven | DeltaFormat::Eight),
+                    seek_words: matches!(delta_format, DeltaFormat::Seven | DeltaFormat::Eight),
+                    raw_streams: matches!(delta_format, DeltaFormat::Eight),
                 },
             };
             let report = release::build(&req)?;

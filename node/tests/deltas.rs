@@ -101,6 +101,7 @@ fn an_image_whose_gzip_file_changed_gets_a_format_5_delta_unless_the_fleet_preda
                 inflate,
                 against_base: false,
                 seek_words: false,
+                raw_streams: false,
             },
             ..request(&d, &keys, now)
         })

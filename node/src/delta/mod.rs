@@ -70,6 +70,10 @@ pub const MAGIC_7: &[u8; 4] = b"WSD7";
 pub const FLAG_MODELED: u8 = 1;
 /// Format 7: where the flags byte holds the seek column's [`Seeks`] (two bits).
 pub const SEEKS_SHIFT: u8 = 1;
+/// Format 7: every LZMA2 section is one byte, the base-2 logarithm of its dictionary size, then a
+/// raw LZMA2 stream, instead of an xz stream (whose headers, index and footer cost about 48 bytes a
+/// section: a tenth of a small delta). Agents from 2026-12-07 on.
+pub const FLAG_RAW: u8 = 1 << 3;
 
 /// How the seek column codes where each control leaves the base. Which is smallest depends on the
 /// pair (`docs/deltas.md`), so each is measured; words are 32-bit big-endian, so that LZMA2's
@@ -228,11 +232,11 @@ fn lzma2_split(data: &[u8], kind: Kind, split: bool) -> io::Result<Vec<u8>> {
 /// read by every decoder; the output does not depend on the machine's cores.
 const SPLIT_ADDS: usize = 8 << 20;
 
-/// One xz stream of LZMA2 `-9e`; with `block`, its blocks that long at most, coded on two threads.
-fn lzma2_compress_inner(data: &[u8], kind: Kind, block: Option<usize>) -> io::Result<Vec<u8>> {
-    use liblzma::stream::{Check, Filters, LzmaOptions, MtStreamBuilder, Stream, PRESET_EXTREME};
+/// The LZMA2 filter for `len` bytes of `kind` ([`lzma2_compress`]), and its dictionary's size.
+fn lzma2_filters(len: usize, kind: Kind) -> io::Result<(liblzma::stream::Filters, u32)> {
+    use liblzma::stream::{Filters, LzmaOptions, PRESET_EXTREME};
     let mut o = LzmaOptions::new_preset(9 | PRESET_EXTREME).map_err(lzma_err)?;
-    let dict = (block.unwrap_or(data.len()) as u64)
+    let dict = (len as u64)
         .next_power_of_two()
         .clamp(4096, u64::from(MAX_DICT)) as u32;
     o.dict_size(dict).nice_len(273);
@@ -247,6 +251,23 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind, block: Option<usize>) -> io::Re
         .position_bits(pb);
     let mut f = Filters::new();
     f.lzma2(&o);
+    Ok((f, dict))
+}
+
+/// A section of format 7 with [`FLAG_RAW`]: the dictionary's size as a power of two (one byte),
+/// then `data` as raw LZMA2 (`-9e`, as [`lzma2_compress`]), ending in its end marker.
+fn lzma2_raw(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
+    let (f, dict) = lzma2_filters(data.len(), kind)?;
+    let stream = liblzma::stream::Stream::new_raw_encoder(&f).map_err(lzma_err)?;
+    let mut enc = liblzma::write::XzEncoder::new_stream(vec![dict.trailing_zeros() as u8], stream);
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+/// One xz stream of LZMA2 `-9e`; with `block`, its blocks that long at most, coded on two threads.
+fn lzma2_compress_inner(data: &[u8], kind: Kind, block: Option<usize>) -> io::Result<Vec<u8>> {
+    use liblzma::stream::{Check, MtStreamBuilder, Stream};
+    let (f, _) = lzma2_filters(block.unwrap_or(data.len()), kind)?;
     let stream = if let Some(block) = block {
         MtStreamBuilder::new()
             .threads(2)
@@ -275,6 +296,9 @@ pub struct Methods {
     pub against_base: bool,
     /// Format 7 (agents from 2026-12-06): also try the diff's seeks as 32-bit words ([`Seeks`]).
     pub seek_words: bool,
+    /// Format 7's [`FLAG_RAW`] (agents from 2026-12-07): raw LZMA2 sections, where no section is
+    /// coded in blocks at once.
+    pub raw_streams: bool,
 }
 
 impl Methods {
@@ -283,12 +307,14 @@ impl Methods {
         inflate: false,
         against_base: false,
         seek_words: false,
+        raw_streams: false,
     };
     /// Every format this build writes.
     pub const ALL: Methods = Methods {
         inflate: true,
         against_base: true,
         seek_words: true,
+        raw_streams: true,
     };
 }
 
@@ -311,6 +337,7 @@ pub fn create_inflating(
         inflate: true,
         against_base: false,
         seek_words: false,
+        raw_streams: false,
     };
     create_with(base, target, codec, methods, out)
 }
@@ -408,6 +435,7 @@ fn best(
     let lane = Lane {
         budget,
         split: !same_arch,
+        raw: methods.raw_streams,
     };
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
@@ -471,6 +499,8 @@ struct Lane<'a> {
     /// This encoder has a core to itself: long add literals are coded as two blocks at once
     /// ([`SPLIT_ADDS`]). Not beside the branch transform's candidate, which already runs at once.
     split: bool,
+    /// Raw LZMA2 sections ([`FLAG_RAW`]).
+    raw: bool,
 }
 
 /// The size another candidate will have: a candidate that is worth finishing only if it can be
@@ -615,7 +645,7 @@ fn encode(
     seeks: SeekChoice,
     lane: Lane<'_>,
 ) -> io::Result<Option<Vec<u8>>> {
-    let Lane { budget, split } = lane;
+    let Lane { budget, split, raw } = lane;
     let words = seeks != SeekChoice::Varint;
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let mut cols: [Vec<u8>; 3] = Default::default();
@@ -686,6 +716,22 @@ fn encode(
         // to measure the model against) on the other.
         Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
+            // Raw LZMA2 sections, unless the literals are coded in blocks at once (an xz stream).
+            let raw = raw && !(split && literals.len() >= SPLIT_ADDS);
+            let code = |data: &[u8], kind| {
+                if raw {
+                    lzma2_raw(data, kind)
+                } else {
+                    lzma2_compress(data, kind)
+                }
+            };
+            let code_literals = || {
+                if raw {
+                    lzma2_raw(&literals, Kind::Add)
+                } else {
+                    lzma2_split(&literals, Kind::Add, split)
+                }
+            };
             let model = || {
                 let started = std::time::Instant::now();
                 let out = cm::encode(base, &segments, &literals);
@@ -699,11 +745,8 @@ fn encode(
             };
             // Every stream but the add literals.
             let code_rest = || {
-                let words_z =
-                    [(&absolute, Seeks::Absolute), (&diagonal, Seeks::Diagonal)].map(|(w, how)| {
-                        w.as_ref()
-                            .map(|w| lzma2_compress(w, Kind::Words).map(|c| (c, how)))
-                    });
+                let words_z = [(&absolute, Seeks::Absolute), (&diagonal, Seeks::Diagonal)]
+                    .map(|(w, how)| w.as_ref().map(|w| code(w, Kind::Words).map(|c| (c, how))));
                 let rest = [
                     (&cols[0], Kind::Control),
                     (&cols[1], Kind::Control),
@@ -711,7 +754,7 @@ fn encode(
                     (&zero_runs, Kind::Control),
                     (&copies, Kind::Copy),
                 ]
-                .map(|(data, kind)| lzma2_compress(data, kind));
+                .map(|(data, kind)| code(data, kind));
                 (rest, words_z)
             };
             let modeling = matches!(codec, Codec::Modeled { .. });
@@ -719,7 +762,7 @@ fn encode(
                 // The literals' LZMA2 here, the model and then the other streams beside it.
                 None => std::thread::scope(|scope| {
                     let side = scope.spawn(|| (modeling.then(model), code_rest()));
-                    let lzma = lzma2_split(&literals, Kind::Add, split);
+                    let lzma = code_literals();
                     side.join()
                         .map(|(modeled, (rest, words_z))| (modeled, lzma, rest, words_z))
                         .map_err(|_| {
@@ -757,7 +800,7 @@ fn encode(
                     }
                     let (modeled, lzma) = std::thread::scope(|scope| {
                         let modeled = modeling.then(|| scope.spawn(model));
-                        let lzma = lzma2_split(&literals, Kind::Add, split);
+                        let lzma = code_literals();
                         let modeled = modeled.map(|m| {
                             m.join().unwrap_or_else(|_| {
                                 Err(io::Error::other("delta: the model panicked"))
@@ -795,6 +838,9 @@ fn encode(
                 }
             }
             flags |= (seeks as u8) << SEEKS_SHIFT;
+            if raw {
+                flags |= FLAG_RAW;
+            }
             let lzma = lzma?;
             let (magic, lits) = match (codec, modeled) {
                 (Codec::Modeled { min_gain_percent }, Some(m)) => {
@@ -821,7 +867,7 @@ fn encode(
                 _ => (MAGIC_3, lzma),
             };
             let [c0, c1, c2, z, copies] = rest;
-            let magic = if seeks != Seeks::Varint {
+            let magic = if seeks != Seeks::Varint || raw {
                 MAGIC_7
             } else {
                 magic
@@ -882,33 +928,73 @@ impl<R: Read> Read for Section<R> {
     }
 }
 
+/// How a section of a delta is coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coded {
+    /// Format 4's add literals: the model's bytes, read as they are.
+    Model,
+    /// An xz stream of LZMA2 (formats 2 to 4, and 7 without [`FLAG_RAW`]).
+    Xz,
+    /// Format 7 with [`FLAG_RAW`]: the dictionary's size as a power of two, then raw LZMA2.
+    RawLzma2,
+    /// A zstd frame (format 1).
+    Zstd,
+}
+
 fn section<R: Read + Seek>(
     mut r: R,
     at: u64,
     len: u64,
-    lzma2: bool,
-    raw: bool,
+    coded: Coded,
 ) -> Result<Section<R>, DeltaError> {
     r.seek(SeekFrom::Start(at))?;
-    if raw {
-        return Ok(Section::Raw(io::BufReader::with_capacity(
+    match coded {
+        Coded::Model => Ok(Section::Raw(io::BufReader::with_capacity(
             64 * 1024,
             r.take(len),
-        )));
+        ))),
+        Coded::Xz => {
+            // The memory limit refuses a stream whose dictionary is over `MAX_DICT` before
+            // decoding it.
+            let limit = u64::from(MAX_DICT) + (1 << 20);
+            let stream = liblzma::stream::Stream::new_stream_decoder(limit, 0)
+                .map_err(|e| DeltaError::Malformed(format!("lzma2 decoder: {e}")))?;
+            let input = io::BufReader::with_capacity(64 * 1024, r.take(len));
+            Ok(Section::Lzma2(liblzma::bufread::XzDecoder::new_stream(
+                input, stream,
+            )))
+        }
+        Coded::RawLzma2 => {
+            let mut input = io::BufReader::with_capacity(64 * 1024, r.take(len));
+            let mut log = [0u8];
+            input
+                .read_exact(&mut log)
+                .map_err(|e| DeltaError::Malformed(format!("raw LZMA2 section: {e}")))?;
+            // The dictionary is allocated as the delta says: refuse any over `MAX_DICT` before.
+            if !(12..=MAX_DICT.trailing_zeros()).contains(&u32::from(log[0])) {
+                return Err(DeltaError::Malformed(format!(
+                    "raw LZMA2 section asks for a dictionary of 2^{} bytes (at most 2^{})",
+                    log[0],
+                    MAX_DICT.trailing_zeros()
+                )));
+            }
+            let mut o = liblzma::stream::LzmaOptions::new_preset(6)
+                .map_err(|e| DeltaError::Malformed(format!("lzma2 decoder: {e}")))?;
+            o.dict_size(1 << log[0]);
+            let mut f = liblzma::stream::Filters::new();
+            f.lzma2(&o);
+            let stream = liblzma::stream::Stream::new_raw_decoder(&f)
+                .map_err(|e| DeltaError::Malformed(format!("lzma2 decoder: {e}")))?;
+            Ok(Section::Lzma2(liblzma::bufread::XzDecoder::new_stream(
+                input, stream,
+            )))
+        }
+        Coded::Zstd => {
+            let mut d = zstd::stream::read::Decoder::new(r.take(len))?;
+            d.window_log_max(MAX_WINDOW_LOG)?;
+            Ok(Section::Zstd(d))
+        }
     }
-    if lzma2 {
-        // The memory limit refuses a stream whose dictionary is over `MAX_DICT` before decoding it.
-        let limit = u64::from(MAX_DICT) + (1 << 20);
-        let stream = liblzma::stream::Stream::new_stream_decoder(limit, 0)
-            .map_err(|e| DeltaError::Malformed(format!("lzma2 decoder: {e}")))?;
-        let input = io::BufReader::with_capacity(64 * 1024, r.take(len));
-        return Ok(Section::Lzma2(liblzma::bufread::XzDecoder::new_stream(
-            input, stream,
-        )));
-    }
-    let mut d = zstd::stream::read::Decoder::new(r.take(len))?;
-    d.window_log_max(MAX_WINDOW_LOG)?;
-    Ok(Section::Zstd(d))
 }
 
 enum State {
@@ -1069,11 +1155,13 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
     let mut modeled = &magic == MAGIC;
     let mut seeks = Seeks::Varint;
     let mut flags_len = 0;
+    let mut raw = false;
     if &magic == MAGIC_7 {
         let mut f = [0u8];
         r.read_exact(&mut f)
             .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
-        seeks = match f[0] >> SEEKS_SHIFT {
+        raw = f[0] & FLAG_RAW != 0;
+        seeks = match (f[0] & !FLAG_RAW) >> SEEKS_SHIFT {
             0 => Seeks::Varint,
             1 => Seeks::Absolute,
             2 => Seeks::Diagonal,
@@ -1117,7 +1205,13 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
     let mut at = start;
     for (i, len) in lens.into_iter().enumerate() {
         // Format 4's fifth section, the add literals, is the model's coded bytes.
-        sections.push(section(open()?, at, len, lzma2, modeled && i == 4)?);
+        let kind = match (lzma2, modeled && i == 4) {
+            (_, true) => Coded::Model,
+            (true, false) if raw => Coded::RawLzma2,
+            (true, false) => Coded::Xz,
+            (false, false) => Coded::Zstd,
+        };
+        sections.push(section(open()?, at, len, kind)?);
         at = at
             .checked_add(len)
             .ok_or_else(|| DeltaError::Malformed("section lengths overflow".into()))?;

@@ -764,6 +764,73 @@ fn format_7_round_trips_every_seek_coding_and_refuses_damage() {
 }
 
 #[test]
+fn format_7_raw_sections_round_trip_are_smaller_and_refuse_damage() {
+    let (base, target) = moved_blocks_pair();
+    let len = target.len() as u64;
+    // Format 6 would win here: the diff only.
+    let raw = Methods {
+        against_base: false,
+        ..Methods::ALL
+    };
+    let xz = Methods {
+        raw_streams: false,
+        ..raw
+    };
+    for codec in [
+        Codec::Lzma2,
+        Codec::Modeled {
+            min_gain_percent: 0,
+        },
+    ] {
+        let (mut d, mut old) = (Vec::new(), Vec::new());
+        create_with(&base, &target, codec, raw, &mut d).expect("create");
+        create_with(&base, &target, codec, xz, &mut old).expect("create");
+        assert_eq!(&d[..4], MAGIC_7, "{codec:?}");
+        assert_ne!(d[4] & FLAG_RAW, 0);
+        // Five or six sections, each about 48 bytes of xz container lighter.
+        assert!(
+            d.len() + 5 * 40 < old.len(),
+            "{} raw, {} xz",
+            d.len(),
+            old.len()
+        );
+        for pieces in [&[1usize, 9_999][..], &[70_000]] {
+            assert_eq!(
+                run_in_pieces(&d, &base, len, pieces).expect("apply"),
+                target
+            );
+        }
+        assert_eq!(run(&old, &base, len).expect("apply"), target);
+        assert!(run(&d[..d.len() - 9], &base, len).is_err());
+        // The first section's dictionary byte (no transformed ranges here): over the device's
+        // limit, or under LZMA2's least, is refused before anything is allocated.
+        let first = HEADER3 as usize + 1 + 2;
+        assert_eq!(d[first], 12, "a small stream's dictionary is 4 KiB");
+        for log in [11u8, 25, 40, 255] {
+            let mut bad = d.clone();
+            bad[first] = log;
+            let e = run(&bad, &base, len).expect_err("dictionary");
+            assert!(e.to_string().contains("dictionary"), "{e}");
+        }
+        // Read as xz streams, or xz streams read as raw ones: an error, never a panic.
+        let mut flipped = d.clone();
+        flipped[4] &= !FLAG_RAW;
+        assert!(run(&flipped, &base, len).is_err());
+        let words = create_diff_with_seeks(&base, &target, codec, Seeks::Absolute).expect("xz");
+        assert_eq!((&words[..4], words[4] & FLAG_RAW), (&MAGIC_7[..], 0));
+        assert_eq!(run(&words, &base, len).expect("apply"), target);
+        let mut flipped = words;
+        flipped[4] |= FLAG_RAW;
+        assert!(run(&flipped, &base, len).is_err());
+        // An unknown flag is refused as one.
+        let mut bad = d.clone();
+        bad[4] |= 1 << 4;
+        let e = run(&bad, &base, len).expect_err("unknown flags");
+        assert!(e.to_string().contains("flags"), "{e}");
+    }
+}
+
+#[test]
 fn an_image_past_the_anchor_size_round_trips() {
     // A 40 MiB image: its 4 KiB blocks of random data mostly kept, some moved, some changed by a
     // few bytes (as a rebuilt file would), and new data inserted; long exact matches are found by
