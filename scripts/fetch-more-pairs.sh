@@ -27,6 +27,10 @@
 #   cryptography    Rust with OpenSSL linked in, x86-64, cryptography's _rust.abi3.so 44.0.0 -> 44.0.1
 #   grpcio          C++ and Cython, x86-64, grpcio's cygrpc 1.68.0 -> 1.68.1 (same size, 74 % of bytes differ)
 #   swc             Rust, x86-64, Node addon of 50 MB, @swc/core-linux-x64-gnu 1.9.2 -> 1.9.3 (npm)
+# and, on 2026-12-06 (eighteenth pass), three more, measured after the scan's thresholds were chosen:
+#   psutil          C, x86-64, psutil's _psutil_linux.abi3.so 6.1.0 -> 6.1.1 (115 KB: a delta of about 1 KB)
+#   jiter           Rust, x86-64, jiter 0.8.0 -> 0.8.2
+#   tokenizers      Rust, x86-64, tokenizers.abi3.so 0.21.0 -> 0.21.1 (9 MB)
 #
 # Needs: bash, python3, pip, curl, tar, sha256sum.
 set -euo pipefail
@@ -168,4 +172,19 @@ npm_file @swc/core-linux-x64-gnu core-linux-x64-gnu 1.9.2 71a119787750d98026e0a8
     package/swc.linux-x64-gnu.node "$OUT/pairs/swc/old" b35b39f4aff4b26a0a6fac5dcdfb52395ffe38efc9ed91eb951d5382e74b6418
 npm_file @swc/core-linux-x64-gnu core-linux-x64-gnu 1.9.3 3d3adebe001aa567ea9f546dc2d85522b609e2db153ae4c5754d50baf80ed99e \
     package/swc.linux-x64-gnu.node "$OUT/pairs/swc/new" 398d2d910b7064b5baccde8bd2656ea1db09e6e334ce34dbc6dac60e3c8a18ca
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc}"
+log "psutil 6.1.0 -> 6.1.1 (x86-64, C shared library)"
+wheel psutil 6.1.0 manylinux_2_17_x86_64 498c6979f9c6637ebc3a73b3f87f9eb1ec24e1ce53a7c5173b8508981614a90b \
+    psutil/_psutil_linux.abi3.so "$OUT/pairs/psutil/old" 5154b4be684ed796e198727ec940b86eb9d52d610d183d5d0a1bdf448bf57f32
+wheel psutil 6.1.1 manylinux_2_17_x86_64 97f7cb9921fbec4904f522d972f0c0e1f4fabbdd4e0287813b21215074a0f160 \
+    psutil/_psutil_linux.abi3.so "$OUT/pairs/psutil/new" 2d76b01666546f2806089d6f4ef08f005db0bb410d893a54d463a7b0f8b727e2
+log "jiter 0.8.0 -> 0.8.2 (x86-64, Rust shared library)"
+wheel jiter 0.8.0 manylinux_2_17_x86_64 e7d6363d4c6f1052b1d8b494eb9a72667c3ef5f80ebacfe18712728e85327000 \
+    jiter/jiter.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/jiter/old" 3ab284922d278693019649aae9cc4b97056b1a3470c9895866ddeca63d6f27bc
+wheel jiter 0.8.2 manylinux_2_17_x86_64 14601dcac4889e0a1c75ccf6a0e4baf70dbc75041e51bcf8d0e9274519df6887 \
+    jiter/jiter.cpython-312-x86_64-linux-gnu.so "$OUT/pairs/jiter/new" c488b8ac58a92e05fc5f71039800e6e388a84dfc68dc89f93b5c953858da2c38
+log "tokenizers 0.21.0 -> 0.21.1 (x86-64, Rust shared library)"
+wheel tokenizers 0.21.0 manylinux_2_17_x86_64 e84ca973b3a96894d1707e189c14a774b701596d579ffc7e69debfc036a61a04 \
+    tokenizers/tokenizers.abi3.so "$OUT/pairs/tokenizers/old" b8f7b59958ef21415c5e43f2ca293495c80e8cf4f72ca953b40393b8385900dd
+wheel tokenizers 0.21.1 manylinux_2_17_x86_64 2dd9a0061e403546f7377df940e866c3e678d7d4e9643d0461ea442b4f89e61a \
+    tokenizers/tokenizers.abi3.so "$OUT/pairs/tokenizers/new" 900d9f22a3606b6c47a090215dfc2ab096508569d6362a47a22d24670b79c8ff
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers}"
