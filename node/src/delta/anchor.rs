@@ -214,7 +214,7 @@ impl Table {
 }
 
 /// How many bytes `a` and `b` share from their starts.
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+pub(super) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let mut i = 0;
     while i + 8 <= n {

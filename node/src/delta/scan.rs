@@ -26,6 +26,8 @@ use std::io;
 
 use bidiff::Match;
 
+use super::anchor::common_prefix;
+
 /// How many suffixes each side of the binary search's landing place are looked at for an equally
 /// long match nearer the current diagonal.
 pub const NEAR_CANDIDATES: usize = 32;
@@ -62,24 +64,6 @@ impl Default for Params {
 pub struct Index<'a> {
     base: &'a [u8],
     sa: Vec<i32>,
-}
-
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    // Eight bytes at a time, then the rest.
-    let n = a.len().min(b.len());
-    let mut i = 0;
-    while i + 8 <= n {
-        let x = u64::from_le_bytes(a[i..i + 8].try_into().expect("8 bytes"));
-        let y = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        if x != y {
-            return i + ((x ^ y).trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < n && a[i] == b[i] {
-        i += 1;
-    }
-    i
 }
 
 impl<'a> Index<'a> {
