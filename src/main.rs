@@ -102,6 +102,8 @@ enum Cmd {
 /// The newest delta format a release build writes (`release build --delta-format`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum DeltaFormat {
+    #[value(name = "9")]
+    Nine,
     #[value(name = "8")]
     Eight,
     #[value(name = "7")]
@@ -145,7 +147,9 @@ enum DeltaCmd {
         gzip: String,
         /// Formats 6 and 7: auto (where the base is at most 16 MiB, also code the new image as one
         /// LZMA2 stream with the base as its dictionary; and try the diff's seeks as 32-bit words;
-        /// each kept where it is smaller) or off (formats 1 to 5 only).
+        /// each kept where it is smaller; raw LZMA2 sections; x86-64 and AArch64 executables
+        /// diffed with their data references made absolute too) or off (formats 1 to 5 only,
+        /// calls and branches made absolute: what every agent since format 5 applies).
         #[arg(long = "formats-6-7", default_value = "auto", value_parser = ["auto", "off"])]
         formats_6_7: String,
     },
@@ -320,14 +324,16 @@ enum ReleaseCmd {
         /// when it is at most 90 % of the compressed full image.
         #[arg(long = "base", value_name = "OLD_IMAGE")]
         bases: Vec<PathBuf>,
-        /// The newest delta format the fleet's agents apply: 8 (the default: format 7 with raw LZMA2
+        /// The newest delta format the fleet's agents apply: 9 (the default: as 8, and x86-64 and
+        /// AArch64 executables are diffed with their data references made absolute too, not only
+        /// their calls and branches; agents from 2026-12-07 after 8), 8 (format 7 with raw LZMA2
         /// sections, without xz's per-stream headers; agents from 2026-12-07), 7 (as 5, and where smaller,
         /// format 6, a base of at most 16 MiB serving as the LZMA2 dictionary of the whole new image,
         /// or format 7, the diff's seeks as 32-bit words; agents from 2026-12-06), 5 (as 4, and images whose changed gzip streams this build re-compresses are
         /// diffed with them inflated; agents from 2026-12-03), 4 (format 4 where it makes the delta
         /// at least 5 % smaller, else 3; agents from 4cdd0f4), 3 (agents from 65eb94c) or 1 (every
         /// agent). An agent refuses a delta of a newer format than its own.
-        #[arg(long, value_enum, default_value_t = DeltaFormat::Eight)]
+        #[arg(long, value_enum, default_value_t = DeltaFormat::Nine)]
         delta_format: DeltaFormat,
     },
     /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
@@ -494,6 +500,7 @@ fn run(cli: Cli) -> Result<()> {
                 against_base: formats_6_7 == "auto",
                 seek_words: formats_6_7 == "auto",
                 raw_streams: formats_6_7 == "auto",
+                operands: formats_6_7 == "auto",
             };
             wardswarm_node::delta::create_with(&old, &new, codec, methods, &mut w)?;
             let f = w.into_inner().map_err(|e| e.into_error())?;
@@ -865,16 +872,27 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                     DeltaFormat::Four
                     | DeltaFormat::Five
                     | DeltaFormat::Seven
-                    | DeltaFormat::Eight => wardswarm_node::delta::Codec::MODELED,
+                    | DeltaFormat::Eight
+                    | DeltaFormat::Nine => wardswarm_node::delta::Codec::MODELED,
                 },
                 delta_methods: wardswarm_node::delta::Methods {
                     inflate: matches!(
                         delta_format,
-                        DeltaFormat::Five | DeltaFormat::Seven | DeltaFormat::Eight
+                        DeltaFormat::Five
+                            | DeltaFormat::Seven
+                            | DeltaFormat::Eight
+                            | DeltaFormat::Nine
                     ),
-                    against_base: matches!(delta_format, DeltaFormat::Seven | DeltaFormat::Eight),
-                    seek_words: matches!(delta_format, DeltaFormat::Seven | DeltaFormat::Eight),
-                    raw_streams: matches!(delta_format, DeltaFormat::Eight),
+                    against_base: matches!(
+                        delta_format,
+                        DeltaFormat::Seven | DeltaFormat::Eight | DeltaFormat::Nine
+                    ),
+                    seek_words: matches!(
+                        delta_format,
+                        DeltaFormat::Seven | DeltaFormat::Eight | DeltaFormat::Nine
+                    ),
+                    raw_streams: matches!(delta_format, DeltaFormat::Eight | DeltaFormat::Nine),
+                    operands: matches!(delta_format, DeltaFormat::Nine),
                 },
             };
             let report = release::build(&req)?;

@@ -26,7 +26,11 @@ pub const MAX_RANGES: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     X86,
+    /// x86-64 code with its RIP-relative operands made absolute too ([`x86_64_block`]).
+    X86_64,
     Arm64,
+    /// AArch64 code with its `adrp` page addresses made absolute too ([`arm64_adrp_block`]).
+    Arm64Adrp,
     Arm32,
 }
 
@@ -36,6 +40,8 @@ impl Arch {
             Self::X86 => 1,
             Self::Arm64 => 2,
             Self::Arm32 => 3,
+            Self::X86_64 => 4,
+            Self::Arm64Adrp => 5,
         }
     }
     pub(super) fn from_code(c: u8) -> Option<Self> {
@@ -43,6 +49,8 @@ impl Arch {
             1 => Some(Self::X86),
             2 => Some(Self::Arm64),
             3 => Some(Self::Arm32),
+            4 => Some(Self::X86_64),
+            5 => Some(Self::Arm64Adrp),
             _ => None,
         }
     }
@@ -60,6 +68,15 @@ impl Range {
     fn end(&self) -> u64 {
         self.start + self.len
     }
+    /// How far (in bytes, either way) a field of [`Arch::X86_64`] may point to be converted: the
+    /// smallest power of two at least twice the range's end, from 16 to 256 MiB. Code refers to
+    /// data past its own end (read-only data, then writable data), about as far again as the code
+    /// reaches into the file: a fixed 16 MiB, as xz's filter has, left most of the references of
+    /// a 30 MB executable's first half unconverted. Farther than needed converts more bytes that
+    /// only look like instructions.
+    fn reach(&self) -> u64 {
+        (2 * self.end()).next_power_of_two().clamp(1 << 24, 1 << 28)
+    }
     /// The block holding `pos` (inside the range): its start and end.
     fn block_of(&self, pos: u64) -> (u64, u64) {
         let b = self.start + (pos - self.start) / BLOCK * BLOCK;
@@ -68,8 +85,10 @@ impl Range {
 }
 
 /// The executable sections of an ELF image worth transforming, in file order; empty for anything
-/// else (a disk image, a script, an unknown machine).
-pub fn exec_ranges(data: &[u8]) -> Vec<Range> {
+/// else (a disk image, a script, an unknown machine). With `operands` (agents from 2026-12-07,
+/// `Methods::operands`), x86-64 and AArch64 code also has its data references made absolute
+/// ([`Arch::X86_64`], [`Arch::Arm64Adrp`]); without, only its calls and branches.
+pub fn exec_ranges(data: &[u8], operands: bool) -> Vec<Range> {
     use object::{Architecture, Object, ObjectSection, SectionKind};
     let Ok(file) = object::File::parse(data) else {
         return vec![];
@@ -78,7 +97,9 @@ pub fn exec_ranges(data: &[u8]) -> Vec<Range> {
         return vec![];
     }
     let arch = match file.architecture() {
+        Architecture::X86_64 | Architecture::X86_64_X32 if operands => Arch::X86_64,
         Architecture::X86_64 | Architecture::X86_64_X32 | Architecture::I386 => Arch::X86,
+        Architecture::Aarch64 if operands => Arch::Arm64Adrp,
         Architecture::Aarch64 => Arch::Arm64,
         Architecture::Arm => Arch::Arm32,
         _ => return vec![],
@@ -104,8 +125,13 @@ pub(super) fn valid(ranges: &[Range]) -> bool {
 }
 
 /// Transforms (`encode`) or restores one block in place; `at` is the file offset of `buf[0]`.
-fn block(arch: Arch, buf: &mut [u8], at: u64, encode: bool) {
+fn block(arch: Arch, reach: u64, buf: &mut [u8], at: u64, encode: bool) {
     match arch {
+        Arch::X86_64 => x86_64_block(buf, reach, at, encode),
+        Arch::Arm64Adrp => {
+            block(Arch::Arm64, reach, buf, at, encode);
+            arm64_adrp_block(buf, at, encode);
+        }
         Arch::X86 => {
             // An E8/E9 is converted when its displacement's top byte is 00 or FF (a near target;
             // most E8/E9 bytes that are not opcodes fail this) and no unconverted E8/E9 lies in the
@@ -167,6 +193,119 @@ fn block(arch: Arch, buf: &mut [u8], at: u64, encode: bool) {
     }
 }
 
+/// The last opcode byte of the instructions whose memory operand [`x86_64_block`] converts where
+/// it is RIP-relative: the byte before the ModRM byte.
+const RIP_OPCODES: [bool; 256] = {
+    let mut t = [false; 256];
+    let ops: &[u8] = &[
+        // ALU r/m forms, MOVSXD, IMUL, TEST, XCHG, MOV, LEA, group 1/3/5, MOV r/m imm.
+        0x01, 0x03, 0x09, 0x0B, 0x11, 0x13, 0x19, 0x1B, 0x21, 0x23, 0x29, 0x2B, 0x31, 0x33, 0x39,
+        0x3B, 0x63, 0x69, 0x6B, 0x80, 0x81, 0x83, 0x84, 0x85, 0x87, 0x88, 0x89, 0x8A, 0x8B, 0x8D,
+        0xC6, 0xC7, 0xF6, 0xF7, 0xFF,
+        // Two-byte (0F xx) SSE loads and stores, compares, logic and arithmetic; MOVZX, MOVSX.
+        0x10, 0x12, 0x16, 0x28, 0x2E, 0x2F, 0x54, 0x57, 0x58, 0x59, 0x5C, 0x5E, 0x6F, 0x7F, 0xB6,
+        0xB7, 0xBE, 0xBF, 0xD6, 0xDB, 0xEB, 0xEF, 0xFE, 0x74,
+    ];
+    let mut i = 0;
+    while i < ops.len() {
+        t[ops[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Transforms or restores one block of x86-64 code: `call`/`jmp rel32` as [`block`]'s x86 rule,
+/// and the 32-bit displacement of a RIP-relative memory operand (ModRM `mod=00 rm=101` after one
+/// of [`RIP_OPCODES`]): a `lea`, `mov` or SSE load of a constant changes its displacement wherever
+/// code moved, and its absolute target only where the data did.
+///
+/// The displacement is made absolute against the position just past it (an instruction with an
+/// immediate after it is off by the immediate's length, the same for every instance, which is all
+/// a diff needs). Either rule converts only a field whose top byte is 00 or FF and keeps it so
+/// (sign-extended from 25 bits). A candidate left unconverted protects the bytes it was judged on:
+/// no later conversion may rewrite them, so restoring, which sees later fields still converted,
+/// judges every candidate on the same bytes and makes the same choices.
+fn x86_64_block(buf: &mut [u8], reach: u64, at: u64, encode: bool) {
+    let mut i = 0;
+    // No conversion may rewrite a byte before `protect`.
+    let mut protect = 0usize;
+    // Fields in [-reach, reach) are converted, and kept there.
+    let sh = 31 - reach.trailing_zeros();
+    let convert = |buf: &mut [u8], field: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&buf[field..field + 4]);
+        let v = u32::from_le_bytes(w);
+        let pc = (at + field as u64 + 4) as u32;
+        let t = if encode {
+            v.wrapping_add(pc)
+        } else {
+            v.wrapping_sub(pc)
+        };
+        let t = (((t << sh) as i32) >> sh) as u32;
+        buf[field..field + 4].copy_from_slice(&t.to_le_bytes());
+    };
+    let near = |buf: &[u8], field: usize| {
+        let v =
+            u32::from_le_bytes([buf[field], buf[field + 1], buf[field + 2], buf[field + 3]]) as i32;
+        (v << sh) >> sh == v
+    };
+    while i + 5 <= buf.len() {
+        let (field, len) = match buf[i] {
+            0xE8 | 0xE9 => (i + 1, 5),
+            op if RIP_OPCODES[op as usize] && i + 6 <= buf.len() && buf[i + 1] & 0xC7 == 0x05 => {
+                (i + 2, 6)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if field >= protect && near(buf, field) {
+            convert(buf, field);
+            i += len;
+        } else {
+            protect = protect.max(field + 4);
+            i += 1;
+        }
+    }
+}
+
+/// Transforms or restores the `adrp` instructions of one block of AArch64 code (after or before
+/// [`block`]'s `bl` rule, which touches other words): `adrp` loads the 4 KiB page of an address
+/// relative to its own page, so it changes wherever code moved and the data did not. Its page
+/// offset is made absolute where it is within 2^17 pages (512 MiB) either way, and the result
+/// wrapped into that range, so restoring converts the same words.
+fn arm64_adrp_block(buf: &mut [u8], at: u64, encode: bool) {
+    let skip = ((4 - at % 4) % 4) as usize;
+    let mut i = skip;
+    while i + 4 <= buf.len() {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&buf[i..i + 4]);
+        let v = u32::from_le_bytes(w);
+        i += 4;
+        if v & 0x9F00_0000 != 0x9000_0000 {
+            continue;
+        }
+        // imm21 = immhi (bits 5..24) : immlo (bits 29..31).
+        let imm = ((v >> 3) & 0x001F_FFFC) | ((v >> 29) & 3);
+        // Within ±2^17 pages: the top four bits of the 21 are all equal.
+        let top = imm >> 17;
+        if top != 0 && top != 0xF {
+            continue;
+        }
+        let page = ((at + i as u64 - 4) >> 12) as u32;
+        let t = if encode {
+            imm.wrapping_add(page)
+        } else {
+            imm.wrapping_sub(page)
+        };
+        // Sign-extend from 18 bits into the 21-bit field.
+        let t = ((((t << 14) as i32) >> 14) as u32) & 0x001F_FFFF;
+        let v = (v & 0x9F00_001F) | ((t & 3) << 29) | ((t & 0x001F_FFFC) << 3);
+        buf[i - 4..i].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
 /// The range holding `pos`, if any.
 fn range_at(ranges: &[Range], pos: u64) -> Option<Range> {
     ranges
@@ -190,7 +329,13 @@ pub fn encode_all(data: &mut [u8], ranges: &[Range]) {
         let mut b = r.start;
         while b < r.end() {
             let e = (b + BLOCK).min(r.end());
-            block(r.arch, &mut data[b as usize..e as usize], b, true);
+            block(
+                r.arch,
+                r.reach(),
+                &mut data[b as usize..e as usize],
+                b,
+                true,
+            );
             b = e;
         }
     }
@@ -256,7 +401,7 @@ impl<B: Read + Seek> Read for BaseView<B> {
                         }
                     })?;
                     self.inner_pos = Some(e);
-                    block(r.arch, &mut self.cache, b, true);
+                    block(r.arch, r.reach(), &mut self.cache, b, true);
                     self.cached = Some(b);
                 }
                 let from = (pos - b) as usize;
@@ -354,7 +499,7 @@ impl<R: Read> Read for Restore<R> {
             }
             self.buf.truncate(got);
             if let Some(r) = inside {
-                block(r.arch, &mut self.buf, pos, false);
+                block(r.arch, r.reach(), &mut self.buf, pos, false);
             }
             self.start = pos;
             self.at = 0;
@@ -384,12 +529,106 @@ mod tests {
         for i in (0..len.saturating_sub(8)).step_by(36) {
             d[i + 3] = 0x94;
         }
+        // RIP-relative operands (`lea`, `mov`, `call [rip]`) overlapping the calls, and `adrp`
+        // words with near and far pages.
+        for i in (0..len.saturating_sub(8)).step_by(17) {
+            d[i] = [0x8D, 0x8B, 0xFF, 0x0F][i % 4];
+            d[i + 1] = [0x05, 0x15, 0x3D, 0x25][i % 3];
+            d[i + 5] = if i % 3 == 0 { 0xFF } else { 0x00 };
+        }
+        for i in (0..len.saturating_sub(8)).step_by(44) {
+            d[i + 3] = 0x90 | (d[i + 3] & 0x60);
+            d[i + 2] = if i % 3 == 0 { 0xFF } else { d[i + 2] & 0x03 };
+        }
         d
+    }
+
+    /// Bytes made of little else than x86 candidates (opcodes, RIP ModRM bytes, 00 and FF),
+    /// overlapping every way: the rules' choices must be the same restoring as transforming.
+    #[test]
+    fn x86_64_candidates_packed_tight_round_trip() {
+        let mut rng = crate::testkit::Rng::new(21);
+        for round in 0..200 {
+            let len = 64 + rng.below(4_000) as usize;
+            let alphabet = [0xE8, 0xE9, 0x8D, 0x8B, 0x05, 0x15, 0x00, 0xFF, 0x48, 0x0D];
+            let data: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                .collect();
+            let at = rng.below(1 << 30);
+            let reach = 1u64 << (24 + rng.below(5));
+            let mut enc = data.clone();
+            block(Arch::X86_64, reach, &mut enc, at, true);
+            assert_ne!(enc, data, "round {round}: nothing converted");
+            block(Arch::X86_64, reach, &mut enc, at, false);
+            assert_eq!(enc, data, "round {round}");
+        }
+    }
+
+    /// Code that moved, with the data it refers to where it was: after the transform its RIP-
+    /// relative operands and `adrp` pages are the same bytes at the new place as at the old one,
+    /// which is what lets a diff copy them.
+    #[test]
+    fn moved_code_reads_the_same_after_the_transform() {
+        // x86-64: `lea rax, [rip + d]`, `mov rcx, [rip + d]`, `call [rip + d]`, each aimed at the
+        // same absolute targets from two places 4,133 bytes apart.
+        let place = |at: usize| {
+            let mut img = vec![0x90u8; 20_000];
+            let mut p = at;
+            for (k, op) in [[0x48, 0x8D, 0x05], [0x48, 0x8B, 0x0D], [0x90, 0xFF, 0x15]]
+                .iter()
+                .cycle()
+                .take(30)
+                .enumerate()
+            {
+                let target = 15_000 + 64 * k as i64;
+                img[p..p + 3].copy_from_slice(op);
+                let disp = (target - (p + 7) as i64) as i32;
+                img[p + 3..p + 7].copy_from_slice(&disp.to_le_bytes());
+                p += 7;
+            }
+            img
+        };
+        let (mut a, mut b) = (place(1_000), place(5_133));
+        assert_ne!(a[1_000..1_210], b[5_133..5_343]);
+        block(Arch::X86_64, 1 << 24, &mut a, 0, true);
+        block(Arch::X86_64, 1 << 24, &mut b, 0, true);
+        assert_eq!(a[1_000..1_210], b[5_133..5_343]);
+        // Calls and branches only leave them apart.
+        let (mut a, mut b) = (place(1_000), place(5_133));
+        block(Arch::X86, 1 << 24, &mut a, 0, true);
+        block(Arch::X86, 1 << 24, &mut b, 0, true);
+        assert_ne!(a[1_000..1_210], b[5_133..5_343]);
+
+        // AArch64: `adrp x3, page` aimed at the same pages from code three pages further on.
+        let place = |at: usize| {
+            let mut img = vec![0u8; 64 * 1024];
+            for k in 0..40usize {
+                let pc = at + 4 * k;
+                let page = (60_000 + 4_096 * (k as i64 % 3)) >> 12;
+                let imm = (page - (pc as i64 >> 12)) as u32 & 0x001F_FFFF;
+                let w = 0x9000_0003 | ((imm & 3) << 29) | ((imm >> 2) << 5);
+                img[pc..pc + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            img
+        };
+        let (mut a, mut b) = (place(4_096), place(4 * 4_096));
+        assert_ne!(a[4_096..4_256], b[16_384..16_544]);
+        block(Arch::Arm64Adrp, 1 << 24, &mut a, 0, true);
+        block(Arch::Arm64Adrp, 1 << 24, &mut b, 0, true);
+        assert_eq!(a[4_096..4_256], b[16_384..16_544]);
+        block(Arch::Arm64Adrp, 1 << 24, &mut b, 0, false);
+        assert_eq!(b, place(4 * 4_096));
     }
 
     #[test]
     fn every_arch_round_trips_at_any_offset() {
-        for arch in [Arch::X86, Arch::Arm64, Arch::Arm32] {
+        for arch in [
+            Arch::X86,
+            Arch::X86_64,
+            Arch::Arm64,
+            Arch::Arm64Adrp,
+            Arch::Arm32,
+        ] {
             let data = code(300_001, 7);
             let ranges = vec![
                 Range {
@@ -477,9 +716,9 @@ mod tests {
 
     #[test]
     fn non_elf_and_garbage_have_no_ranges() {
-        assert!(exec_ranges(&testkit::bytes(100_000, 3)).is_empty());
+        assert!(exec_ranges(&testkit::bytes(100_000, 3), true).is_empty());
         let mut fake = b"\x7fELF\x02\x01\x01".to_vec();
         fake.extend_from_slice(&testkit::bytes(10_000, 4));
-        assert!(exec_ranges(&fake).is_empty());
+        assert!(exec_ranges(&fake, true).is_empty());
     }
 }

@@ -299,6 +299,10 @@ pub struct Methods {
     /// Format 7's [`FLAG_RAW`] (agents from 2026-12-07): raw LZMA2 sections, where no section is
     /// coded in blocks at once.
     pub raw_streams: bool,
+    /// Transformed ranges of instruction sets 4 and 5 (agents from 2026-12-07, after raw sections):
+    /// x86-64 code's RIP-relative operands and AArch64 code's `adrp` pages made absolute too, not
+    /// only calls and branches ([`branch::Arch::X86_64`], [`branch::Arch::Arm64Adrp`]).
+    pub operands: bool,
 }
 
 impl Methods {
@@ -308,6 +312,7 @@ impl Methods {
         against_base: false,
         seek_words: false,
         raw_streams: false,
+        operands: false,
     };
     /// Every format this build writes.
     pub const ALL: Methods = Methods {
@@ -315,6 +320,7 @@ impl Methods {
         against_base: true,
         seek_words: true,
         raw_streams: true,
+        operands: true,
     };
 }
 
@@ -338,6 +344,7 @@ pub fn create_inflating(
         against_base: false,
         seek_words: false,
         raw_streams: false,
+        operands: false,
     };
     create_with(base, target, codec, methods, out)
 }
@@ -415,9 +422,10 @@ fn best(
     };
     // Only format 2 and later carry transformed ranges.
     let (rb, rt) = match codec {
-        Codec::Modeled { .. } | Codec::Lzma2 => {
-            (branch::exec_ranges(base), branch::exec_ranges(target))
-        }
+        Codec::Modeled { .. } | Codec::Lzma2 => (
+            branch::exec_ranges(base, methods.operands),
+            branch::exec_ranges(target, methods.operands),
+        ),
         Codec::Zstd(_) => (vec![], vec![]),
     };
     let same_arch = !rb.is_empty()

@@ -672,11 +672,18 @@ fn format_6_is_kept_where_smaller_and_refuses_hostile_input() {
 
 #[test]
 fn format_6_with_transformed_ranges_round_trips() {
+    use branch::Arch;
+    for arch in [Arch::X86, Arch::X86_64, Arch::Arm64Adrp] {
+        format_6_with_ranges_of(arch);
+    }
+}
+
+fn format_6_with_ranges_of(arch: branch::Arch) {
     let base = code_like(200_000, 71);
     let mut target = code_like(40_000, 72);
     target.extend_from_slice(&base[10_000..150_000]);
     let ranges = [Range {
-        arch: branch::Arch::X86,
+        arch,
         start: 1_000,
         len: 100_000,
     }];
