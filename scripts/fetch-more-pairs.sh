@@ -31,8 +31,17 @@
 #   psutil          C, x86-64, psutil's _psutil_linux.abi3.so 6.1.0 -> 6.1.1 (115 KB: a delta of about 1 KB)
 #   jiter           Rust, x86-64, jiter 0.8.0 -> 0.8.2
 #   tokenizers      Rust, x86-64, tokenizers.abi3.so 0.21.0 -> 0.21.1 (9 MB)
+# and, on 2026-12-07 (nineteenth pass), 32-bit code and Debian's own builds, measured after the
+# x86-64 and AArch64 data-reference transforms were written:
+#   pydantic-armv7  Rust, 32-bit Arm (Arm instruction set), pydantic-core 2.27.1 -> 2.27.2
+#   orjson-armv7    Rust, 32-bit Arm, orjson 3.10.11 -> 3.10.12
+#   jiter-armv7     Rust, 32-bit Arm, jiter 0.8.0 -> 0.8.2
+#   libcrypto-armhf C (gcc, Thumb-2) and Arm assembly, Debian 12's libcrypto.so.3, openssl 3.0.20 -> 3.0.22
+#   libcrypto-i386  C, 32-bit x86, the same versions
+#   libcrypto-amd64 C, x86-64, the same versions
+#   libxml2-armhf   C (gcc, Thumb-2), Debian 12's libxml2.so.2.9.14, 2.9.14+dfsg-1.3~deb12u4 -> ~deb12u6
 #
-# Needs: bash, python3, pip, curl, tar, sha256sum.
+# Needs: bash, python3, pip, curl, tar, sha256sum, dpkg-deb.
 set -euo pipefail
 OUT=${1:?usage: $0 CORPUS_DIR}
 mkdir -p "$OUT"
@@ -79,6 +88,20 @@ npm_file() {
     fi
     check_sha "$t" "$sha"
     tar -xzOf "$t" "$member" > "$dest"
+    check_sha "$dest" "$msha"
+}
+
+# deb URL SHA256 MEMBER DEST MEMBER_SHA256: one file of a Debian package from deb.debian.org
+deb() {
+    local url=$1 sha=$2 member=$3 dest=$4 msha=$5
+    local t="$DL/${url##*/}"
+    mkdir -p "$(dirname "$dest")"
+    if [ ! -s "$t" ]; then
+        curl -fsS -o "$t.part" "$url"
+        mv "$t.part" "$t"
+    fi
+    check_sha "$t" "$sha"
+    dpkg-deb --fsys-tarfile "$t" | tar -xOf - "$member" > "$dest"
     check_sha "$dest" "$msha"
 }
 
@@ -187,4 +210,40 @@ wheel tokenizers 0.21.0 manylinux_2_17_x86_64 e84ca973b3a96894d1707e189c14a774b7
     tokenizers/tokenizers.abi3.so "$OUT/pairs/tokenizers/old" b8f7b59958ef21415c5e43f2ca293495c80e8cf4f72ca953b40393b8385900dd
 wheel tokenizers 0.21.1 manylinux_2_17_x86_64 2dd9a0061e403546f7377df940e866c3e678d7d4e9643d0461ea442b4f89e61a \
     tokenizers/tokenizers.abi3.so "$OUT/pairs/tokenizers/new" 900d9f22a3606b6c47a090215dfc2ab096508569d6362a47a22d24670b79c8ff
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers}"
+log "pydantic-core, orjson, jiter (32-bit Arm, Rust shared libraries)"
+wheel pydantic_core 2.27.1 manylinux_2_17_armv7l 1ba5e3963344ff25fc8c40da90f44b0afca8cfd89d12964feb79ac1411a260ac \
+    pydantic_core/_pydantic_core.cpython-312-arm-linux-gnueabihf.so "$OUT/pairs/pydantic-armv7/old" 2ea065b72049db0ee44b941e1ea63cc4e35d252838e2c6e6332d3a3a0909bb40
+wheel pydantic_core 2.27.2 manylinux_2_17_armv7l 519f29f5213271eeeeb3093f662ba2fd512b91c5f188f3bb7b27bc5973816934 \
+    pydantic_core/_pydantic_core.cpython-312-arm-linux-gnueabihf.so "$OUT/pairs/pydantic-armv7/new" 010ca7994166904189d469528a253a11b309be3f2fc9b1eb424e57cec6230fbd
+wheel orjson 3.10.11 manylinux_2_17_armv7l 7dfa8db55c9792d53c5952900c6a919cfa377b4f4534c7a786484a6a4a350c19 \
+    orjson/orjson.cpython-312-arm-linux-gnueabihf.so "$OUT/pairs/orjson-armv7/old" e55130338e2b81e005238added864e7621111ca26770c0ccaa5b28cbc9a02658
+wheel orjson 3.10.12 manylinux_2_17_armv7l ed459b46012ae950dd2e17150e838ab08215421487371fa79d0eced8d1461d70 \
+    orjson/orjson.cpython-312-arm-linux-gnueabihf.so "$OUT/pairs/orjson-armv7/new" f3ba7963109bfadcac3c12704042a61d2d085fc12c684cf9fbfb38614c4ca62b
+wheel jiter 0.8.0 manylinux_2_17_armv7l e13fa849c0e30643554add089983caa82f027d69fad8f50acadcb21c462244ab \
+    jiter/jiter.cpython-312-arm-linux-gnueabihf.so "$OUT/pairs/jiter-armv7/old" 88e7c2523e5a8aba3e415490343bf70697d8919bb4b23de3fe108c0e9d3b97bb
+wheel jiter 0.8.2 manylinux_2_17_armv7l 025337859077b41548bdcbabe38698bcd93cfe10b06ff66617a48ff92c9aec60 \
+    jiter/jiter.cpython-312-arm-linux-gnueabihf.so "$OUT/pairs/jiter-armv7/new" 5bfaa9af0cc79add9cbd06e0cf034791772beb28a2785a086cbd2fb9b54ab2b6
+
+# Debian 12's builds: the older version from the main archive, the newer from the security archive.
+# A point release can move or drop them; the checksums then fail loudly.
+DEB=http://deb.debian.org/debian/pool/main
+SEC=http://deb.debian.org/debian-security/pool/updates/main
+log "libcrypto.so.3, openssl 3.0.20 -> 3.0.22 (Debian 12: armhf, i386, amd64)"
+deb "$DEB/o/openssl/libssl3_3.0.20-1%7edeb12u2_armhf.deb" 8e7bfa25f6be0b5b0257e093ffad36f6ccb72f51ead97d8b7e78fafac59184a4 \
+    ./usr/lib/arm-linux-gnueabihf/libcrypto.so.3 "$OUT/pairs/libcrypto-armhf/old" 2c9c1de99ba7597f2c523aded827740dc8394299f241e34f2cb46afd6f895558
+deb "$SEC/o/openssl/libssl3_3.0.22-1%7edeb12u2_armhf.deb" 811951e24996e0205aac131a96cb2b62ebf3dcc21dfaa75be1706eb46f7183e6 \
+    ./usr/lib/arm-linux-gnueabihf/libcrypto.so.3 "$OUT/pairs/libcrypto-armhf/new" 70413cc668293198c54fcc627e8045d3dbd8302d741b2d5f8c528a5f99d50ebb
+deb "$DEB/o/openssl/libssl3_3.0.20-1%7edeb12u2_i386.deb" dd62209dd6c12bb9240f4fab882b7d4e16e7d5f00f31304b8d9c35c5d431b662 \
+    ./usr/lib/i386-linux-gnu/libcrypto.so.3 "$OUT/pairs/libcrypto-i386/old" b6b8ce7a946260c1610833b711d74d9faf7ea0bed976db03e2922117ea88501a
+deb "$SEC/o/openssl/libssl3_3.0.22-1%7edeb12u2_i386.deb" a385b698131fcaeb2e5c1337c9c459b8cc076a85428870341546e5856eebda9a \
+    ./usr/lib/i386-linux-gnu/libcrypto.so.3 "$OUT/pairs/libcrypto-i386/new" a067eb676359656b9dcae2676f24419bcd5bd3fa40f2e7e546eccc3961c2b396
+deb "$DEB/o/openssl/libssl3_3.0.20-1%7edeb12u2_amd64.deb" 89be24b41bff568ee6e7caf5680a3d808e80315ed92e407056ce0fa7a5bda025 \
+    ./usr/lib/x86_64-linux-gnu/libcrypto.so.3 "$OUT/pairs/libcrypto-amd64/old" 72db1b3de8b7dfbaba4c056135f408da555f9d5e137c82129478e07e769f8070
+deb "$SEC/o/openssl/libssl3_3.0.22-1%7edeb12u2_amd64.deb" cb4784740daa9b3b0eaea2b444bbefa686794afbbf3d678d238c1fd9875f2efd \
+    ./usr/lib/x86_64-linux-gnu/libcrypto.so.3 "$OUT/pairs/libcrypto-amd64/new" aa01e614af634bc7c8b678c9250b5c4f613c61989bacf0a5d6aed6570e7dcabd
+log "libxml2.so.2.9.14, Debian 12 ~deb12u4 -> ~deb12u6 (armhf)"
+deb "$SEC/libx/libxml2/libxml2_2.9.14%2bdfsg-1.3%7edeb12u4_armhf.deb" 98fbee10e8601e6c7614404409393da9b048f4f2477f94014caa8cf231ed7c67 \
+    ./usr/lib/arm-linux-gnueabihf/libxml2.so.2.9.14 "$OUT/pairs/libxml2-armhf/old" 7a7a5785aac1a9d0b72f12ae309490e629c4c43dcf6ddbc3866941efc884e087
+deb "$DEB/libx/libxml2/libxml2_2.9.14%2bdfsg-1.3%7edeb12u6_armhf.deb" fc424bafeacaa07084c9f7ebc2b3801d60b3295a6f958860e68a3ebd334d1a6a \
+    ./usr/lib/arm-linux-gnueabihf/libxml2.so.2.9.14 "$OUT/pairs/libxml2-armhf/new" 82b2def94261c7981498162e9537ccb68e9d97f97c69047b72e719f6d15faba9
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf}"

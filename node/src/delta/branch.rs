@@ -31,6 +31,8 @@ pub enum Arch {
     Arm64,
     /// AArch64 code with its `adrp` page addresses made absolute too ([`arm64_adrp_block`]).
     Arm64Adrp,
+    /// 32-bit Arm code in the Thumb-2 instruction set: `bl` ([`thumb_block`]).
+    Thumb,
     Arm32,
 }
 
@@ -42,6 +44,7 @@ impl Arch {
             Self::Arm32 => 3,
             Self::X86_64 => 4,
             Self::Arm64Adrp => 5,
+            Self::Thumb => 6,
         }
     }
     pub(super) fn from_code(c: u8) -> Option<Self> {
@@ -51,6 +54,7 @@ impl Arch {
             3 => Some(Self::Arm32),
             4 => Some(Self::X86_64),
             5 => Some(Self::Arm64Adrp),
+            6 => Some(Self::Thumb),
             _ => None,
         }
     }
@@ -87,7 +91,9 @@ impl Range {
 /// The executable sections of an ELF image worth transforming, in file order; empty for anything
 /// else (a disk image, a script, an unknown machine). With `operands` (agents from 2026-12-07,
 /// `Methods::operands`), x86-64 and AArch64 code also has its data references made absolute
-/// ([`Arch::X86_64`], [`Arch::Arm64Adrp`]); without, only its calls and branches.
+/// ([`Arch::X86_64`], [`Arch::Arm64Adrp`]), and 32-bit Arm code that is mostly Thumb-2 (what
+/// Debian's armhf compilers emit; Rust's armv7 targets emit Arm) has its Thumb calls made absolute
+/// ([`Arch::Thumb`]); without, only x86 and Arm calls and AArch64 branches.
 pub fn exec_ranges(data: &[u8], operands: bool) -> Vec<Range> {
     use object::{Architecture, Object, ObjectSection, SectionKind};
     let Ok(file) = object::File::parse(data) else {
@@ -114,6 +120,24 @@ pub fn exec_ranges(data: &[u8], operands: bool) -> Vec<Range> {
     out.sort_by_key(|r| r.start);
     out.dedup_by(|b, a| b.start < a.end()); // drop overlaps (malformed headers)
     out.truncate(MAX_RANGES);
+    if operands && arch == Arch::Arm32 {
+        // One instruction set for the whole image, so that base and target agree: the one whose
+        // calls are more common.
+        let (mut arm, mut thumb) = (0usize, 0usize);
+        for r in &out {
+            let code = &data[r.start as usize..r.end() as usize];
+            arm += code.chunks_exact(4).filter(|w| w[3] == 0xEB).count();
+            thumb += (0..code.len().saturating_sub(3))
+                .step_by(2)
+                .filter(|&i| code[i + 1] & 0xF8 == 0xF0 && code[i + 3] & 0xF8 == 0xF8)
+                .count();
+        }
+        if thumb > arm {
+            for r in &mut out {
+                r.arch = Arch::Thumb;
+            }
+        }
+    }
     out
 }
 
@@ -128,6 +152,7 @@ pub(super) fn valid(ranges: &[Range]) -> bool {
 fn block(arch: Arch, reach: u64, buf: &mut [u8], at: u64, encode: bool) {
     match arch {
         Arch::X86_64 => x86_64_block(buf, reach, at, encode),
+        Arch::Thumb => thumb_block(buf, at, encode),
         Arch::Arm64Adrp => {
             block(Arch::Arm64, reach, buf, at, encode);
             arm64_adrp_block(buf, at, encode);
@@ -303,6 +328,36 @@ fn arm64_adrp_block(buf: &mut [u8], at: u64, encode: bool) {
         let t = ((((t << 14) as i32) >> 14) as u32) & 0x001F_FFFF;
         let v = (v & 0x9F00_001F) | ((t & 3) << 29) | ((t & 0x001F_FFFC) << 3);
         buf[i - 4..i].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Transforms or restores the `bl` calls of one block of Thumb-2 code, as xz's ARM-Thumb filter
+/// does: a `bl` is two halfwords, `11110 S imm10` then `11 J1 1 J2 imm11`; for a call within
+/// ±4 MiB J1 and J2 are 1, and S:imm10:imm11 is the halfword offset from the instruction's end.
+/// That offset is made absolute (wrapped to its 22 bits); the bits a candidate is judged on (the
+/// top five of each halfword) are never rewritten, so restoring makes the same choices.
+fn thumb_block(buf: &mut [u8], at: u64, encode: bool) {
+    let mut i = ((2 - at % 2) % 2) as usize;
+    while i + 4 <= buf.len() {
+        if buf[i + 1] & 0xF8 != 0xF0 || buf[i + 3] & 0xF8 != 0xF8 {
+            i += 2;
+            continue;
+        }
+        let v = (u32::from(buf[i + 1] & 7) << 19)
+            | (u32::from(buf[i]) << 11)
+            | (u32::from(buf[i + 3] & 7) << 8)
+            | u32::from(buf[i + 2]);
+        let pc = ((at + i as u64 + 4) / 2) as u32;
+        let t = if encode {
+            v.wrapping_add(pc)
+        } else {
+            v.wrapping_sub(pc)
+        } & 0x003F_FFFF;
+        buf[i + 1] = (buf[i + 1] & 0xF8) | ((t >> 19) & 7) as u8;
+        buf[i] = (t >> 11) as u8;
+        buf[i + 3] = (buf[i + 3] & 0xF8) | ((t >> 8) & 7) as u8;
+        buf[i + 2] = t as u8;
+        i += 4;
     }
 }
 
@@ -536,6 +591,12 @@ mod tests {
             d[i + 1] = [0x05, 0x15, 0x3D, 0x25][i % 3];
             d[i + 5] = if i % 3 == 0 { 0xFF } else { 0x00 };
         }
+        // Thumb-2 `bl` pairs, some overlapping one another.
+        for i in (0..len.saturating_sub(8)).step_by(26) {
+            d[i + 1] = 0xF0 | (d[i + 1] & 7);
+            d[i + 3] = 0xF8 | (d[i + 3] & 7);
+            d[i + 5] = 0xF8 | (d[i + 5] & 7);
+        }
         for i in (0..len.saturating_sub(8)).step_by(44) {
             d[i + 3] = 0x90 | (d[i + 3] & 0x60);
             d[i + 2] = if i % 3 == 0 { 0xFF } else { d[i + 2] & 0x03 };
@@ -618,6 +679,28 @@ mod tests {
         assert_eq!(a[4_096..4_256], b[16_384..16_544]);
         block(Arch::Arm64Adrp, 1 << 24, &mut b, 0, false);
         assert_eq!(b, place(4 * 4_096));
+
+        // Thumb-2: `bl` to the same functions from code 1,234 bytes further on.
+        let place = |at: usize| {
+            let mut img = vec![0u8; 64 * 1024];
+            for k in 0..40usize {
+                let pc = at + 4 * k;
+                let target = 50_000 + 96 * (k as i64 % 5);
+                let off = ((target - (pc as i64 + 4)) >> 1) as u32 & 0x003F_FFFF;
+                img[pc] = (off >> 11) as u8;
+                img[pc + 1] = 0xF0 | ((off >> 19) & 7) as u8;
+                img[pc + 2] = off as u8;
+                img[pc + 3] = 0xF8 | ((off >> 8) & 7) as u8;
+            }
+            img
+        };
+        let (mut a, mut b) = (place(2_000), place(3_234));
+        assert_ne!(a[2_000..2_160], b[3_234..3_394]);
+        block(Arch::Thumb, 1 << 24, &mut a, 0, true);
+        block(Arch::Thumb, 1 << 24, &mut b, 0, true);
+        assert_eq!(a[2_000..2_160], b[3_234..3_394]);
+        block(Arch::Thumb, 1 << 24, &mut b, 0, false);
+        assert_eq!(b, place(3_234));
     }
 
     #[test]
