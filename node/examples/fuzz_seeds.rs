@@ -88,6 +88,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let d6 =
         delta::lz::create(&base, &target, &[], &[])?.ok_or("the base is too large for format 6")?;
     write(out, "delta", "delta-format6", &d6)?;
+    // Format 6 with transformed ranges of each instruction set that data references or Thumb-2
+    // calls are made absolute in (sets 4 to 6).
+    for (name, arch) in [
+        ("delta-format6-x86-64", delta::branch::Arch::X86_64),
+        ("delta-format6-adrp", delta::branch::Arch::Arm64Adrp),
+        ("delta-format6-thumb", delta::branch::Arch::Thumb),
+    ] {
+        let len = (base.len().min(target.len()) / 2) as u64;
+        let r = [delta::branch::Range {
+            arch,
+            start: 0,
+            len,
+        }];
+        let d = delta::lz::create(&base, &target, &r, &r)?.ok_or("the base is too large")?;
+        write(out, "delta", name, &d)?;
+    }
     // Format 7: the diff with its seeks as absolute and as diagonal words.
     for (name, how) in [
         ("delta-format7-absolute", delta::Seeks::Absolute),

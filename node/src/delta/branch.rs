@@ -79,7 +79,12 @@ impl Range {
     /// a 30 MB executable's first half unconverted. Farther than needed converts more bytes that
     /// only look like instructions.
     fn reach(&self) -> u64 {
-        (2 * self.end()).next_power_of_two().clamp(1 << 24, 1 << 28)
+        // Saturating: a hostile delta's range may end anywhere below 2^64.
+        self.end()
+            .saturating_mul(2)
+            .checked_next_power_of_two()
+            .unwrap_or(u64::MAX)
+            .clamp(1 << 24, 1 << 28)
     }
     /// The block holding `pos` (inside the range): its start and end.
     fn block_of(&self, pos: u64) -> (u64, u64) {
@@ -795,6 +800,23 @@ mod tests {
             assert_eq!(got, enc[pos as usize..pos as usize + n], "at {pos}");
             pos += n as i64;
         }
+    }
+
+    /// A hostile range ending near 2^64 has the widest reach, and no overflow.
+    #[test]
+    fn the_reach_of_any_range_is_bounded() {
+        let at = |start: u64, len: u64| {
+            Range {
+                arch: Arch::X86_64,
+                start,
+                len,
+            }
+            .reach()
+        };
+        assert_eq!(at(0, 65_536), 1 << 24);
+        assert_eq!(at(1_000_000, 19_000_000), 1 << 26);
+        assert_eq!(at(u64::MAX / 2, u64::MAX / 2), 1 << 28);
+        assert_eq!(at(u64::MAX - 1, 1), 1 << 28);
     }
 
     #[test]
