@@ -76,16 +76,20 @@ EOF
     check_sha "$dest" "$msha"
 }
 
+# download URL FILE: unless FILE is there, fetched to a temporary name first, so that an
+# interrupted download is fetched again, not kept
+download() {
+    [ -s "$2" ] && return 0
+    curl -fsS -o "$2.part" "$1"
+    mv "$2.part" "$2"
+}
+
 # npm SCOPE/NAME FILE VERSION SHA256 MEMBER DEST MEMBER_SHA256: one file of an npm package's tarball
 npm_file() {
     local pkg=$1 file=$2 ver=$3 sha=$4 member=$5 dest=$6 msha=$7
     local t="$DL/npm-${pkg//\//_}-$ver.tgz"
     mkdir -p "$(dirname "$dest")"
-    if [ ! -s "$t" ]; then
-        # to a temporary name first: an interrupted download is fetched again, not kept
-        curl -fsS -o "$t.part" "https://registry.npmjs.org/$pkg/-/$file-$ver.tgz"
-        mv "$t.part" "$t"
-    fi
+    download "https://registry.npmjs.org/$pkg/-/$file-$ver.tgz" "$t"
     check_sha "$t" "$sha"
     tar -xzOf "$t" "$member" > "$dest"
     check_sha "$dest" "$msha"
@@ -96,10 +100,7 @@ deb() {
     local url=$1 sha=$2 member=$3 dest=$4 msha=$5
     local t="$DL/${url##*/}"
     mkdir -p "$(dirname "$dest")"
-    if [ ! -s "$t" ]; then
-        curl -fsS -o "$t.part" "$url"
-        mv "$t.part" "$t"
-    fi
+    download "$url" "$t"
     check_sha "$t" "$sha"
     dpkg-deb --fsys-tarfile "$t" | tar -xOf - "$member" > "$dest"
     check_sha "$dest" "$msha"

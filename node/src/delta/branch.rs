@@ -654,11 +654,7 @@ mod tests {
             }
             img
         };
-        let (mut a, mut b) = (place(1_000), place(5_133));
-        assert_ne!(a[1_000..1_210], b[5_133..5_343]);
-        block(Arch::X86_64, 1 << 24, &mut a, 0, true);
-        block(Arch::X86_64, 1 << 24, &mut b, 0, true);
-        assert_eq!(a[1_000..1_210], b[5_133..5_343]);
+        same_after(Arch::X86_64, place, 1_000, 5_133, 210);
         // Calls and branches only leave them apart.
         let (mut a, mut b) = (place(1_000), place(5_133));
         block(Arch::X86, 1 << 24, &mut a, 0, true);
@@ -677,13 +673,7 @@ mod tests {
             }
             img
         };
-        let (mut a, mut b) = (place(4_096), place(4 * 4_096));
-        assert_ne!(a[4_096..4_256], b[16_384..16_544]);
-        block(Arch::Arm64Adrp, 1 << 24, &mut a, 0, true);
-        block(Arch::Arm64Adrp, 1 << 24, &mut b, 0, true);
-        assert_eq!(a[4_096..4_256], b[16_384..16_544]);
-        block(Arch::Arm64Adrp, 1 << 24, &mut b, 0, false);
-        assert_eq!(b, place(4 * 4_096));
+        same_after(Arch::Arm64Adrp, place, 4_096, 4 * 4_096, 160);
 
         // Thumb-2: `bl` to the same functions from code 1,234 bytes further on.
         let place = |at: usize| {
@@ -699,13 +689,25 @@ mod tests {
             }
             img
         };
-        let (mut a, mut b) = (place(2_000), place(3_234));
-        assert_ne!(a[2_000..2_160], b[3_234..3_394]);
-        block(Arch::Thumb, 1 << 24, &mut a, 0, true);
-        block(Arch::Thumb, 1 << 24, &mut b, 0, true);
-        assert_eq!(a[2_000..2_160], b[3_234..3_394]);
-        block(Arch::Thumb, 1 << 24, &mut b, 0, false);
-        assert_eq!(b, place(3_234));
+        same_after(Arch::Thumb, place, 2_000, 3_234, 160);
+    }
+
+    /// Code placed (by `place`) at `from` and at `to` differs over `len` bytes as it is, reads
+    /// the same once both images are transformed, and restores to what it was.
+    fn same_after(
+        arch: Arch,
+        place: impl Fn(usize) -> Vec<u8>,
+        from: usize,
+        to: usize,
+        len: usize,
+    ) {
+        let (mut a, mut b) = (place(from), place(to));
+        assert_ne!(a[from..from + len], b[to..to + len], "{arch:?}");
+        block(arch, 1 << 24, &mut a, 0, true);
+        block(arch, 1 << 24, &mut b, 0, true);
+        assert_eq!(a[from..from + len], b[to..to + len], "{arch:?}");
+        block(arch, 1 << 24, &mut b, 0, false);
+        assert_eq!(b, place(to), "{arch:?}");
     }
 
     #[test]
