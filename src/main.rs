@@ -148,7 +148,8 @@ enum DeltaCmd {
         /// Formats 6 and 7: auto (where the base is at most 16 MiB, also code the new image as one
         /// LZMA2 stream with the base as its dictionary; and try the diff's seeks as 32-bit words;
         /// each kept where it is smaller; raw LZMA2 sections; x86-64 and AArch64 executables
-        /// diffed with their data references made absolute too) or off (formats 1 to 5 only,
+        /// diffed with their data references made absolute too, Thumb-2 code with its calls) or
+        /// off (formats 1 to 5 only,
         /// calls and branches made absolute: what every agent since format 5 applies).
         #[arg(long = "formats-6-7", default_value = "auto", value_parser = ["auto", "off"])]
         formats_6_7: String,
@@ -326,7 +327,8 @@ enum ReleaseCmd {
         bases: Vec<PathBuf>,
         /// The newest delta format the fleet's agents apply: 9 (the default: as 8, and x86-64 and
         /// AArch64 executables are diffed with their data references made absolute too, not only
-        /// their calls and branches; agents from 2026-12-07 after 8), 8 (format 7 with raw LZMA2
+        /// their calls and branches, and 32-bit Arm Thumb-2 code with its calls; agents from
+        /// 2026-12-07 after 8), 8 (format 7 with raw LZMA2
         /// sections, without xz's per-stream headers; agents from 2026-12-07), 7 (as 5, and where smaller,
         /// format 6, a base of at most 16 MiB serving as the LZMA2 dictionary of the whole new image,
         /// or format 7, the diff's seeks as 32-bit words; agents from 2026-12-06), 5 (as 4, and images whose changed gzip streams this build re-compresses are

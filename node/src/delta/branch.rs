@@ -12,6 +12,10 @@
 //! - x86 and x86-64: `call rel32` (E8) and `jmp rel32` (E9) with a near displacement, as xz's x86
 //!   filter (the rules are in `block`).
 //! - AArch64: `bl imm26`. 32-bit Arm: `bl imm24`.
+//! - Since 2026-12-07 (instruction sets 4 to 6, written where `Methods::operands` allows): x86-64
+//!   code's RIP-relative operands too ([`x86_64_block`]), AArch64 code's `adrp` pages too
+//!   ([`arm64_adrp_block`]), and Thumb-2 `bl` for 32-bit Arm code that is mostly Thumb
+//!   ([`thumb_block`]). A rebuilt executable's data references move as its calls do.
 //!
 //! Executable ranges come from the ELF section headers (executable sections of at least one block).
 

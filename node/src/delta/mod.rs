@@ -299,9 +299,10 @@ pub struct Methods {
     /// Format 7's [`FLAG_RAW`] (agents from 2026-12-07): raw LZMA2 sections, where no section is
     /// coded in blocks at once.
     pub raw_streams: bool,
-    /// Transformed ranges of instruction sets 4 and 5 (agents from 2026-12-07, after raw sections):
+    /// Transformed ranges of instruction sets 4 to 6 (agents from 2026-12-07, after raw sections):
     /// x86-64 code's RIP-relative operands and AArch64 code's `adrp` pages made absolute too, not
-    /// only calls and branches ([`branch::Arch::X86_64`], [`branch::Arch::Arm64Adrp`]).
+    /// only calls and branches, and Thumb-2 code's calls ([`branch::Arch::X86_64`],
+    /// [`branch::Arch::Arm64Adrp`], [`branch::Arch::Thumb`]).
     pub operands: bool,
 }
 
