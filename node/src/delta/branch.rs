@@ -186,17 +186,7 @@ fn block(arch: Arch, reach: u64, buf: &mut [u8], at: u64, encode: bool) {
                     i += 1;
                     continue;
                 }
-                let mut w = [0u8; 4];
-                w.copy_from_slice(&buf[i + 1..i + 5]);
-                let v = u32::from_le_bytes(w);
-                let pc = (at + i as u64 + 5) as u32;
-                let t = if encode {
-                    v.wrapping_add(pc)
-                } else {
-                    v.wrapping_sub(pc)
-                };
-                let t = (((t << 7) as i32) >> 7) as u32;
-                buf[i + 1..i + 5].copy_from_slice(&t.to_le_bytes());
+                rebase(buf, i + 1, at, 7, encode);
                 i += 5;
             }
         }
@@ -225,6 +215,23 @@ fn block(arch: Arch, reach: u64, buf: &mut [u8], at: u64, encode: bool) {
             }
         }
     }
+}
+
+/// Makes the 32-bit little-endian field at `field` absolute against the position just past it
+/// (`encode`) or relative again, sign-extended from `32 - sh` bits; `at` is the file offset of
+/// `buf[0]`. The x86 rules' one conversion.
+fn rebase(buf: &mut [u8], field: usize, at: u64, sh: u32, encode: bool) {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&buf[field..field + 4]);
+    let v = u32::from_le_bytes(w);
+    let pc = (at + field as u64 + 4) as u32;
+    let t = if encode {
+        v.wrapping_add(pc)
+    } else {
+        v.wrapping_sub(pc)
+    };
+    let t = (((t << sh) as i32) >> sh) as u32;
+    buf[field..field + 4].copy_from_slice(&t.to_le_bytes());
 }
 
 /// The last opcode byte of the instructions whose memory operand [`x86_64_block`] converts where
@@ -265,19 +272,6 @@ fn x86_64_block(buf: &mut [u8], reach: u64, at: u64, encode: bool) {
     let mut protect = 0usize;
     // Fields in [-reach, reach) are converted, and kept there.
     let sh = 31 - reach.trailing_zeros();
-    let convert = |buf: &mut [u8], field: usize| {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(&buf[field..field + 4]);
-        let v = u32::from_le_bytes(w);
-        let pc = (at + field as u64 + 4) as u32;
-        let t = if encode {
-            v.wrapping_add(pc)
-        } else {
-            v.wrapping_sub(pc)
-        };
-        let t = (((t << sh) as i32) >> sh) as u32;
-        buf[field..field + 4].copy_from_slice(&t.to_le_bytes());
-    };
     let near = |buf: &[u8], field: usize| {
         let v =
             u32::from_le_bytes([buf[field], buf[field + 1], buf[field + 2], buf[field + 3]]) as i32;
@@ -295,7 +289,7 @@ fn x86_64_block(buf: &mut [u8], reach: u64, at: u64, encode: bool) {
             }
         };
         if field >= protect && near(buf, field) {
-            convert(buf, field);
+            rebase(buf, field, at, sh, encode);
             i += len;
         } else {
             protect = protect.max(field + 4);
