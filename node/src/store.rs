@@ -319,7 +319,8 @@ impl Entry {
 
     /// Receives a bao-encoded response for `groups` from `encoded`, verifying each chunk group against
     /// the signed root before it is written. Calls `on_group` for each newly verified group, once it
-    /// is written. On error, the groups verified before it stay verified.
+    /// is written. On error, the groups verified before it stay verified. Returns the bytes written:
+    /// a group held already is verified again but not written again.
     ///
     /// Verified groups are written in batches (see [`Pending`]): a batch is written before the
     /// response would wait for the peer ([`Incoming::drained`]), so a slow peer's groups are on disk
@@ -373,6 +374,13 @@ impl Entry {
                     // Verified against the same root before: the same 64 bytes.
                     _ => Ok(()),
                 },
+                // A group held already (a response whose first groups were verified early, read
+                // again whole; an endgame duplicate) verified the same bytes: not written again.
+                Ok(BaoContentItem::Leaf(leaf))
+                    if self.lock().contains(leaf.offset / GROUP_BYTES) =>
+                {
+                    Ok(())
+                }
                 Ok(BaoContentItem::Leaf(leaf)) => pending.borrow_mut().leaf(leaf.offset, leaf.data),
                 Err(DecodeError::ParentHashMismatch(n)) => {
                     return failed(ReceiveError::Corrupt(format!(

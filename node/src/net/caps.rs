@@ -1,16 +1,16 @@
 //! Bandwidth caps: one limiter per direction per node, shared by every peer, connection and transfer.
 //!
 //! Bytes are counted in cells of 1 KiB (1-byte cells ran 7 % over at high rates from rounding; measured
-//! in `../shared/docs/measured-here.md`), with an explicit burst of 20 ms of traffic (at least one 16 KiB
-//! chunk group) and one [`grid::TICK`], so the rate over any second stays within a few percent of the cap. A
-//! cap can change at run time (schedules); `None` means unlimited, `Some(0)` means nothing passes
+//! in `../shared/docs/measured-here.md`), with an explicit burst of 20 ms of traffic (at least one
+//! slice) and one [`grid::TICK`], so the rate over any second stays within a few percent of the cap.
+//! A cap can change at run time (schedules); `None` means unlimited, `Some(0)` means nothing passes
 //! (upload: leech only).
 //!
 //! A transfer held up by a cap sleeps until the next instant of the process-wide [`grid`] after its
 //! tokens are due, not until the instant they are due: every transfer waiting on any cap of the
 //! process wakes at the same instants, and the runtime wakes once a tick for all of them instead of
 //! once for each. Paced traffic is otherwise a stream of lone wake-ups: a parked thread woken, a
-//! 16 KiB slice sent, the thread parked again, each costing more than the bytes
+//! slice sent, the thread parked again, each costing more than the bytes
 //! (`docs/performance.md`). The extra tick of burst keeps the rate: tokens earned while a waiter
 //! waits for the tick are not lost to a full bucket.
 
@@ -26,10 +26,16 @@ use super::grid;
 
 /// Bytes per limiter cell.
 pub const CELL: u64 = 1024;
-/// Largest slice passed through a limiter at once (one chunk group).
-const MAX_SLICE: usize = 16 * 1024;
+/// Largest slice passed through a limiter at once (two chunk groups).
+const MAX_SLICE: usize = 32 * 1024;
+/// A slice is this fraction of a second of traffic (33 ms), 1 to 32 KiB: at the ward's 1 MB/s, 32 KiB.
+/// Every slice crosses the whole stack alone (timer, transfer task, yamux, noise, `sendto`, and back
+/// up on the other side): 32 KiB instead of 16 KiB cut the live ward-50's CPU by about a tenth, and
+/// a slice and a tick of burst keep any second within 1 + 1/30 + 1/100 of the cap
+/// (`docs/performance.md`, issue 15's twentieth pass).
+const SLICES_PER_SECOND: u64 = 30;
 fn slice_for(rate: u64) -> usize {
-    ((rate / 50) as usize).clamp(CELL as usize, MAX_SLICE)
+    ((rate / SLICES_PER_SECOND) as usize).clamp(CELL as usize, MAX_SLICE)
 }
 
 /// A rate cap that can be changed while in use.
@@ -87,7 +93,7 @@ impl Cap {
         }
     }
 
-    /// How many bytes to pass through this cap at a time: 20 ms of traffic, 1 to 16 KiB. Tokens are
+    /// How many bytes to pass through this cap at a time: 33 ms of traffic, 1 to 32 KiB. Tokens are
     /// taken before a slice is written, and a slice held up by back-pressure goes out later in a lump;
     /// with several transfers each may hold one, so slices must be small next to the cap. Without a
     /// cap nothing is metered out, and a read or write takes whatever buffer its caller has.

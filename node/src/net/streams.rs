@@ -16,9 +16,53 @@ use super::{
 
 /// Runs `f` with a time limit; running over is `TimedOut`.
 pub(super) async fn timed<T>(d: Duration, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    tokio::time::timeout(d, f)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))?
+    tokio::time::timeout(d, f).await.map_err(|_| timed_out())?
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "timed out")
+}
+
+/// [`timed`] for a loop of many operations on one stream (a paced transfer's reads or writes, one
+/// per cap slice): each operation gets the same limit, but they share one timer, which is moved
+/// only when it fires before an operation's limit (at most once per limit). A timer per operation
+/// was an insertion into the runtime's timer wheel and a removal per slice, on both sides of every
+/// paced transfer.
+pub(super) struct Deadline {
+    limit: Duration,
+    started: tokio::time::Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    pub(super) fn new(limit: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            limit,
+            started: now,
+            timer: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    /// Runs `f`, failing with `TimedOut` if it takes longer than the limit.
+    pub(super) async fn run<T>(&mut self, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        self.started = tokio::time::Instant::now();
+        let mut f = std::pin::pin!(f);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut f => return r,
+                () = &mut self.timer => {
+                    let due = self.started + self.limit;
+                    if tokio::time::Instant::now() >= due {
+                        return Err(timed_out());
+                    }
+                    // Set for an earlier operation: wait on for this one's limit.
+                    self.timer.as_mut().reset(due);
+                }
+            }
+        }
+    }
 }
 
 /// Opens a stream of `proto` to `peer` within `t`, and counts it.
@@ -264,4 +308,42 @@ async fn send_long(
     timed(t, wire::write_frame(&mut st, body)).await?;
     *link = Link::Open(st, tokio::time::Instant::now());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation that completes after `after`.
+    async fn op(after: Duration) -> io::Result<u32> {
+        tokio::time::sleep(after).await;
+        Ok(7)
+    }
+
+    /// Real time, with margins of seconds against a limit of 2 s (the workspace's tokio has no
+    /// paused clock outside its own tests).
+    #[tokio::test]
+    async fn a_deadline_limits_each_operation_not_their_sum() {
+        let limit = Duration::from_secs(2);
+        let mut d = Deadline::new(limit);
+        // Operations within the limit, 3 s in all, with waits between them that do not count
+        // against the next (a cap's wait).
+        for _ in 0..6 {
+            assert_eq!(
+                d.run(op(Duration::from_millis(300))).await.expect("within"),
+                7
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // One that would take far longer fails at its own limit, however long the deadline lived.
+        let start = tokio::time::Instant::now();
+        let e = d.run(op(Duration::from_secs(60))).await.expect_err("over");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() >= limit);
+        // And the deadline serves the next operation as before.
+        assert_eq!(
+            d.run(op(Duration::from_millis(10))).await.expect("within"),
+            7
+        );
+    }
 }

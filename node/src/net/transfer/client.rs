@@ -21,7 +21,7 @@ use crate::{
         actor::{Internal, LocalFailure, Shared},
         admission::source_label,
         metrics::{self, TransferLabels},
-        streams::{open, timed},
+        streams::{open, timed, Deadline},
         wire::{self, Get, Protocol, Status},
     },
     scheduler::{Outcome, ReqId},
@@ -521,7 +521,7 @@ async fn receive_pipe(
     spare: &mut mpsc::Receiver<Vec<u8>>,
     label: &TransferLabels,
 ) -> bool {
-    let t = s.cfg.io_timeout;
+    let mut deadline = Deadline::new(s.cfg.io_timeout);
     // The next buffer and how much of it to fill: `RECEIVE_BUF` while buffers wait for the decoder,
     // else `PIPE_BUF`. A buffer keeps the length it once had, so that filling it again zeroes
     // nothing (zeroing the returned buffers was 2 % of the pair benchmark's fetcher).
@@ -560,7 +560,7 @@ async fn receive_pipe(
                 // Enough for a hand-off: read on only what is already here.
                 st.read(into).now_or_never()
             } else {
-                Some(timed(t, st.read(into)).await)
+                Some(deadline.run(st.read(into)).await)
             }
         };
         let Some(read) = read else {

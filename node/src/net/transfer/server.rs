@@ -16,7 +16,7 @@ use crate::net::{
     admission::{admitted_role, source_label},
     metrics::TransferLabels,
     policy::{self, ServeRequest},
-    streams::timed,
+    streams::{timed, Deadline},
     wire::{self, Status},
 };
 
@@ -259,7 +259,7 @@ async fn send_pipe(
     mut rx: mpsc::Receiver<(Vec<u8>, u64)>,
     label: &TransferLabels,
 ) -> io::Result<()> {
-    let t = s.cfg.io_timeout;
+    let mut deadline = Deadline::new(s.cfg.io_timeout);
     // Looked up once, not per slice: a family lookup hashes the labels under a lock.
     let sent = s.metrics.sent_bytes.get_or_create(label).clone();
     // The status byte and chunk headers are protocol, not artifact bytes: the meters count only the
@@ -277,14 +277,14 @@ async fn send_pipe(
             let end = buf.len().min(at.saturating_add(s.upload.slice_bytes()));
             let n = (end - at) as u64;
             pass_cap(s, &s.upload, "upload", n).await;
-            timed(t, st.write_all(&buf[at..end])).await?;
+            deadline.run(st.write_all(&buf[at..end])).await?;
             let n = n - std::mem::take(&mut unmetered).min(n);
             sent.inc_by(n);
             s.metrics.sent_all.inc_by(n);
             at = end;
         }
     }
-    timed(t, st.flush()).await
+    deadline.run(st.flush()).await
 }
 
 #[cfg(test)]
