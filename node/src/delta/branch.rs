@@ -526,18 +526,26 @@ impl<B: Read + Seek> BaseView<B> {
         }
     }
 
+    /// Moves the base to `to`. Relative where its position is known: a buffered reader keeps its
+    /// buffer for a seek within it. An absolute seek empties it, and a delta's controls seek often
+    /// and not far: each refilled 256 KiB, for a few hundred bytes read (`docs/deltas.md`,
+    /// "Applying faster").
+    fn seek_inner(&mut self, to: u64) -> io::Result<()> {
+        match self.inner_pos {
+            Some(at) if at == to => {}
+            Some(at) => {
+                self.inner_pos = None;
+                self.inner.seek_relative(to.wrapping_sub(at) as i64)?;
+            }
+            None => self.inner.seek(SeekFrom::Start(to)).map(drop)?,
+        }
+        Ok(())
+    }
+
     /// Reads the base's own bytes `[from, to)` into `scratch`.
     fn read_original(&mut self, from: u64, to: u64) -> io::Result<()> {
         self.scratch.resize((to - from) as usize, 0);
-        match self.inner_pos {
-            Some(at) if at == from => {}
-            // Relative: a buffered base keeps its buffer for a short seek.
-            Some(at) => {
-                self.inner_pos = None;
-                self.inner.seek_relative(from.wrapping_sub(at) as i64)?;
-            }
-            None => self.inner.seek(SeekFrom::Start(from)).map(drop)?,
-        }
+        self.seek_inner(from)?;
         self.inner.read_exact(&mut self.scratch).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 io::Error::new(
@@ -638,18 +646,7 @@ impl<B: Read + Seek> Read for BaseView<B> {
             None => {
                 let next = next_start(&self.ranges, pos);
                 let want = (out.len() as u64).min(next - pos) as usize;
-                match self.inner_pos {
-                    Some(at) if at == pos => {}
-                    // Relative where the inner position is known: a buffered reader keeps its
-                    // buffer for a seek within it. An absolute seek empties it, and a delta's
-                    // controls seek often and not far: each refilled 256 KiB, for a few hundred
-                    // bytes read (`docs/deltas.md`, "Applying faster").
-                    Some(at) => {
-                        self.inner_pos = None;
-                        self.inner.seek_relative(pos.wrapping_sub(at) as i64)?;
-                    }
-                    None => self.inner.seek(SeekFrom::Start(pos)).map(drop)?,
-                }
+                self.seek_inner(pos)?;
                 let n = self.inner.read(&mut out[..want])?;
                 self.inner_pos = Some(pos + n as u64);
                 n
