@@ -875,29 +875,9 @@ mod tests {
 
     #[test]
     fn every_arch_round_trips_at_any_offset() {
-        for arch in [
-            Arch::X86,
-            Arch::X86_64,
-            Arch::Arm64,
-            Arch::Arm64Adrp,
-            Arch::Arm32,
-            Arch::Thumb,
-        ] {
+        for arch in ARCHS {
             let data = code(300_001, 7);
-            let ranges = vec![
-                Range {
-                    arch,
-                    start: 1_001,
-                    len: 150_000,
-                },
-                Range {
-                    arch,
-                    start: 200_003,
-                    len: 99_998,
-                },
-            ];
-            let mut enc = data.clone();
-            encode_all(&mut enc, &ranges);
+            let (ranges, enc) = transformed(&data, arch, [(1_001, 150_000), (200_003, 99_998)]);
             assert_ne!(enc, data, "{arch:?}: the transform changed nothing");
             // The base view yields the transformed image from any offset.
             let mut v = BaseView::new(io::Cursor::new(data.clone()), ranges.clone());
@@ -995,6 +975,17 @@ mod tests {
         }
     }
 
+    /// Ranges of `arch` at (start, length) each, and `data` transformed over them.
+    fn transformed(data: &[u8], arch: Arch, at: [(u64, u64); 2]) -> (Vec<Range>, Vec<u8>) {
+        let ranges: Vec<Range> = at
+            .iter()
+            .map(|&(start, len)| Range { arch, start, len })
+            .collect();
+        let mut enc = data.to_vec();
+        encode_all(&mut enc, &ranges);
+        (ranges, enc)
+    }
+
     const ARCHS: [Arch; 6] = [
         Arch::X86,
         Arch::X86_64,
@@ -1021,20 +1012,7 @@ mod tests {
             .into_iter()
             .flat_map(|d| ARCHS.map(|a| (d.clone(), a)))
         {
-            let ranges = vec![
-                Range {
-                    arch,
-                    start: 3,
-                    len: 200_001,
-                },
-                Range {
-                    arch,
-                    start: 250_002,
-                    len: 140_000,
-                },
-            ];
-            let mut enc = data.clone();
-            encode_all(&mut enc, &ranges);
+            let (ranges, enc) = transformed(&data, arch, [(3, 200_001), (250_002, 140_000)]);
             let inner = io::BufReader::with_capacity(16_384, io::Cursor::new(data.clone()));
             let mut v = BaseView::new(inner, ranges);
             let mut rng = crate::testkit::Rng::new(arch.code().into());
