@@ -257,6 +257,99 @@ fn a_restarted_gateway_resumes_without_downloading_verified_bytes_again() {
     assert!(origin.sigterm().success());
 }
 
+/// A delta that does not install on a device is not the end of the release. Here the device's
+/// committed slot was changed after the agent recorded it (a writable root file system, say), so
+/// the slot no longer hashes to the delta's signed base: the agent drops the delta, fetches the
+/// release's full image (the gateway downloads it because the device's report names it, prefetch
+/// off) and commits it. The delta's failure is in the device's log.
+#[test]
+fn a_device_whose_delta_does_not_install_falls_back_to_the_full_image() {
+    let f = Fixture::new();
+    let d = f.path();
+    // No index yet: the gateway polls an origin with nothing on it.
+    let (mut origin, url) = start_origin(d);
+    let (mut gw, gw_addr) = start_gateway(&f, &url, "");
+    let mut dev = start_device(&f, "pump-1", &gw_addr, "true", "");
+    wait_in(
+        Some(d),
+        "the agent to record its slot",
+        Duration::from_secs(60),
+        || device_state(d, "pump-1")["phase"]["phase"] == "idle",
+    );
+    // The field change: one byte of the committed slot, after the agent hashed it.
+    let slot = d.join("pump-1/slots/slot-a.img");
+    let mut changed = std::fs::read(&slot).expect("slot a");
+    changed[1000] ^= 0xff;
+    std::fs::write(&slot, &changed).expect("slot a");
+
+    // Release 2.0.0: the factory image with a small change, published with a delta from it.
+    let mut image = f.factory.clone();
+    image[4096..4096 + 512].copy_from_slice(&wardswarm_node::testkit::bytes(512, 9));
+    std::fs::write(d.join("factory.img"), &f.factory).expect("factory");
+    std::fs::write(d.join("image-2.0.0.img"), &image).expect("image");
+    let far = f.now.saturating_add(Duration::from_secs(86_400 * 7));
+    let r = release::build(&release::BuildRequest {
+        target: d.join("image-2.0.0.img"),
+        product: "infusion-pump".into(),
+        hardware: vec!["pump-rev-c".into()],
+        version: "2.0.0".into(),
+        counter: 2,
+        created: Timestamp::from_unix(f.now.as_unix() - 86_400),
+        expires: far,
+        keys: vec![f.keys.release.clone()],
+        out: d.join("origin/releases/2.0.0"),
+        zstd_level: 1,
+        zstd_workers: 0,
+        root: None,
+        bases: vec![d.join("factory.img")],
+        delta_codec: wardswarm_node::delta::Codec::MODELED,
+        delta_methods: wardswarm_node::delta::Methods::ALL,
+    })
+    .expect("build release");
+    let m = &r.manifest.manifest;
+    let delta = m
+        .delta_from(&wardswarm_node::Hash::of(&f.factory))
+        .expect("a delta from the factory image");
+    let full = m.full().expect("a full image");
+    f.publish();
+
+    wait_in(
+        Some(d),
+        "pump-1 to finish",
+        Duration::from_secs(180),
+        || result_of(&device_state(d, "pump-1")).is_some(),
+    );
+    let st = device_state(d, "pump-1");
+    assert_eq!(result_of(&st).as_deref(), Some("committed"), "{st}");
+    assert_eq!(st["installed"]["version"], "2.0.0");
+    assert_eq!(
+        std::fs::read(d.join("pump-1/slots/slot-b.img")).expect("slot b"),
+        image,
+        "the new slot holds the signed image"
+    );
+    let log = std::fs::read_to_string(d.join("pump-1.log")).expect("log");
+    assert!(
+        log.contains("the delta did not install") && log.contains("fetching the full image"),
+        "{log}"
+    );
+    // The gateway fetched both: the delta first planned for the device, then the full image.
+    let api = api_of(&gw);
+    let v = json_get(api, "/api/v1/releases");
+    let have = |root: &wardswarm_node::Hash| {
+        v.as_array().into_iter().flatten().any(|rel| {
+            rel["artifacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["root"] == root.to_string() && a["groups_have"] == a["groups_total"])
+        })
+    };
+    assert!(have(&delta.root) && have(&full.root), "{v}");
+    assert!(dev.sigterm().success());
+    assert!(gw.sigterm().success());
+    assert!(origin.sigterm().success());
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -191,6 +191,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         slot: SlotId::A,
         state: DeviceState::Fetching,
         target: Some("4.2.1".into()),
+        artifact: Some(Hash::of(b"artifact")),
         progress: Some(Progress { have: 3, total: 6 }),
         last: Some(Outcome {
             result: UpdateResult::Committed,

@@ -52,6 +52,41 @@ pub struct Offer {
     pub target: Hash,
     /// The image's length.
     pub target_length: u64,
+    /// For a delta: the release's full image, fetched and installed instead if the delta does not
+    /// install (a format newer than this agent, a committed slot changed since it was written). The
+    /// same signed release and image hash; only the bytes that carry it differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FullImage>,
+}
+
+/// A release's full-image artifact, named in a delta's [`Offer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FullImage {
+    /// Its bao root.
+    pub artifact: Hash,
+    /// Its signed length.
+    pub artifact_length: u64,
+    /// `zstd` or `none`.
+    pub compression: Compression,
+}
+
+impl Offer {
+    /// The offer of the full image instead of this delta, if the release has one.
+    pub fn full_instead(&self) -> Option<Offer> {
+        let f = self
+            .fallback
+            .as_ref()
+            .filter(|_| self.kind == Kind::Delta)?;
+        Some(Offer {
+            artifact: f.artifact,
+            artifact_length: f.artifact_length,
+            kind: Kind::Full,
+            compression: f.compression,
+            base: None,
+            fallback: None,
+            ..self.clone()
+        })
+    }
 }
 
 /// The committed image.
@@ -386,9 +421,21 @@ impl State {
                 vec![Action::Activate(slot)]
             }
             (Phase::Installing { offer, .. }, Input::InstallFailed(e)) => {
-                detail = Some(e.clone());
-                self.end(&offer, UpdateResult::Failed, Some(e));
-                vec![Action::Release(offer.artifact)]
+                if let Some(full) = offer.full_instead() {
+                    // The delta does not install here, the release may still: its full image is
+                    // checked against the same signed image hash. Not held against the release.
+                    detail = Some(format!(
+                        "the delta did not install ({e}): fetching the full image"
+                    ));
+                    self.phase = Phase::Fetching {
+                        offer: full.clone(),
+                    };
+                    vec![Action::Release(offer.artifact), Action::Fetch(full)]
+                } else {
+                    detail = Some(e.clone());
+                    self.end(&offer, UpdateResult::Failed, Some(e));
+                    vec![Action::Release(offer.artifact)]
+                }
             }
             (Phase::Installing { offer, .. }, Input::InstallFailedLocal(e)) => {
                 // Not the release's fault: no blacklist; the fetched artifact stays for the retry.
@@ -568,6 +615,24 @@ mod tests {
             base: None,
             target: Hash::of(b"image"),
             target_length: 5,
+            fallback: None,
+        }
+    }
+
+    /// A delta of `offer(counter)`'s release from the factory image, naming its full image.
+    fn delta_offer(counter: u64) -> Offer {
+        Offer {
+            artifact: Hash::of(b"delta"),
+            artifact_length: 4,
+            kind: Kind::Delta,
+            compression: Compression::None,
+            base: Some(Hash::of(b"factory")),
+            fallback: Some(FullImage {
+                artifact: Hash::of(b"artifact"),
+                artifact_length: 10,
+                compression: Compression::Zstd,
+            }),
+            ..offer(counter)
         }
     }
 
@@ -768,6 +833,119 @@ mod tests {
             [Action::RetryLater]
         );
         assert!(s.wants(&o3));
+    }
+
+    /// A delta that does not install (say, a format newer than this agent) makes the device fetch
+    /// the release's full image instead, with a restart in between; the release is held against
+    /// the device only if the full image fails too. A delta without a full image to fall back on
+    /// fails the release as before.
+    #[test]
+    fn a_delta_that_does_not_install_falls_back_to_the_full_image() {
+        let mut s = fresh();
+        let d = delta_offer(2);
+        let full = d.full_instead().expect("a full image to fall back on");
+        assert_eq!(
+            (full.artifact, full.kind, full.base, full.fallback.as_ref()),
+            (Hash::of(b"artifact"), Kind::Full, None, None)
+        );
+        assert_eq!(
+            (&full.manifest, full.counter, full.target),
+            (&d.manifest, d.counter, d.target),
+            "the same release and image"
+        );
+        actions(&mut s, Input::Offered(d.clone()));
+        assert_eq!(
+            actions(&mut s, Input::Fetched(d.artifact)),
+            [Action::Install(d.clone(), SlotId::B)]
+        );
+        let (acts, t) = s
+            .step(Input::InstallFailed("bad magic".into()))
+            .expect("applies");
+        assert_eq!(
+            acts,
+            [Action::Release(d.artifact), Action::Fetch(full.clone())]
+        );
+        assert!(
+            t.detail
+                .as_deref()
+                .is_some_and(|e| e.contains("bad magic") && e.contains("full image")),
+            "{t:?}"
+        );
+        assert_eq!(
+            s.phase,
+            Phase::Fetching {
+                offer: full.clone()
+            }
+        );
+        assert!(s.last.is_none(), "no outcome yet: the update goes on");
+        // The persisted state survives a restart, and the fetch of the full image resumes.
+        let json = serde_json::to_string(&s).expect("state");
+        let mut s: State = serde_json::from_str(&json).expect("state back");
+        assert_eq!(
+            actions(&mut s, boot(SlotId::A, SlotId::A)),
+            [Action::Fetch(full.clone())]
+        );
+        // The delta, announced again, does not replace the full image's fetch.
+        assert_eq!(actions(&mut s, Input::Offered(d.clone())), []);
+        assert_eq!(
+            actions(&mut s, Input::Fetched(full.artifact)),
+            [Action::Install(full.clone(), SlotId::B)]
+        );
+        assert_eq!(
+            actions(&mut s, Input::Installed),
+            [Action::Activate(SlotId::B)]
+        );
+        // The full image failing too ends the release on this device.
+        let mut s2 = fresh();
+        for i in [
+            Input::Offered(d.clone()),
+            Input::Fetched(d.artifact),
+            Input::InstallFailed("bad magic".into()),
+            Input::Fetched(full.artifact),
+        ] {
+            actions(&mut s2, i);
+        }
+        assert_eq!(
+            actions(
+                &mut s2,
+                Input::InstallFailed("decoded image hashes to x".into())
+            ),
+            [Action::Release(full.artifact)]
+        );
+        assert!(!s2.wants(&d), "the release is held against the device");
+        // A delta with no full image to fall back on fails the release at once.
+        let mut s3 = fresh();
+        let lone = Offer {
+            fallback: None,
+            ..d.clone()
+        };
+        actions(&mut s3, Input::Offered(lone.clone()));
+        actions(&mut s3, Input::Fetched(lone.artifact));
+        assert_eq!(
+            actions(&mut s3, Input::InstallFailed("bad magic".into())),
+            [Action::Release(lone.artifact)]
+        );
+        assert!(!s3.wants(&lone));
+    }
+
+    /// A state persisted before offers named a fallback still loads.
+    #[test]
+    fn an_offer_persisted_without_a_fallback_loads() {
+        let mut v = serde_json::to_value(Phase::Fetching {
+            offer: delta_offer(2),
+        })
+        .expect("phase");
+        v["offer"]
+            .as_object_mut()
+            .expect("offer")
+            .remove("fallback");
+        let p: Phase = serde_json::from_value(v).expect("an older phase");
+        assert_eq!(p.offer().map(|o| o.fallback.clone()), Some(None));
+        let full = serde_json::to_value(offer(2)).expect("offer");
+        assert!(
+            full.get("fallback").is_none(),
+            "not written when absent: {full}"
+        );
     }
 
     /// Bootloader semantics: a power cut during the health check is retried, up to

@@ -37,6 +37,10 @@ pub struct Report {
     pub state: DeviceState,
     /// The release in progress.
     pub target: Option<String>,
+    /// The artifact in progress (bao root): a delta, or the full image the device fell back to when
+    /// the delta did not install. The gateway fetches what devices fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Hash>,
     /// Fetch progress of the artifact in progress.
     pub progress: Option<Progress>,
     /// How the last attempt ended.

@@ -25,7 +25,9 @@ use super::{
     audit::{AuditError, AuditLog},
     directed::{Steps, Waiting},
     install::{install, SourceHook},
-    machine::{Action, DeviceState, Input, Installed, Offer, State, Transition, UpdateResult},
+    machine::{
+        Action, DeviceState, FullImage, Input, Installed, Offer, State, Transition, UpdateResult,
+    },
     slots::{BootState, Reboot, SlotError, SlotId, Slots},
 };
 use crate::{
@@ -150,6 +152,7 @@ impl Agent {
             slot: SlotId::A,
             state: DeviceState::Starting,
             target: None,
+            artifact: None,
             progress: None,
             last: None,
             bytes_from_gateway: 0,
@@ -261,6 +264,7 @@ impl Agent {
             slot: s.map(|s| s.installed.slot).unwrap_or(SlotId::A),
             state: s.map_or(DeviceState::Starting, |s| s.phase.state()),
             target: s.and_then(|s| s.phase.offer().map(|o| o.version.clone())),
+            artifact: s.and_then(|s| s.phase.offer().map(|o| o.artifact)),
             progress: self.progress,
             last: s.and_then(|s| s.last.clone()),
             bytes_from_gateway: g,
@@ -390,6 +394,11 @@ impl Agent {
             base: a.base(),
             target: m.target.hash,
             target_length: m.target.length,
+            fallback: a.base().and(m.full()).map(|f| FullImage {
+                artifact: f.root,
+                artifact_length: f.length,
+                compression: f.compression,
+            }),
         };
         s.wants(&offer).then_some(offer)
     }
@@ -780,6 +789,7 @@ mod tests {
             base: Some(base),
             target: Hash::of(target),
             target_length: target.len() as u64,
+            fallback: None,
         }
     }
 

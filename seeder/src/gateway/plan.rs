@@ -75,7 +75,10 @@ pub fn needed<'a>(
             .max_by_key(|c| c.manifest.counter);
         if let Some(c) = best {
             let m = &c.manifest;
-            if let Some(a) = m.delta_from(&report.image).or_else(|| m.full()) {
+            // What the device says it fetches, if that release has it: the full image after its
+            // delta did not install. Else the delta from its image, else the full image.
+            let fetching = report.artifact.and_then(|root| m.artifact(&root));
+            if let Some(a) = fetching.or_else(|| m.delta_from(&report.image).or_else(|| m.full())) {
                 add(format!("device {id}"), &c.path, a);
             }
         }
@@ -156,6 +159,7 @@ mod tests {
             slot: SlotId::A,
             state: DeviceState::Idle,
             target: None,
+            artifact: None,
             progress: None,
             last: None,
             bytes_from_gateway: 0,
@@ -185,6 +189,26 @@ mod tests {
         );
         assert_eq!(n[0].path, "releases/3");
         assert_eq!(n[0].why, "device d1");
+    }
+
+    /// A device whose delta did not install fetches the release's full image, and says so.
+    #[test]
+    fn a_device_that_fell_back_to_the_full_image_gets_it() {
+        let rels = [release(3, &["a"], Some(Hash::of(b"img-1")))];
+        let mut fell_back = report("a", 1, b"img-1");
+        fell_back.artifact = Some(Hash::of(b"full-3"));
+        let n = needed(&rels, [("d1", &fell_back)], false);
+        assert_eq!(
+            n.iter().map(|n| n.root).collect::<Vec<_>>(),
+            [Hash::of(b"full-3")]
+        );
+        // An artifact the newest release does not have is no reason to fetch anything else.
+        fell_back.artifact = Some(Hash::of(b"elsewhere"));
+        let n = needed(&rels, [("d1", &fell_back)], false);
+        assert_eq!(
+            n.iter().map(|n| n.root).collect::<Vec<_>>(),
+            [Hash::of(b"delta-3")]
+        );
     }
 
     #[test]
