@@ -40,6 +40,15 @@
 #   libcrypto-i386  C, 32-bit x86, the same versions
 #   libcrypto-amd64 C, x86-64, the same versions
 #   libxml2-armhf   C (gcc, Thumb-2), Debian 12's libxml2.so.2.9.14, 2.9.14+dfsg-1.3~deb12u4 -> ~deb12u6
+# and, on 2026-12-07 (twenty-first pass), Debian 12's security and point-release updates, measured
+# before anything was changed for them, each on amd64, arm64, armhf (Thumb-2) and i386:
+#   expat[-ARCH]    C library, libexpat.so.1.8.10, 2.5.0-1+deb12u2 -> +deb12u5
+#   curl[-ARCH]     C library, libcurl.so.4.8.0, 7.88.1-10+deb12u5 -> +deb12u15
+#   ssh[-ARCH]      C executable, openssh-client's ssh, 1:9.2p1-2+deb12u9 -> +deb12u10
+#   systemd[-ARCH]  C library, libsystemd.so.0.35.0, 252.38-1~deb12u1 -> 252.39-1~deb12u2
+# and on amd64 only:
+#   glib            C library, libglib-2.0.so.0.7400.6, 2.74.6-2+deb12u2 -> +deb12u9
+#   python          C library, libpython3.11.so.1.0 (7.7 MB), 3.11.2-6+deb12u8 -> +deb12u9
 #
 # Needs: bash, python3, pip, curl, tar, sha256sum, dpkg-deb.
 set -euo pipefail
@@ -247,4 +256,77 @@ deb "$SEC/libx/libxml2/libxml2_2.9.14%2bdfsg-1.3%7edeb12u4_armhf.deb" 98fbee10e8
     ./usr/lib/arm-linux-gnueabihf/libxml2.so.2.9.14 "$OUT/pairs/libxml2-armhf/old" 7a7a5785aac1a9d0b72f12ae309490e629c4c43dcf6ddbc3866941efc884e087
 deb "$DEB/libx/libxml2/libxml2_2.9.14%2bdfsg-1.3%7edeb12u6_armhf.deb" fc424bafeacaa07084c9f7ebc2b3801d60b3295a6f958860e68a3ebd334d1a6a \
     ./usr/lib/arm-linux-gnueabihf/libxml2.so.2.9.14 "$OUT/pairs/libxml2-armhf/new" 82b2def94261c7981498162e9537ccb68e9d97f97c69047b72e719f6d15faba9
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf}"
+log "Debian 12 patch releases (2026-12-07, issue 15 twenty-first pass): expat, curl, ssh, systemd on amd64, arm64, armhf, i386; glib and libpython on amd64"
+deb "$DEB/e/expat/libexpat1_2.5.0-1%2bdeb12u2_amd64.deb" 2255e62fc22a86d2c544b8a3f516da9aee19383ad5742722ab4ce7f66a30dbc8 \
+    ./lib/x86_64-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat/old" a9a60cb5308ca1054427e2973b021ea63c2c801c71d8c0dc9d33218fee1d976a
+deb "$SEC/e/expat/libexpat1_2.5.0-1%2bdeb12u5_amd64.deb" cae5ded666d8573dd33060bc66fbac21eea8b101a6b56e2af8bd590fcfa65d79 \
+    ./lib/x86_64-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat/new" b342d94f6a71df596f19b1b0d4d3af9b883f0333027de6c3fc0dbc9ff8c45057
+deb "$DEB/e/expat/libexpat1_2.5.0-1%2bdeb12u2_arm64.deb" 8dc1976735acf825e3a922d82f171e20feec7394da2b8c616091983e38706275 \
+    ./lib/aarch64-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-arm64/old" 4da3eb8010076d0c9ca494ca3d7a179d1697093ceb7fdc05ca701bb2a4359fff
+deb "$SEC/e/expat/libexpat1_2.5.0-1%2bdeb12u5_arm64.deb" 4a733e7f636de4a4483e3e5d7b02dc8e788b115361a04dd58df89461ce2ae65a \
+    ./lib/aarch64-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-arm64/new" 704ed6621816d4570afa0c7690956545b446487f3e9c62934976bf4d4cff999c
+deb "$DEB/e/expat/libexpat1_2.5.0-1%2bdeb12u2_armhf.deb" e1cbf8b00e34295cd92865747abf80999218b6511ddc68daffd6b0e5f9fe0d63 \
+    ./lib/arm-linux-gnueabihf/libexpat.so.1.8.10 "$OUT/pairs/expat-armhf/old" e5956fdb60d60ea87aebe5c2701b007897f869a4a77e2942471b6de562c7d3dd
+deb "$SEC/e/expat/libexpat1_2.5.0-1%2bdeb12u5_armhf.deb" 50fd618113a1871dd868fb59cba2ec84a754fef57ca619a468d502be717d4532 \
+    ./lib/arm-linux-gnueabihf/libexpat.so.1.8.10 "$OUT/pairs/expat-armhf/new" 876a7d839f80c94f76dfd919b529e87c61d3ba93bf0cd2af890ea8a45897551b
+deb "$DEB/e/expat/libexpat1_2.5.0-1%2bdeb12u2_i386.deb" 002fa75e3acfa317aee466c83e4f709db027d25110d2c548fd9483e196e3659d \
+    ./lib/i386-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-i386/old" 853b9be8a17df1e8beec7686b2b3eb3aef46b9648741e2610e9d217ecd530473
+deb "$SEC/e/expat/libexpat1_2.5.0-1%2bdeb12u5_i386.deb" 4d9bc59aadad4a94846a84043a9511ea8e56626f93efd4a9c1d07f707652d1d8 \
+    ./lib/i386-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-i386/new" 8b7114d70d03b712b44a0d77aa39bd653de57dc0e3e51cd39b545552e88768dd
+deb "$SEC/c/curl/libcurl4_7.88.1-10%2bdeb12u5_amd64.deb" 619b592d51c0e75be0b153dbb671e732739d306bf22f42f8e1bc103235299f0d \
+    ./usr/lib/x86_64-linux-gnu/libcurl.so.4.8.0 "$OUT/pairs/curl/old" e49ffc8219d9c2c152ad2f691f14bffd5af3c5f1f65f717411a6d79249f15ad5
+deb "$DEB/c/curl/libcurl4_7.88.1-10%2bdeb12u15_amd64.deb" 3042904de01f9c4fbdcf1452b8f81abedcf2b015f9b9deba109063322b5bd68b \
+    ./usr/lib/x86_64-linux-gnu/libcurl.so.4.8.0 "$OUT/pairs/curl/new" 02fbea31e63cd827ee61644851f1d336de6850a7df0f7af30ba74da97c4b99ab
+deb "$SEC/c/curl/libcurl4_7.88.1-10%2bdeb12u5_arm64.deb" c6120503e8a7328cafed86e8c6843af486433620eb8a8213eee4629fc0f39fbb \
+    ./usr/lib/aarch64-linux-gnu/libcurl.so.4.8.0 "$OUT/pairs/curl-arm64/old" 0063e7c43da9701104fa500c2d4cc071168902c585cd7855126fb11c2ddaae90
+deb "$DEB/c/curl/libcurl4_7.88.1-10%2bdeb12u15_arm64.deb" e54bdd269c960b643ded903c3dbde36fe5d4d5f5b6389b47a0344d4a711cf70a \
+    ./usr/lib/aarch64-linux-gnu/libcurl.so.4.8.0 "$OUT/pairs/curl-arm64/new" b2128021983c1df51cf676c81ce56c2e5fa116393d8c2a645ca13595efece2f6
+deb "$SEC/c/curl/libcurl4_7.88.1-10%2bdeb12u5_armhf.deb" c3ebd19337537727666ae367b0f889efd9a92d8e538470bfbdfc5217cc217293 \
+    ./usr/lib/arm-linux-gnueabihf/libcurl.so.4.8.0 "$OUT/pairs/curl-armhf/old" fb73da633c1ad3b02c888615af4fc3a17b50f13e6c8238a4221d765b0c03db15
+deb "$DEB/c/curl/libcurl4_7.88.1-10%2bdeb12u15_armhf.deb" aac8588c1f16b5f2712f83905dd3f1c18fa4eb30ee77aaa39767d358ffbc7672 \
+    ./usr/lib/arm-linux-gnueabihf/libcurl.so.4.8.0 "$OUT/pairs/curl-armhf/new" e1ef8654abd9568cbb92bf69700b8eb2ce458362f030f6b4ebd93bd45b8d0699
+deb "$SEC/c/curl/libcurl4_7.88.1-10%2bdeb12u5_i386.deb" c292a6067110fc17af098abc00c4c5a58dd1506ee0d0f95f3f0592bb2eace9c1 \
+    ./usr/lib/i386-linux-gnu/libcurl.so.4.8.0 "$OUT/pairs/curl-i386/old" e8ea142603f2c7dbd9b75e95d31d8458bf98596a239f693a6da7c0b4f52d4d9b
+deb "$DEB/c/curl/libcurl4_7.88.1-10%2bdeb12u15_i386.deb" 29e3dc308078ecf8ef9a714f08d227ec7eeae93b48bf30ef2e5322153658b0b0 \
+    ./usr/lib/i386-linux-gnu/libcurl.so.4.8.0 "$OUT/pairs/curl-i386/new" b3350a2cdbfb8b0278f8ee5252f9cad6b3736afaed6fb71e5e9a86297b3ed1ed
+deb "$SEC/o/openssh/openssh-client_9.2p1-2%2bdeb12u9_amd64.deb" 3159b10a9416169926edcdf4daddf16ac71fb56bc4a952d2a73754cc6741c053 \
+    ./usr/bin/ssh "$OUT/pairs/ssh/old" 6048acfcfd0c01d390f151da4cc4b214f72e4cab97968393c5ea17284bdf62f4
+deb "$DEB/o/openssh/openssh-client_9.2p1-2%2bdeb12u10_amd64.deb" 42c250b8b9110382488c53c066a960bc564ddac2cb9e449f47b6cdbb5fc1cb60 \
+    ./usr/bin/ssh "$OUT/pairs/ssh/new" 04f2ff5f506a3f332e7adeb1478a4c551ae74acdd328e6fb5c2495664d4064e6
+deb "$SEC/o/openssh/openssh-client_9.2p1-2%2bdeb12u9_arm64.deb" 8058f41696f15d1c8046d3ba7c0959c6385fde5a86385ddb32ca7cbd83644797 \
+    ./usr/bin/ssh "$OUT/pairs/ssh-arm64/old" d20902bbbdbd7355b98998fbe3b336a3017343022b12ac5c8766539b2a616041
+deb "$DEB/o/openssh/openssh-client_9.2p1-2%2bdeb12u10_arm64.deb" 72f7cb7eb432038a62cd89e0552b352a514e880fe3907e73dc50ca2ef6d088d7 \
+    ./usr/bin/ssh "$OUT/pairs/ssh-arm64/new" 78e7a4963fe15f37f40b5e700bbfcda1831e1978ac32bf3a2ee4d200cce255fe
+deb "$SEC/o/openssh/openssh-client_9.2p1-2%2bdeb12u9_armhf.deb" 0f451939a4df9d01fc3af49a6225dbf4be4b5c54adbd7a6ce7c5d19861115ec9 \
+    ./usr/bin/ssh "$OUT/pairs/ssh-armhf/old" 7a6eb2b05ffe170132e0ec9d35353101a827fb37100cac9695d5e6a67cde7163
+deb "$DEB/o/openssh/openssh-client_9.2p1-2%2bdeb12u10_armhf.deb" 11ccc88f685ba2425be9d5dc9ff16a2e34bdec7e92fb673244f257b33edcd979 \
+    ./usr/bin/ssh "$OUT/pairs/ssh-armhf/new" 0d4cadbf8548a483eb4c8534ed10546dabee3d7db0124be8e664b4676fdce5d9
+deb "$SEC/o/openssh/openssh-client_9.2p1-2%2bdeb12u9_i386.deb" 52571162cee50a60c9581434329da8c39ed9b673627df3551e120b4f4154d13f \
+    ./usr/bin/ssh "$OUT/pairs/ssh-i386/old" c037cbd156fc75b11075b5267fc051c8552c574acc8db3f8b894e30ada4a6926
+deb "$DEB/o/openssh/openssh-client_9.2p1-2%2bdeb12u10_i386.deb" df876e63ccac80f2391f715fcf691bbc5d921d8d0c7458f446a36b01b43019b8 \
+    ./usr/bin/ssh "$OUT/pairs/ssh-i386/new" 8da667bb5b1adb7f48de42244f641beaba0d4b8ddcfc3d8efb333afdeea76e06
+deb "$SEC/s/systemd/libsystemd0_252.38-1%7edeb12u1_amd64.deb" a77825fd9043c5e01c65aea2f7893b30749f98501da681f861517ab255ad80e2 \
+    ./usr/lib/x86_64-linux-gnu/libsystemd.so.0.35.0 "$OUT/pairs/systemd/old" 1875dcc77e67b512719857c8aa0671a888064587a4d0818d3d1ace93ab0349d6
+deb "$DEB/s/systemd/libsystemd0_252.39-1%7edeb12u2_amd64.deb" 013c07514a9e4933b2d5c098018695a6aa42d085dbc483ce2c094a954c8a1b0a \
+    ./usr/lib/x86_64-linux-gnu/libsystemd.so.0.35.0 "$OUT/pairs/systemd/new" 3880319ae776b622ad3c89201984065905d10271f78ef3a4db2ee0604a61256b
+deb "$SEC/s/systemd/libsystemd0_252.38-1%7edeb12u1_arm64.deb" f9442b58d7824b4ee4a618619e4a88b1ac8567671ef403fc85c86071b29301c7 \
+    ./usr/lib/aarch64-linux-gnu/libsystemd.so.0.35.0 "$OUT/pairs/systemd-arm64/old" 46b0aa16f6510c2dad892227ef9200b1be5f92c063b5423a5ef48f3c23c48148
+deb "$DEB/s/systemd/libsystemd0_252.39-1%7edeb12u2_arm64.deb" 293ab474b90276dae9ebc03ed01e622e0c1f2578e83ed3aa926ae1eaf84dda9c \
+    ./usr/lib/aarch64-linux-gnu/libsystemd.so.0.35.0 "$OUT/pairs/systemd-arm64/new" e38e0c11131d330c9a49a4a7f9437f8cf9d6a198355a47ecff02bc4aabe52171
+deb "$SEC/s/systemd/libsystemd0_252.38-1%7edeb12u1_armhf.deb" b8f275f9c0c5de1706415bfaaa04bbd9635b41b09a8ab09c1e5d9552a5d5b3be \
+    ./usr/lib/arm-linux-gnueabihf/libsystemd.so.0.35.0 "$OUT/pairs/systemd-armhf/old" 326386670e8651586b7f58d9d0ac9bba824e81010720cce0f45d6a7ca94e07d5
+deb "$DEB/s/systemd/libsystemd0_252.39-1%7edeb12u2_armhf.deb" fe49d9caa76c1ebc90210936c3aa85aeb6e9bb283d4128b825519887117fdb4d \
+    ./usr/lib/arm-linux-gnueabihf/libsystemd.so.0.35.0 "$OUT/pairs/systemd-armhf/new" f9353a4325e5525cde7e82ec919dad7d4dfb30d50e96c19d99f998692ebe1301
+deb "$SEC/s/systemd/libsystemd0_252.38-1%7edeb12u1_i386.deb" 8d3e3d324e7bf6a4efa9233246ef6fc74be7d2fa79d7155fa62cea13697c0884 \
+    ./usr/lib/i386-linux-gnu/libsystemd.so.0.35.0 "$OUT/pairs/systemd-i386/old" 65622892e267ab623944c75d34c463c182ff4b41e277d5e93f9e434b0421b415
+deb "$DEB/s/systemd/libsystemd0_252.39-1%7edeb12u2_i386.deb" 0b28141a9c39a6be717b1e561d61cf8301a740182f480a246d4664e3aec52a41 \
+    ./usr/lib/i386-linux-gnu/libsystemd.so.0.35.0 "$OUT/pairs/systemd-i386/new" 23fb42e3174bab3e3c1adf5327b3aaf78fe7c3c348f47db279216117a87aacf5
+deb "$SEC/g/glib2.0/libglib2.0-0_2.74.6-2%2bdeb12u2_amd64.deb" 8462c5d2350bcaa5f98aeaf40ef85d96260e4c48aa65a8e5c210d9d0f79788e5 \
+    ./usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6 "$OUT/pairs/glib/old" 05ca3bc463a6d97d3ce27d9a8baf9dad2b8a8ec11eecf61c6cb26307d3b424bf
+deb "$DEB/g/glib2.0/libglib2.0-0_2.74.6-2%2bdeb12u9_amd64.deb" 7ff85197685d89e150e342b29a59aab1beee400050ba7da73de81cd999ffee5a \
+    ./usr/lib/x86_64-linux-gnu/libglib-2.0.so.0.7400.6 "$OUT/pairs/glib/new" 1708487c60fb32855e9d4aec503f0c32dcb74c6834a839e015ccbd27a606a879
+deb "$DEB/p/python3.11/libpython3.11_3.11.2-6%2bdeb12u8_amd64.deb" 63845d53d5f64d2362cfb6007ec175ad1c6044cebe60a1885eff76d2ce637c35 \
+    ./usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 "$OUT/pairs/python/old" d7b4b5bd699711828204fe1a966c737bfd2d708d1c18febf0253f6f3aa8ba139
+deb "$SEC/p/python3.11/libpython3.11_3.11.2-6%2bdeb12u9_amd64.deb" 5737023cb469c012203bc6f4e6f522459d7561be499a69139df278785ec62129 \
+    ./usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 "$OUT/pairs/python/new" 4283b6fabf8d8e8e5d031fdbb32beaa1b0f38e54846224df962a068d2406d6ed
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python}"

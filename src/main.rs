@@ -137,10 +137,16 @@ enum DeltaCmd {
         #[arg(long, default_value_t = wardswarm_node::delta::LEVEL)]
         level: i32,
         /// With `--codec cm`: write format 4 only if it makes the delta at least this many percent
-        /// smaller than format 3 (it costs the device about 20 times the CPU to apply).
+        /// smaller than format 3 (it costs the device about 20 times the CPU to apply), for a delta
+        /// of more than `--model-free-literals` add literals.
         #[arg(long, default_value_t = wardswarm_node::delta::MODEL_MIN_GAIN_PERCENT,
               value_parser = clap::value_parser!(u8).range(0..=100))]
         model_min_gain: u8,
+        /// With `--codec cm`: up to this many add literals, format 4 is written wherever it is
+        /// smaller, whatever the gain (its apply costs the device per literal: about half a second
+        /// for the default 1 MiB on the project machine).
+        #[arg(long, default_value_t = wardswarm_node::delta::MODEL_FREE_LITERALS)]
+        model_free_literals: u64,
         /// gzip streams in the images: auto (format 5 when a gzip stream that this build
         /// re-compresses bit for bit changed: the images are diffed with them inflated) or off.
         #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
@@ -483,6 +489,7 @@ fn run(cli: Cli) -> Result<()> {
             codec,
             level,
             model_min_gain,
+            model_free_literals,
             gzip,
             formats_6_7,
         }) => {
@@ -491,6 +498,7 @@ fn run(cli: Cli) -> Result<()> {
                 "lzma2" => wardswarm_node::delta::Codec::Lzma2,
                 _ => wardswarm_node::delta::Codec::Modeled {
                     min_gain_percent: model_min_gain,
+                    free_literals: model_free_literals,
                 },
             };
             let old = std::fs::read(&base).with_context(|| base.display().to_string())?;

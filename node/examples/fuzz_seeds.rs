@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Format 4 whatever it gains here, so that the fuzzer starts from one.
     let always = delta::Codec::Modeled {
         min_gain_percent: 0,
+        free_literals: 0,
     };
     delta::create(&base, &target, always, &mut d)?;
     write(out, "delta", "delta", &d)?;

@@ -160,8 +160,13 @@ pub enum Codec {
     /// Format 4: as format 3, with the add literals coded by a context-mixing model that sees the
     /// base bytes under them: the smallest, and the slowest to create and apply (about 20 times
     /// format 3's CPU on the device). Written only when it makes the whole delta at least
-    /// `min_gain_percent` % smaller than format 3 would be; format 3 otherwise.
-    Modeled { min_gain_percent: u8 },
+    /// `min_gain_percent` % smaller than format 3 (or format 6) would be, or, for a delta of at most
+    /// `free_literals` add literals, when it is smaller at all: the model's cost is per literal, so
+    /// a small delta's is small whatever it gains ([`MODEL_FREE_LITERALS`]).
+    Modeled {
+        min_gain_percent: u8,
+        free_literals: u64,
+    },
     /// Format 3: every stream LZMA2 (xz), 7 to 9 % below zstd -19 on the corpus.
     Lzma2,
     /// Format 1: zstd at this level (1 to 22): faster to create.
@@ -172,8 +177,27 @@ impl Codec {
     /// Format 4 where it makes the delta at least [`MODEL_MIN_GAIN_PERCENT`] % smaller.
     pub const MODELED: Codec = Codec::Modeled {
         min_gain_percent: MODEL_MIN_GAIN_PERCENT,
+        free_literals: MODEL_FREE_LITERALS,
     };
+
+    /// The least gain, in percent, that keeps format 4 for a delta of `literals` add literals.
+    fn model_min_gain(self, literals: u64) -> u8 {
+        match self {
+            Codec::Modeled {
+                min_gain_percent,
+                free_literals,
+            } if literals > free_literals => min_gain_percent,
+            _ => 0,
+        }
+    }
 }
+
+/// Format 4's apply costs the device about 0.5 µs per add literal on the project machine (several
+/// times that on a small device core). Up to this many literals (about half a second here) it is
+/// kept wherever it is smaller, whatever the gain: a 112 KB Thumb-2 library whose modeled delta
+/// was 2.5 % under format 6 had been given format 6, 0.920 × HDiffPatch instead of 0.897
+/// (`docs/deltas.md`, issue 15's twenty-first pass).
+pub const MODEL_FREE_LITERALS: u64 = 1 << 20;
 
 /// Which of the three streams: they differ enough that each gets its own LZMA2 literal model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -481,14 +505,13 @@ fn best(
     };
     // Format 4 costs the device about 20 times the CPU of the others to apply: as against format 3,
     // it must beat format 6 by the codec's least gain to be kept.
-    let slack = match codec {
-        Codec::Modeled { min_gain_percent }
-            if diff.starts_with(MAGIC)
-                || (diff.starts_with(MAGIC_7) && diff[4] & FLAG_MODELED != 0) =>
-        {
-            min_gain_percent
-        }
-        _ => 0,
+    // The diff's add literals are at most the target's length.
+    let modeled =
+        diff.starts_with(MAGIC) || (diff.starts_with(MAGIC_7) && diff[4] & FLAG_MODELED != 0);
+    let slack = if modeled {
+        codec.model_min_gain(target.len() as u64)
+    } else {
+        0
     };
     let keep_lz = (lz.len() as u64) * 100 < (diff.len() as u64) * (100 + u64::from(slack));
     tracing::info!(
@@ -725,6 +748,7 @@ fn encode(
         // to measure the model against) on the other.
         Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
+            let literal_count = literals.len() as u64;
             // Raw LZMA2 sections, unless the literals are coded in blocks at once (an xz stream).
             let raw = raw && !(split && literals.len() >= SPLIT_ADDS);
             let code = |data: &[u8], kind| {
@@ -852,13 +876,14 @@ fn encode(
             }
             let lzma = lzma?;
             let (magic, lits) = match (codec, modeled) {
-                (Codec::Modeled { min_gain_percent }, Some(m)) => {
+                (Codec::Modeled { .. }, Some(m)) => {
                     let m = m?;
                     // Format 4 costs the device far more CPU to apply: keep it only where it pays.
                     let whole = rest.iter().map(Vec::len).sum::<usize>() + lzma.len();
                     let gain = lzma.len().saturating_sub(m.len());
+                    let min_gain = codec.model_min_gain(literal_count);
                     let keep = m.len() <= lzma.len()
-                        && gain as u64 * 100 >= u64::from(min_gain_percent) * whole as u64;
+                        && gain as u64 * 100 >= u64::from(min_gain) * whole as u64;
                     tracing::info!(
                         modeled = m.len(),
                         lzma2 = lzma.len(),

@@ -279,6 +279,7 @@ fn format_4_round_trips_in_any_pieces_and_refuses_damage() {
         &target,
         Codec::Modeled {
             min_gain_percent: 0,
+            free_literals: 0,
         },
         &mut d,
     )
@@ -304,9 +305,19 @@ fn format_4_round_trips_in_any_pieces_and_refuses_damage() {
     let mut fallback = Vec::new();
     let strict = Codec::Modeled {
         min_gain_percent: 100,
+        free_literals: 0,
     };
     create(&base, &target, strict, &mut fallback).expect("create");
     assert!(fallback == d3, "format 3 when the model does not pay");
+    // Unless the delta has so few add literals that the model's apply costs next to nothing: then
+    // format 4 is kept wherever it is smaller, whatever the least gain asked.
+    let mut cheap = Vec::new();
+    let few = Codec::Modeled {
+        min_gain_percent: 100,
+        free_literals: MODEL_FREE_LITERALS,
+    };
+    create(&base, &target, few, &mut cheap).expect("create");
+    assert!(cheap == d, "format 4 when its literals are few");
 
     // The coded literals are the fifth section: cut one byte off it, add one, or flip bytes in it.
     let lens: Vec<u64> = (0..6)
@@ -368,7 +379,8 @@ proptest::proptest! {
             }
         }
         let mut d = Vec::new();
-        create(&base, &target, Codec::Modeled { min_gain_percent: 0 }, &mut d).expect("create");
+        let codec = Codec::Modeled { min_gain_percent: 0, free_literals: 0 };
+        create(&base, &target, codec, &mut d).expect("create");
         let out = run_in_pieces(&d, &base, target.len() as u64, &[piece]).expect("apply");
         proptest::prop_assert!(out == target);
     }
@@ -728,6 +740,7 @@ fn format_7_round_trips_every_seek_coding_and_refuses_damage() {
         Codec::Lzma2,
         Codec::Modeled {
             min_gain_percent: 0,
+            free_literals: 0,
         },
     ] {
         for how in [Seeks::Varint, Seeks::Absolute, Seeks::Diagonal] {
@@ -787,6 +800,7 @@ fn format_7_raw_sections_round_trip_are_smaller_and_refuse_damage() {
         Codec::Lzma2,
         Codec::Modeled {
             min_gain_percent: 0,
+            free_literals: 0,
         },
     ] {
         let (mut d, mut old) = (Vec::new(), Vec::new());
@@ -916,4 +930,14 @@ fn add_literals_in_two_blocks_decode_as_one_stream() {
     // Coding it again gives the same bytes: a delta does not depend on thread timing.
     let again = lzma2_compress_inner(&data, Kind::Add, Some(150_001)).expect("again");
     assert_eq!(again, two);
+}
+
+#[test]
+fn the_least_gain_is_asked_only_of_deltas_with_many_literals() {
+    assert_eq!(Codec::MODELED.model_min_gain(MODEL_FREE_LITERALS), 0);
+    assert_eq!(
+        Codec::MODELED.model_min_gain(MODEL_FREE_LITERALS + 1),
+        MODEL_MIN_GAIN_PERCENT
+    );
+    assert_eq!(Codec::Lzma2.model_min_gain(u64::MAX), 0);
 }
