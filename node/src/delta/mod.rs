@@ -748,7 +748,6 @@ fn encode(
         // to measure the model against) on the other.
         Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
-            let literal_count = literals.len() as u64;
             // Raw LZMA2 sections, unless the literals are coded in blocks at once (an xz stream).
             let raw = raw && !(split && literals.len() >= SPLIT_ADDS);
             let code = |data: &[u8], kind| {
@@ -881,7 +880,7 @@ fn encode(
                     // Format 4 costs the device far more CPU to apply: keep it only where it pays.
                     let whole = rest.iter().map(Vec::len).sum::<usize>() + lzma.len();
                     let gain = lzma.len().saturating_sub(m.len());
-                    let min_gain = codec.model_min_gain(literal_count);
+                    let min_gain = codec.model_min_gain(literals.len() as u64);
                     let keep = m.len() <= lzma.len()
                         && gain as u64 * 100 >= u64::from(min_gain) * whole as u64;
                     tracing::info!(
