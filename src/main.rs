@@ -102,6 +102,8 @@ enum Cmd {
 /// The newest delta format a release build writes (`release build --delta-format`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum DeltaFormat {
+    #[value(name = "10")]
+    Ten,
     #[value(name = "9")]
     Nine,
     #[value(name = "8")]
@@ -154,7 +156,8 @@ enum DeltaCmd {
         /// Formats 6 and 7: auto (where the base is at most 16 MiB, also code the new image as one
         /// LZMA2 stream with the base as its dictionary; and try the diff's seeks as 32-bit words;
         /// each kept where it is smaller; raw LZMA2 sections; x86-64 and AArch64 executables
-        /// diffed with their data references made absolute too, Thumb-2 code with its calls) or
+        /// diffed with their data references made absolute too, Thumb-2 code with its calls; the
+        /// diff's copy bytes coded against the base where smaller) or
         /// off (formats 1 to 5 only,
         /// calls and branches made absolute: what every agent since format 5 applies).
         #[arg(long = "formats-6-7", default_value = "auto", value_parser = ["auto", "off"])]
@@ -331,7 +334,9 @@ enum ReleaseCmd {
         /// when it is at most 90 % of the compressed full image.
         #[arg(long = "base", value_name = "OLD_IMAGE")]
         bases: Vec<PathBuf>,
-        /// The newest delta format the fleet's agents apply: 9 (the default: as 8, and x86-64 and
+        /// The newest delta format the fleet's agents apply: 10 (the default: as 9, and the diff's
+        /// copy bytes coded with the base's first 16 MiB in their LZMA2 dictionary where that is
+        /// smaller; agents from 2026-12-07 after 9), 9 (as 8, and x86-64 and
         /// AArch64 executables are diffed with their data references made absolute too, not only
         /// their calls and branches, and 32-bit Arm Thumb-2 code with its calls; agents from
         /// 2026-12-07 after 8), 8 (format 7 with raw LZMA2
@@ -341,7 +346,7 @@ enum ReleaseCmd {
         /// diffed with them inflated; agents from 2026-12-03), 4 (format 4 where it makes the delta
         /// at least 5 % smaller, else 3; agents from 4cdd0f4), 3 (agents from 65eb94c) or 1 (every
         /// agent). An agent refuses a delta of a newer format than its own.
-        #[arg(long, value_enum, default_value_t = DeltaFormat::Nine)]
+        #[arg(long, value_enum, default_value_t = DeltaFormat::Ten)]
         delta_format: DeltaFormat,
     },
     /// Verify a release directory against a trust root: signatures, expiry, every hash and outboard.
@@ -511,6 +516,7 @@ fn run(cli: Cli) -> Result<()> {
                 seek_words: formats_6_7 == "auto",
                 raw_streams: formats_6_7 == "auto",
                 operands: formats_6_7 == "auto",
+                copies_against_base: formats_6_7 == "auto",
             };
             wardswarm_node::delta::create_with(&old, &new, codec, methods, &mut w)?;
             let f = w.into_inner().map_err(|e| e.into_error())?;
@@ -883,7 +889,8 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                     | DeltaFormat::Five
                     | DeltaFormat::Seven
                     | DeltaFormat::Eight
-                    | DeltaFormat::Nine => wardswarm_node::delta::Codec::MODELED,
+                    | DeltaFormat::Nine
+                    | DeltaFormat::Ten => wardswarm_node::delta::Codec::MODELED,
                 },
                 delta_methods: wardswarm_node::delta::Methods {
                     inflate: matches!(
@@ -892,17 +899,28 @@ fn release_cmd(c: ReleaseCmd, now: Timestamp) -> Result<()> {
                             | DeltaFormat::Seven
                             | DeltaFormat::Eight
                             | DeltaFormat::Nine
+                            | DeltaFormat::Ten
                     ),
                     against_base: matches!(
                         delta_format,
-                        DeltaFormat::Seven | DeltaFormat::Eight | DeltaFormat::Nine
+                        DeltaFormat::Seven
+                            | DeltaFormat::Eight
+                            | DeltaFormat::Nine
+                            | DeltaFormat::Ten
                     ),
                     seek_words: matches!(
                         delta_format,
-                        DeltaFormat::Seven | DeltaFormat::Eight | DeltaFormat::Nine
+                        DeltaFormat::Seven
+                            | DeltaFormat::Eight
+                            | DeltaFormat::Nine
+                            | DeltaFormat::Ten
                     ),
-                    raw_streams: matches!(delta_format, DeltaFormat::Eight | DeltaFormat::Nine),
-                    operands: matches!(delta_format, DeltaFormat::Nine),
+                    raw_streams: matches!(
+                        delta_format,
+                        DeltaFormat::Eight | DeltaFormat::Nine | DeltaFormat::Ten
+                    ),
+                    operands: matches!(delta_format, DeltaFormat::Nine | DeltaFormat::Ten),
+                    copies_against_base: matches!(delta_format, DeltaFormat::Ten),
                 },
             };
             let report = release::build(&req)?;

@@ -113,6 +113,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let d7 = delta::create_diff_with_seeks(&base, &target, delta::Codec::Lzma2, how)?;
         write(out, "delta", name, &d7)?;
     }
+    // Format 7 with raw sections and the copy bytes coded against the base: new bytes made of
+    // the base's short runs (as new code is made of the old code's instruction sequences).
+    let mut runs = base.clone();
+    for k in 0..200 {
+        let from = (k * 7_919) % (base.len() - 16);
+        runs.extend_from_slice(&base[from..from + 6 + k % 9]);
+    }
+    let mut d7 = Vec::new();
+    let raw = delta::Methods {
+        against_base: false,
+        ..delta::Methods::ALL
+    };
+    delta::create_with(&base, &runs, delta::Codec::Lzma2, raw, &mut d7)?;
+    if !d7.starts_with(delta::MAGIC_7) || d7[4] & delta::FLAG_COPIES_BASE == 0 {
+        return Err("the format-7 seed did not code its copies against the base".into());
+    }
+    write(out, "delta", "delta-format7-copies-base", &d7)?;
     let full = fuzz::artifact();
     let m = Manifest {
         product: "infusion-pump".into(),

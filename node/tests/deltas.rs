@@ -103,6 +103,7 @@ fn an_image_whose_gzip_file_changed_gets_a_format_5_delta_unless_the_fleet_preda
                 seek_words: false,
                 raw_streams: false,
                 operands: false,
+                copies_against_base: false,
             },
             ..request(&d, &keys, now)
         })

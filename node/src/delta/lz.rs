@@ -106,6 +106,98 @@ pub fn create(
     }))
 }
 
+/// The LZMA models tried for a diff's copy bytes coded against the base: xz's default (`lc=3, lp=0,
+/// pb=2`) and one for 2-byte aligned code (`lc=0, lp=1, pb=1`: Thumb-2 and much else measured
+/// smaller with it, `docs/deltas.md`). Both are tried on streams up to [`COPIES_BOTH_UP_TO`].
+pub const COPY_MODELS: [(u32, u32, u32); 2] = [(3, 0, 2), (0, 1, 1)];
+
+/// Copy streams up to this long are coded with each of [`COPY_MODELS`]; longer ones with the
+/// first only (each try preloads the base into the match finder again).
+pub const COPIES_BOTH_UP_TO: usize = 1 << 20;
+
+/// At most this much of the base's start is preset in a copy stream's dictionary. On the corpus,
+/// sized for the base's first 4 MiB the dictionary gave all of the whole base's gain on pairs of 7
+/// to 14 MB and two thirds of it on ruff's 19 MB, for less memory and time (`docs/deltas.md`).
+pub const COPIES_PRESET: usize = 4 << 20;
+
+/// The largest dictionary a copy stream is written with: what applying it holds, beside the
+/// other sections' dictionaries. Readers accept up to [`MAX_DICT`].
+pub const COPIES_MAX_DICT: u32 = 8 << 20;
+
+/// How a copy stream of `copies` bytes against a base of `base` bytes is written: its preset (the
+/// base's first bytes, up to [`COPIES_PRESET`]) and its dictionary (enough for the preset and the
+/// copies, rounded up to a power of two, at least 64 KiB and at most [`COPIES_MAX_DICT`]).
+pub fn copies_layout(base: usize, copies: usize) -> (usize, u32) {
+    let preset = base.min(COPIES_PRESET);
+    (preset, dict_size(preset, copies).min(COPIES_MAX_DICT))
+}
+
+/// A diff's copy bytes (the new bytes with no match in the base) as format 7's
+/// [`super::FLAG_COPIES_BASE`] section: the dictionary's size as a power of two (u8), the preset's
+/// length (u32 LE), then raw LZMA2 whose dictionary starts out holding that many of the base's
+/// first bytes, ending in its end marker. New code is written by the same compiler as the old: its
+/// short sequences (prologues, calls, common operand forms) are found in the base where the copy
+/// stream alone does not hold them yet. `base` is as the diff saw it (transformed, where the
+/// diff's ranges say so), and must not be empty.
+pub fn encode_copies(
+    base: &[u8],
+    copies: &[u8],
+    (lc, lp, pb): (u32, u32, u32),
+) -> io::Result<Vec<u8>> {
+    let (preset, dict) = copies_layout(base.len(), copies.len());
+    if preset == 0 {
+        return Err(io::Error::other(
+            "delta: copies against the base need a base",
+        ));
+    }
+    let mut opts = LzmaOptions::with_preset(9);
+    opts.dict_size = dict;
+    opts.nice_len = LzmaOptions::NICE_LEN_MAX;
+    opts.lc = lc;
+    opts.lp = lp;
+    opts.pb = pb;
+    opts.preset_dict = Some(base[..preset].to_vec());
+    let mut head = vec![dict.trailing_zeros() as u8];
+    head.extend_from_slice(&(preset as u32).to_le_bytes());
+    let mut w = Lzma2Writer::new(
+        head,
+        Lzma2Options {
+            lzma_options: opts,
+            ..Default::default()
+        },
+    );
+    io::Write::write_all(&mut w, copies)?;
+    w.finish()
+}
+
+/// The dictionary size and preset length an [`encode_copies`] section's header names, checked
+/// against what a device allocates: a dictionary of 4 KiB to [`MAX_DICT`], and a preset of at
+/// least one byte and at most the dictionary.
+pub fn copies_header(head: [u8; 5]) -> Result<(u32, u32), DeltaError> {
+    let [log, p @ ..] = head;
+    let min = lzma_rust2::DICT_SIZE_MIN.trailing_zeros();
+    if !(min..=MAX_DICT.trailing_zeros()).contains(&u32::from(log)) {
+        return Err(DeltaError::Malformed(format!(
+            "copies against the base: a dictionary of 2^{log} bytes (a device allows 2^{min} to 2^{})",
+            MAX_DICT.trailing_zeros()
+        )));
+    }
+    let dict = 1u32 << log;
+    let preset = u32::from_le_bytes(p);
+    if preset == 0 || preset > dict {
+        return Err(DeltaError::Malformed(format!(
+            "copies against the base: a preset of {preset} bytes for a dictionary of {dict}"
+        )));
+    }
+    Ok((dict, preset))
+}
+
+/// Reads a copy stream coded by [`encode_copies`] (after its header), whose dictionary of `dict`
+/// bytes starts out holding `preset`, the base's first bytes.
+pub fn decode_copies<R: Read>(input: R, dict: u32, preset: &[u8]) -> Lzma2Reader<R> {
+    Lzma2Reader::new(input, dict, Some(preset))
+}
+
 /// The new image, decoded from a format-6 delta.
 pub struct Decode<R: Read> {
     lzma: Lzma2Reader<io::BufReader<R>>,

@@ -74,6 +74,11 @@ pub const SEEKS_SHIFT: u8 = 1;
 /// raw LZMA2 stream, instead of an xz stream (whose headers, index and footer cost about 48 bytes a
 /// section: a tenth of a small delta). Agents from 2026-12-07 on.
 pub const FLAG_RAW: u8 = 1 << 3;
+/// Format 7 with [`FLAG_RAW`]: the copy bytes' section is raw LZMA2 whose dictionary starts out
+/// holding the base's first bytes ([`lz::encode_copies`]), written where that is smaller. Agents
+/// from 2026-12-07 after instruction sets 4 to 6 on (`release build --delta-format 10`); older
+/// ones refuse the flag ("unknown format 7 flags").
+pub const FLAG_COPIES_BASE: u8 = 1 << 4;
 
 /// How the seek column codes where each control leaves the base. Which is smallest depends on the
 /// pair (`docs/deltas.md`), so each is measured; words are 32-bit big-endian, so that LZMA2's
@@ -328,6 +333,9 @@ pub struct Methods {
     /// only calls and branches, and Thumb-2 code's calls ([`branch::Arch::X86_64`],
     /// [`branch::Arch::Arm64Adrp`], [`branch::Arch::Thumb`]).
     pub operands: bool,
+    /// Format 7's [`FLAG_COPIES_BASE`] (agents from 2026-12-07, after `operands`), with `raw_streams`: the diff's
+    /// copy bytes coded with the base in their dictionary, where that is smaller.
+    pub copies_against_base: bool,
 }
 
 impl Methods {
@@ -338,6 +346,7 @@ impl Methods {
         seek_words: false,
         raw_streams: false,
         operands: false,
+        copies_against_base: false,
     };
     /// Every format this build writes.
     pub const ALL: Methods = Methods {
@@ -346,6 +355,7 @@ impl Methods {
         seek_words: true,
         raw_streams: true,
         operands: true,
+        copies_against_base: true,
     };
 }
 
@@ -370,6 +380,7 @@ pub fn create_inflating(
         seek_words: false,
         raw_streams: false,
         operands: false,
+        copies_against_base: false,
     };
     create_with(base, target, codec, methods, out)
 }
@@ -469,6 +480,7 @@ fn best(
         budget,
         split: !same_arch,
         raw: methods.raw_streams,
+        copies_base: methods.raw_streams && methods.copies_against_base,
     };
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
@@ -533,6 +545,8 @@ struct Lane<'a> {
     split: bool,
     /// Raw LZMA2 sections ([`FLAG_RAW`]).
     raw: bool,
+    /// With `raw`: also code the copy bytes against the base ([`FLAG_COPIES_BASE`]).
+    copies_base: bool,
 }
 
 /// The size another candidate will have: a candidate that is worth finishing only if it can be
@@ -677,7 +691,12 @@ fn encode(
     seeks: SeekChoice,
     lane: Lane<'_>,
 ) -> io::Result<Option<Vec<u8>>> {
-    let Lane { budget, split, raw } = lane;
+    let Lane {
+        budget,
+        split,
+        raw,
+        copies_base,
+    } = lane;
     let words = seeks != SeekChoice::Varint;
     let (mut ctrl, mut adds, mut copies) = (Vec::new(), Vec::new(), Vec::new());
     let mut cols: [Vec<u8>; 3] = Default::default();
@@ -779,7 +798,7 @@ fn encode(
             let code_rest = || {
                 let words_z = [(&absolute, Seeks::Absolute), (&diagonal, Seeks::Diagonal)]
                     .map(|(w, how)| w.as_ref().map(|w| code(w, Kind::Words).map(|c| (c, how))));
-                let rest = [
+                let mut rest = [
                     (&cols[0], Kind::Control),
                     (&cols[1], Kind::Control),
                     (&cols[2], Kind::Control),
@@ -787,7 +806,37 @@ fn encode(
                     (&copies, Kind::Copy),
                 ]
                 .map(|(data, kind)| code(data, kind));
-                (rest, words_z)
+                // The copy bytes against the base too, and the smallest kept.
+                let mut against = false;
+                if raw && copies_base && !base.is_empty() && !copies.is_empty() {
+                    let tries = if copies.len() <= lz::COPIES_BOTH_UP_TO {
+                        &lz::COPY_MODELS[..]
+                    } else {
+                        &lz::COPY_MODELS[..1]
+                    };
+                    let started = std::time::Instant::now();
+                    for &model in tries {
+                        let c = lz::encode_copies(base, &copies, model);
+                        let smaller = match (&c, &rest[4]) {
+                            (Ok(c), Ok(r)) => c.len() < r.len(),
+                            (Ok(_), Err(_)) => true,
+                            (Err(_), _) => false,
+                        };
+                        tracing::debug!(
+                            bytes = copies.len(),
+                            against_base = c.as_ref().map_or(0, Vec::len),
+                            alone = rest[4].as_ref().map_or(0, Vec::len),
+                            ?model,
+                            "delta: copy bytes coded against the base"
+                        );
+                        if smaller {
+                            rest[4] = c;
+                            against = true;
+                        }
+                    }
+                    tracing::debug!(elapsed = ?started.elapsed(), "delta: copies against the base measured");
+                }
+                (rest, words_z, against)
             };
             let modeling = matches!(codec, Codec::Modeled { .. });
             let (modeled, lzma, rest, words_z) = match budget {
@@ -796,7 +845,9 @@ fn encode(
                     let side = scope.spawn(|| (modeling.then(model), code_rest()));
                     let lzma = code_literals();
                     side.join()
-                        .map(|(modeled, (rest, words_z))| (modeled, lzma, rest, words_z))
+                        .map(|(modeled, (rest, words_z, against))| {
+                            (modeled, lzma, (rest, against), words_z)
+                        })
                         .map_err(|_| {
                             io::Error::other("delta: the model or another stream's coder panicked")
                         })
@@ -805,7 +856,7 @@ fn encode(
                     // The other streams first (the literals' coding is most of the time): if
                     // they alone, with the smaller seek column, reach the budget, this delta
                     // cannot be the smaller one.
-                    let (rest, words_z) = code_rest();
+                    let (rest, words_z, against) = code_rest();
                     let budget = budget.wait();
                     let len = |r: &io::Result<Vec<u8>>| r.as_ref().map_or(0, Vec::len);
                     let seek_column = words_z
@@ -840,9 +891,10 @@ fn encode(
                         });
                         (modeled, lzma)
                     });
-                    (modeled, lzma, rest, words_z)
+                    (modeled, lzma, (rest, against), words_z)
                 }
             };
+            let (rest, copies_against) = rest;
             let [c0, c1, c2, z, copies] = rest;
             let mut rest = [c0?, c1?, c2?, z?, copies?];
             let mut flags = 0;
@@ -872,6 +924,9 @@ fn encode(
             flags |= (seeks as u8) << SEEKS_SHIFT;
             if raw {
                 flags |= FLAG_RAW;
+            }
+            if copies_against {
+                flags |= FLAG_COPIES_BASE;
             }
             let lzma = lzma?;
             let (magic, lits) = match (codec, modeled) {
@@ -949,6 +1004,8 @@ enum Section<R: Read> {
     Lzma2(liblzma::bufread::XzDecoder<io::BufReader<io::Take<R>>>),
     /// Format 4's coded add literals, read by [`cm::Decoder`].
     Raw(io::BufReader<io::Take<R>>),
+    /// Format 7's copy bytes against the base ([`FLAG_COPIES_BASE`]).
+    AgainstBase(Box<lzma_rust2::Lzma2Reader<io::BufReader<io::Take<R>>>>),
 }
 
 impl<R: Read> Read for Section<R> {
@@ -957,6 +1014,12 @@ impl<R: Read> Read for Section<R> {
             Self::Zstd(d) => d.read(buf),
             Self::Lzma2(d) => d.read(buf),
             Self::Raw(d) => d.read(buf),
+            Self::AgainstBase(d) => d.read(buf).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => malformed(&format!(
+                    "the copy bytes' LZMA2 stream (coded against the base) is corrupt ({e})"
+                )),
+                _ => e,
+            }),
         }
     }
 }
@@ -1028,6 +1091,37 @@ fn section<R: Read + Seek>(
             Ok(Section::Zstd(d))
         }
     }
+}
+
+/// Opens format 7's copy section coded against the base ([`lz::encode_copies`]): reads the
+/// base's first bytes (as the diff saw them) into its dictionary, then rewinds the base.
+fn copies_section<R: Read + Seek, B: Read + Seek>(
+    mut r: R,
+    at: u64,
+    len: u64,
+    base: &mut BaseView<B>,
+) -> Result<Section<R>, DeltaError> {
+    r.seek(SeekFrom::Start(at))?;
+    let mut input = io::BufReader::with_capacity(64 * 1024, r.take(len));
+    let mut head = [0u8; 5];
+    input
+        .read_exact(&mut head)
+        .map_err(|e| DeltaError::Malformed(format!("copies against the base: {e}")))?;
+    let (dict, want) = lz::copies_header(head)?;
+    let mut preset = Vec::new();
+    base.seek(SeekFrom::Start(0))?;
+    (&mut *base)
+        .take(u64::from(want))
+        .read_to_end(&mut preset)?;
+    base.seek(SeekFrom::Start(0))?;
+    if preset.len() as u64 != u64::from(want) {
+        return Err(DeltaError::Malformed(format!(
+            "copies against the base: a preset of {want} bytes, and the base has {}",
+            preset.len()
+        )));
+    }
+    let reader = lz::decode_copies(input, dict, &preset);
+    Ok(Section::AgainstBase(Box::new(reader)))
 }
 
 enum State {
@@ -1189,12 +1283,19 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
     let mut seeks = Seeks::Varint;
     let mut flags_len = 0;
     let mut raw = false;
+    let mut copies_against = false;
     if &magic == MAGIC_7 {
         let mut f = [0u8];
         r.read_exact(&mut f)
             .map_err(|e| DeltaError::Malformed(format!("header: {e}")))?;
         raw = f[0] & FLAG_RAW != 0;
-        seeks = match (f[0] & !FLAG_RAW) >> SEEKS_SHIFT {
+        copies_against = f[0] & FLAG_COPIES_BASE != 0;
+        if copies_against && !raw {
+            return Err(DeltaError::Malformed(
+                "format 7: copies against the base without raw sections".into(),
+            ));
+        }
+        seeks = match (f[0] & !(FLAG_RAW | FLAG_COPIES_BASE)) >> SEEKS_SHIFT {
             0 => Seeks::Varint,
             1 => Seeks::Absolute,
             2 => Seeks::Diagonal,
@@ -1234,9 +1335,15 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
         rt = get_ranges(&mut r)?;
         start += (2 + (rb.len() + rt.len()) * RANGE_BYTES) as u64;
     }
+    let mut base = BaseView::new(base, rb);
+    let last = lens.len() - 1;
     let mut sections = Vec::with_capacity(lens.len());
     let mut at = start;
     for (i, len) in lens.into_iter().enumerate() {
+        if copies_against && i == last {
+            sections.push(copies_section(open()?, at, len, &mut base)?);
+            break;
+        }
         // Format 4's fifth section, the add literals, is the model's coded bytes.
         let kind = match (lzma2, modeled && i == 4) {
             (_, true) => Coded::Model,
@@ -1282,7 +1389,7 @@ fn apply_plain<R: Read + Seek, B: Read + Seek>(
         ctrl: sections,
         adds,
         copies,
-        base: BaseView::new(base, rb),
+        base,
         state: State::Control,
         seeks,
         tmp: vec![0u8; 64 * 1024],

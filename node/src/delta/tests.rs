@@ -845,10 +845,148 @@ fn format_7_raw_sections_round_trip_are_smaller_and_refuse_damage() {
         assert!(run(&flipped, &base, len).is_err());
         // An unknown flag is refused as one.
         let mut bad = d.clone();
-        bad[4] |= 1 << 4;
+        bad[4] |= 1 << 5;
         let e = run(&bad, &base, len).expect_err("unknown flags");
         assert!(e.to_string().contains("flags"), "{e}");
     }
+}
+
+/// A pair whose new bytes are not in the base as long matches, but are made of its short runs (as
+/// new code is made of the old code's instruction sequences): blocks of the base kept, and
+/// between them runs of 6 to 14 bytes taken from anywhere in it.
+fn short_runs_pair() -> (Vec<u8>, Vec<u8>) {
+    let base = testkit::bytes(200_000, 91);
+    let mut rng = testkit::Rng::new(92);
+    let mut target = Vec::new();
+    for _ in 0..20 {
+        let at = rng.below(190_000) as usize;
+        target.extend_from_slice(&base[at..at + 5_000]);
+        for _ in 0..150 {
+            let from = rng.below(199_000) as usize;
+            let len = 6 + rng.below(9) as usize;
+            target.extend_from_slice(&base[from..from + len]);
+        }
+    }
+    (base, target)
+}
+
+#[test]
+fn format_7_copies_against_the_base_round_trip_are_smaller_and_refuse_damage() {
+    let (base, target) = short_runs_pair();
+    let len = target.len() as u64;
+    let with = Methods {
+        against_base: false,
+        ..Methods::ALL
+    };
+    let without = Methods {
+        copies_against_base: false,
+        ..with
+    };
+    for codec in [
+        Codec::Lzma2,
+        Codec::Modeled {
+            min_gain_percent: 0,
+            free_literals: 0,
+        },
+    ] {
+        let (mut d, mut alone) = (Vec::new(), Vec::new());
+        create_with(&base, &target, codec, with, &mut d).expect("create");
+        create_with(&base, &target, codec, without, &mut alone).expect("create");
+        assert_eq!(&d[..4], MAGIC_7, "{codec:?}");
+        assert_ne!(d[4] & FLAG_COPIES_BASE, 0, "{codec:?}");
+        assert_eq!(alone[4] & FLAG_COPIES_BASE, 0, "{codec:?}");
+        // The runs cost a match each against the base, their bytes alone.
+        assert!(
+            d.len() * 10 < alone.len() * 9,
+            "{codec:?}: {} against the base, {} alone",
+            d.len(),
+            alone.len()
+        );
+        for pieces in [&[1usize, 9_999][..], &[70_000], &[3, 5, 4_096]] {
+            assert_eq!(
+                run_in_pieces(&d, &base, len, pieces).expect("apply"),
+                target
+            );
+        }
+        assert_eq!(run(&alone, &base, len).expect("apply"), target);
+        // Truncated, or short of its output limit: an error.
+        assert!(run(&d[..d.len() - 5], &base, len).is_err());
+        assert!(run(&d, &base, len - 1).is_err());
+        // The copy section's dictionary byte: out of a device's range is refused by name.
+        let lens: Vec<u64> = (0..6)
+            .map(|i| u64::from_le_bytes(d[5 + 8 * i..13 + 8 * i].try_into().expect("8")))
+            .collect();
+        let copies_at = HEADER3 as usize + 1 + 2 + lens[..5].iter().sum::<u64>() as usize;
+        for log in [11u8, 25, 255] {
+            let mut bad = d.clone();
+            bad[copies_at] = log;
+            let e = run(&bad, &base, len).expect_err("dictionary");
+            assert!(e.to_string().contains("dictionary"), "{e}");
+        }
+        // The preset: the whole base here; past the base, or none, is refused by name; a shorter
+        // one gives another image or an error.
+        let preset =
+            |d: &[u8]| u32::from_le_bytes(d[copies_at + 1..copies_at + 5].try_into().expect("4"));
+        assert_eq!(preset(&d) as usize, base.len());
+        for p in [0u32, base.len() as u32 + 1] {
+            let mut bad = d.clone();
+            bad[copies_at + 1..copies_at + 5].copy_from_slice(&p.to_le_bytes());
+            let e = run(&bad, &base, len).expect_err("preset");
+            assert!(e.to_string().contains("preset"), "{e}");
+        }
+        let mut shorter = d.clone();
+        shorter[copies_at + 1..copies_at + 5].copy_from_slice(&1000u32.to_le_bytes());
+        if let Ok(out) = run(&shorter, &base, len) {
+            assert_ne!(out, target);
+        }
+        // Without the flag the section is read as a stream of its own; the flag without raw
+        // sections is refused; another base gives another image or an error, never a panic.
+        let mut flipped = d.clone();
+        flipped[4] &= !FLAG_COPIES_BASE;
+        if let Ok(out) = run(&flipped, &base, len) {
+            assert_ne!(out, target);
+        }
+        let mut bad = d.clone();
+        bad[4] &= !FLAG_RAW;
+        let e = run(&bad, &base, len).expect_err("flag without raw sections");
+        assert!(e.to_string().contains("raw"), "{e}");
+        let other = testkit::bytes(base.len(), 93);
+        if let Ok(out) = run(&d, &other, len) {
+            assert_ne!(out, target);
+        }
+        // An empty base has no preset to start from.
+        let e = run(&d, &[], len).expect_err("empty base");
+        assert!(e.to_string().contains("preset"), "{e}");
+    }
+    // Where the copies are no smaller against the base (none here: the target is the base with
+    // bytes changed in place), the flag is not written.
+    let mut same = base.clone();
+    for k in (0..same.len()).step_by(1_000) {
+        same[k] ^= 1;
+    }
+    let mut d = Vec::new();
+    create_with(&base, &same, Codec::Lzma2, with, &mut d).expect("create");
+    assert_eq!(run(&d, &base, same.len() as u64).expect("apply"), same);
+}
+
+#[test]
+fn a_copy_streams_preset_is_the_base_up_to_its_dictionary() {
+    assert_eq!(lz::copies_layout(100_000, 20_000), (100_000, 1 << 17));
+    assert_eq!(lz::copies_layout(10, 10), (10, 1 << 16));
+    assert_eq!(lz::copies_layout(40 << 20, 100), (4 << 20, 8 << 20));
+    assert_eq!(lz::copies_layout(5 << 20, 5 << 20), (4 << 20, 8 << 20));
+    let head = |log: u8, preset: u32| {
+        let mut h = [log, 0, 0, 0, 0];
+        h[1..].copy_from_slice(&preset.to_le_bytes());
+        lz::copies_header(h)
+    };
+    assert_eq!(head(16, 1).expect("least"), (1 << 16, 1));
+    assert_eq!(head(24, 1 << 24).expect("most"), (1 << 24, 1 << 24));
+    for (log, preset) in [(25, 1), (11, 1), (16, 0), (16, (1 << 16) + 1), (255, 1)] {
+        assert!(head(log, preset).is_err(), "{log} {preset}");
+    }
+    // The encoder refuses an empty base rather than write a stream no decoder can start.
+    assert!(lz::encode_copies(&[], b"copies", lz::COPY_MODELS[0]).is_err());
 }
 
 #[test]
