@@ -333,8 +333,9 @@ pub struct Methods {
     /// only calls and branches, and Thumb-2 code's calls ([`branch::Arch::X86_64`],
     /// [`branch::Arch::Arm64Adrp`], [`branch::Arch::Thumb`]).
     pub operands: bool,
-    /// Format 7's [`FLAG_COPIES_BASE`] (agents from 2026-12-07, after `operands`), with `raw_streams`: the diff's
-    /// copy bytes coded with the base in their dictionary, where that is smaller.
+    /// Format 7's [`FLAG_COPIES_BASE`] (agents from 2026-12-07, after `operands`), with
+    /// `raw_streams`: the diff's copy bytes coded with the base in their dictionary, where that
+    /// is smaller.
     pub copies_against_base: bool,
 }
 
@@ -834,7 +835,10 @@ fn encode(
                             against = true;
                         }
                     }
-                    tracing::debug!(elapsed = ?started.elapsed(), "delta: copies against the base measured");
+                    tracing::debug!(
+                        elapsed = ?started.elapsed(),
+                        "delta: copies against the base measured"
+                    );
                 }
                 (rest, words_z, against)
             };
