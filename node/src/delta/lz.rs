@@ -45,25 +45,43 @@ fn dict_size(base: usize, target: usize) -> u32 {
 /// One format-6 delta of `target` against `base`, both already transformed over `rb` and `rt`.
 fn encode(base: &[u8], target: &[u8], rb: &[Range], rt: &[Range]) -> io::Result<Vec<u8>> {
     let dict = dict_size(base.len(), target.len());
-    let mut opts = LzmaOptions::with_preset(9);
-    // xz's `-9` model (lc=3, lp=0, pb=2): measured on the ninja pair, `lc=4` and `lc=2, pb=0`
-    // were within 1 %, and a longer nice length or a deeper search within 0.1 %.
-    opts.dict_size = dict;
-    opts.nice_len = LzmaOptions::NICE_LEN_MAX;
-    opts.preset_dict = Some(base.to_vec());
     let mut out = MAGIC_6.to_vec();
     out.extend_from_slice(&dict.to_le_bytes());
     out.extend_from_slice(&(target.len() as u64).to_le_bytes());
     put_ranges(&mut out, rb);
     put_ranges(&mut out, rt);
+    // xz's `-9` model: measured on the ninja pair, `lc=4` and `lc=2, pb=0` were within 1 %, and a
+    // longer nice length or a deeper search within 0.1 %.
+    against(out, dict, base, XZ_MODEL, target)
+}
+
+/// xz's `-9` literal model: `lc=3, lp=0, pb=2`.
+pub const XZ_MODEL: (u32, u32, u32) = (3, 0, 2);
+
+/// `data` as raw LZMA2 (`-9`, the longest nice length) after `head`, its dictionary of `dict` bytes
+/// starting out holding `preset`, with the literal model `(lc, lp, pb)`.
+fn against(
+    head: Vec<u8>,
+    dict: u32,
+    preset: &[u8],
+    (lc, lp, pb): (u32, u32, u32),
+    data: &[u8],
+) -> io::Result<Vec<u8>> {
+    let mut opts = LzmaOptions::with_preset(9);
+    opts.dict_size = dict;
+    opts.nice_len = LzmaOptions::NICE_LEN_MAX;
+    opts.lc = lc;
+    opts.lp = lp;
+    opts.pb = pb;
+    opts.preset_dict = Some(preset.to_vec());
     let mut w = Lzma2Writer::new(
-        out,
+        head,
         Lzma2Options {
             lzma_options: opts,
             ..Default::default()
         },
     );
-    io::Write::write_all(&mut w, target)?;
+    io::Write::write_all(&mut w, data)?;
     w.finish()
 }
 
@@ -109,7 +127,7 @@ pub fn create(
 /// The LZMA models tried for a diff's copy bytes coded against the base: xz's default (`lc=3, lp=0,
 /// pb=2`) and one for 2-byte aligned code (`lc=0, lp=1, pb=1`: Thumb-2 and much else measured
 /// smaller with it, `docs/deltas.md`). Both are tried on streams up to [`COPIES_BOTH_UP_TO`].
-pub const COPY_MODELS: [(u32, u32, u32); 2] = [(3, 0, 2), (0, 1, 1)];
+pub const COPY_MODELS: [(u32, u32, u32); 2] = [XZ_MODEL, (0, 1, 1)];
 
 /// Copy streams up to this long are coded with each of [`COPY_MODELS`]; longer ones with the
 /// first only (each try preloads the base into the match finder again).
@@ -139,35 +157,16 @@ pub fn copies_layout(base: usize, copies: usize) -> (usize, u32) {
 /// short sequences (prologues, calls, common operand forms) are found in the base where the copy
 /// stream alone does not hold them yet. `base` is as the diff saw it (transformed, where the
 /// diff's ranges say so), and must not be empty.
-pub fn encode_copies(
-    base: &[u8],
-    copies: &[u8],
-    (lc, lp, pb): (u32, u32, u32),
-) -> io::Result<Vec<u8>> {
+pub fn encode_copies(base: &[u8], copies: &[u8], model: (u32, u32, u32)) -> io::Result<Vec<u8>> {
     let (preset, dict) = copies_layout(base.len(), copies.len());
     if preset == 0 {
         return Err(io::Error::other(
             "delta: copies against the base need a base",
         ));
     }
-    let mut opts = LzmaOptions::with_preset(9);
-    opts.dict_size = dict;
-    opts.nice_len = LzmaOptions::NICE_LEN_MAX;
-    opts.lc = lc;
-    opts.lp = lp;
-    opts.pb = pb;
-    opts.preset_dict = Some(base[..preset].to_vec());
     let mut head = vec![dict.trailing_zeros() as u8];
     head.extend_from_slice(&(preset as u32).to_le_bytes());
-    let mut w = Lzma2Writer::new(
-        head,
-        Lzma2Options {
-            lzma_options: opts,
-            ..Default::default()
-        },
-    );
-    io::Write::write_all(&mut w, copies)?;
-    w.finish()
+    against(head, dict, &base[..preset], model, copies)
 }
 
 /// The dictionary size and preset length an [`encode_copies`] section's header names, checked
