@@ -76,8 +76,8 @@ pub const SEEKS_SHIFT: u8 = 1;
 pub const FLAG_RAW: u8 = 1 << 3;
 /// Format 7 with [`FLAG_RAW`]: the copy bytes' section is raw LZMA2 whose dictionary starts out
 /// holding the base's first bytes ([`lz::encode_copies`]), written where that is smaller. Agents
-/// from 2026-12-07 after instruction sets 4 to 6 on (`release build --delta-format 10`); older
-/// ones refuse the flag ("unknown format 7 flags").
+/// from 7fe8abd (2026-12-07) on (`release build --delta-format 10`); older ones refuse the flag
+/// ("unknown format 7 flags").
 pub const FLAG_COPIES_BASE: u8 = 1 << 4;
 
 /// How the seek column codes where each control leaves the base. Which is smallest depends on the
