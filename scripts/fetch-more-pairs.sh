@@ -49,6 +49,13 @@
 # and on amd64 only:
 #   glib            C library, libglib-2.0.so.0.7400.6, 2.74.6-2+deb12u2 -> +deb12u9
 #   python          C library, libpython3.11.so.1.0 (7.7 MB), 3.11.2-6+deb12u8 -> +deb12u9
+# and, on 2026-12-07 (twenty-third pass), measured before anything was changed for them:
+#   lefthook        Go, x86-64, static executable, lefthook 2.2.1 -> 2.2.2 (npm lefthook-linux-x64)
+#   lefthook-arm64  Go, AArch64, the same versions (npm lefthook-linux-arm64)
+#   buf-breaking    Go, x86-64, protoc-gen-buf-breaking (29 MB) of @bufbuild/buf-linux-x64 1.74.0 -> 1.75.0
+#   rollup-armhf    Rust, 32-bit Arm Node addon, @rollup/rollup-linux-arm-gnueabihf 4.50.1 -> 4.50.2
+#   rollup-arm64    Rust, AArch64 Node addon, @rollup/rollup-linux-arm64-gnu 4.50.1 -> 4.50.2
+#   expat-ppc64el   C library on POWER (no transform applies), libexpat.so.1.8.10, +deb12u2 -> +deb12u5
 #
 # Needs: bash, python3, pip, curl, tar, sha256sum, dpkg-deb.
 set -euo pipefail
@@ -329,4 +336,29 @@ deb "$DEB/p/python3.11/libpython3.11_3.11.2-6%2bdeb12u8_amd64.deb" 63845d53d5f64
     ./usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 "$OUT/pairs/python/old" d7b4b5bd699711828204fe1a966c737bfd2d708d1c18febf0253f6f3aa8ba139
 deb "$SEC/p/python3.11/libpython3.11_3.11.2-6%2bdeb12u9_amd64.deb" 5737023cb469c012203bc6f4e6f522459d7561be499a69139df278785ec62129 \
     ./usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 "$OUT/pairs/python/new" 4283b6fabf8d8e8e5d031fdbb32beaa1b0f38e54846224df962a068d2406d6ed
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python}"
+log "Go executables, Rust addons for 32- and 64-bit Arm, POWER (2026-12-07, issue 15 twenty-third pass)"
+npm_file lefthook-linux-x64 lefthook-linux-x64 2.2.1 6b4af8f753dc1d69f803d2ad774507bb3dc44f22c444d521f625066c36c3ccfb \
+    package/bin/lefthook "$OUT/pairs/lefthook/old" 4cfe773de735e62cf574ade601207a6fe8b6c987aa515f4a2ffa0d146857d9cd
+npm_file lefthook-linux-x64 lefthook-linux-x64 2.2.2 8af2a644313118781cccf6d6a0e5c858086f11fbcc9df8daf3464ac9d0509c80 \
+    package/bin/lefthook "$OUT/pairs/lefthook/new" 7771d6243018b445bb83dd3c9b12dffd92a6067a3958f21d984bb389d8dbbc58
+npm_file lefthook-linux-arm64 lefthook-linux-arm64 2.2.1 cd88d3bd282a8c3366fe76d5819712f49854cbe8afa99c5f9d67b961dc629dbb \
+    package/bin/lefthook "$OUT/pairs/lefthook-arm64/old" 784f60c3156a1eb2a40de17140cfbd1dca0b7081aa59ccbc25352914866b20b1
+npm_file lefthook-linux-arm64 lefthook-linux-arm64 2.2.2 a511f5f52d0983d0f9bb57de6a9ecb263b09381fa40ed68029c17b6252a13480 \
+    package/bin/lefthook "$OUT/pairs/lefthook-arm64/new" 08fb1bfbc40c8ecd16b6fa1ff4590da31b255d70883776eaf5b0e9f46f80416f
+npm_file @bufbuild/buf-linux-x64 buf-linux-x64 1.74.0 bdac2d18f11bbb8bd2e8780a83de84d0f80e2b244c823df9cee32c957afa4a51 \
+    package/bin/protoc-gen-buf-breaking "$OUT/pairs/buf-breaking/old" 3c648017ff6128b7e757dcb2a172bcf2253d7fb724a4ebae8210d5ca6f954432
+npm_file @bufbuild/buf-linux-x64 buf-linux-x64 1.75.0 98b19d4b2b46130e083157490c54dfdcb8ea771e53204d3c6a06a2b12edd0503 \
+    package/bin/protoc-gen-buf-breaking "$OUT/pairs/buf-breaking/new" 369ea71da6054161c53f0d447099e4b87652f6593dc7df44778e71f85423cdce
+npm_file @rollup/rollup-linux-arm-gnueabihf rollup-linux-arm-gnueabihf 4.50.1 ae74adc4a4b646cebce5aa6d43ace8e64c559bcef759789ccc71d72d02e1e324 \
+    package/rollup.linux-arm-gnueabihf.node "$OUT/pairs/rollup-armhf/old" 52b8edaa768c91a3b860dd215913eb26161396d668255ce3848f86dbf7fd91a9
+npm_file @rollup/rollup-linux-arm-gnueabihf rollup-linux-arm-gnueabihf 4.50.2 25545317cb706f814ed8476e4f532122420d3791eea34ab272b95cbec0c7495b \
+    package/rollup.linux-arm-gnueabihf.node "$OUT/pairs/rollup-armhf/new" 009975dd5b4089921e3140ba61674b67646b30053051a6acfde4f7a2641138ca
+npm_file @rollup/rollup-linux-arm64-gnu rollup-linux-arm64-gnu 4.50.1 c7d10a8803225f64425ad6f74bab7faf1166ab6a66859a83b9093bfb5631365d \
+    package/rollup.linux-arm64-gnu.node "$OUT/pairs/rollup-arm64/old" d31692ec2936d9e4883d9d944a33ed0a6f0e8627a8356eaad4c1d2e2a4992542
+npm_file @rollup/rollup-linux-arm64-gnu rollup-linux-arm64-gnu 4.50.2 6bf149ffa8c1f4de105edc482acd90b2c0b26a83c8983a09b156e0b78b852b8a \
+    package/rollup.linux-arm64-gnu.node "$OUT/pairs/rollup-arm64/new" e7b87ea1abf7072f5123cea05a73d4a6cb3d1fdc8ee93a831443bdf041bcd962
+deb "$DEB/e/expat/libexpat1_2.5.0-1%2bdeb12u2_ppc64el.deb" 6c1247b4dc5c4f3a5a508c0995139e08faf08cce2d25820af15ef47c6dde26f7 \
+    ./lib/powerpc64le-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-ppc64el/old" 437f2e85a1f2abf4c6376746555e8cf1c9b11525196b5c4851f5c337d130242c
+deb "$SEC/e/expat/libexpat1_2.5.0-1%2bdeb12u5_ppc64el.deb" ee5bf78754aef331a44ec1a86878e2a1ae8ef620e7bbd6274b7076989daee743 \
+    ./lib/powerpc64le-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-ppc64el/new" ea14e7b05371f3357a039aa240616fc9b21be91e2a36e7e2d7aa6273e37e536c
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python,lefthook,lefthook-arm64,buf-breaking,rollup-armhf,rollup-arm64,expat-ppc64el}"

@@ -86,8 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     write(out, "delta", "delta-format5", &d5)?;
     // Format 6: the new image as LZMA2 against the base.
-    let d6 =
-        delta::lz::create(&base, &target, &[], &[])?.ok_or("the base is too large for format 6")?;
+    let d6 = delta::lz::create(&base, &target, &[], &[], None)?
+        .ok_or("the base is too large for format 6")?;
     write(out, "delta", "delta-format6", &d6)?;
     // Format 6 with transformed ranges of each instruction set that data references or Thumb-2
     // calls are made absolute in (sets 4 to 6).
@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             start: 0,
             len,
         }];
-        let d = delta::lz::create(&base, &target, &r, &r)?.ok_or("the base is too large")?;
+        let d = delta::lz::create(&base, &target, &r, &r, None)?.ok_or("the base is too large")?;
         write(out, "delta", name, &d)?;
     }
     // Format 7: the diff with its seeks as absolute and as diagonal words.

@@ -42,8 +42,15 @@ fn dict_size(base: usize, target: usize) -> u32 {
         .clamp(1 << 16, u64::from(MAX_DICT)) as u32
 }
 
-/// One format-6 delta of `target` against `base`, both already transformed over `rb` and `rt`.
-fn encode(base: &[u8], target: &[u8], rb: &[Range], rt: &[Range]) -> io::Result<Vec<u8>> {
+/// One format-6 delta of `target` against `base`, both already transformed over `rb` and `rt`;
+/// `None` once it reaches `limit` bytes.
+fn encode(
+    base: &[u8],
+    target: &[u8],
+    rb: &[Range],
+    rt: &[Range],
+    limit: Option<usize>,
+) -> io::Result<Option<Vec<u8>>> {
     let dict = dict_size(base.len(), target.len());
     let mut out = MAGIC_6.to_vec();
     out.extend_from_slice(&dict.to_le_bytes());
@@ -52,21 +59,24 @@ fn encode(base: &[u8], target: &[u8], rb: &[Range], rt: &[Range]) -> io::Result<
     put_ranges(&mut out, rt);
     // xz's `-9` model: measured on the ninja pair, `lc=4` and `lc=2, pb=0` were within 1 %, and a
     // longer nice length or a deeper search within 0.1 %.
-    against(out, dict, base, XZ_MODEL, target)
+    against(out, dict, base, XZ_MODEL, target, limit)
 }
 
 /// xz's `-9` literal model: `lc=3, lp=0, pb=2`.
 pub const XZ_MODEL: (u32, u32, u32) = (3, 0, 2);
 
 /// `data` as raw LZMA2 (`-9`, the longest nice length) after `head`, its dictionary of `dict` bytes
-/// starting out holding `preset`, with the literal model `(lc, lp, pb)`.
+/// starting out holding `preset`, with the literal model `(lc, lp, pb)`. With a `limit`, `None` as
+/// soon as the output (`head` included) reaches that many bytes: the caller would not keep it, and
+/// the rest of the coding is saved. The output only grows, so stopping changes no kept result.
 fn against(
     head: Vec<u8>,
     dict: u32,
     preset: &[u8],
     (lc, lp, pb): (u32, u32, u32),
     data: &[u8],
-) -> io::Result<Vec<u8>> {
+    limit: Option<usize>,
+) -> io::Result<Option<Vec<u8>>> {
     let mut opts = LzmaOptions::with_preset(9);
     opts.dict_size = dict;
     opts.nice_len = LzmaOptions::NICE_LEN_MAX;
@@ -81,47 +91,62 @@ fn against(
             ..Default::default()
         },
     );
-    io::Write::write_all(&mut w, data)?;
-    w.finish()
+    let limit = limit.unwrap_or(usize::MAX);
+    // The writer hands over a chunk of at most 64 KiB of output per 2 MiB of input; pieces of
+    // 1 MiB check the limit soon after each.
+    for piece in data.chunks(LIMIT_PIECE) {
+        io::Write::write_all(&mut w, piece)?;
+        if w.inner().len() >= limit {
+            return Ok(None);
+        }
+    }
+    let out = w.finish()?;
+    Ok((out.len() < limit).then_some(out))
 }
+
+/// How much input [`against`] codes between checks of its limit.
+const LIMIT_PIECE: usize = 1 << 20;
 
 /// The smallest format-6 delta of `target` against `base`: of the images as they are and, where
 /// both are ELF executables of one instruction set, with their branch targets made absolute
 /// (`rb` and `rt`, from [`branch::exec_ranges`]; empty otherwise). `None` if the base is over
 /// [`MAX_BASE`] or empty (an empty preset dictionary is no dictionary: LZMA2 would then start
-/// with a dictionary reset, which the decoder, told of a preset, refuses).
+/// with a dictionary reset, which the decoder, told of a preset, refuses), or if each candidate
+/// reached `limit` bytes (its coding then stopped there: the caller keeps format 6 only below it).
 pub fn create(
     base: &[u8],
     target: &[u8],
     rb: &[Range],
     rt: &[Range],
+    limit: Option<usize>,
 ) -> io::Result<Option<Vec<u8>>> {
     if base.is_empty() || base.len() > MAX_BASE {
         return Ok(None);
     }
     let started = std::time::Instant::now();
     let (plain, transformed) = if rb.is_empty() || rt.is_empty() {
-        (encode(base, target, &[], &[])?, None)
+        (encode(base, target, &[], &[], limit)?, None)
     } else {
-        let (plain, transformed) = super::at_once(
-            || encode(base, target, &[], &[]),
+        super::at_once(
+            || encode(base, target, &[], &[], limit),
             || {
                 let (tb, tt) = branch::encode_pair(base, target, rb, rt);
-                encode(&tb, &tt, rb, rt)
+                encode(&tb, &tt, rb, rt, limit)
             },
-        )?;
-        (plain, Some(transformed))
+        )?
     };
     tracing::info!(
-        plain = plain.len(),
+        plain = plain.as_ref().map(Vec::len),
         transformed = transformed.as_ref().map(Vec::len),
+        limit,
         elapsed = ?started.elapsed(),
-        "delta: format 6 (LZMA2 against the base) measured"
+        "delta: format 6 (LZMA2 against the base) measured (none: stopped at the limit)"
     );
-    Ok(Some(match transformed {
-        Some(t) if t.len() < plain.len() => t,
-        _ => plain,
-    }))
+    Ok(match (plain, transformed) {
+        (Some(p), Some(t)) if t.len() < p.len() => Some(t),
+        (Some(p), _) => Some(p),
+        (None, t) => t,
+    })
 }
 
 /// The LZMA models tried for a diff's copy bytes coded against the base: xz's default (`lc=3, lp=0,
@@ -167,7 +192,7 @@ pub fn encode_copies(base: &[u8], copies: &[u8], model: (u32, u32, u32)) -> io::
     }
     let mut head = vec![dict.trailing_zeros() as u8];
     head.extend_from_slice(&(preset as u32).to_le_bytes());
-    against(head, dict, &base[..preset], model, copies)
+    Ok(against(head, dict, &base[..preset], model, copies, None)?.expect("no limit"))
 }
 
 /// The dictionary size and preset length an [`encode_copies`] section's header names, checked

@@ -509,11 +509,11 @@ fn best(
     if !methods.against_base {
         return Ok(diff);
     }
-    let Some(lz) = lz::create(base, target, &rb, &rt)? else {
-        return Ok(diff);
-    };
     let Some(diff) = diff else {
         // The diff could not come under the budget; format 6 is kept only if it does.
+        let Some(lz) = lz::create(base, target, &rb, &rt, None)? else {
+            return Ok(None);
+        };
         return Ok(budget.is_none_or(|b| lz.len() < b.wait()).then_some(lz));
     };
     // Format 4 costs the device about 20 times the CPU of the others to apply: as against format 3,
@@ -526,7 +526,13 @@ fn best(
     } else {
         0
     };
-    let keep_lz = (lz.len() as u64) * 100 < (diff.len() as u64) * (100 + u64::from(slack));
+    // Format 6 is kept below this size, and its coding stops when it reaches it: where the diff
+    // is far smaller (most patch releases), that saves most of format 6's time.
+    let limit = format_6_limit(diff.len(), slack);
+    let Some(lz) = lz::create(base, target, &rb, &rt, Some(limit))? else {
+        return Ok(Some(diff));
+    };
+    let keep_lz = lz.len() < limit;
     tracing::info!(
         diff = diff.len(),
         format_6 = lz.len(),
@@ -534,6 +540,14 @@ fn best(
         "delta: format 6 against the diff"
     );
     Ok(Some(if keep_lz { lz } else { diff }))
+}
+
+/// The size format 6 must stay under to be kept instead of a diff of `diff` bytes, which may be
+/// `slack` percent larger (a modeled diff's least gain): the smallest `n` with
+/// `n * 100 >= diff * (100 + slack)`.
+fn format_6_limit(diff: usize, slack: u8) -> usize {
+    let scaled = (diff as u64).saturating_mul(100 + u64::from(slack));
+    usize::try_from(scaled.div_ceil(100)).unwrap_or(usize::MAX)
 }
 
 /// How a candidate's encoder runs beside the others.

@@ -704,7 +704,7 @@ fn format_6_with_ranges_of(arch: branch::Arch) {
     branch::encode_all(&mut tb, &ranges);
     branch::encode_all(&mut tt, &ranges);
     assert_ne!(tt, target);
-    let d = lz::create(&base, &target, &ranges, &ranges)
+    let d = lz::create(&base, &target, &ranges, &ranges, None)
         .expect("create")
         .expect("fits");
     assert_eq!(&d[..4], lz::MAGIC_6);
@@ -712,6 +712,34 @@ fn format_6_with_ranges_of(arch: branch::Arch) {
         run_in_pieces(&d, &base, target.len() as u64, &[3, 70_000]).expect("apply"),
         target
     );
+    // A limit above its size changes nothing; at its size or below, nothing is kept.
+    for (limit, kept) in [(d.len() + 1, true), (d.len(), false), (d.len() / 2, false)] {
+        let got = lz::create(&base, &target, &ranges, &ranges, Some(limit)).expect("create");
+        assert_eq!(got.as_ref(), kept.then_some(&d), "limit {limit}");
+    }
+}
+
+/// Format 6's coding stops at its limit, and stopping there keeps exactly what the rule "format
+/// 6 under the diff's size plus the slack" keeps.
+#[test]
+fn format_6_stops_where_it_could_no_longer_be_kept() {
+    // Unrelated images: format 6 is about the target's size, far over a small limit (it stops
+    // after the first piece; the result is what is checked, not the time).
+    let base = code_like(64 << 10, 91);
+    let target = code_like(3 << 19, 92);
+    assert_eq!(
+        lz::create(&base, &target, &[], &[], Some(10_000)).expect("create"),
+        None
+    );
+    for diff in [0usize, 1, 99, 100, 101, 12_345, 1 << 40] {
+        for slack in [0u8, 5, 7, 100] {
+            let limit = format_6_limit(diff, slack);
+            for lz in [limit.saturating_sub(1), limit, limit.saturating_add(1)] {
+                let rule = (lz as u128) * 100 < (diff as u128) * (100 + u128::from(slack));
+                assert_eq!(lz < limit, rule, "diff {diff} slack {slack} lz {lz}");
+            }
+        }
+    }
 }
 
 /// Blocks of the base in another order, lightly edited, between new bytes: many far seeks.
