@@ -56,6 +56,7 @@
 #   rollup-armhf    Rust, 32-bit Arm Node addon, @rollup/rollup-linux-arm-gnueabihf 4.50.1 -> 4.50.2
 #   rollup-arm64    Rust, AArch64 Node addon, @rollup/rollup-linux-arm64-gnu 4.50.1 -> 4.50.2
 #   expat-ppc64el   C library on POWER (no transform applies), libexpat.so.1.8.10, +deb12u2 -> +deb12u5
+#   esbuild-arm     Go, 32-bit Arm (Arm instruction set), static executable, @esbuild/linux-arm 0.24.0 -> 0.24.1
 #
 # Needs: bash, python3, pip, curl, tar, sha256sum, dpkg-deb.
 set -euo pipefail
@@ -336,7 +337,7 @@ deb "$DEB/p/python3.11/libpython3.11_3.11.2-6%2bdeb12u8_amd64.deb" 63845d53d5f64
     ./usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 "$OUT/pairs/python/old" d7b4b5bd699711828204fe1a966c737bfd2d708d1c18febf0253f6f3aa8ba139
 deb "$SEC/p/python3.11/libpython3.11_3.11.2-6%2bdeb12u9_amd64.deb" 5737023cb469c012203bc6f4e6f522459d7561be499a69139df278785ec62129 \
     ./usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0 "$OUT/pairs/python/new" 4283b6fabf8d8e8e5d031fdbb32beaa1b0f38e54846224df962a068d2406d6ed
-log "Go executables, Rust addons for 32- and 64-bit Arm, POWER (2026-12-07, issue 15 twenty-third pass)"
+log "Go executables for x86-64 and 32- and 64-bit Arm, Rust addons for 32- and 64-bit Arm, POWER (2026-12-07, issue 15 twenty-third pass)"
 npm_file lefthook-linux-x64 lefthook-linux-x64 2.2.1 6b4af8f753dc1d69f803d2ad774507bb3dc44f22c444d521f625066c36c3ccfb \
     package/bin/lefthook "$OUT/pairs/lefthook/old" 4cfe773de735e62cf574ade601207a6fe8b6c987aa515f4a2ffa0d146857d9cd
 npm_file lefthook-linux-x64 lefthook-linux-x64 2.2.2 8af2a644313118781cccf6d6a0e5c858086f11fbcc9df8daf3464ac9d0509c80 \
@@ -361,4 +362,8 @@ deb "$DEB/e/expat/libexpat1_2.5.0-1%2bdeb12u2_ppc64el.deb" 6c1247b4dc5c4f3a5a508
     ./lib/powerpc64le-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-ppc64el/old" 437f2e85a1f2abf4c6376746555e8cf1c9b11525196b5c4851f5c337d130242c
 deb "$SEC/e/expat/libexpat1_2.5.0-1%2bdeb12u5_ppc64el.deb" ee5bf78754aef331a44ec1a86878e2a1ae8ef620e7bbd6274b7076989daee743 \
     ./lib/powerpc64le-linux-gnu/libexpat.so.1.8.10 "$OUT/pairs/expat-ppc64el/new" ea14e7b05371f3357a039aa240616fc9b21be91e2a36e7e2d7aa6273e37e536c
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python,lefthook,lefthook-arm64,buf-breaking,rollup-armhf,rollup-arm64,expat-ppc64el}"
+npm_file @esbuild/linux-arm linux-arm 0.24.0 73a51d07ad4fba8a076a63600a2bd34a433f76b21ecfd3739bd3a336e285453a \
+    package/bin/esbuild "$OUT/pairs/esbuild-arm/old" 24f4d254104c6c239f31e3029b6999cfe4efeec26c546686fae5f6094cf363af
+npm_file @esbuild/linux-arm linux-arm 0.24.1 1e12cbd59127f98f315018adf80f037246a571718a7d0c2b11dc46e664abe598 \
+    package/bin/esbuild "$OUT/pairs/esbuild-arm/new" 3664f024204dac001a41bc60a9296891c6b29ae51731abcd57870a1b1d50606b
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python,lefthook,lefthook-arm64,buf-breaking,rollup-armhf,rollup-arm64,expat-ppc64el,esbuild-arm}"
