@@ -63,6 +63,8 @@ pub(super) struct Shared {
     pub serving: Arc<Semaphore>,
     /// Idle `transfer/2` streams to each peer, for our next request to it.
     pub links: transfer::Links,
+    /// Receive buffers kept between transfers.
+    pub buffers: Arc<transfer::Buffers>,
     /// To the actor.
     pub internal: mpsc::Sender<Internal>,
     pub shutdown: CancellationToken,
@@ -220,6 +222,7 @@ pub fn spawn(
     let shared = Arc::new(Shared {
         serving: Arc::new(Semaphore::new(cfg.max_inbound_transfers)),
         links: transfer::Links::default(),
+        buffers: Arc::default(),
         cfg,
         root,
         cert: cert.to_bytes(),

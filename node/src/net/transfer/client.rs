@@ -15,7 +15,7 @@ use libp2p::{PeerId, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{pass_cap, Link, PIPE_BUF, PIPE_DEPTH};
+use super::{pass_cap, Buffers, Link, PIPE_BUF, PIPE_DEPTH};
 use crate::{
     net::{
         actor::{Internal, LocalFailure, Shared},
@@ -209,7 +209,6 @@ async fn receive_inline(
         cancel,
     } = r;
     let (tx, mut rx) = mpsc::channel::<io::Result<Filled>>(PIPE_DEPTH);
-    let (spare_tx, mut spare_rx) = mpsc::channel(2);
     // A response of more groups than a hand-off holds reports its first ones early.
     let handover_groups = (HANDOVER_BYTES as u64) / crate::outboard::GROUP_BYTES;
     let mut early_done = runs.iter().map(|r| r.end - r.start).sum::<u64>() <= handover_groups;
@@ -229,7 +228,7 @@ async fn receive_inline(
                 Ok(b) if all.is_empty() => all = b.into_bytes(),
                 Ok(b) => {
                     all.extend_from_slice(&b);
-                    let _ = spare_tx.try_send(b.buf);
+                    s.buffers.give(b.buf);
                 }
                 Err(e) => return (all, Some(e), None),
             }
@@ -255,7 +254,7 @@ async fn receive_inline(
         (all, None, None)
     };
     let (ended, (bytes, error, failed)) = tokio::select! {
-        r = async { tokio::join!(receive_pipe(s, st, session, tx, &mut spare_rx, label), collect) } => r,
+        r = async { tokio::join!(receive_pipe(s, st, session, tx, label), collect) } => r,
         _ = cancel.cancelled() => {
             // Nothing more verified; the caller sees the cancellation and reports no result.
             let cancelled = Received { result: Ok(Ok(0)), verified: None };
@@ -265,6 +264,7 @@ async fn receive_inline(
     // The whole response, again from its start: groups verified early are checked again but not
     // reported twice (the store reports only groups new to it).
     let (result, verified, unread) = failed.unwrap_or_else(|| decode(&bytes, error));
+    s.buffers.give(bytes);
     let received = Received {
         result: Ok(result),
         verified: Some(verified),
@@ -292,9 +292,9 @@ async fn receive_piped(
     let root = entry.root();
     let internal = s.internal.clone();
     let (tx, rx) = mpsc::channel(PIPE_DEPTH);
-    // Buffers the decoder is done with come back to be filled again: no allocation and no zeroing
-    // per hand-off.
-    let (spare_tx, mut spare_rx) = mpsc::channel(2);
+    // Buffers the decoder is done with go back to the node's pool to be filled again: no allocation
+    // and no zeroing per hand-off.
+    let buffers = s.buffers.clone();
     let decoder = tokio::task::spawn_blocking(move || {
         let progress = Progress {
             tx: internal,
@@ -302,7 +302,7 @@ async fn receive_piped(
             req,
             groups: Rc::default(),
         };
-        let reader = PipeReader::new(rx, spare_tx, progress.clone());
+        let reader = PipeReader::new(rx, buffers, progress.clone());
         let r = entry.receive(&runs, reader, |group| {
             let held = {
                 let mut groups = progress.groups.borrow_mut();
@@ -321,7 +321,7 @@ async fn receive_piped(
     // stops first (all verified, or a corrupt group) closes the pipe, and reading stops at once.
     let watch = tx.clone();
     let ended = tokio::select! {
-        e = receive_pipe(s, st, session, tx, &mut spare_rx, label) => e,
+        e = receive_pipe(s, st, session, tx, label) => e,
         _ = watch.closed() => false,
         _ = cancel.cancelled() => false,
     };
@@ -419,7 +419,7 @@ impl Progress {
 /// of the stream; a stream error arrives as an error.
 struct PipeReader {
     rx: mpsc::Receiver<io::Result<Filled>>,
-    spare: mpsc::Sender<Vec<u8>>,
+    buffers: Arc<Buffers>,
     buf: Filled,
     at: usize,
     progress: Progress,
@@ -428,16 +428,22 @@ struct PipeReader {
 impl PipeReader {
     fn new(
         rx: mpsc::Receiver<io::Result<Filled>>,
-        spare: mpsc::Sender<Vec<u8>>,
+        buffers: Arc<Buffers>,
         progress: Progress,
     ) -> Self {
         Self {
             rx,
-            spare,
+            buffers,
             buf: Filled::default(),
             at: 0,
             progress,
         }
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.buffers.give(std::mem::take(&mut self.buf.buf));
     }
 }
 
@@ -462,8 +468,7 @@ impl Read for PipeReader {
             match next {
                 Some(Ok(b)) => {
                     let used = std::mem::replace(&mut self.buf, b);
-                    // Back to `receive_pipe`; if it already holds two spares, or is gone, dropped.
-                    let _ = self.spare.try_send(used.buf);
+                    self.buffers.give(used.buf);
                     self.at = 0;
                 }
                 Some(Err(e)) => return Err(e),
@@ -507,7 +512,7 @@ const HANDOVER_BYTES: usize = 4 * crate::outboard::GROUP_BYTES as usize;
 /// The buffer while the decoder is behind (buffers wait in the pipe): a fast peer's bytes go over in
 /// fewer, larger hand-offs. With `PIPE_DEPTH`, at most 1 MiB per transfer in the pipe; a slow peer's
 /// transfer (the ward's usual case) keeps `PIPE_BUF` buffers.
-const RECEIVE_BUF: usize = 4 * PIPE_BUF;
+pub(super) const RECEIVE_BUF: usize = 4 * PIPE_BUF;
 
 /// Reads a response from the peer under the download cap and hands it to the decoder a group or more
 /// at a time. A `transfer/1` response ends with the stream; a `transfer/2` one (`session`) with its
@@ -518,23 +523,19 @@ async fn receive_pipe(
     st: &mut Stream,
     session: bool,
     tx: mpsc::Sender<io::Result<Filled>>,
-    spare: &mut mpsc::Receiver<Vec<u8>>,
     label: &TransferLabels,
 ) -> bool {
     let mut deadline = Deadline::new(s.cfg.io_timeout);
     // The next buffer and how much of it to fill: `RECEIVE_BUF` while buffers wait for the decoder,
-    // else `PIPE_BUF`. A buffer keeps the length it once had, so that filling it again zeroes
-    // nothing (zeroing the returned buffers was 2 % of the pair benchmark's fetcher).
-    let fresh = |spare: &mut mpsc::Receiver<Vec<u8>>, tx: &mpsc::Sender<_>| {
-        let mut b = spare.try_recv().unwrap_or_default();
+    // else `PIPE_BUF`. Buffers come from the node's pool ([`Buffers`]) and keep the length they once
+    // had, so that filling one again zeroes nothing (zeroing the returned buffers was 2 % of the
+    // pair benchmark's fetcher).
+    let fresh = |tx: &mpsc::Sender<_>| {
         let behind = tx.capacity() < PIPE_DEPTH;
         let size = if behind { RECEIVE_BUF } else { PIPE_BUF };
-        if b.len() < size {
-            b.resize(size, 0);
-        }
-        (b, size)
+        (s.buffers.take(size), size)
     };
-    let (mut buf, mut size) = fresh(spare, &tx);
+    let (mut buf, mut size) = fresh(&tx);
     let mut filled = 0;
     // A session's chunk: bytes of it still to come (0: a header is next), and the header so far.
     let mut chunk_left = 0usize;
@@ -564,7 +565,7 @@ async fn receive_pipe(
             }
         };
         let Some(read) = read else {
-            let (next, next_size) = fresh(spare, &tx);
+            let (next, next_size) = fresh(&tx);
             let out = std::mem::replace(&mut buf, next);
             size = next_size;
             let len = std::mem::take(&mut filled);
@@ -597,7 +598,9 @@ async fn receive_pipe(
             Err(e) => break Err(e),
         }
     };
-    if filled > 0 && tx.send(Ok(Filled { buf, len: filled })).await.is_err() {
+    if filled == 0 {
+        s.buffers.give(buf);
+    } else if tx.send(Ok(Filled { buf, len: filled })).await.is_err() {
         return false;
     }
     match ended {

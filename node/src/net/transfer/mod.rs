@@ -42,6 +42,43 @@ const PIPE_BUF: usize = 64 * 1024;
 /// the receiving side while its decoder is behind; `client::RECEIVE_BUF`).
 const PIPE_DEPTH: usize = 4;
 
+/// Receive buffers a node keeps between transfers, at most this many (with `client::RECEIVE_BUF`,
+/// 4 MiB): more than the pipes of its usual few concurrent fetches hold at once.
+const KEPT_BUFFERS: usize = 16;
+
+/// Receive buffers kept between transfers. A buffer is zeroed once, to the longest it has been, and
+/// then filled again by later transfers: a transfer that allocated and zeroed its own (a ward's is a
+/// few groups) spent about 5 % of the pair benchmark's fetcher CPU in `memset` and in the page
+/// faults of fresh memory (`docs/performance.md`). Bounded: [`KEPT_BUFFERS`] buffers, none larger
+/// than `client::RECEIVE_BUF`; a buffer given back past either bound is freed.
+#[derive(Debug, Default)]
+pub(super) struct Buffers {
+    kept: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Buffers {
+    /// A buffer of at least `len` initialised bytes (their contents are whatever was there).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut b = kept.unwrap_or_else(|| Vec::with_capacity(client::RECEIVE_BUF.max(len)));
+        if b.len() < len {
+            b.resize(len, 0);
+        }
+        b
+    }
+
+    /// Keeps `b` for a later [`Buffers::take`], or frees it.
+    fn give(&self, b: Vec<u8>) {
+        if b.capacity() == 0 || b.capacity() > client::RECEIVE_BUF {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < KEPT_BUFFERS {
+            kept.push(b);
+        }
+    }
+}
+
 /// Responses of at most this many groups (128 KiB) are encoded, and verified on arrival, on the
 /// transfer's own task instead of a blocking thread. In a ward most responses are this small (about
 /// 3.5 groups each on the live ward-50), and for them handing the bytes to a blocking thread and back
@@ -161,5 +198,47 @@ impl Links {
     pub(super) fn forget(&self, peer: &PeerId) {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.remove(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_filled_again_not_allocated_again() {
+        let pool = Buffers::default();
+        let mut b = pool.take(PIPE_BUF);
+        assert_eq!(b.len(), PIPE_BUF);
+        assert!(b.capacity() >= client::RECEIVE_BUF);
+        b[7] = 42;
+        let at = b.as_ptr();
+        pool.give(b);
+        // The same memory comes back, its bytes as they were (nothing zeroed again), and it grows to
+        // what is asked.
+        let b = pool.take(client::RECEIVE_BUF);
+        assert_eq!(b.as_ptr(), at);
+        assert_eq!(b[7], 42);
+        assert_eq!(b.len(), client::RECEIVE_BUF);
+        // A shorter buffer given back (a whole inline response) is lengthened on the next take.
+        let mut short = b;
+        short.truncate(100);
+        pool.give(short);
+        assert_eq!(pool.take(PIPE_BUF).len(), PIPE_BUF);
+    }
+
+    #[test]
+    fn buffers_kept_are_bounded() {
+        let pool = Buffers::default();
+        let many: Vec<Vec<u8>> = (0..KEPT_BUFFERS + 5).map(|_| pool.take(PIPE_BUF)).collect();
+        for b in many {
+            pool.give(b);
+        }
+        assert_eq!(pool.kept.lock().expect("lock").len(), KEPT_BUFFERS);
+        // One grown past the largest receive buffer is freed, not kept; so is an empty one.
+        let pool = Buffers::default();
+        pool.give(vec![0; client::RECEIVE_BUF + 1]);
+        pool.give(Vec::new());
+        assert!(pool.kept.lock().expect("lock").is_empty());
     }
 }
