@@ -42,6 +42,11 @@ fn slice_for(rate: u64) -> usize {
 #[derive(Debug, Clone)]
 pub struct Cap {
     inner: Arc<RwLock<CapState>>,
+    /// Transfers waiting for this cap's tokens queue here, first come first served: only the one
+    /// at the head waits on the limiter. Every waiter checking the limiter itself, each woken at the
+    /// same tick for the same tokens, made six failed checks (a timer wake-up each) for every slice
+    /// that passed on the live ward-50 (`docs/performance.md`, issue 15's twenty-fourth pass).
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug)]
@@ -64,6 +69,7 @@ impl Cap {
                 limiter: None,
                 burst_cells: 0,
             })),
+            turn: Arc::default(),
         };
         c.set(rate);
         c
@@ -118,9 +124,17 @@ impl Cap {
         self.acquire_cells(cells).await
     }
 
-    /// Waits until `cells` cells may pass; returns how long it waited (time throttled).
+    /// Waits until `cells` cells may pass; returns how long it waited (time throttled). Callers take
+    /// turns ([`Cap::turn`]): a caller finds the tokens it needs at once only if no one is waiting.
     pub async fn acquire_cells(&self, mut cells: u64) -> Duration {
         let start = Instant::now();
+        if cells == 0 || self.rate().is_none() {
+            return start.elapsed();
+        }
+        let _turn = match self.turn.try_lock() {
+            Ok(t) => t,
+            Err(_) => self.turn.lock().await,
+        };
         while cells > 0 {
             let (rate, limiter, burst) = {
                 let st = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -267,6 +281,38 @@ mod tests {
             None,
             "23:30 local wraps"
         );
+    }
+
+    /// Waiters pass in the order they came: a small request behind a large one waits its turn,
+    /// although its few tokens come first.
+    #[tokio::test]
+    async fn waiters_take_turns() {
+        // 100 cells a second; the burst (a slice, 4 cells, and a tick's cell) is spent at once.
+        let cap = Cap::new(Some(100 * CELL));
+        let burst = u64::from(cap.inner.read().expect("cap").burst_cells);
+        assert_eq!(burst, 5);
+        let run = async {
+            assert!(cap.acquire_cells(burst).await < Duration::from_millis(5));
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (a, b) = (cap.clone(), cap.clone());
+            let (ta, tb) = (tx.clone(), tx);
+            tokio::spawn(async move {
+                a.acquire_cells(5).await;
+                ta.send("large").expect("send");
+            });
+            // The test's runtime has one thread: the large request is waiting for its tokens when
+            // the small one asks.
+            tokio::task::yield_now().await;
+            tokio::spawn(async move {
+                b.acquire_cells(1).await;
+                tb.send("small").expect("send");
+            });
+            (rx.recv().await, rx.recv().await)
+        };
+        let order = tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("both pass within the cap's time");
+        assert_eq!(order, (Some("large"), Some("small")));
     }
 
     #[test]
