@@ -60,10 +60,26 @@ impl Default for Params {
     }
 }
 
-/// The base's suffix array (divsufsort; 4 bytes per base byte).
+/// The base's suffix array (divsufsort; 4 bytes per base byte), and where in it each two-byte
+/// prefix starts.
 pub struct Index<'a> {
     base: &'a [u8],
     sa: Vec<i32>,
+    /// `starts[k]`: the first suffix whose [`prefix_key`] is at least `k` ([`KEYS`] + 1 entries).
+    /// A search starts within its needle's prefix instead of the whole array: the binary search's
+    /// first steps, each a cache miss in the array and another in the base, were most of the scan's
+    /// time (`perf annotate`, `docs/deltas.md`).
+    starts: Vec<u32>,
+}
+
+/// How many [`prefix_key`]s there are.
+const KEYS: usize = 256 * 257;
+
+/// A suffix's or needle's place among two-byte prefixes, in the suffix array's order: the first
+/// byte, then no second byte before any second byte. `None` for an empty one.
+fn prefix_key(s: &[u8]) -> Option<usize> {
+    let first = usize::from(*s.first()?);
+    Some(first * 257 + s.get(1).map_or(0, |&b| usize::from(b) + 1))
 }
 
 impl<'a> Index<'a> {
@@ -76,7 +92,18 @@ impl<'a> Index<'a> {
             )));
         }
         let (_, sa) = divsufsort::sort(base).into_parts();
-        Ok(Self { base, sa })
+        // Count every suffix's key (a pass over the base, not the array), then sum: suffixes are
+        // sorted, so each key's are contiguous.
+        let mut starts = vec![0u32; KEYS + 1];
+        for i in 0..base.len() {
+            if let Some(k) = prefix_key(&base[i..base.len().min(i + 2)]) {
+                starts[k + 1] += 1;
+            }
+        }
+        for k in 1..starts.len() {
+            starts[k] += starts[k - 1];
+        }
+        Ok(Self { base, sa, starts })
     }
 
     fn suffix(&self, i: usize) -> &'a [u8] {
@@ -90,24 +117,38 @@ impl<'a> Index<'a> {
             return (0, 0);
         }
         // The first suffix not less than the needle; the longest match is it or the one before.
-        let (mut lo, mut hi) = (0, n);
+        // Every suffix before the needle's key is less than it, every one after is greater.
+        let (mut lo, mut hi) = match prefix_key(needle) {
+            Some(k) => (self.starts[k] as usize, self.starts[k + 1] as usize),
+            None => (0, 0),
+        };
+        // What the needle shares with the suffixes just below and at `hi`, where known: every
+        // suffix between them shares the lesser, so a comparison starts there.
+        let (mut below, mut above) = (None::<usize>, None::<usize>);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.suffix(mid) < needle {
+            let suffix = self.suffix(mid);
+            let skip = below.unwrap_or(0).min(above.unwrap_or(0));
+            let shared = skip + common_prefix(&suffix[skip..], &needle[skip..]);
+            let less = shared < needle.len()
+                && (shared == suffix.len() || suffix[shared] < needle[shared]);
+            if less {
                 lo = mid + 1;
+                below = Some(shared);
             } else {
                 hi = mid;
+                above = Some(shared);
             }
         }
-        let below = if lo > 0 {
-            common_prefix(self.suffix(lo - 1), needle)
-        } else {
-            0
+        let below = match below {
+            Some(b) => b,
+            None if lo > 0 => common_prefix(self.suffix(lo - 1), needle),
+            None => 0,
         };
-        let above = if lo < n {
-            common_prefix(self.suffix(lo), needle)
-        } else {
-            0
+        let above = match above {
+            Some(a) => a,
+            None if lo < n => common_prefix(self.suffix(lo), needle),
+            None => 0,
         };
         if above >= below && lo < n {
             (lo, above)
@@ -444,7 +485,45 @@ mod tests {
         }
     }
 
+    /// The search as the whole array's binary search would find it, comparing whole suffixes.
+    fn search_plainly(index: &Index<'_>, needle: &[u8]) -> (usize, usize) {
+        let n = index.sa.len();
+        let lo = index.sa.partition_point(|&p| &index.base[p as usize..] < needle);
+        let shared = |i: usize| common_prefix(&index.base[index.sa[i] as usize..], needle);
+        let below = if lo > 0 { shared(lo - 1) } else { 0 };
+        let above = if lo < n { shared(lo) } else { 0 };
+        if above >= below && lo < n {
+            (lo, above)
+        } else {
+            (lo - 1, below)
+        }
+    }
+
     proptest::proptest! {
+        /// Starting within the needle's two-byte prefix and skipping what the bounds share finds
+        /// what the whole array's search finds, on bases of few symbols (long shared prefixes),
+        /// needles of one byte, needles that run past every suffix, and needles from the base.
+        #[test]
+        fn the_search_finds_what_a_plain_search_finds(
+            base in proptest::collection::vec(0u8..4, 1..3_000),
+            needles in proptest::collection::vec(
+                (proptest::collection::vec(0u8..5, 0..40), 0usize..3_000, 0usize..60),
+                1..40,
+            ),
+        ) {
+            let index = Index::new(&base).expect("index");
+            for (mut needle, at, len) in needles {
+                let at = at % base.len();
+                if len > 0 {
+                    // A piece of the base, then the generated bytes.
+                    let mut from_base = base[at..base.len().min(at + len)].to_vec();
+                    from_base.append(&mut needle);
+                    needle = from_base;
+                }
+                proptest::prop_assert_eq!(index.search(&needle), search_plainly(&index, &needle));
+            }
+        }
+
         /// Whatever the target is made of (base pieces, changed base pieces, zeros, new bytes) and
         /// whatever the thresholds, the matches tile it and rebuild it.
         #[test]
