@@ -57,6 +57,11 @@
 #   rollup-arm64    Rust, AArch64 Node addon, @rollup/rollup-linux-arm64-gnu 4.50.1 -> 4.50.2
 #   expat-ppc64el   C library on POWER (no transform applies), libexpat.so.1.8.10, +deb12u2 -> +deb12u5
 #   esbuild-arm     Go, 32-bit Arm (Arm instruction set), static executable, @esbuild/linux-arm 0.24.0 -> 0.24.1
+# and, on 2026-12-07 (twenty-fifth pass), measured before anything was changed for them:
+#   sass-snapshot   Dart AOT snapshot (an ELF shared object of compiled Dart), x86-64, sass.snapshot of
+#                   sass-embedded-linux-x64 1.83.0 -> 1.83.1 (npm; the Dart runtime beside it is unchanged)
+#   lightningcss    Rust, x86-64, Node addon, lightningcss-linux-x64-gnu 1.28.1 -> 1.28.2 (npm)
+#   oxide           Rust, x86-64, Node addon, @tailwindcss/oxide-linux-x64-gnu 4.0.0 -> 4.0.1 (npm)
 #
 # Needs: bash, python3, pip, curl, tar, sha256sum, dpkg-deb.
 set -euo pipefail
@@ -366,4 +371,17 @@ npm_file @esbuild/linux-arm linux-arm 0.24.0 73a51d07ad4fba8a076a63600a2bd34a433
     package/bin/esbuild "$OUT/pairs/esbuild-arm/old" 24f4d254104c6c239f31e3029b6999cfe4efeec26c546686fae5f6094cf363af
 npm_file @esbuild/linux-arm linux-arm 0.24.1 1e12cbd59127f98f315018adf80f037246a571718a7d0c2b11dc46e664abe598 \
     package/bin/esbuild "$OUT/pairs/esbuild-arm/new" 3664f024204dac001a41bc60a9296891c6b29ae51731abcd57870a1b1d50606b
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python,lefthook,lefthook-arm64,buf-breaking,rollup-armhf,rollup-arm64,expat-ppc64el,esbuild-arm}"
+log "a Dart AOT snapshot and two Rust Node addons (2026-12-07, issue 15 twenty-fifth pass)"
+npm_file sass-embedded-linux-x64 sass-embedded-linux-x64 1.83.0 2cdc3a4402344d536433b2c438a6bd29cbd0cf67b678c5deead45b84fa062915 \
+    package/dart-sass/src/sass.snapshot "$OUT/pairs/sass-snapshot/old" 940c630a54eff10a248339cfab713c2169e0a6ee8e9f8d983b525f8ab5929fc2
+npm_file sass-embedded-linux-x64 sass-embedded-linux-x64 1.83.1 b254d701ceb81eea345d9613624b4cb0277123f1df66526121a8795cf3629f7a \
+    package/dart-sass/src/sass.snapshot "$OUT/pairs/sass-snapshot/new" 1f0a115ef56faa38fef0d737aa188b91b3f6ed576dc30f0b18812a489eda58f2
+npm_file lightningcss-linux-x64-gnu lightningcss-linux-x64-gnu 1.28.1 fb17628367f5376be700f472b2ba88e0fa29835777d67e1b97ed4ef23230ea59 \
+    package/lightningcss.linux-x64-gnu.node "$OUT/pairs/lightningcss/old" dd1d20ca70ddd538447b19cb8c27a9a9f50f7ac9dc461d0d15a01c51e537b67c
+npm_file lightningcss-linux-x64-gnu lightningcss-linux-x64-gnu 1.28.2 67ad6e171ba17d01166daba7ad3b6931ad9a7ddeeb123e892382ee7de1d6ebe6 \
+    package/lightningcss.linux-x64-gnu.node "$OUT/pairs/lightningcss/new" 3e24c7e47b9762218d8aac64b9eb857dac1886d33bd96e103c89c31b6c606d35
+npm_file @tailwindcss/oxide-linux-x64-gnu oxide-linux-x64-gnu 4.0.0 33a4de45eafbec657080311e24f2ef31f4817cff2639d92acfee30263cd17fd2 \
+    package/tailwindcss-oxide.linux-x64-gnu.node "$OUT/pairs/oxide/old" 177f55d8a5408daebcd08019defab76230369d0efa5db84f0a2a1e2efa20ed81
+npm_file @tailwindcss/oxide-linux-x64-gnu oxide-linux-x64-gnu 4.0.1 a4d7d88f16c1fe48536a8be2ed5f53afba2f6062eb0db133adee87c5d191680a \
+    package/tailwindcss-oxide.linux-x64-gnu.node "$OUT/pairs/oxide/new" 1fb15505fb98e440cb87783823120b53767a73af587f19ca4fb8452df3abc24e
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python,lefthook,lefthook-arm64,buf-breaking,rollup-armhf,rollup-arm64,expat-ppc64el,esbuild-arm,sass-snapshot,lightningcss,oxide}"

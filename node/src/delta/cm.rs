@@ -436,12 +436,42 @@ pub struct Segment {
 }
 
 /// Codes the literals, which lie at `segments` (in order, lengths summing to `literals.len()`).
+#[cfg(test)]
 pub fn encode(base: &[u8], segments: &[Segment], literals: &[u8]) -> io::Result<Vec<u8>> {
+    encode_unless(base, segments, literals, &|_| false)?
+        .ok_or_else(|| io::Error::other("delta: the model stopped that was never told to"))
+}
+
+/// How many literals are coded between two asks of [`encode_unless`]'s `enough`.
+const ASK_EVERY: u64 = 64 * 1024;
+
+/// As [`encode`], asking `enough` with the coded length so far every [`ASK_EVERY`] literals:
+/// `None` where it answered yes (the coded length only grows, so a caller that only needs to know
+/// the result is at least that long can stop it there).
+pub fn encode_unless(
+    base: &[u8],
+    segments: &[Segment],
+    literals: &[u8],
+    enough: &dyn Fn(usize) -> bool,
+) -> io::Result<Option<Vec<u8>>> {
     let mut model = Model::new();
     let mut enc = Encoder::default();
     let mut at = 0usize;
+    let mut ask = ASK_EVERY;
     for s in segments {
         for i in 0..s.len {
+            if at as u64 >= ask {
+                if enough(enc.out.len()) {
+                    tracing::debug!(
+                        consumed = at,
+                        of = literals.len(),
+                        out = enc.out.len(),
+                        "delta: the model stopped: its length so far settles the choice"
+                    );
+                    return Ok(None);
+                }
+                ask = at as u64 + ASK_EVERY;
+            }
             let pos = s.base_pos + i;
             let end = s
                 .base_end
@@ -464,7 +494,7 @@ pub fn encode(base: &[u8], segments: &[Segment], literals: &[u8]) -> io::Result<
             "delta: literal segments shorter than literals",
         ));
     }
-    Ok(enc.finish())
+    Ok(Some(enc.finish()))
 }
 
 #[cfg(test)]

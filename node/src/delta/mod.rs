@@ -30,6 +30,7 @@
 //! refuses output longer than the signed target length, and checks the written image's hash.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::OnceLock;
 
 use crate::hash::Hash;
 
@@ -233,25 +234,82 @@ fn lzma_err(e: liblzma::stream::Error) -> io::Error {
 /// move in 4-byte words (`lc=1, lp=2`: 1.1 % smaller than `lc=0, lp=0`); copy bytes are mostly new
 /// code and data, where xz's defaults (`lc=3, pb=2`) do best.
 fn lzma2_compress(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
-    lzma2_split(data, kind, false)
+    lzma2_split(data, kind, false, &never)?
+        .ok_or_else(|| io::Error::other("delta: an encoder stopped that was never told to"))
+}
+
+/// For a coder that runs to its end.
+fn never(_: usize) -> bool {
+    false
 }
 
 /// As [`lzma2_compress`]; with `split` (where this encoder has a core to itself: not beside the
-/// branch transform's candidate), long add literals as two blocks at once ([`SPLIT_ADDS`]).
-fn lzma2_split(data: &[u8], kind: Kind, split: bool) -> io::Result<Vec<u8>> {
+/// branch transform's candidate), long add literals as two blocks at once ([`SPLIT_ADDS`]). `None`
+/// where `enough`, asked with the coded length so far, said to stop ([`drive`]).
+fn lzma2_split(
+    data: &[u8],
+    kind: Kind,
+    split: bool,
+    enough: &dyn Fn(usize) -> bool,
+) -> io::Result<Option<Vec<u8>>> {
     let started = std::time::Instant::now();
     // Two blocks of half the stream each, where it is long enough to pay.
     let block =
         (split && kind == Kind::Add && data.len() >= SPLIT_ADDS).then(|| data.len().div_ceil(2));
-    let out = lzma2_compress_inner(data, kind, block)?;
+    let out = lzma2_compress_inner(data, kind, block, enough)?;
     tracing::debug!(
         ?kind,
         bytes = data.len(),
-        compressed = out.len(),
+        compressed = out.as_ref().map_or(0, Vec::len),
+        stopped = out.is_none(),
         elapsed = ?started.elapsed(),
         "delta: stream compressed"
     );
     Ok(out)
+}
+
+/// How much input [`drive`] gives an encoder at a time (about a second of LZMA2 `-9e` here).
+const DRIVE_PIECE: usize = 1 << 20;
+
+/// Runs an encoder over `data`, its output after `out`, asking `enough` with the output's length
+/// after every [`DRIVE_PIECE`] of input and every return while finishing: `None` where it said
+/// to stop. The output only grows, so its length so far is a lower bound of the whole's. The
+/// output is the same bytes however the input is given.
+fn drive(
+    stream: &mut liblzma::stream::Stream,
+    data: &[u8],
+    mut out: Vec<u8>,
+    enough: &dyn Fn(usize) -> bool,
+) -> io::Result<Option<Vec<u8>>> {
+    use liblzma::stream::{Action, Status};
+    let mut input = data;
+    loop {
+        let (piece, action) = if input.len() > DRIVE_PIECE {
+            (&input[..DRIVE_PIECE], Action::Run)
+        } else {
+            (input, Action::Finish)
+        };
+        if out.capacity() - out.len() < 64 * 1024 {
+            out.reserve(256 * 1024);
+        }
+        let before = stream.total_in();
+        let status = stream
+            .process_vec(piece, &mut out, action)
+            .map_err(lzma_err)?;
+        input = &input[(stream.total_in() - before) as usize..];
+        if status == Status::StreamEnd {
+            return Ok(Some(out));
+        }
+        if enough(out.len()) {
+            tracing::debug!(
+                consumed = data.len() - input.len(),
+                of = data.len(),
+                out = out.len(),
+                "delta: an encoder stopped: its length so far settles the choice"
+            );
+            return Ok(None);
+        }
+    }
 }
 
 /// Add literals at least this long are coded as two xz blocks at once (one per core), each half
@@ -284,23 +342,33 @@ fn lzma2_filters(len: usize, kind: Kind) -> io::Result<(liblzma::stream::Filters
 }
 
 /// A section of format 7 with [`FLAG_RAW`]: the dictionary's size as a power of two (one byte),
-/// then `data` as raw LZMA2 (`-9e`, as [`lzma2_compress`]), ending in its end marker.
-fn lzma2_raw(data: &[u8], kind: Kind) -> io::Result<Vec<u8>> {
+/// then `data` as raw LZMA2 (`-9e`, as [`lzma2_compress`]), ending in its end marker. `None` where
+/// `enough` said to stop ([`drive`]).
+fn lzma2_raw(
+    data: &[u8],
+    kind: Kind,
+    enough: &dyn Fn(usize) -> bool,
+) -> io::Result<Option<Vec<u8>>> {
     let (f, dict) = lzma2_filters(data.len(), kind)?;
-    let stream = liblzma::stream::Stream::new_raw_encoder(&f).map_err(lzma_err)?;
-    let mut enc = liblzma::write::XzEncoder::new_stream(vec![dict.trailing_zeros() as u8], stream);
-    enc.write_all(data)?;
-    enc.finish()
+    let mut stream = liblzma::stream::Stream::new_raw_encoder(&f).map_err(lzma_err)?;
+    drive(&mut stream, data, vec![dict.trailing_zeros() as u8], enough)
 }
 
 /// One xz stream of LZMA2 `-9e`; with `block`, its blocks that long at most, coded on two threads.
-fn lzma2_compress_inner(data: &[u8], kind: Kind, block: Option<usize>) -> io::Result<Vec<u8>> {
+fn lzma2_compress_inner(
+    data: &[u8],
+    kind: Kind,
+    block: Option<usize>,
+    enough: &dyn Fn(usize) -> bool,
+) -> io::Result<Option<Vec<u8>>> {
     use liblzma::stream::{Check, MtStreamBuilder, Stream};
     let (f, _) = lzma2_filters(block.unwrap_or(data.len()), kind)?;
-    let stream = if let Some(block) = block {
+    let mut stream = if let Some(block) = block {
+        // The timeout returns control while the threads work, so that `enough` is asked.
         MtStreamBuilder::new()
             .threads(2)
             .block_size(block as u64)
+            .timeout_ms(250)
             .filters(f)
             .check(Check::None)
             .encoder()
@@ -308,9 +376,7 @@ fn lzma2_compress_inner(data: &[u8], kind: Kind, block: Option<usize>) -> io::Re
         Stream::new_stream_encoder(&f, Check::None)
     }
     .map_err(lzma_err)?;
-    let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
-    enc.write_all(data)?;
-    enc.finish()
+    drive(&mut stream, data, Vec::new(), enough)
 }
 
 /// Which formats past format 4 creating may write: each is applied only by agents that know it
@@ -697,6 +763,78 @@ pub fn create_diff_with_seeks(
 /// One delta: the diff of `base` and `target` as given (already transformed over `rb` and `rt`).
 /// `seeks` says which seek codings to try (format 7's words, or varints only). With a `budget`
 /// (LZMA2 codecs), `None` as soon as the streams coded so far reach that many bytes.
+/// The add literals' two coders, the model and LZMA2, run at once to learn whether the model is
+/// kept ([`Codec::Modeled`]). Each coder's output only grows, so each may stop as soon as its length
+/// so far settles that, whatever its whole length would be: LZMA2 once the model is kept anyway,
+/// the model once it cannot be. The delta is byte for byte the one both coders run to their ends
+/// would give; on an executable whose model wins by a quarter, LZMA2 stops at about three quarters
+/// of its input (`docs/deltas.md`).
+#[derive(Default)]
+struct Race {
+    /// The least gain that keeps the model, in percent of the delta's sections.
+    min_gain: u8,
+    /// The sections other than the literals, as the delta will have them.
+    rest: OnceLock<usize>,
+    /// The model's and LZMA2's whole lengths, once known.
+    model: OnceLock<usize>,
+    lzma: OnceLock<usize>,
+}
+
+impl Race {
+    /// Whether the model, `model` bytes, is kept against LZMA2's `lzma` bytes, with `rest` bytes of
+    /// other sections: it is no longer and gains at least `min_gain` % of the delta's sections.
+    fn keeps(&self, rest: usize, model: usize, lzma: usize) -> bool {
+        let gain = lzma.saturating_sub(model) as u128;
+        model <= lzma && gain * 100 >= u128::from(self.min_gain) * (rest + lzma) as u128
+    }
+
+    /// Whether LZMA2, `n` bytes out so far, may stop: the model is kept whatever LZMA2's whole
+    /// length `l` >= `n` (`l (100 - g) >= 100 m + g rest` holds at `n`, so at every `l` past it).
+    fn lzma_enough(&self, n: usize) -> bool {
+        let (Some(&rest), Some(&m)) = (self.rest.get(), self.model.get()) else {
+            return false;
+        };
+        let g = u128::from(self.min_gain);
+        g < 100 && n as u128 * (100 - g) >= 100 * m as u128 + g * rest as u128
+    }
+
+    /// Whether the model, `n` bytes out so far, may stop: it is not kept at `n` bytes, nor at any
+    /// length past it.
+    fn model_enough(&self, n: usize) -> bool {
+        match (self.rest.get(), self.lzma.get()) {
+            (Some(&rest), Some(&l)) => !self.keeps(rest, n, l),
+            _ => false,
+        }
+    }
+}
+
+/// The seek column coded as words, absolute and diagonal, where every seek fits one.
+type WordColumns = [Option<io::Result<(Vec<u8>, Seeks)>>; 2];
+
+/// The length of every section but the add literals, with the seek column the delta will take:
+/// `None` if any failed to code.
+fn sections_but_literals(
+    rest: &[io::Result<Vec<u8>>; 5],
+    words: &WordColumns,
+    forced: Option<Seeks>,
+) -> Option<usize> {
+    let mut lens = [0usize; 5];
+    for (len, r) in lens.iter_mut().zip(rest) {
+        *len = r.as_ref().ok()?.len();
+    }
+    for w in words.iter().flatten() {
+        let (w, how) = w.as_ref().ok()?;
+        let take = match forced {
+            Some(f) => f == *how,
+            None => w.len() < lens[2],
+        };
+        if take {
+            lens[2] = w.len();
+        }
+    }
+    Some(lens.iter().sum())
+}
+
 fn encode(
     base: &[u8],
     target: &[u8],
@@ -779,34 +917,54 @@ fn encode(
         // Controls in three columns (add lengths, copy lengths, seeks): each column's numbers are
         // alike, and LZMA2 finds more in them apart (1 to 2 % of the ruff and uv deltas). The add
         // literals' model, the slowest step, on one core; LZMA2 of every stream (the literals too,
-        // to measure the model against) on the other.
+        // to measure the model against) on the other. Either coder of the literals stops once its
+        // length so far settles which is kept ([`Race`]).
         Codec::Modeled { .. } | Codec::Lzma2 => {
             let (zero_runs, literals, segments) = runs.finish();
             // Raw LZMA2 sections, unless the literals are coded in blocks at once (an xz stream).
             let raw = raw && !(split && literals.len() >= SPLIT_ADDS);
             let code = |data: &[u8], kind| {
                 if raw {
-                    lzma2_raw(data, kind)
+                    lzma2_raw(data, kind, &never)?.ok_or_else(|| {
+                        io::Error::other("delta: an encoder stopped that was never told to")
+                    })
                 } else {
                     lzma2_compress(data, kind)
                 }
             };
+            let forced = match seeks {
+                SeekChoice::Force(f) => Some(f),
+                _ => None,
+            };
+            let race = Race {
+                min_gain: codec.model_min_gain(literals.len() as u64),
+                ..Race::default()
+            };
             let code_literals = || {
-                if raw {
-                    lzma2_raw(&literals, Kind::Add)
+                let enough = |n| race.lzma_enough(n);
+                let out = if raw {
+                    lzma2_raw(&literals, Kind::Add, &enough)
                 } else {
-                    lzma2_split(&literals, Kind::Add, split)
+                    lzma2_split(&literals, Kind::Add, split, &enough)
+                };
+                if let Ok(Some(l)) = &out {
+                    let _ = race.lzma.set(l.len());
                 }
+                out
             };
             let model = || {
                 let started = std::time::Instant::now();
-                let out = cm::encode(base, &segments, &literals);
+                let out = cm::encode_unless(base, &segments, &literals, &|n| race.model_enough(n));
                 tracing::debug!(
                     bytes = literals.len(),
-                    compressed = out.as_ref().map_or(0, Vec::len),
+                    compressed = out.as_ref().ok().and_then(Option::as_ref).map_or(0, Vec::len),
+                    stopped = matches!(out, Ok(None)),
                     elapsed = ?started.elapsed(),
                     "delta: add literals modeled"
                 );
+                if let Ok(Some(m)) = &out {
+                    let _ = race.model.set(m.len());
+                }
                 out
             };
             // Every stream but the add literals.
@@ -854,13 +1012,20 @@ fn encode(
                         "delta: copies against the base measured"
                     );
                 }
+                if let Some(n) = sections_but_literals(&rest, &words_z, forced) {
+                    let _ = race.rest.set(n);
+                }
                 (rest, words_z, against)
             };
             let modeling = matches!(codec, Codec::Modeled { .. });
             let (modeled, lzma, rest, words_z) = match budget {
-                // The literals' LZMA2 here, the model and then the other streams beside it.
+                // The literals' LZMA2 here, the other streams and then the model beside it (the
+                // other streams first: either coder of the literals needs their length to stop).
                 None => std::thread::scope(|scope| {
-                    let side = scope.spawn(|| (modeling.then(model), code_rest()));
+                    let side = scope.spawn(|| {
+                        let rest = code_rest();
+                        (modeling.then(model), rest)
+                    });
                     let lzma = code_literals();
                     side.join()
                         .map(|(modeled, (rest, words_z, against))| {
@@ -916,10 +1081,6 @@ fn encode(
             let [c0, c1, c2, z, copies] = rest;
             let mut rest = [c0?, c1?, c2?, z?, copies?];
             let mut flags = 0;
-            let forced = match seeks {
-                SeekChoice::Force(f) => Some(f),
-                _ => None,
-            };
             let mut seeks = Seeks::Varint;
             for w in words_z {
                 if let Some((w, how)) = w.transpose()? {
@@ -947,30 +1108,37 @@ fn encode(
                 flags |= FLAG_COPIES_BASE;
             }
             let lzma = lzma?;
+            let rest_len = rest.iter().map(Vec::len).sum::<usize>();
+            let stopped = || io::Error::other("delta: both coders of the add literals stopped");
             let (magic, lits) = match (codec, modeled) {
                 (Codec::Modeled { .. }, Some(m)) => {
                     let m = m?;
                     // Format 4 costs the device far more CPU to apply: keep it only where it pays.
-                    let whole = rest.iter().map(Vec::len).sum::<usize>() + lzma.len();
-                    let gain = lzma.len().saturating_sub(m.len());
-                    let min_gain = codec.model_min_gain(literals.len() as u64);
-                    let keep = m.len() <= lzma.len()
-                        && gain as u64 * 100 >= u64::from(min_gain) * whole as u64;
+                    let keep = match (&m, &lzma) {
+                        (Some(m), Some(l)) => race.keeps(rest_len, m.len(), l.len()),
+                        // LZMA2 stopped where the model was kept whatever its length, or the model
+                        // where it could not be.
+                        (Some(_), None) => true,
+                        (None, Some(_)) => false,
+                        (None, None) => return Err(stopped()),
+                    };
                     tracing::info!(
-                        modeled = m.len(),
-                        lzma2 = lzma.len(),
-                        delta = whole,
+                        modeled = m.as_ref().map(Vec::len),
+                        lzma2 = lzma.as_ref().map(Vec::len),
+                        rest = rest_len,
                         kept = if keep { "format 4" } else { "format 3" },
-                        "delta: the add model measured"
+                        "delta: the add model measured (a coder that stopped early has no length)"
                     );
-                    if keep {
-                        flags |= FLAG_MODELED;
-                        (MAGIC, m)
-                    } else {
-                        (MAGIC_3, lzma)
+                    match (keep, m, lzma) {
+                        (true, Some(m), _) => {
+                            flags |= FLAG_MODELED;
+                            (MAGIC, m)
+                        }
+                        (false, _, Some(l)) => (MAGIC_3, l),
+                        _ => return Err(stopped()),
                     }
                 }
-                _ => (MAGIC_3, lzma),
+                _ => (MAGIC_3, lzma.ok_or_else(stopped)?),
             };
             let [c0, c1, c2, z, copies] = rest;
             let magic = if seeks != Seeks::Varint || raw {

@@ -488,7 +488,9 @@ mod tests {
     /// The search as the whole array's binary search would find it, comparing whole suffixes.
     fn search_plainly(index: &Index<'_>, needle: &[u8]) -> (usize, usize) {
         let n = index.sa.len();
-        let lo = index.sa.partition_point(|&p| &index.base[p as usize..] < needle);
+        let lo = index
+            .sa
+            .partition_point(|&p| &index.base[p as usize..] < needle);
         let shared = |i: usize| common_prefix(&index.base[index.sa[i] as usize..], needle);
         let below = if lo > 0 { shared(lo - 1) } else { 0 };
         let above = if lo < n { shared(lo) } else { 0 };

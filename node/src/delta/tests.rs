@@ -1083,8 +1083,13 @@ fn add_literals_in_two_blocks_decode_as_one_stream() {
         .enumerate()
         .map(|(i, b)| if i % 7 == 0 { b } else { 0 })
         .collect();
-    let one = lzma2_compress_inner(&data, Kind::Add, None).expect("one block");
-    let two = lzma2_compress_inner(&data, Kind::Add, Some(150_001)).expect("two blocks");
+    let code = |block| {
+        lzma2_compress_inner(&data, Kind::Add, block, &never)
+            .expect("compress")
+            .expect("never stopped")
+    };
+    let one = code(None);
+    let two = code(Some(150_001));
     assert_ne!(one, two, "the split changed nothing");
     for coded in [&one, &two] {
         let mut back = Vec::new();
@@ -1094,8 +1099,115 @@ fn add_literals_in_two_blocks_decode_as_one_stream() {
         assert_eq!(back, data);
     }
     // Coding it again gives the same bytes: a delta does not depend on thread timing.
-    let again = lzma2_compress_inner(&data, Kind::Add, Some(150_001)).expect("again");
-    assert_eq!(again, two);
+    assert_eq!(code(Some(150_001)), two);
+}
+
+/// An encoder driven a piece at a time writes what one given everything at once writes, raw or
+/// an xz stream, in one block or two; and stops where told to, after its first piece.
+#[test]
+fn encoders_driven_in_pieces_write_the_same_bytes_and_stop_when_told() {
+    let data: Vec<u8> = testkit::bytes(DRIVE_PIECE * 2 + 12_345, 11)
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| if i % 5 == 0 { b } else { (i / 4096) as u8 })
+        .collect();
+    let (f, dict) = lzma2_filters(data.len(), Kind::Add).expect("filters");
+    let stream = liblzma::stream::Stream::new_raw_encoder(&f).expect("raw encoder");
+    let mut whole =
+        liblzma::write::XzEncoder::new_stream(vec![dict.trailing_zeros() as u8], stream);
+    whole.write_all(&data).expect("write");
+    let whole = whole.finish().expect("finish");
+    assert_eq!(
+        lzma2_raw(&data, Kind::Add, &never).expect("raw"),
+        Some(whole)
+    );
+    let stream =
+        liblzma::stream::Stream::new_stream_encoder(&f, liblzma::stream::Check::None).expect("xz");
+    let mut whole = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+    whole.write_all(&data).expect("write");
+    let whole = whole.finish().expect("finish");
+    assert_eq!(
+        lzma2_compress_inner(&data, Kind::Add, None, &never).expect("xz"),
+        Some(whole)
+    );
+    let asked = std::cell::Cell::new(0);
+    let enough = |_| {
+        asked.set(asked.get() + 1);
+        true
+    };
+    assert_eq!(lzma2_raw(&data, Kind::Add, &enough).expect("raw"), None);
+    assert_eq!(asked.get(), 1, "stopped at its first ask");
+    let half = data.len().div_ceil(2);
+    assert_eq!(
+        lzma2_compress_inner(&data, Kind::Add, Some(half), &|_| true).expect("two blocks"),
+        None
+    );
+}
+
+/// The model stops where told to, and runs to the same bytes where never told to.
+#[test]
+fn the_model_stops_when_told() {
+    let base = testkit::bytes(300_000, 12);
+    let literals = testkit::bytes(200_000, 13);
+    let segments = [cm::Segment {
+        base_pos: 0,
+        target_pos: 0,
+        len: literals.len() as u64,
+        base_end: base.len() as u64,
+    }];
+    let whole = cm::encode(&base, &segments, &literals).expect("encode");
+    assert_eq!(
+        cm::encode_unless(&base, &segments, &literals, &never).expect("encode"),
+        Some(whole.clone())
+    );
+    let asked = std::cell::Cell::new(Vec::new());
+    let enough = |n: usize| {
+        let mut a = asked.take();
+        a.push(n);
+        asked.set(a);
+        n > whole.len() / 2
+    };
+    assert_eq!(
+        cm::encode_unless(&base, &segments, &literals, &enough).expect("encode"),
+        None
+    );
+    let asked = asked.take();
+    assert!(
+        asked.len() >= 2 && asked.windows(2).all(|w| w[0] <= w[1]),
+        "{asked:?}"
+    );
+    let last = *asked.last().expect("asked");
+    assert!(last > whole.len() / 2 && last < whole.len(), "{asked:?}");
+}
+
+proptest::proptest! {
+    /// A coder stops only where its whole length could not change the choice: LZMA2 only where
+    /// the model is kept at every LZMA2 length from there on, the model only where it is kept at
+    /// none from there on.
+    #[test]
+    fn a_coder_stops_only_where_the_choice_is_settled(
+        min_gain in 0u8..=100,
+        rest in 0usize..5_000_000,
+        model in 0usize..5_000_000,
+        lzma in 0usize..5_000_000,
+        n in 0usize..5_000_000,
+    ) {
+        let race = Race { min_gain, ..Race::default() };
+        proptest::prop_assert!(!race.lzma_enough(n) && !race.model_enough(n), "nothing known yet");
+        race.rest.set(rest).expect("rest");
+        race.model.set(model).expect("model");
+        if race.lzma_enough(n) && n <= lzma {
+            proptest::prop_assert!(race.keeps(rest, model, lzma));
+        }
+        let race = Race { min_gain, ..Race::default() };
+        race.rest.set(rest).expect("rest");
+        race.lzma.set(lzma).expect("lzma");
+        if race.model_enough(n) && n <= model {
+            proptest::prop_assert!(!race.keeps(rest, model, lzma));
+        }
+        // And a coder at its whole length stops exactly where the choice is the other's.
+        proptest::prop_assert_eq!(race.model_enough(model), !race.keeps(rest, model, lzma));
+    }
 }
 
 #[test]
