@@ -767,8 +767,8 @@ pub fn create_diff_with_seeks(
 /// kept ([`Codec::Modeled`]). Each coder's output only grows, so each may stop as soon as its length
 /// so far settles that, whatever its whole length would be: LZMA2 once the model is kept anyway,
 /// the model once it cannot be. The delta is byte for byte the one both coders run to their ends
-/// would give; on an executable whose model wins by a quarter, LZMA2 stops at about three quarters
-/// of its input (`docs/deltas.md`).
+/// would give. Where the model wins by far, LZMA2 stops well before its end (grpcio: at 70 and 74 %
+/// of its input); where it wins narrowly, near its end or not at all (`docs/deltas.md`).
 #[derive(Default)]
 struct Race {
     /// The least gain that keeps the model, in percent of the delta's sections.
