@@ -1,6 +1,7 @@
 //! `wardswarm`: the one command-line tool for device makers, hospital IT and CI.
 
 use std::{
+    io::{Read, Write},
     path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
@@ -506,10 +507,12 @@ fn run(cli: Cli) -> Result<()> {
                     free_literals: model_free_literals,
                 },
             };
+            // The output is claimed first, so a path in use fails before minutes of work; its bytes
+            // appear there only whole (`fsutil::NewFile`).
+            let mut w =
+                fsutil::NewFile::create(&out, 0o644).with_context(|| out.display().to_string())?;
             let old = std::fs::read(&base).with_context(|| base.display().to_string())?;
             let new = std::fs::read(&target).with_context(|| target.display().to_string())?;
-            let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
-            let mut w = std::io::BufWriter::new(f);
             let methods = wardswarm_node::delta::Methods {
                 inflate: gzip == "auto",
                 against_base: formats_6_7 == "auto",
@@ -519,13 +522,11 @@ fn run(cli: Cli) -> Result<()> {
                 copies_against_base: formats_6_7 == "auto",
             };
             wardswarm_node::delta::create_with(&old, &new, codec, methods, &mut w)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
+            let len = w.commit().with_context(|| out.display().to_string())?;
             println!(
-                "{}: {} bytes ({:.2} % of the target)",
+                "{}: {len} bytes ({:.2} % of the target)",
                 out.display(),
-                f.metadata()?.len(),
-                f.metadata()?.len() as f64 * 100.0 / new.len().max(1) as f64
+                len as f64 * 100.0 / new.len().max(1) as f64
             );
             Ok(())
         }
@@ -535,20 +536,37 @@ fn run(cli: Cli) -> Result<()> {
             out,
             max_length,
         }) => {
-            let b = std::fs::File::open(&base).with_context(|| base.display().to_string())?;
+            // A delta that fails part-way (malformed, truncated, the wrong base) leaves nothing at
+            // the output path: its bytes appear there only whole (`fsutil::NewFile`).
+            let mut w =
+                fsutil::NewFile::create(&out, 0o644).with_context(|| out.display().to_string())?;
+            let b = fsutil::open_regular(&base).with_context(|| base.display().to_string())?;
             let mut r = wardswarm_node::delta::apply(
-                || std::fs::File::open(&delta),
+                || fsutil::open_regular(&delta),
                 std::io::BufReader::with_capacity(wardswarm_node::delta::BASE_BUFFER, b),
                 max_length,
             )
             .with_context(|| delta.display().to_string())?;
-            let f = std::fs::File::create_new(&out).with_context(|| out.display().to_string())?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let n = std::io::copy(&mut r, &mut w)?;
+            // Read and write errors told apart: a bad delta is not a full disk.
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            loop {
+                let k = match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("applying {}", delta.display()))
+                    }
+                };
+                w.write_all(&buf[..k])
+                    .with_context(|| format!("writing {}", out.display()))?;
+                n += k as u64;
+            }
             if n > max_length {
                 bail!("the delta produced more than {max_length} bytes");
             }
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            w.commit().with_context(|| out.display().to_string())?;
             println!("{}: {n} bytes", out.display());
             Ok(())
         }

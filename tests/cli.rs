@@ -392,6 +392,78 @@ fn full_disk_leaves_nothing_behind() {
 }
 
 #[test]
+fn delta_commands_leave_no_half_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write_image(&d.join("old"), 1);
+    // The target: the base with a few regions changed, so the delta has work to do.
+    let mut new = fs::read(d.join("old")).expect("read");
+    for i in (0..new.len()).step_by(40_000) {
+        new[i] ^= 0x5a;
+    }
+    fs::write(d.join("new"), &new).expect("write");
+    ok(
+        d,
+        &[
+            "delta", "create", "--base", "old", "--target", "new", "--out", "d",
+        ],
+    );
+    // An output path in use is refused before the work, and kept as it was.
+    let err = fails(
+        d,
+        &[
+            "delta", "create", "--base", "old", "--target", "new", "--out", "d",
+        ],
+    );
+    assert!(err.contains("the output exists"), "{err}");
+    ok(
+        d,
+        &[
+            "delta", "apply", "--base", "old", "--delta", "d", "--out", "back",
+        ],
+    );
+    assert_eq!(fs::read(d.join("back")).expect("read"), new);
+    let err = fails(
+        d,
+        &[
+            "delta", "apply", "--base", "old", "--delta", "d", "--out", "back",
+        ],
+    );
+    assert!(err.contains("the output exists"), "{err}");
+    // A delta cut short or damaged fails, and nothing appears at the output path, nor beside it.
+    let bytes = fs::read(d.join("d")).expect("read");
+    fs::write(d.join("cut"), &bytes[..bytes.len() * 2 / 3]).expect("write");
+    let mut bad = bytes.clone();
+    let at = bad.len() - 40;
+    bad[at] ^= 0x55;
+    fs::write(d.join("bad"), &bad).expect("write");
+    for delta in ["cut", "bad"] {
+        let out = format!("from-{delta}");
+        let err = fails(
+            d,
+            &[
+                "delta", "apply", "--base", "old", "--delta", delta, "--out", &out,
+            ],
+        );
+        assert!(
+            err.contains(&format!("{delta}: ")) && err.contains("malformed"),
+            "{delta}: the error names the delta: {err}"
+        );
+        assert!(!d.join(&out).exists(), "{delta}: no output");
+    }
+    let mut names: Vec<String> = fs::read_dir(d)
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["back", "bad", "cut", "d", "new", "old"],
+        "no temporary files left"
+    );
+}
+
+#[test]
 fn root_rotation_needs_both_thresholds() {
     let s = Setup::new();
     let d = s.path();

@@ -66,6 +66,64 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     fsync_dir(parent_dir(path))
 }
 
+/// A new file written as a stream, crash-safe: the bytes go to a temporary file beside `path`, which
+/// [`NewFile::commit`] fsyncs and links into place only if nothing is at `path` by then, then fsyncs
+/// the directory. Dropped without `commit` (an error, a panic), the temporary file is removed: a
+/// reader never finds half an output at `path`. After a kill -9 a hidden `.wardswarm-*` file may
+/// remain beside it, never at `path`.
+#[derive(Debug)]
+pub struct NewFile {
+    path: std::path::PathBuf,
+    w: io::BufWriter<tempfile::NamedTempFile>,
+}
+
+impl NewFile {
+    /// Starts a new file at `path`, refusing at once if something is there already
+    /// (`io::ErrorKind::AlreadyExists`), before any work goes into its bytes.
+    pub fn create(path: &Path, mode: u32) -> io::Result<Self> {
+        if fs::symlink_metadata(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the output exists; remove it or choose another path",
+            ));
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".wardswarm-")
+            .tempfile_in(parent_dir(path))?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+        Ok(Self {
+            path: path.to_owned(),
+            w: io::BufWriter::with_capacity(1 << 20, tmp),
+        })
+    }
+
+    /// Flushes and fsyncs the bytes, puts them at the path (refusing to replace a file that appeared
+    /// there meanwhile) and fsyncs the directory. Returns the file's length.
+    pub fn commit(self) -> io::Result<u64> {
+        let tmp = self.w.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all()?;
+        let len = tmp.as_file().metadata()?.len();
+        tmp.persist_noclobber(&self.path).map_err(|e| e.error)?;
+        fsync_dir(parent_dir(&self.path))?;
+        Ok(len)
+    }
+}
+
+impl Write for NewFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.w.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
 /// Reads a whole file, refusing (before reading it all) one larger than `max` bytes.
 /// Returns `Ok(Err(len))` when the file is over the cap so callers can build their own error.
 pub fn read_capped(path: &Path, max: u64) -> io::Result<Result<Vec<u8>, u64>> {
@@ -319,6 +377,49 @@ mod tests {
         replace(&p, b"three", 0o644)?;
         assert_eq!(fs::read(&p)?, b"three");
         assert!(matches!(read_capped(&p, 4)?, Err(5)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_file_appears_whole_on_commit_and_not_at_all_otherwise() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("out");
+        // Dropped before commit (as on an error): nothing at the path, nothing left beside it.
+        {
+            let mut f = NewFile::create(&p, 0o644)?;
+            f.write_all(&[7u8; 3 << 20])?;
+            assert!(!p.exists(), "no half output while it is written");
+        }
+        assert!(!p.exists());
+        assert_eq!(
+            fs::read_dir(dir.path())?.count(),
+            0,
+            "the temporary file is removed"
+        );
+        // Committed: all of it, with its mode.
+        let mut f = NewFile::create(&p, 0o640)?;
+        f.write_all(b"whole")?;
+        assert_eq!(f.commit()?, 5);
+        assert_eq!(fs::read(&p)?, b"whole");
+        assert_eq!(fs::metadata(&p)?.permissions().mode() & 0o777, 0o640);
+        // An existing output is refused before any work, and kept.
+        let e = NewFile::create(&p, 0o644).expect_err("exists");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        // A file that appears while the new one is written is not replaced.
+        let q = dir.path().join("raced");
+        let mut f = NewFile::create(&q, 0o644)?;
+        f.write_all(b"mine")?;
+        fs::write(&q, b"theirs")?;
+        assert_eq!(
+            f.commit().expect_err("raced").kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(fs::read(&q)?, b"theirs");
+        assert_eq!(
+            fs::read_dir(dir.path())?.count(),
+            2,
+            "out and raced, no temporary"
+        );
         Ok(())
     }
 
