@@ -125,6 +125,15 @@ impl GroupSet {
         out.recount();
         out
     }
+    /// Every group of `self` is in `other` (of the same length).
+    pub fn is_subset(&self, other: &GroupSet) -> bool {
+        self.len == other.len
+            && self
+                .words
+                .iter()
+                .zip(&other.words)
+                .all(|(a, b)| a & !b == 0)
+    }
     /// Adds every group of `other`.
     pub fn union_with(&mut self, other: &GroupSet) {
         for (i, w) in self.words.iter_mut().enumerate() {
@@ -180,6 +189,16 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn subset_is_every_member_contained(len in 1u64..300, a in proptest::collection::vec(0u64..300, 0..60), b in proptest::collection::vec(0u64..300, 0..200)) {
+            let (mut x, mut y) = (GroupSet::new(len), GroupSet::new(len));
+            for m in &a { if *m < len { x.insert(*m); } }
+            for m in &b { if *m < len { y.insert(*m); } }
+            prop_assert_eq!(x.is_subset(&y), x.iter().all(|g| y.contains(g)));
+            prop_assert!(x.difference(&y).is_subset(&x));
+            prop_assert!(!x.is_subset(&GroupSet::new(len + 1)), "other lengths never");
+        }
+
         #[test]
         fn bytes_and_runs_round_trip(len in 0u64..300, members in proptest::collection::vec(0u64..300, 0..80)) {
             let mut s = GroupSet::new(len);

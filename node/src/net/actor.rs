@@ -926,6 +926,17 @@ impl Actor {
             };
             let mine = self.announced(&e);
             let fetching = self.downloads.contains_key(&root);
+            // Devices whose last HAVE of this artifact holds all we would announce.
+            let holders: HashSet<PeerId> = peers
+                .iter()
+                .filter(|(p, _)| {
+                    self.peer_haves
+                        .get(p)
+                        .and_then(|m| m.get(&root))
+                        .is_some_and(|h| h.length == e.length() && mine.is_subset(&h.groups))
+                })
+                .map(|(p, _)| *p)
+                .collect();
             let seed = if uploads { self.seed(root) } else { None };
             let a = HaveArtifact {
                 mine: &mine,
@@ -933,7 +944,9 @@ impl Actor {
                 fetching,
                 seed,
             };
-            for (p, groups) in policy::have_round(now, |p| due.contains(p), a, &peers) {
+            for (p, groups) in
+                policy::have_round(now, |p| due.contains(p), |p| holders.contains(p), a, &peers)
+            {
                 let frame = Have {
                     root,
                     length: e.length(),

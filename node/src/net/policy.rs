@@ -122,9 +122,16 @@ pub struct HaveArtifact<'a, P: Ord + Clone> {
 /// when it changed to every peer, and to a peer whose full refresh is due (`refresh`) whether or
 /// not it changed; a super-seeding gateway sends each device its own view when it changed (views
 /// grow as devices fetch) or a refresh is due, and other gateways its full set.
+///
+/// A changed set is not sent to a device known to hold all of it already (`holds_all`, from that
+/// device's own last HAVE): it could request nothing from us, so the frame would tell it nothing
+/// it can use (libtorrent's "redundant HAVE"). What a peer said it holds only grows, so this never
+/// keeps back a group the peer lacks; its refresh still goes out, and gateways get every change
+/// (a super-seeding gateway plans on what each device holds).
 pub fn have_round<P: Ord + Clone>(
     now_ms: u64,
     refresh: impl Fn(&P) -> bool,
+    holds_all: impl Fn(&P) -> bool,
     a: HaveArtifact<'_, P>,
     peers: &[(P, Role)],
 ) -> Vec<(P, GroupSet)> {
@@ -135,7 +142,9 @@ pub fn have_round<P: Ord + Clone>(
     let Some(seed) = a.seed else {
         return peers
             .iter()
-            .filter(|(p, _)| send_full(p))
+            .filter(|(p, role)| {
+                refresh(p) || (a.changed && (*role != Role::Device || !holds_all(p)))
+            })
             .map(|(p, _)| (p.clone(), a.mine.clone()))
             .collect();
     };
@@ -211,14 +220,17 @@ mod tests {
             fetching: true,
             seed: None,
         };
-        assert!(have_round(0, |_| false, unchanged, &peers).is_empty());
+        assert!(have_round(0, |_| false, |_| false, unchanged, &peers).is_empty());
         let changed = HaveArtifact {
             mine: &mine,
             changed: true,
             fetching: true,
             seed: None,
         };
-        assert_eq!(have_round(0, |_| false, changed, &peers).len(), 2);
+        assert_eq!(
+            have_round(0, |_| false, |_| false, changed, &peers).len(),
+            2
+        );
         let nothing = GroupSet::new(8);
         let idle = HaveArtifact {
             mine: &nothing,
@@ -226,7 +238,7 @@ mod tests {
             fetching: false,
             seed: None,
         };
-        assert!(have_round(0, |_| true, idle, &peers).is_empty());
+        assert!(have_round(0, |_| true, |_| false, idle, &peers).is_empty());
         // An unchanged set goes only to the peers whose refresh is due.
         let unchanged = HaveArtifact {
             mine: &mine,
@@ -234,8 +246,27 @@ mod tests {
             fetching: true,
             seed: None,
         };
-        let out = have_round(0, |p| *p == 2, unchanged, &peers);
+        let out = have_round(0, |p| *p == 2, |_| false, unchanged, &peers);
         assert_eq!(out.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2]);
+        // A change is not sent to a device that holds all of it already, but is to a gateway that
+        // does, and a refresh goes out whatever the peer holds.
+        let three = [(1u32, Role::Device), (2, Role::Gateway), (3, Role::Device)];
+        let changed = || HaveArtifact {
+            mine: &mine,
+            changed: true,
+            fetching: true,
+            seed: None,
+        };
+        let to = |out: Vec<(u32, GroupSet)>| out.into_iter().map(|(p, _)| p).collect::<Vec<_>>();
+        let holders = |p: &u32| *p != 3;
+        assert_eq!(
+            to(have_round(0, |_| false, holders, changed(), &three)),
+            [2, 3]
+        );
+        assert_eq!(
+            to(have_round(0, |p| *p == 1, holders, changed(), &three)),
+            [1, 2, 3]
+        );
 
         // A gateway shows a device nothing until the device says it fetches; then a window of
         // fresh groups, not all it has.
@@ -246,6 +277,7 @@ mod tests {
             have_round(
                 0,
                 |_| refresh,
+                |_| false,
                 HaveArtifact {
                     mine: &full,
                     changed: false,

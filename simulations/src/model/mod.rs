@@ -673,10 +673,17 @@ impl<'a> Ward<'a> {
         let changed = self.nodes[i].sent.as_ref() != Some(&mine);
         let fetching = self.nodes[i].sched.is_some();
         // The gateway super-seeds (the node's `seed` for an uploading gateway).
+        let known = &self.nodes[i].known;
+        let holders: BTreeSet<usize> = peers
+            .iter()
+            .filter(|(p, _)| known.get(p).is_some_and(|k| mine.is_subset(k)))
+            .map(|(p, _)| *p)
+            .collect();
         let seed = (i == 0).then_some(&mut self.seed);
         let frames = policy::have_round(
             now_ms,
             |p| due.contains(p),
+            |p| holders.contains(p),
             HaveArtifact {
                 mine: &mine,
                 changed,
