@@ -536,7 +536,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             max_length,
         }) => {
-            // A delta that fails part-way (malformed, truncated, the wrong base) leaves nothing at
+            // A delta that fails part-way (malformed, cut short) or a full disk leaves nothing at
             // the output path: its bytes appear there only whole (`fsutil::NewFile`).
             let mut w =
                 fsutil::NewFile::create(&out, 0o644).with_context(|| out.display().to_string())?;
