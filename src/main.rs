@@ -511,8 +511,9 @@ fn run(cli: Cli) -> Result<()> {
             // appear there only whole (`fsutil::NewFile`).
             let mut w =
                 fsutil::NewFile::create(&out, 0o644).with_context(|| out.display().to_string())?;
-            let old = std::fs::read(&base).with_context(|| base.display().to_string())?;
-            let new = std::fs::read(&target).with_context(|| target.display().to_string())?;
+            let old = fsutil::read_regular(&base).with_context(|| base.display().to_string())?;
+            let new =
+                fsutil::read_regular(&target).with_context(|| target.display().to_string())?;
             let methods = wardswarm_node::delta::Methods {
                 inflate: gzip == "auto",
                 against_base: formats_6_7 == "auto",

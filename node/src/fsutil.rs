@@ -141,6 +141,15 @@ pub fn read_capped(path: &Path, max: u64) -> io::Result<Result<Vec<u8>, u64>> {
     Ok(Ok(buf))
 }
 
+/// Reads a whole file the user named, refusing anything but a regular file ([`open_regular`]):
+/// an image or a delta, read whole where the work needs it all at once.
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let mut f = open_regular(path)?;
+    let mut buf = Vec::with_capacity(f.metadata()?.len() as usize);
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// Opens a file the user named for reading, refusing anything but a regular file: a FIFO would
 /// block the read until a writer appears (or forever), a device or a directory is not a document.
 /// The open itself is non-blocking, so even a FIFO is refused at once.
@@ -359,6 +368,9 @@ mod tests {
         assert!(made.success(), "mkfifo failed");
         let e = read_capped(&p, 1024).expect_err("a FIFO");
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = read_regular(&p).expect_err("a FIFO");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(read_regular(d.path()).is_err(), "a directory");
         assert!(open_regular(d.path()).is_err(), "a directory");
         Ok(())
     }

@@ -182,7 +182,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport, ReleaseError> {
     }];
     if !req.bases.is_empty() {
         let t = &req.target;
-        let new = fs::read(t).map_err(|e| err(t, e))?;
+        let new = fsutil::read_regular(t).map_err(|e| err(t, e))?;
         for b in &req.bases {
             if let Some(a) = build_delta(
                 req.delta_codec,
@@ -258,7 +258,7 @@ fn build_delta(
     full_len: u64,
     art_dir: &Path,
 ) -> Result<Option<Artifact>, ReleaseError> {
-    let old = fs::read(base_path).map_err(|e| err(base_path, e))?;
+    let old = fsutil::read_regular(base_path).map_err(|e| err(base_path, e))?;
     let base = Hash::of(&old);
     if base == target.hash {
         return Ok(None);
