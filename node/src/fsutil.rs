@@ -37,32 +37,30 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// A synced temporary file with `bytes` and permission `mode`, beside `path`.
-fn synced_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<tempfile::NamedTempFile> {
-    let mut tmp = tempfile::Builder::new()
+/// An empty temporary file with permission `mode`, beside `path`.
+fn temp_beside(path: &Path, mode: u32) -> io::Result<tempfile::NamedTempFile> {
+    let tmp = tempfile::Builder::new()
         .prefix(".wardswarm-")
         .tempfile_in(parent_dir(path))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
     Ok(tmp)
 }
 
 /// Writes `bytes` to a new file at `path` with permission `mode`, atomically, refusing to replace an
 /// existing file (`io::ErrorKind::AlreadyExists`). Nothing is left behind on failure.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    synced_temp(path, bytes, mode)?
-        .persist_noclobber(path)
-        .map_err(|e| e.error)?;
-    fsync_dir(parent_dir(path))
+    let mut f = NewFile::create(path, mode)?;
+    f.write_all(bytes)?;
+    f.commit().map(drop)
 }
 
 /// Replaces (or creates) `path` with `bytes` atomically, keeping `mode`.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    synced_temp(path, bytes, mode)?
-        .persist(path)
-        .map_err(|e| e.error)?;
+    let mut tmp = temp_beside(path, mode)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     fsync_dir(parent_dir(path))
 }
 
@@ -87,14 +85,9 @@ impl NewFile {
                 "the output exists; remove it or choose another path",
             ));
         }
-        let tmp = tempfile::Builder::new()
-            .prefix(".wardswarm-")
-            .tempfile_in(parent_dir(path))?;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(mode))?;
         Ok(Self {
             path: path.to_owned(),
-            w: io::BufWriter::with_capacity(1 << 20, tmp),
+            w: io::BufWriter::with_capacity(1 << 20, temp_beside(path, mode)?),
         })
     }
 
