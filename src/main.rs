@@ -175,6 +175,11 @@ enum DeltaCmd {
         /// Refuse output longer than this many bytes.
         #[arg(long, default_value_t = u64::MAX - 1)]
         max_length: u64,
+        /// The new image's BLAKE3 (`blake3:<64 hex digits>`, as a manifest names it): an output
+        /// that hashes otherwise (a wrong base, a delta for another pair) is refused and nothing is
+        /// left at OUT. Without it the output's hash is printed, not checked.
+        #[arg(long)]
+        expect: Option<wardswarm_node::hash::Hash>,
     },
 }
 
@@ -536,6 +541,7 @@ fn run(cli: Cli) -> Result<()> {
             delta,
             out,
             max_length,
+            expect,
         }) => {
             // A delta that fails part-way (malformed, cut short) or a full disk leaves nothing at
             // the output path: its bytes appear there only whole (`fsutil::NewFile`).
@@ -551,6 +557,7 @@ fn run(cli: Cli) -> Result<()> {
             // Read and write errors told apart: a bad delta is not a full disk.
             let mut buf = vec![0u8; 1 << 20];
             let mut n = 0u64;
+            let mut hasher = blake3::Hasher::new();
             loop {
                 let k = match r.read(&mut buf) {
                     Ok(0) => break,
@@ -560,6 +567,7 @@ fn run(cli: Cli) -> Result<()> {
                         return Err(e).with_context(|| format!("applying {}", delta.display()))
                     }
                 };
+                hasher.update(&buf[..k]);
                 w.write_all(&buf[..k])
                     .with_context(|| format!("writing {}", out.display()))?;
                 n += k as u64;
@@ -567,8 +575,28 @@ fn run(cli: Cli) -> Result<()> {
             if n > max_length {
                 bail!("the delta produced more than {max_length} bytes");
             }
+            let got = wardswarm_node::hash::Hash::from(hasher.finalize());
+            if let Some(want) = expect {
+                if got != want {
+                    // `w` is dropped uncommitted: its temporary file goes, OUT stays absent.
+                    bail!(
+                        "applying {} to {} gave {n} bytes hashing to {got}, not the expected {want}: \
+                         the base is not the one this delta was made from, the delta is for \
+                         another image, or the expected hash is not this image's; nothing was \
+                         written to {}",
+                        delta.display(),
+                        base.display(),
+                        out.display()
+                    );
+                }
+            }
             w.commit().with_context(|| out.display().to_string())?;
-            println!("{}: {n} bytes", out.display());
+            let checked = if expect.is_some() {
+                ", as expected"
+            } else {
+                ""
+            };
+            println!("{}: {n} bytes, {got}{checked}", out.display());
             Ok(())
         }
         Cmd::Audit(AuditCmd::Verify { file }) => {
