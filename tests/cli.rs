@@ -40,97 +40,14 @@ fn fails(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `delta apply --expect` checks the output's BLAKE3 before it puts the output in place: the right
-/// pair gives the image, a wrong base or a wrong expectation gives a clear error and nothing at the
-/// output path.
-#[test]
-fn delta_apply_checks_the_expected_hash() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    write_image(&d.join("old"), 1);
-    write_image(&d.join("other"), 2);
-    let mut new = fs::read(d.join("old")).expect("read");
-    for i in (0..new.len()).step_by(30_000) {
-        new[i] = new[i].wrapping_add(7);
-    }
-    fs::write(d.join("new"), &new).expect("write");
-    ok(
-        d,
-        &[
-            "delta", "create", "--base", "old", "--target", "new", "--out", "d",
-        ],
-    );
-    let want = wardswarm_node::hash::Hash::of(&new).to_string();
-    let out = ok(
-        d,
-        &[
-            "delta", "apply", "--base", "old", "--delta", "d", "--out", "n1", "--expect", &want,
-        ],
-    );
-    assert!(out.contains(&want) && out.contains("as expected"), "{out}");
-    assert_eq!(fs::read(d.join("n1")).expect("read"), new);
-    // Without `--expect`, the hash is printed for the caller to compare.
-    let out = ok(
-        d,
-        &[
-            "delta", "apply", "--base", "old", "--delta", "d", "--out", "n2",
-        ],
-    );
-    assert!(out.contains(&want) && !out.contains("as expected"), "{out}");
-    // The wrong base (a delta carries no hash of its base or target): refused by the hash, or
-    // earlier as malformed; either way nothing at the output path.
-    let err = fails(
-        d,
-        &[
-            "delta", "apply", "--base", "other", "--delta", "d", "--out", "n3", "--expect", &want,
-        ],
-    );
-    assert!(
-        err.contains("not the expected") || err.contains("malformed"),
-        "{err}"
-    );
-    assert!(!d.join("n3").exists());
-    // The right pair but another expectation.
-    let old_hash = wardswarm_node::hash::Hash::of(&fs::read(d.join("old")).expect("read"));
-    let err = fails(
-        d,
-        &[
-            "delta",
-            "apply",
-            "--base",
-            "old",
-            "--delta",
-            "d",
-            "--out",
-            "n4",
-            "--expect",
-            &old_hash.to_string(),
-        ],
-    );
-    assert!(
-        err.contains("not the expected") && err.contains("nothing was written"),
-        "{err}"
-    );
-    assert!(!d.join("n4").exists());
-    // A malformed expectation is refused before any work.
-    let err = fails(
-        d,
-        &[
-            "delta", "apply", "--base", "old", "--delta", "d", "--out", "n5", "--expect", "abc",
-        ],
-    );
-    assert!(err.contains("algorithm prefix"), "{err}");
-    assert!(!d.join("n5").exists());
-    let mut names: Vec<String> = fs::read_dir(d)
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
         .expect("ls")
         .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        ["d", "n1", "n2", "new", "old", "other"],
-        "no temporary files left"
-    );
+    names
 }
 
 /// A deterministic 3 MiB image: pseudo-random bytes then zeros, so zstd has something to do.
@@ -544,14 +461,97 @@ fn delta_commands_leave_no_half_output() {
         );
         assert!(!d.join(&out).exists(), "{delta}: no output");
     }
-    let mut names: Vec<String> = fs::read_dir(d)
-        .expect("ls")
-        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        names_in(d),
         ["back", "bad", "cut", "d", "new", "old"],
+        "no temporary files left"
+    );
+}
+
+/// `delta apply --expect` checks the output's BLAKE3 before it puts the output in place: the right
+/// pair gives the image, a wrong base or a wrong expectation gives a clear error and nothing at the
+/// output path.
+#[test]
+fn delta_apply_checks_the_expected_hash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write_image(&d.join("old"), 1);
+    write_image(&d.join("other"), 2);
+    let mut new = fs::read(d.join("old")).expect("read");
+    for i in (0..new.len()).step_by(30_000) {
+        new[i] = new[i].wrapping_add(7);
+    }
+    fs::write(d.join("new"), &new).expect("write");
+    ok(
+        d,
+        &[
+            "delta", "create", "--base", "old", "--target", "new", "--out", "d",
+        ],
+    );
+    let want = wardswarm_node::hash::Hash::of(&new).to_string();
+    let out = ok(
+        d,
+        &[
+            "delta", "apply", "--base", "old", "--delta", "d", "--out", "n1", "--expect", &want,
+        ],
+    );
+    assert!(out.contains(&want) && out.contains("as expected"), "{out}");
+    assert_eq!(fs::read(d.join("n1")).expect("read"), new);
+    // Without `--expect`, the hash is printed for the caller to compare.
+    let out = ok(
+        d,
+        &[
+            "delta", "apply", "--base", "old", "--delta", "d", "--out", "n2",
+        ],
+    );
+    assert!(out.contains(&want) && !out.contains("as expected"), "{out}");
+    // The wrong base (a delta carries no hash of its base or target): refused by the hash, or
+    // earlier as malformed; either way nothing at the output path.
+    let err = fails(
+        d,
+        &[
+            "delta", "apply", "--base", "other", "--delta", "d", "--out", "n3", "--expect", &want,
+        ],
+    );
+    assert!(
+        err.contains("not the expected") || err.contains("malformed"),
+        "{err}"
+    );
+    assert!(!d.join("n3").exists());
+    // The right pair but another expectation.
+    let old_hash = wardswarm_node::hash::Hash::of(&fs::read(d.join("old")).expect("read"));
+    let err = fails(
+        d,
+        &[
+            "delta",
+            "apply",
+            "--base",
+            "old",
+            "--delta",
+            "d",
+            "--out",
+            "n4",
+            "--expect",
+            &old_hash.to_string(),
+        ],
+    );
+    assert!(
+        err.contains("not the expected") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!d.join("n4").exists());
+    // A malformed expectation is refused before any work.
+    let err = fails(
+        d,
+        &[
+            "delta", "apply", "--base", "old", "--delta", "d", "--out", "n5", "--expect", "abc",
+        ],
+    );
+    assert!(err.contains("algorithm prefix"), "{err}");
+    assert!(!d.join("n5").exists());
+    assert_eq!(
+        names_in(d),
+        ["d", "n1", "n2", "new", "old", "other"],
         "no temporary files left"
     );
 }
