@@ -62,6 +62,11 @@
 #                   sass-embedded-linux-x64 1.83.0 -> 1.83.1 (npm; the Dart runtime beside it is unchanged)
 #   lightningcss    Rust, x86-64, Node addon, lightningcss-linux-x64-gnu 1.28.1 -> 1.28.2 (npm)
 #   oxide           Rust, x86-64, Node addon, @tailwindcss/oxide-linux-x64-gnu 4.0.0 -> 4.0.1 (npm)
+# and, on 2026-12-07 (twenty-seventh pass), measured before anything was changed for them:
+#   turbo           Rust, x86-64, static-pie executable, turbo-linux-64 2.8.16 -> 2.8.17 (npm)
+#   turbo-arm64     Rust, AArch64, static executable, turbo-linux-arm64 2.8.16 -> 2.8.17 (npm)
+#   maturin         Rust, x86-64, static-pie executable, maturin 1.12.4 -> 1.12.5 (PyPI)
+#   parcel-watcher  C++, x86-64, Node addon, @parcel/watcher-linux-x64-glibc 2.5.4 -> 2.5.6 (npm)
 #
 # Needs: bash, python3, pip, curl, tar, sha256sum, dpkg-deb.
 set -euo pipefail
@@ -384,4 +389,21 @@ npm_file @tailwindcss/oxide-linux-x64-gnu oxide-linux-x64-gnu 4.0.0 33a4de45eafb
     package/tailwindcss-oxide.linux-x64-gnu.node "$OUT/pairs/oxide/old" 177f55d8a5408daebcd08019defab76230369d0efa5db84f0a2a1e2efa20ed81
 npm_file @tailwindcss/oxide-linux-x64-gnu oxide-linux-x64-gnu 4.0.1 a4d7d88f16c1fe48536a8be2ed5f53afba2f6062eb0db133adee87c5d191680a \
     package/tailwindcss-oxide.linux-x64-gnu.node "$OUT/pairs/oxide/new" 1fb15505fb98e440cb87783823120b53767a73af587f19ca4fb8452df3abc24e
-log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python,lefthook,lefthook-arm64,buf-breaking,rollup-armhf,rollup-arm64,expat-ppc64el,esbuild-arm,sass-snapshot,lightningcss,oxide}"
+log "four more, measured before anything was changed for them (2026-12-07, issue 15 twenty-seventh pass)"
+npm_file turbo-linux-64 turbo-linux-64 2.8.16 411459f04b0258b7c9da537b88495e402e9d512f95b848c5c62ad9358a8eb773 \
+    turbo-linux-x64/bin/turbo "$OUT/pairs/turbo/old" 7b80fbff6b5c9acdfebb3581f983b7dc0d554854863344c09ce1b41bbeb738f2
+npm_file turbo-linux-64 turbo-linux-64 2.8.17 dcb1bac57f5745503defe968dc23780b2ad986615c2a4c9a44439061eb10753a \
+    turbo-linux-x64/bin/turbo "$OUT/pairs/turbo/new" 8082ad2e3a3bfe615388f5768e738c49b380faa20e32ea9784122646f46b89f8
+npm_file turbo-linux-arm64 turbo-linux-arm64 2.8.16 34fa8f201b351bc4319427d9ad2d6f2f75bd2efca621727c0febb0c3f4ded954 \
+    turbo-linux-arm64/bin/turbo "$OUT/pairs/turbo-arm64/old" c3260a0740cdf4e1a27fa3143e4719305f8d83217baeb6207095f236ebbca59b
+npm_file turbo-linux-arm64 turbo-linux-arm64 2.8.17 8b20bfcd34adfbe8fb670653571b87947c882ee850c56969ebf6cd7d63a8192b \
+    turbo-linux-arm64/bin/turbo "$OUT/pairs/turbo-arm64/new" 58626aebc544517633aacb0443f23d8e2c3bb6a03a6117b09e6e2ce25e13b590
+wheel maturin 1.12.4 manylinux_2_12_x86_64 88e09e6c386b08974fab0c7e4c07d7c7c50a0ba63095d31e930d80568488e1be \
+    maturin-1.12.4.data/scripts/maturin "$OUT/pairs/maturin/old" 7984d2c852be9a47c78b84e471a7c8bf6e66b14b20924b47c7aaab33061fd1d2
+wheel maturin 1.12.5 manylinux_2_12_x86_64 ed59f6a24a9b107a2812b8c0ef48a0f0abddcfa18e120dd028bfc8fa2883ff2c \
+    maturin-1.12.5.data/scripts/maturin "$OUT/pairs/maturin/new" 1fa09b292f86244176b7c90dc6728aa7354caffc498131e0e51127f80195b5ec
+npm_file @parcel/watcher-linux-x64-glibc watcher-linux-x64-glibc 2.5.4 b4427c5aee7f7b0d4eab2b0e7b9cccb4fd9db113cff1673e9ac49742a12d929a \
+    package/watcher.node "$OUT/pairs/parcel-watcher/old" fd71c9bc1ec933f37ec6ca7aa194275d5fbb069e6ba18bae0d7fe04e3a886f74
+npm_file @parcel/watcher-linux-x64-glibc watcher-linux-x64-glibc 2.5.6 43eed2f56c7b33d32172cf79513e807b4588ecc4e05d53a306d78fc6c356a42e \
+    package/watcher.node "$OUT/pairs/parcel-watcher/new" f5a86a5231fb33c6c1830649eafd2c9e72647edb45aad753148d08cee6a42dea
+log "done: $OUT/pairs/{uv,cmake,ruff-arm64,ninja,pydantic,pydantic-arm64,orjson,rpds,regex,esbuild,esbuild-arm64,biome,rollup,lxml,numpy,cryptography,grpcio,swc,psutil,jiter,tokenizers,pydantic-armv7,orjson-armv7,jiter-armv7,libcrypto-armhf,libcrypto-i386,libcrypto-amd64,libxml2-armhf,expat,expat-arm64,expat-armhf,expat-i386,curl,curl-arm64,curl-armhf,curl-i386,ssh,ssh-arm64,ssh-armhf,ssh-i386,systemd,systemd-arm64,systemd-armhf,systemd-i386,glib,python,lefthook,lefthook-arm64,buf-breaking,rollup-armhf,rollup-arm64,expat-ppc64el,esbuild-arm,sass-snapshot,lightningcss,oxide,turbo,turbo-arm64,maturin,parcel-watcher}"
