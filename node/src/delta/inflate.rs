@@ -4,8 +4,9 @@
 //! A changed file that is stored gzip-compressed (a package's changelog, a man page) differs all
 //! through its deflate bytes, so a diff of the images sees noise where the content changed by a few
 //! lines. Format 5 diffs "expanded" images instead: every listed gzip body of the base is replaced
-//! by its inflated bytes, and so is every gzip body of the target that this build's zlib
-//! re-compresses bit for bit (gzip -9n, as Debian packages are built, mostly is). The delta carries
+//! by its inflated bytes, and so is every changed gzip body of the target (one whose compressed
+//! bytes the base does not hold as they are) that this build's zlib re-compresses bit for bit (gzip
+//! -9n, as Debian packages are built, mostly is); unchanged ones match as they are. The delta carries
 //! the two stream tables and an inner format-3 or format-4 delta between the expanded images. The
 //! device inflates the base's listed streams as the inner delta reads them (at most two in memory,
 //! each at most [`MAX_INFLATED`]), and deflates the target's listed streams with the recorded level
@@ -205,9 +206,14 @@ pub struct Plan {
 
 impl Plan {
     /// The streams worth expanding, or `None` when no target stream that can be re-compressed
-    /// changed from the base (then expanding gains nothing). A base stream is kept compressed when
-    /// the target holds the same compressed bytes in a stream that cannot be re-compressed, so
-    /// that those still match as they are.
+    /// changed from the base (then expanding gains nothing). Only changed streams are expanded: a
+    /// target stream whose compressed bytes the base holds as they are stays compressed, and so do
+    /// the base's copies of those bytes, which then match it exactly as they are. Inflated, they
+    /// would match just as well, but the delta would list them, the device would inflate the
+    /// base's and deflate the target's again, and creating it would re-compress them to check
+    /// (on the rootfs pair, 1,708 of its 2,090 target streams, 37 of 46 MB inflated). Likewise a
+    /// base stream is kept compressed when the target holds the same compressed bytes in a stream
+    /// that cannot be re-compressed.
     pub fn new(base: &[u8], target: &[u8]) -> Option<Plan> {
         let body = |d: &[u8], s: &Stream| blake3::hash(&d[s.at as usize..(s.at + s.len) as usize]);
         // Both images scanned at once, and the target's streams tried for re-compression on
@@ -222,24 +228,26 @@ impl Plan {
             return None;
         }
         let base_bodies: HashSet<_> = in_base.iter().map(|(s, _)| body(base, s)).collect();
-        let levels = in_parallel(&in_target, |(s, raw)| {
+        // Target streams in order, with their bodies' hashes: those the base holds unchanged, and
+        // the changed ones.
+        let (same, changed): (Vec<_>, Vec<_>) = in_target
+            .into_iter()
+            .map(|(s, raw)| (body(target, &s), s, raw))
+            .partition(|(h, _, _)| base_bodies.contains(h));
+        let levels = in_parallel(&changed, |(_, s, raw)| {
             reproduce(raw, &target[s.at as usize..(s.at + s.len) as usize])
         });
-        let (mut keep, mut expand) = (HashSet::new(), Vec::new());
-        let mut changed = false;
-        for ((s, raw), level) in in_target.into_iter().zip(levels) {
-            let h = body(target, &s);
+        let mut keep: HashSet<_> = same.into_iter().map(|(h, _, _)| h).collect();
+        let mut expand = Vec::new();
+        for ((h, s, raw), level) in changed.into_iter().zip(levels) {
             match level {
-                Some(level) => {
-                    changed |= !base_bodies.contains(&h);
-                    expand.push((s, level, raw));
-                }
+                Some(level) => expand.push((s, level, raw)),
                 None => {
                     keep.insert(h);
                 }
             }
         }
-        if !changed {
+        if expand.is_empty() {
             return None;
         }
         let base = in_base

@@ -498,6 +498,40 @@ fn format_5_round_trip_is_smaller_and_refuses_hostile_tables() {
     assert!(run(&d, &testkit::bytes(base.len(), 5), limit).is_err());
 }
 
+#[test]
+fn only_changed_gzip_streams_are_expanded() {
+    let (base, target) = gzip_pair();
+    let plan = inflate::Plan::new(&base, &target).expect("a changed stream");
+    let inflated = |d: &[u8], s: &inflate::Stream| {
+        let body = &d[s.at as usize..(s.at + s.len) as usize];
+        let mut raw = Vec::new();
+        flate2::read::DeflateDecoder::new(body)
+            .read_to_end(&mut raw)
+            .expect("inflate");
+        raw
+    };
+    // The target's changed stream and its new one; not the stream the base holds unchanged, nor
+    // the one no level reproduces.
+    let listed: Vec<(Vec<u8>, u8)> = plan
+        .target
+        .iter()
+        .map(|(s, level, _)| (inflated(&target, s), *level))
+        .collect();
+    let mut newer = text(40, 4);
+    newer.extend_from_slice(&text(4000, 1));
+    assert_eq!(listed, vec![(newer, 9), (text(500, 5), 1)]);
+    // The base's old version of the changed stream; its copy of the unchanged one stays
+    // compressed, to match the target's as it is, and so does the stored one.
+    let base_listed: Vec<Vec<u8>> = plan.base.iter().map(|(s, _)| inflated(&base, s)).collect();
+    assert_eq!(base_listed, vec![text(4000, 1)]);
+    // The expanded target holds the unchanged stream's compressed bytes as the base does.
+    let (bx, tx) = plan.expand(&base, &target);
+    let same = gzip(&text(3000, 2), 6);
+    let body = &same[10..same.len() - 8];
+    let finder = memchr::memmem::Finder::new(body);
+    assert!(finder.find(&bx).is_some() && finder.find(&tx).is_some());
+}
+
 /// An image of `parts` as gzip streams (seeded by `seed`), its expanded form, and the format-5
 /// header a device reads for it (against a target with one changed stream).
 fn expandable(parts: &[Vec<u8>], seed: u64) -> (Vec<u8>, Vec<u8>, inflate::Header) {
