@@ -8,8 +8,8 @@
 //! bytes the base does not hold as they are) that this build's zlib re-compresses bit for bit (gzip
 //! -9n, as Debian packages are built, mostly is); unchanged ones match as they are. The delta carries
 //! the two stream tables and an inner format-3 or format-4 delta between the expanded images. The
-//! device inflates the base's listed streams as the inner delta reads them (at most two in memory,
-//! each at most [`MAX_INFLATED`]), and deflates the target's listed streams with the recorded level
+//! device inflates the base's listed streams as the inner delta reads them (keeping the most recently
+//! read, at most [`CACHE_BYTES`] and [`CACHE_STREAMS`]; each at most [`MAX_INFLATED`]), and deflates the target's listed streams with the recorded level
 //! as they stream out. Deflate is C zlib, built from libz-sys's bundled source on every machine; the
 //! device checks each re-compressed stream's length against the table and the whole image's hash.
 //!
