@@ -227,7 +227,12 @@ impl Plan {
         if in_target.is_empty() {
             return None;
         }
-        let base_bodies: HashSet<_> = in_base.iter().map(|(s, _)| body(base, s)).collect();
+        // Each base stream's body hashed once: for the target's look-ups, then for what is kept.
+        let in_base: Vec<_> = in_base
+            .into_iter()
+            .map(|(s, raw)| (body(base, &s), s, raw))
+            .collect();
+        let base_bodies: HashSet<_> = in_base.iter().map(|(h, _, _)| *h).collect();
         // Target streams in order, with their bodies' hashes: those the base holds unchanged, and
         // the changed ones.
         let (same, changed): (Vec<_>, Vec<_>) = in_target
@@ -252,7 +257,8 @@ impl Plan {
         }
         let base = in_base
             .into_iter()
-            .filter(|(s, _)| !keep.contains(&body(base, s)))
+            .filter(|(h, _, _)| !keep.contains(h))
+            .map(|(_, s, raw)| (s, raw))
             .collect();
         Some(Plan {
             base,
