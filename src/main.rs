@@ -527,12 +527,14 @@ fn run(cli: Cli) -> Result<()> {
                 operands: formats_6_7 == "auto",
                 copies_against_base: formats_6_7 == "auto",
             };
-            wardswarm_node::delta::create_with(&old, &new, codec, methods, &mut w)?;
+            // Given up, so that a large pair's format-5 delta can expand them in place.
+            let target_len = new.len();
+            wardswarm_node::delta::create_from(old.into(), new.into(), codec, methods, &mut w)?;
             let len = w.commit().with_context(|| out.display().to_string())?;
             println!(
                 "{}: {len} bytes ({:.2} % of the target)",
                 out.display(),
-                len as f64 * 100.0 / new.len().max(1) as f64
+                len as f64 * 100.0 / target_len.max(1) as f64
             );
             Ok(())
         }

@@ -270,8 +270,10 @@ fn build_delta(
         .open(&partial)
         .map_err(|e| err(&partial, e))?;
     let mut w = io::BufWriter::with_capacity(IO_BLOCK, file);
-    crate::delta::create_with(&old, new, codec, methods, &mut w).map_err(|e| err(base_path, e))?;
-    drop(old);
+    // The base is given up (a large pair's format-5 delta expands it in place); the target
+    // serves every base.
+    crate::delta::create_from(old.into(), new.into(), codec, methods, &mut w)
+        .map_err(|e| err(base_path, e))?;
     let file = w.into_inner().map_err(|e| err(&partial, e.into_error()))?;
     file.sync_all().map_err(|e| err(&partial, e))?;
     let len = file.metadata().map_err(|e| err(&partial, e))?.len();

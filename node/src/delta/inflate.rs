@@ -288,6 +288,44 @@ impl Plan {
         )
     }
 
+    /// The expanded base, made in `base`'s own buffer where it can be (see [`expand_owned`]).
+    pub fn expand_base_owned(&self, base: Vec<u8>) -> Vec<u8> {
+        expand_owned(base, self.base.iter().map(|(s, r)| (s, r.as_slice())))
+    }
+
+    /// The expanded target, made in `target`'s own buffer where it can be.
+    pub fn expand_target_owned(&self, target: Vec<u8>) -> Vec<u8> {
+        expand_owned(
+            target,
+            self.target.iter().map(|(s, _, r)| (s, r.as_slice())),
+        )
+    }
+
+    /// What the plan changes, alone: the listed streams' compressed bytes, one after the other,
+    /// of the base and of the target; and their inflated bodies likewise. The plain delta and
+    /// the expanded one differ only there.
+    pub fn listed(&self, base: &[u8], target: &[u8]) -> [Vec<u8>; 4] {
+        let compressed = |d: &[u8], streams: &mut dyn Iterator<Item = &Stream>| {
+            let mut out = Vec::new();
+            for s in streams {
+                out.extend_from_slice(&d[s.at as usize..(s.at + s.len) as usize]);
+            }
+            out
+        };
+        [
+            compressed(base, &mut self.base.iter().map(|(s, _)| s)),
+            compressed(target, &mut self.target.iter().map(|(s, _, _)| s)),
+            self.base
+                .iter()
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect(),
+            self.target
+                .iter()
+                .flat_map(|(_, _, r)| r.iter().copied())
+                .collect(),
+        ]
+    }
+
     /// The stream tables, uncompressed.
     pub fn tables(&self) -> Vec<u8> {
         let mut t = Vec::new();
@@ -311,6 +349,52 @@ impl Plan {
         }
         t
     }
+}
+
+/// `d` with each of `streams` (in order, not overlapping) replaced by its inflated bytes, made in
+/// `d`'s own buffer when no stream before another is shorter inflated than compressed (then every
+/// byte moves only towards the end, and the pieces are moved last first); otherwise in a new
+/// buffer. Either way the caller no longer holds the image and its expanded form at once: on the
+/// rootfs pair that is 384 MiB of peak memory per image.
+fn expand_owned<'a>(
+    mut d: Vec<u8>,
+    streams: impl Iterator<Item = (&'a Stream, &'a [u8])> + Clone,
+) -> Vec<u8> {
+    // How far each stream's end moves; in place only if never backwards.
+    let mut shift = 0i64;
+    let mut forward = true;
+    for (s, raw) in streams.clone() {
+        shift += raw.len() as i64 - s.len as i64;
+        forward &= shift >= 0;
+    }
+    if !forward {
+        let mut out = Vec::with_capacity(d.len().saturating_add_signed(shift as isize));
+        let mut at = 0;
+        for (s, raw) in streams {
+            out.extend_from_slice(&d[at..s.at as usize]);
+            out.extend_from_slice(raw);
+            at = (s.at + s.len) as usize;
+        }
+        out.extend_from_slice(&d[at..]);
+        return out;
+    }
+    let old_len = d.len();
+    let pieces: Vec<(&Stream, &[u8])> = streams.collect();
+    d.reserve_exact(shift as usize);
+    d.resize(old_len + shift as usize, 0);
+    // From the last piece back: the raw bytes after each stream, then the stream's body.
+    let mut end = old_len; // the end of the not yet moved source bytes
+    for (s, raw) in pieces.into_iter().rev() {
+        let after = (s.at + s.len) as usize;
+        let to = after as i64 + shift;
+        d.copy_within(after..end, to as usize);
+        shift -= raw.len() as i64 - s.len as i64;
+        let body_at = (s.at as i64 + shift) as usize;
+        d[body_at..body_at + raw.len()].copy_from_slice(raw);
+        end = s.at as usize;
+    }
+    debug_assert_eq!(shift, 0);
+    d
 }
 
 /// One listed stream as the device sees it: `x_at` is its offset in the expanded image.

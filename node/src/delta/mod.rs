@@ -29,6 +29,7 @@
 //! The device checks the base's BLAKE3 against the delta's signed base before it writes anything,
 //! refuses output longer than the signed target length, and checks the written image's hash.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::OnceLock;
 
@@ -463,11 +464,47 @@ pub fn create_with(
     target: &[u8],
     codec: Codec,
     methods: Methods,
+    out: impl Write,
+) -> io::Result<()> {
+    create_from(
+        Cow::Borrowed(base),
+        Cow::Borrowed(target),
+        codec,
+        methods,
+        out,
+    )
+}
+
+/// Images at least this large together decide between format 5 and the plain delta on the
+/// streams that expanding changes ([`expanding_pays`]) before diffing the whole images: where
+/// expanding wins there, the plain images' diff is not made, and an owned image's buffer becomes
+/// its expanded form. Smaller pairs measure both whole deltas.
+pub const DECIDE_ON_STREAMS_FROM: usize = 64 << 20;
+
+/// [`create_with`], taking the images owned where the caller can give them up: a large pair's
+/// format-5 delta then holds the expanded images in place of the plain ones instead of both.
+pub fn create_from(
+    base: Cow<'_, [u8]>,
+    target: Cow<'_, [u8]>,
+    codec: Codec,
+    methods: Methods,
+    out: impl Write,
+) -> io::Result<()> {
+    create_deciding_from(base, target, codec, methods, DECIDE_ON_STREAMS_FROM, out)
+}
+
+/// [`create_from`] with the pair size from which format 5 is decided on the listed streams.
+fn create_deciding_from(
+    base: Cow<'_, [u8]>,
+    target: Cow<'_, [u8]>,
+    codec: Codec,
+    methods: Methods,
+    decide_from: usize,
     mut out: impl Write,
 ) -> io::Result<()> {
     let plan = match codec {
         Codec::Zstd(_) => None,
-        _ if methods.inflate => inflate::Plan::new(base, target),
+        _ if methods.inflate => inflate::Plan::new(&base, &target),
         _ => None,
     };
     let methods = match codec {
@@ -475,7 +512,23 @@ pub fn create_with(
         _ => methods,
     };
     let best = match plan {
-        None => best(base, target, codec, methods, None)?.expect("no budget"),
+        None => best(&base, target, codec, methods, None)?.expect("no budget"),
+        Some(plan)
+            if base.len() + target.len() >= decide_from
+                && expanding_pays(&plan, &base, &target, codec, methods)? =>
+        {
+            // Expanded one image at a time, each in its own buffer where owned: at most one plain
+            // image beside the expanded ones.
+            let bx = match base {
+                Cow::Owned(b) => plan.expand_base_owned(b),
+                Cow::Borrowed(b) => plan.expand_base_owned(b.to_vec()),
+            };
+            let tx = match target {
+                Cow::Owned(t) => plan.expand_target_owned(t),
+                Cow::Borrowed(t) => plan.expand_target_owned(t.to_vec()),
+            };
+            inflated(plan, &bx, tx, codec, methods)?
+        }
         Some(plan) => {
             // Both deltas at once, one per core, and the smaller kept: inflating pays on changed
             // gzip files and could cost elsewhere, so it is measured, never assumed. The plain
@@ -483,10 +536,11 @@ pub fn create_with(
             // likelier to win): before its add literals, it waits for the inflated one's size.
             let budget = Budget::default();
             let (plain, inflated) = at_once(
-                || best(base, target, codec, methods, Some(&budget)),
+                || best(&base, Cow::Borrowed(&target), codec, methods, Some(&budget)),
                 || {
                     let _known = budget.known_on_drop();
-                    let d = inflated(plan, base, target, codec, methods)?;
+                    let (bx, tx) = plan.expand(&base, &target);
+                    let d = inflated(plan, &bx, tx, codec, methods)?;
                     budget.set(d.len());
                     Ok(d)
                 },
@@ -506,6 +560,48 @@ pub fn create_with(
     out.flush()
 }
 
+/// Whether format 5 wins on what it changes: the delta between the base's and target's listed
+/// streams inflated (with the tables) against the delta between the same streams as they are
+/// ([`inflate::Plan::listed`]). The whole deltas differ only there, but for matches across a
+/// stream's edge and, in the plain images, a changed stream's compressed bytes matched elsewhere
+/// in the base than its old version; so expanding must win by [`STREAMS_MARGIN`] percent, and
+/// otherwise both whole deltas are measured.
+fn expanding_pays(
+    plan: &inflate::Plan,
+    base: &[u8],
+    target: &[u8],
+    codec: Codec,
+    methods: Methods,
+) -> io::Result<bool> {
+    let started = std::time::Instant::now();
+    let [cb, ct, ib, it] = plan.listed(base, target);
+    let tables = lzma2_compress(&plan.tables(), Kind::Control)?.len();
+    // Both as format 3, the quickest to make: a comparison, not the delta (the add model and
+    // format 6 would cost seconds here, and weigh both sides alike).
+    let _ = (codec, methods);
+    let (plain, expanded) = at_once(
+        || best(&cb, Cow::Borrowed(&ct), Codec::Lzma2, Methods::NONE, None),
+        || best(&ib, Cow::Borrowed(&it), Codec::Lzma2, Methods::NONE, None),
+    )?;
+    let plain = plain.expect("no budget").len();
+    let expanded = expanded.expect("no budget").len() + tables;
+    let pays = (expanded as u64) * (100 + STREAMS_MARGIN) < (plain as u64) * 100;
+    tracing::info!(
+        listed_compressed = ct.len(),
+        listed_inflated = it.len(),
+        plain,
+        expanded,
+        pays,
+        elapsed = ?started.elapsed(),
+        "delta: format 5 measured on the listed streams alone"
+    );
+    Ok(pays)
+}
+
+/// How many percent smaller expanding must make the listed streams' delta for the plain images'
+/// diff to be skipped ([`expanding_pays`]).
+const STREAMS_MARGIN: u64 = 10;
+
 /// The smallest delta of the images as given: the bsdiff-style diff (formats 1 to 4), of the
 /// images as they are and, for ELF executables of one instruction set (format 2 on), with their
 /// branch targets made absolute; format 6 and format 7's seek words as `methods` allow. With a
@@ -513,7 +609,7 @@ pub fn create_with(
 /// as soon as the streams coded so far reach it).
 fn best(
     base: &[u8],
-    target: &[u8],
+    target: Cow<'_, [u8]>,
     codec: Codec,
     methods: Methods,
     budget: Option<&Budget>,
@@ -527,7 +623,7 @@ fn best(
     let (rb, rt) = match codec {
         Codec::Modeled { .. } | Codec::Lzma2 => (
             branch::exec_ranges(base, methods.operands),
-            branch::exec_ranges(target, methods.operands),
+            branch::exec_ranges(&target, methods.operands),
         ),
         Codec::Zstd(_) => (vec![], vec![]),
     };
@@ -552,10 +648,10 @@ fn best(
     let diff = if same_arch {
         // Both candidates at once, one per core: each diff is single-threaded.
         let (plain, transformed) = at_once(
-            || encode(base, target, codec, &[], &[], words, lane),
+            || encode(base, Cow::Borrowed(&target), codec, &[], &[], words, lane),
             || {
-                let (tb, tt) = branch::encode_pair(base, target, &rb, &rt);
-                encode(&tb, &tt, codec, &rb, &rt, words, lane)
+                let (tb, tt) = branch::encode_pair(base, &target, &rb, &rt);
+                encode(&tb, Cow::Owned(tt), codec, &rb, &rt, words, lane)
             },
         )?;
         tracing::info!(
@@ -569,15 +665,19 @@ fn best(
             (Some(p), _) => Some(p),
             (None, t) => t,
         }
+    } else if !methods.against_base || base.len() > lz::MAX_BASE || base.is_empty() {
+        // Format 6 will not be tried ([`lz::create`] takes no such base): the target is given up
+        // to the diff, which frees an owned one before coding.
+        return encode(base, target, codec, &[], &[], words, lane);
     } else {
-        encode(base, target, codec, &[], &[], words, lane)?
+        encode(base, Cow::Borrowed(&target), codec, &[], &[], words, lane)?
     };
     if !methods.against_base {
         return Ok(diff);
     }
     let Some(diff) = diff else {
         // The diff could not come under the budget; format 6 is kept only if it does.
-        let Some(lz) = lz::create(base, target, &rb, &rt, None)? else {
+        let Some(lz) = lz::create(base, &target, &rb, &rt, None)? else {
             return Ok(None);
         };
         return Ok(budget.is_none_or(|b| lz.len() < b.wait()).then_some(lz));
@@ -595,7 +695,7 @@ fn best(
     // Format 6 is kept below this size, and its coding stops when it reaches it: where the diff
     // is far smaller (most patch releases), that saves most of format 6's time.
     let limit = format_6_limit(diff.len(), slack);
-    let Some(lz) = lz::create(base, target, &rb, &rt, Some(limit))? else {
+    let Some(lz) = lz::create(base, &target, &rb, &rt, Some(limit))? else {
         return Ok(Some(diff));
     };
     let keep_lz = lz.len() < limit;
@@ -622,7 +722,9 @@ struct Lane<'a> {
     /// Stop before the add literals where this candidate cannot come under this size.
     budget: Option<&'a Budget>,
     /// This encoder has a core to itself: long add literals are coded as two blocks at once
-    /// ([`SPLIT_ADDS`]). Not beside the branch transform's candidate, which already runs at once.
+    /// ([`SPLIT_ADDS`]), and a large image's diff scans what its anchors leave in two halves at
+    /// once ([`anchor::SPLIT_SCAN_FROM`]). Not beside the branch transform's candidate, which
+    /// already runs at once.
     split: bool,
     /// Raw LZMA2 sections ([`FLAG_RAW`]).
     raw: bool,
@@ -692,16 +794,15 @@ where
     Ok((a?, b?))
 }
 
-/// The format-5 delta of `plan`.
+/// The format-5 delta of `plan`, whose expanded images are `bx` and `tx` (given up to the diff).
 fn inflated(
     plan: inflate::Plan,
-    base: &[u8],
-    target: &[u8],
+    bx: &[u8],
+    tx: Vec<u8>,
     codec: Codec,
     methods: Methods,
 ) -> io::Result<Vec<u8>> {
     let tables = lzma2_compress(&plan.tables(), Kind::Control)?;
-    let (bx, tx) = plan.expand(base, target);
     tracing::info!(
         base_streams = plan.base.len(),
         target_streams = plan.target.len(),
@@ -713,7 +814,7 @@ fn inflated(
     let mut d = inflate::MAGIC_5.to_vec();
     d.extend_from_slice(&(tables.len() as u64).to_le_bytes());
     d.extend_from_slice(&tables);
-    let inner = best(&bx, &tx, codec, methods, None)?.expect("no budget");
+    let inner = best(bx, Cow::Owned(tx), codec, methods, None)?.expect("no budget");
     d.extend_from_slice(&inner);
     Ok(d)
 }
@@ -750,7 +851,7 @@ pub fn create_diff_with_seeks(
 ) -> io::Result<Vec<u8>> {
     encode(
         base,
-        target,
+        Cow::Borrowed(target),
         codec,
         &[],
         &[],
@@ -837,7 +938,7 @@ fn sections_but_literals(
 
 fn encode(
     base: &[u8],
-    target: &[u8],
+    target: Cow<'_, [u8]>,
     codec: Codec,
     rb: &[Range],
     rt: &[Range],
@@ -861,7 +962,7 @@ fn encode(
     // Where the next control starts in the base and in the target.
     let (mut base_pos, mut target_pos) = (0u64, 0u64);
     {
-        let mut t = bidiff::Translator::new(base, target, |c: &bidiff::Control<'_>| {
+        let mut t = bidiff::Translator::new(base, &target, |c: &bidiff::Control<'_>| {
             let seek = ((c.seek << 1) ^ (c.seek >> 63)) as u64;
             if columns {
                 put_varint(&mut cols[0], c.add.len() as u64);
@@ -901,9 +1002,12 @@ fn encode(
             }
             Ok::<(), io::Error>(())
         });
-        anchor::diff(base, target, |m| t.translate(m))?;
+        anchor::diff(base, &target, split, |m| t.translate(m))?;
         t.close()?;
     }
+    // The streams hold what is left to code: an owned target is no longer needed (on the rootfs
+    // pair, 386 MiB freed before the coders' dictionaries are allocated).
+    drop(target);
     let (magic, flags, sections) = match codec {
         Codec::Zstd(level) => (
             MAGIC_ZSTD,

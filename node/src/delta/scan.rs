@@ -229,11 +229,22 @@ pub fn diff(
     let index = Index::new(base)?;
     tracing::debug!(bytes = base.len(), elapsed = ?started.elapsed(), "delta: suffix array sorted");
     let started = std::time::Instant::now();
-    let mut scan = Scan::new(&index, target, params);
+    diff_with(&index, target, params, on_match)?;
+    tracing::debug!(bytes = target.len(), elapsed = ?started.elapsed(), "delta: target scanned");
+    Ok(())
+}
+
+/// The diff of the indexed base and `target` (not empty base), as [`diff`]'s matches.
+pub fn diff_with(
+    index: &Index<'_>,
+    target: &[u8],
+    params: Params,
+    mut on_match: impl FnMut(Match) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut scan = Scan::new(index, target, params);
     while let Some(m) = scan.next_match() {
         on_match(m)?;
     }
-    tracing::debug!(bytes = target.len(), elapsed = ?started.elapsed(), "delta: target scanned");
     Ok(())
 }
 

@@ -532,6 +532,67 @@ fn only_changed_gzip_streams_are_expanded() {
     assert!(finder.find(&bx).is_some() && finder.find(&tx).is_some());
 }
 
+#[test]
+fn expanding_an_owned_image_in_place_gives_the_expanded_image() {
+    // Streams that grow inflated (text): moved in place.
+    let (base, target) = gzip_pair();
+    let plan = inflate::Plan::new(&base, &target).expect("a changed stream");
+    let (bx, tx) = plan.expand(&base, &target);
+    assert_eq!(plan.expand_base_owned(base.clone()), bx);
+    assert_eq!(plan.expand_target_owned(target.clone()), tx);
+    // A first stream that shrinks inflated (random bytes, stored by deflate with its framing),
+    // then one that grows: not in place, and the same bytes.
+    let (a, b) = (testkit::bytes(30_000, 61), testkit::bytes(30_000, 62));
+    let base = image(&[gzip(&a, 9), gzip(&text(2000, 63), 9)], 64);
+    let mut later = text(2000, 63);
+    later.extend_from_slice(b"one more line\n");
+    let target = image(&[gzip(&b, 9), gzip(&later, 9)], 64);
+    let plan = inflate::Plan::new(&base, &target).expect("changed streams");
+    assert!(plan
+        .target
+        .iter()
+        .any(|(s, _, raw)| (raw.len() as u64) < s.len));
+    let (bx, tx) = plan.expand(&base, &target);
+    assert_eq!(plan.expand_base_owned(base), bx);
+    assert_eq!(plan.expand_target_owned(target), tx);
+}
+
+#[test]
+fn a_large_pair_decides_format_5_on_its_listed_streams() {
+    // Decided on the listed streams (as a pair of 64 MiB or more is): format 5, whose inner delta
+    // is the one measured whole, and it applies; owned and borrowed images give the same bytes.
+    let (base, target) = gzip_pair();
+    let limit = target.len() as u64;
+    let methods = Methods {
+        inflate: true,
+        ..Methods::NONE
+    };
+    let decided = |b: Cow<'_, [u8]>, t: Cow<'_, [u8]>, from: usize| {
+        let mut d = Vec::new();
+        create_deciding_from(b, t, Codec::Lzma2, methods, from, &mut d).expect("create");
+        d
+    };
+    let measured = decided(Cow::Borrowed(&base), Cow::Borrowed(&target), usize::MAX);
+    let borrowed = decided(Cow::Borrowed(&base), Cow::Borrowed(&target), 0);
+    let owned = decided(Cow::Owned(base.clone()), Cow::Owned(target.clone()), 0);
+    assert_eq!(&borrowed[..4], inflate::MAGIC_5);
+    assert_eq!(borrowed, measured);
+    assert_eq!(owned, measured);
+    assert_eq!(run(&owned, &base, limit).expect("apply"), target);
+    // Where expanding gains nothing on the streams (random bytes, inflated no better than as
+    // they are), both whole deltas are measured as for a small pair: the same delta.
+    let (a, b) = (testkit::bytes(30_000, 71), testkit::bytes(30_000, 72));
+    let base = image(&[gzip(&a, 9)], 73);
+    let target = image(&[gzip(&b, 9)], 73);
+    let measured = decided(Cow::Borrowed(&base), Cow::Borrowed(&target), usize::MAX);
+    let owned = decided(Cow::Owned(base.clone()), Cow::Owned(target.clone()), 0);
+    assert_eq!(owned, measured);
+    assert_eq!(
+        run(&owned, &base, target.len() as u64).expect("apply"),
+        target
+    );
+}
+
 /// An image of `parts` as gzip streams (seeded by `seed`), its expanded form, and the format-5
 /// header a device reads for it (against a target with one changed stream).
 fn expandable(parts: &[Vec<u8>], seed: u64) -> (Vec<u8>, Vec<u8>, inflate::Header) {
