@@ -103,6 +103,20 @@ fn inflate(data: &[u8], cap: u64, out: &mut Vec<u8>) -> Option<usize> {
 /// Every whole gzip member of an image whose body inflates to at most [`MAX_INFLATED`] bytes and
 /// matches its trailer's CRC-32 and length, with its inflated bytes.
 pub fn scan(d: &[u8]) -> Vec<(Stream, Vec<u8>)> {
+    streams(d).into_iter().map(|s| (s, body(d, &s))).collect()
+}
+
+/// The inflated bytes of `s`, a stream [`streams`] found in `d`.
+fn body(d: &[u8], s: &Stream) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(s.inflated as usize + 1);
+    let whole = inflate(&d[s.at as usize..], s.inflated, &mut raw);
+    debug_assert_eq!(whole, Some(s.len as usize));
+    raw
+}
+
+/// [`scan`]'s streams without their inflated bytes: a plan keeps only the changed ones' (on the
+/// rootfs pair, 10 of 92 MB), and the rest, inflated and dropped, stayed in the allocator's heap.
+pub fn streams(d: &[u8]) -> Vec<Stream> {
     let mut found = Vec::new();
     let mut buf = Vec::new();
     let mut i = 0;
@@ -133,7 +147,7 @@ pub fn scan(d: &[u8]) -> Vec<(Stream, Vec<u8>)> {
             len: len as u64,
             inflated: buf.len() as u64,
         };
-        found.push((s, std::mem::take(&mut buf)));
+        found.push(s);
         i = j + len + 8;
     }
     found
@@ -215,12 +229,13 @@ impl Plan {
     /// base stream is kept compressed when the target holds the same compressed bytes in a stream
     /// that cannot be re-compressed.
     pub fn new(base: &[u8], target: &[u8]) -> Option<Plan> {
-        let body = |d: &[u8], s: &Stream| blake3::hash(&d[s.at as usize..(s.at + s.len) as usize]);
+        let hash = |d: &[u8], s: &Stream| blake3::hash(&d[s.at as usize..(s.at + s.len) as usize]);
         // Both images scanned at once, and the target's streams tried for re-compression on
-        // every core: this was 8 of the rootfs pair's 41 s on one core (`docs/deltas.md`).
+        // every core: this was 8 of the rootfs pair's 41 s on one core (`docs/deltas.md`). Only
+        // the streams listed are inflated again to be kept.
         let (in_target, in_base) = std::thread::scope(|scope| {
-            let b = scope.spawn(|| scan(base));
-            let t = scan(target);
+            let b = scope.spawn(|| streams(base));
+            let t = streams(target);
             (t, b.join())
         });
         let in_base = in_base.unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -228,25 +243,24 @@ impl Plan {
             return None;
         }
         // Each base stream's body hashed once: for the target's look-ups, then for what is kept.
-        let in_base: Vec<_> = in_base
-            .into_iter()
-            .map(|(s, raw)| (body(base, &s), s, raw))
-            .collect();
-        let base_bodies: HashSet<_> = in_base.iter().map(|(h, _, _)| *h).collect();
+        let in_base: Vec<_> = in_base.into_iter().map(|s| (hash(base, &s), s)).collect();
+        let base_bodies: HashSet<_> = in_base.iter().map(|(h, _)| *h).collect();
         // Target streams in order, with their bodies' hashes: those the base holds unchanged, and
         // the changed ones.
         let (same, changed): (Vec<_>, Vec<_>) = in_target
             .into_iter()
-            .map(|(s, raw)| (body(target, &s), s, raw))
-            .partition(|(h, _, _)| base_bodies.contains(h));
-        let levels = in_parallel(&changed, |(_, s, raw)| {
-            reproduce(raw, &target[s.at as usize..(s.at + s.len) as usize])
+            .map(|s| (hash(target, &s), s))
+            .partition(|(h, _)| base_bodies.contains(h));
+        let tried = in_parallel(&changed, |(_, s)| {
+            let raw = body(target, s);
+            let level = reproduce(&raw, &target[s.at as usize..(s.at + s.len) as usize]);
+            level.map(|level| (level, raw))
         });
-        let mut keep: HashSet<_> = same.into_iter().map(|(h, _, _)| h).collect();
+        let mut keep: HashSet<_> = same.into_iter().map(|(h, _)| h).collect();
         let mut expand = Vec::new();
-        for ((h, s, raw), level) in changed.into_iter().zip(levels) {
-            match level {
-                Some(level) => expand.push((s, level, raw)),
+        for ((h, s), tried) in changed.into_iter().zip(tried) {
+            match tried {
+                Some((level, raw)) => expand.push((s, level, raw)),
                 None => {
                     keep.insert(h);
                 }
@@ -257,8 +271,8 @@ impl Plan {
         }
         let base = in_base
             .into_iter()
-            .filter(|(h, _, _)| !keep.contains(h))
-            .map(|(_, s, raw)| (s, raw))
+            .filter(|(h, _)| !keep.contains(h))
+            .map(|(_, s)| (s, body(base, &s)))
             .collect();
         Some(Plan {
             base,

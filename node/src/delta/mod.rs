@@ -1126,9 +1126,19 @@ fn encode(
                 // The literals' LZMA2 here, the other streams and then the model beside it (the
                 // other streams first: either coder of the literals needs their length to stop).
                 None => std::thread::scope(|scope| {
+                    // Long literals (an image's): the model, the longest coder, starts at once
+                    // on its own thread, and learns the other streams' length as it goes.
+                    let early = (split && literals.len() >= SPLIT_ADDS && modeling)
+                        .then(|| scope.spawn(model));
                     let side = scope.spawn(|| {
                         let rest = code_rest();
-                        (modeling.then(model), rest)
+                        let modeled = match early {
+                            Some(m) => Some(m.join().unwrap_or_else(|_| {
+                                Err(io::Error::other("delta: the model panicked"))
+                            })),
+                            None => modeling.then(model),
+                        };
+                        (modeled, rest)
                     });
                     let lzma = code_literals();
                     side.join()
