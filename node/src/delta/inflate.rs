@@ -282,17 +282,6 @@ impl Plan {
 
     /// The expanded base and target.
     pub fn expand(&self, base: &[u8], target: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        fn expand<'a>(d: &[u8], streams: impl Iterator<Item = (&'a Stream, &'a [u8])>) -> Vec<u8> {
-            let mut out = Vec::with_capacity(d.len());
-            let mut at = 0;
-            for (s, raw) in streams {
-                out.extend_from_slice(&d[at..s.at as usize]);
-                out.extend_from_slice(raw);
-                at = (s.at + s.len) as usize;
-            }
-            out.extend_from_slice(&d[at..]);
-            out
-        }
         (
             expand(base, self.base.iter().map(|(s, r)| (s, r.as_slice()))),
             expand(
@@ -365,7 +354,21 @@ impl Plan {
     }
 }
 
-/// `d` with each of `streams` (in order, not overlapping) replaced by its inflated bytes, made in
+/// `d` with each of `streams` (in order, not overlapping) replaced by its inflated bytes, in a new
+/// buffer.
+fn expand<'a>(d: &[u8], streams: impl Iterator<Item = (&'a Stream, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(d.len());
+    let mut at = 0;
+    for (s, raw) in streams {
+        out.extend_from_slice(&d[at..s.at as usize]);
+        out.extend_from_slice(raw);
+        at = (s.at + s.len) as usize;
+    }
+    out.extend_from_slice(&d[at..]);
+    out
+}
+
+/// [`expand`], made in
 /// `d`'s own buffer when no stream before another is shorter inflated than compressed (then every
 /// byte moves only towards the end, and the pieces are moved last first); otherwise in a new
 /// buffer. Either way the caller no longer holds the image and its expanded form at once: on the
@@ -382,15 +385,7 @@ fn expand_owned<'a>(
         forward &= shift >= 0;
     }
     if !forward {
-        let mut out = Vec::with_capacity(d.len().saturating_add_signed(shift as isize));
-        let mut at = 0;
-        for (s, raw) in streams {
-            out.extend_from_slice(&d[at..s.at as usize]);
-            out.extend_from_slice(raw);
-            at = (s.at + s.len) as usize;
-        }
-        out.extend_from_slice(&d[at..]);
-        return out;
+        return expand(&d, streams);
     }
     let old_len = d.len();
     let pieces: Vec<(&Stream, &[u8])> = streams.collect();
