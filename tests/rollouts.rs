@@ -14,25 +14,29 @@ fn rollouts_through_the_api_with_roles_four_eyes_audit_and_a_restart() {
     let f = Fixture::new();
     let d = f.path();
     let (_origin, url) = origin_with_release(&f, 1 << 20);
-    // The example config as it is: every route needs a token. A fixed swarm port, so the devices
-    // find the gateway again after its restart.
+    // The example config as it is: every route needs a token. The swarm port the gateway first
+    // gets is then fixed in its config, so the devices find it again after its restart (a port
+    // picked beforehand could be taken by another test's socket before the gateway binds it).
     f.member("gw", wardswarm_node::membership::Role::Gateway);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let cfg = gateway_toml(&url, "")
-        .replace("api_open_reads = true", "api_open_reads = false")
-        .replace(
-            "/ip4/127.0.0.1/tcp/0",
-            &format!("/ip4/127.0.0.1/tcp/{port}"),
-        );
-    std::fs::write(d.join("gateway.toml"), cfg).expect("config");
+    let cfg = gateway_toml(&url, "").replace("api_open_reads = true", "api_open_reads = false");
+    std::fs::write(d.join("gateway.toml"), &cfg).expect("config");
     let mut gw = Proc::start(d, &["seeder", "--config", "gateway.toml"], "gateway.log");
     let gw_addr = gw
         .line("listening on ")
         .trim_start_matches("listening on ")
         .to_string();
+    let port = gw_addr
+        .split("/tcp/")
+        .nth(1)
+        .and_then(|p| p.split('/').next())
+        .expect("a TCP listen address")
+        .to_string();
+    let fixed = cfg.replace(
+        "/ip4/127.0.0.1/tcp/0",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+    );
+    assert_ne!(fixed, cfg, "the config names the swarm's listen address");
+    std::fs::write(d.join("gateway.toml"), fixed).expect("config");
     let api = api_of(&gw);
     assert_eq!(http_call(api, "GET", "/api/v1/devices", None, None).0, 401);
     assert_eq!(http_call(api, "GET", "/metrics", None, None).0, 401);
