@@ -515,7 +515,7 @@ fn create_deciding_from(
         None => best(&base, target, codec, methods, None)?.expect("no budget"),
         Some(plan)
             if base.len() + target.len() >= decide_from
-                && expanding_pays(&plan, &base, &target, codec, methods)? =>
+                && expanding_pays(&plan, &base, &target)? =>
         {
             // Expanded one image at a time, each in its own buffer where owned: at most one plain
             // image beside the expanded ones.
@@ -566,19 +566,12 @@ fn create_deciding_from(
 /// stream's edge and, in the plain images, a changed stream's compressed bytes matched elsewhere
 /// in the base than its old version; so expanding must win by [`STREAMS_MARGIN`] percent, and
 /// otherwise both whole deltas are measured.
-fn expanding_pays(
-    plan: &inflate::Plan,
-    base: &[u8],
-    target: &[u8],
-    codec: Codec,
-    methods: Methods,
-) -> io::Result<bool> {
+fn expanding_pays(plan: &inflate::Plan, base: &[u8], target: &[u8]) -> io::Result<bool> {
     let started = std::time::Instant::now();
     let [cb, ct, ib, it] = plan.listed(base, target);
     let tables = lzma2_compress(&plan.tables(), Kind::Control)?.len();
-    // Both as format 3, the quickest to make: a comparison, not the delta (the add model and
-    // format 6 would cost seconds here, and weigh both sides alike).
-    let _ = (codec, methods);
+    // Both as format 3 whatever the delta's codec, the quickest to make: a comparison, not the
+    // delta (the add model and format 6 would cost seconds here, and weigh both sides alike).
     let (plain, expanded) = at_once(
         || best(&cb, Cow::Borrowed(&ct), Codec::Lzma2, Methods::NONE, None),
         || best(&ib, Cow::Borrowed(&it), Codec::Lzma2, Methods::NONE, None),
